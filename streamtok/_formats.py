@@ -1,0 +1,191 @@
+"""Shard file formats: detect, validate and write them.
+
+Three layouts are read, all as one flat array of token ids at a byte offset:
+
+- llm.c ``.bin``: a 1024-byte header of 256 int32 (magic, version, token count), then the
+  tokens. Magic 20240520 / version 1 holds uint16 ids (GPT-2); magic 20240801 / version 7
+  holds uint32 ids (Llama 3).
+- ``.npy``: numpy's header is parsed and the data offset taken from it; any 1-D integer dtype.
+- anything else (raw ``.bin``): a headerless array of a configured dtype (uint16 by default).
+
+Opening costs one ``stat`` and at most one small header read; nothing is scanned.
+Writers write to a temporary name in the same directory and ``os.replace`` it into place, so
+a crash never leaves a half-written shard under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ShardFormatError, ShardNotFoundError
+
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAGIC_GPT2 = 20240520
+MAGIC_LLAMA3 = 20240801
+# magic -> (version, token dtype), as llm.c writes them.
+LLMC_FORMATS: dict[int, tuple[int, np.dtype]] = {
+    MAGIC_GPT2: (1, np.dtype(np.uint16)),
+    MAGIC_LLAMA3: (7, np.dtype(np.uint32)),
+}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Where the tokens of one shard file lie: ``n_tokens`` ids of ``dtype`` from byte ``offset``."""
+
+    path: str
+    kind: str  # "llmc", "npy" or "raw"
+    dtype: np.dtype
+    offset: int
+    n_tokens: int
+    version: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.n_tokens * self.dtype.itemsize
+
+
+def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16") -> ShardInfo:
+    """Detect the format of ``path`` and check that its size agrees with its header.
+
+    Args:
+        path: the shard file.
+        raw_dtype: the dtype of headerless files (ignored for llm.c ``.bin`` and ``.npy``).
+
+    Raises:
+        ShardNotFoundError: the file does not exist.
+        ShardFormatError: the file is empty, truncated, or its header is not understood.
+    """
+    path = str(path)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise ShardNotFoundError(f"{path}: no such shard file") from None
+    if size == 0:
+        raise ShardFormatError(f"{path}: the shard is empty (0 bytes); delete it or re-create it")
+    if path.endswith(".npy"):
+        return _probe_npy(path, size)
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+    if len(head) >= 4:
+        magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
+        if magic in LLMC_FORMATS:
+            return _probe_llmc(path, size, head)
+    return _probe_raw(path, size, np.dtype(raw_dtype))
+
+
+def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:
+    if len(head) < HEADER_BYTES:
+        raise ShardFormatError(
+            f"{path}: llm.c magic found but the file has only {size} bytes, "
+            f"less than the {HEADER_BYTES}-byte header; the shard is truncated"
+        )
+    header = np.frombuffer(head, dtype="<i4")
+    magic, version, count = int(header[0]), int(header[1]), int(header[2])
+    want_version, dtype = LLMC_FORMATS[magic]
+    if version != want_version:
+        raise ShardFormatError(
+            f"{path}: llm.c header magic {magic} with unknown version {version} "
+            f"(expected {want_version}); re-create the shard or convert it"
+        )
+    expected = HEADER_BYTES + count * dtype.itemsize
+    if count <= 0 or size != expected:
+        raise ShardFormatError(
+            f"{path}: llm.c header says {count} tokens of {dtype.name} "
+            f"({expected} bytes with the header) but the file has {size} bytes; "
+            "the shard is truncated or its header is wrong; re-download or re-create it"
+        )
+    return ShardInfo(path, "llmc", dtype, HEADER_BYTES, count, version)
+
+
+def _probe_npy(path: str, size: int) -> ShardInfo:
+    try:
+        with open(path, "rb") as f:
+            major, _minor = np.lib.format.read_magic(f)
+            if major == 1:
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except ValueError as exc:
+        raise ShardFormatError(f"{path}: not a readable .npy file ({exc})") from None
+    if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
+        raise ShardFormatError(
+            f"{path}: .npy holds an array of shape {shape} and dtype {dtype}; "
+            "a token shard must be 1-D with an integer dtype"
+        )
+    if not dtype.isnative and dtype.itemsize > 1:
+        raise ShardFormatError(f"{path}: .npy dtype {dtype.str} is not in this machine's byte order")
+    n = int(shape[0])
+    expected = offset + n * dtype.itemsize
+    if n == 0:
+        raise ShardFormatError(f"{path}: the .npy array holds no tokens")
+    if size != expected:
+        raise ShardFormatError(
+            f"{path}: .npy header says {n} tokens of {dtype.name} ({expected} bytes) "
+            f"but the file has {size} bytes; the shard is truncated"
+        )
+    return ShardInfo(path, "npy", np.dtype(dtype), offset, n)
+
+
+def _probe_raw(path: str, size: int, dtype: np.dtype) -> ShardInfo:
+    if dtype.kind not in "iu":
+        raise ShardFormatError(f"{path}: raw dtype {dtype} is not an integer dtype")
+    if size % dtype.itemsize:
+        raise ShardFormatError(
+            f"{path}: {size} bytes is not a multiple of {dtype.itemsize} ({dtype.name} tokens); "
+            "the shard is truncated or the dtype is wrong"
+        )
+    return ShardInfo(path, "raw", dtype, 0, size // dtype.itemsize)
+
+
+def llmc_header(n_tokens: int, dtype: np.dtype | str = np.uint16) -> np.ndarray:
+    """The 256-int32 llm.c header for ``n_tokens`` tokens stored as ``dtype``."""
+    dtype = np.dtype(dtype)
+    for magic, (version, want) in LLMC_FORMATS.items():
+        if want == dtype:
+            header = np.zeros(HEADER_INTS, dtype="<i4")
+            header[:3] = (magic, version, n_tokens)
+            return header
+    raise ShardFormatError(f"llm.c shards hold uint16 or uint32 tokens, not {dtype}")
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray, *, kind: str | None = None) -> ShardInfo:
+    """Write ``tokens`` to ``path`` atomically as an llm.c ``.bin``, ``.npy`` or raw file.
+
+    Args:
+        path: the final file name; the format follows its suffix unless ``kind`` is given.
+        tokens: a 1-D integer array, written in its own dtype.
+        kind: ``"llmc"``, ``"npy"`` or ``"raw"``; default ``"npy"`` for ``.npy``, else ``"llmc"``.
+    """
+    path = Path(path)
+    tokens = np.ascontiguousarray(tokens)
+    if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+        raise ShardFormatError(f"{path}: tokens must be a 1-D integer array, got {tokens.dtype}{tokens.shape}")
+    kind = kind or ("npy" if path.suffix == ".npy" else "llmc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if kind == "npy":
+                np.lib.format.write_array(f, tokens, allow_pickle=False)
+            else:
+                if kind == "llmc":
+                    f.write(llmc_header(len(tokens), tokens.dtype).tobytes())
+                elif kind != "raw":
+                    raise ValueError(f"unknown shard kind {kind!r}; use 'llmc', 'npy' or 'raw'")
+                f.write(tokens.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return probe_shard(path, raw_dtype=tokens.dtype)

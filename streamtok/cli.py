@@ -1,0 +1,43 @@
+"""The ``streamtok`` command: prepare data (tokenize, download, inspect) and benchmark the loader.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that adds
+its parser and sets ``func``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import StreamtokError
+
+SUBCOMMANDS = (
+    "streamtok.prep.tokenize",
+    "streamtok.prep.hub",
+    "streamtok.prep.inspect",
+    "streamtok.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamtok", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StreamtokError as exc:
+        print(f"streamtok {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

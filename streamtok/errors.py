@@ -1,0 +1,38 @@
+"""The errors streamtok raises: one base class, small subclasses grouped by what went wrong.
+
+Every message names the file (or setting) and the offending value, and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class StreamtokError(Exception):
+    """Base class of every error streamtok raises on purpose."""
+
+
+class ShardNotFoundError(StreamtokError, FileNotFoundError):
+    """A path, directory or glob named no shard file."""
+
+
+class ShardFormatError(StreamtokError, ValueError):
+    """A shard file is empty, truncated, or has a header streamtok cannot read."""
+
+
+class TokenRangeError(StreamtokError, ValueError):
+    """A token id is not below the vocabulary size."""
+
+
+class ConfigError(StreamtokError, ValueError):
+    """Settings that cannot work together or with this data (window too long, too few shards)."""
+
+
+class StateMismatchError(StreamtokError, ValueError):
+    """A saved state_dict was made under another configuration or other data."""
+
+
+class EncodingUnavailableError(StreamtokError, RuntimeError):
+    """A tokenizer encoding's files cannot be found or downloaded."""
+
+
+class HubError(StreamtokError, RuntimeError):
+    """A shard could not be had from the Hugging Face Hub (offline, missing, or refused)."""

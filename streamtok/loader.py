@@ -1,0 +1,227 @@
+"""The quick path: shards to ``(x, y)`` batches through torchdata's StatefulDataLoader.
+
+Workers each build whole batches (one compact tensor per batch, one shared-memory handshake)
+for the steps ``j % num_workers == worker_id`` of the pass; the DataLoader hands them back in
+order. The trainer's process counts what it received, so the position, and hence
+``state_dict()``, is known without asking the workers. The state is streamtok's own, a few
+integers: it restores under another ``num_workers`` or world size, which StatefulDataLoader's
+worker snapshots cannot.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from .collate import Collator, split
+from .errors import ConfigError, StateMismatchError
+from .reader import MemmapReader
+from .sampler import PassStart, WindowSampler
+from .shards import ShardLister, Source
+
+LOADER_STATE_VERSION = 1
+_READER_KEYS = set(inspect.signature(MemmapReader.__init__).parameters) - {"self", "source"}
+_DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
+
+
+class _BatchStream(IterableDataset):
+    """The worker side: compact batches for this worker's share of one pass."""
+
+    def __init__(self, collator: Collator):
+        self.collator = collator
+        self.start = PassStart(0, 0, None)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        worker_id, workers = (info.id, info.num_workers) if info else (0, 1)
+        sampler, gather = self.collator.source, self.collator.gather
+        reader, shared = self.collator.reader, info is not None
+        steps = sampler.iter_steps(self.start, worker_id, workers)
+        if not reader.lookahead:
+            for starts in steps:
+                yield gather(starts, shared=shared)
+            return
+        # The order is known: have the kernel fetch the pages of the next batches now.
+        ahead: deque[np.ndarray] = deque()
+        for starts in steps:
+            reader.willneed(starts, sampler.window_len)
+            ahead.append(starts)
+            if len(ahead) > reader.lookahead:
+                yield gather(ahead.popleft(), shared=shared)
+        while ahead:
+            yield gather(ahead.popleft(), shared=shared)
+
+    def __len__(self) -> int:
+        steps = self.collator.source.pass_steps(self.start)
+        if steps is None:
+            raise TypeError("an endless stream (epochs=None) has no length")
+        return steps
+
+
+def _identity(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+class StreamtokLoader(StatefulDataLoader):
+    """A StatefulDataLoader of ``(x, y)`` batches with a small, portable, exact state.
+
+    Args:
+        collator: what to load (its sampler fixes order, rank and batch size).
+        num_workers: DataLoader worker processes; the stream is the same for any number.
+        pin_memory: pin batches for fast, asynchronous copies to the GPU.
+        **kw: ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
+            ``prefetch_factor`` and ``pin_memory_device``, as for ``DataLoader``.
+    """
+
+    def __init__(self, collator: Collator, *, num_workers: int = 0, pin_memory: bool = False, **kw: Any):
+        if kw.pop("persistent_workers", False):
+            raise ConfigError(
+                "persistent_workers is not supported: one pass over the loader covers all "
+                "`epochs` (or streams forever with epochs=None), so workers start once per pass"
+            )
+        unknown = set(kw) - _DATALOADER_KEYS
+        if unknown:
+            raise ConfigError(f"unsupported loader option(s) {sorted(unknown)}; accepted: {sorted(_DATALOADER_KEYS)}")
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, not {num_workers}")
+        if num_workers == 0:
+            kw.pop("prefetch_factor", None)
+        self.collator = collator
+        self._stream = _BatchStream(collator)
+        with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API
+            warnings.filterwarnings("ignore", message=".*set_vital.*")
+            super().__init__(
+                self._stream,
+                batch_size=None,
+                collate_fn=_identity,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+                in_order=True,
+                snapshot_every_n_steps=None,
+                **kw,
+            )
+
+    def iter_compact(self) -> Iterator[torch.Tensor]:
+        """Iterate ``(B, T+1)`` buffers in the stored dtype, advancing the same position.
+
+        :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
+        split and upcast them there.
+        """
+        sampler = self.collator.source
+        self._stream.start = sampler.begin_pass()
+        for buf in super().__iter__():
+            sampler.advance()
+            yield buf
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
+        dtype = self.collator.dtype
+        for buf in self.iter_compact():
+            yield split(buf, dtype)
+
+    def __len__(self) -> int:
+        sampler = self.collator.source
+        steps = sampler.pass_steps(PassStart(sampler.epoch, sampler.offset, sampler.end_epoch))
+        if steps is None:
+            raise TypeError("an endless loader (epochs=None) has no length")
+        return steps
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last batch received, JSON-serialisable."""
+        return {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume: the next iteration continues right after the saved batch.
+
+        Raises:
+            StateMismatchError: the state belongs to another configuration or other data.
+        """
+        if state_dict.get("streamtok") != LOADER_STATE_VERSION:
+            raise StateMismatchError(
+                "this is not a streamtok loader state (no 'streamtok' version key); "
+                "pass the dict returned by StreamtokLoader.state_dict()"
+            )
+        self.collator.source.load_state_dict(state_dict["sampler"])
+
+
+def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> ShardLister:
+    lister = source if isinstance(source, ShardLister) else ShardLister(source)
+    return lister.split(split_name, holdout)
+
+
+def loader(
+    source: Source | ShardLister,
+    *,
+    seq_len: int,
+    batch_size: int,
+    split: str = "train",
+    holdout: int = 1,
+    mode: str = "shuffle",
+    seed: int = 0,
+    epochs: int | None = 1,
+    num_workers: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    dtype: torch.dtype = torch.int64,
+    pin_memory: bool = False,
+    **kw: Any,
+) -> StreamtokLoader:
+    """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
+
+    Args:
+        source: a directory, glob, list of paths, or :class:`ShardLister`.
+        seq_len: tokens per row ``T``.
+        batch_size: rows per batch on this rank ``B``.
+        split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
+        holdout: trailing shards held out for ``"val"`` when none is named ``val``.
+        mode: ``"shuffle"`` (every window once per epoch), ``"random"`` (with replacement)
+            or ``"sequential"`` (every token once, for validation).
+        seed: picks the order; same seed, same batches.
+        epochs: epochs per pass over the loader; ``None`` streams forever.
+        num_workers: DataLoader workers; the stream does not depend on it.
+        rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
+        dtype: dtype of ``x`` and ``y``.
+        pin_memory: pin batches for asynchronous GPU copies.
+        **kw: reader options (``raw_dtype``, ``max_open``, ``advice``), ``vocab_size``, and
+            DataLoader options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
+            ``multiprocessing_context``, ``pin_memory_device``).
+    """
+    reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
+    vocab_size = kw.pop("vocab_size", None)
+    reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
+    sampler = WindowSampler(
+        reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
+        batch_size=batch_size, rank=rank, world_size=world_size,
+    )
+    collator = Collator(sampler, dtype=dtype, vocab_size=vocab_size)
+    return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)
+
+
+def create_dataloaders(
+    train_data_path: str | os.PathLike | Sequence[str],
+    val_data_path: str | os.PathLike | Sequence[str] | None,
+    batch_size: int,
+    max_length: int,
+    num_workers: int = 0,
+    prefetch_factor: int | None = None,
+    seed: int = 0,
+) -> tuple[StreamtokLoader, StreamtokLoader | None]:
+    """``(train_loader, val_loader)`` for the ``.npy`` recipe: one file (or set) per split.
+
+    The training loader shuffles and reshuffles on every pass; the validation loader reads
+    every token once, in order. ``max_length`` is the sequence length ``T``.
+    """
+    common: dict[str, Any] = {"seq_len": max_length, "batch_size": batch_size, "split": "all", "num_workers": num_workers}
+    if num_workers and prefetch_factor is not None:
+        common["prefetch_factor"] = prefetch_factor
+    train = loader(train_data_path, mode="shuffle", seed=seed, **common)
+    val = None if val_data_path is None else loader(val_data_path, mode="sequential", seed=seed, **common)
+    return train, val

@@ -1,0 +1,165 @@
+"""CUDAPrefetcher: keep ``depth`` batches in flight to the device, and checkpoint correctly.
+
+Each batch fetched from the source is staged at once (on CUDA: a ``non_blocking`` copy on a
+side stream, then the split into ``(x, y)`` and the upcast on the device, so only the
+compact 2-byte tokens cross PCIe). The training loop gets batches in order; the compute
+stream waits for each copy before use. Batches in flight are not consumed yet, so every
+staged batch carries the source state taken right after it was fetched, and
+``state_dict()`` returns the state of the last batch handed out: a checkpoint taken mid-
+prefetch resumes at the next unseen batch.
+
+All bookkeeping (queue, state pairing, dtype) lives here and runs the same on CPU; only
+:class:`_CUDAStage` touches CUDA.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from .collate import split
+from .errors import ConfigError
+
+Batch = Any
+
+
+def _to_device(item: Batch, device: torch.device, non_blocking: bool) -> Batch:
+    if isinstance(item, torch.Tensor):
+        return item.to(device, non_blocking=non_blocking)
+    if isinstance(item, (tuple, list)):
+        return type(item)(_to_device(i, device, non_blocking) for i in item)
+    if isinstance(item, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in item.items()}
+    return item
+
+
+def _tensors(item: Batch) -> Iterator[torch.Tensor]:
+    if isinstance(item, torch.Tensor):
+        yield item
+    elif isinstance(item, (tuple, list)):
+        for i in item:
+            yield from _tensors(i)
+    elif isinstance(item, dict):
+        for v in item.values():
+            yield from _tensors(v)
+
+
+class _CPUStage:
+    """Staging without CUDA: the split and upcast happen on the host, nothing waits."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def stage(self, item: Batch, compact: bool, dtype: torch.dtype) -> Batch:
+        if compact:
+            return split(item, dtype)
+        return _to_device(item, self.device, non_blocking=False)
+
+    def ready(self, staged: Batch) -> Batch:
+        return staged
+
+
+class _CUDAStage:
+    """Staging on a side stream; ``ready`` makes the consumer's stream wait for the copy."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+
+    def stage(self, item: Batch, compact: bool, dtype: torch.dtype) -> Batch:
+        with torch.cuda.stream(self.stream):
+            moved = _to_device(item, self.device, non_blocking=True)
+            return split(moved, dtype) if compact else moved
+
+    def ready(self, staged: Batch) -> Batch:
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self.stream)
+        for t in _tensors(staged):
+            t.record_stream(current)  # the allocator must not reuse it before compute is done
+        return staged
+
+
+class CUDAPrefetcher:
+    """Wrap an iterable of batches: stage ``depth`` ahead on the device, state as consumed.
+
+    Args:
+        source: a :class:`~streamtok.StreamtokLoader` (compact batches, split on the device)
+            or any iterable of tensors / tuples / dicts of tensors (moved as they are).
+        device: target device; default ``cuda`` when available, else ``cpu``.
+        depth: batches staged ahead of the one in use (at least 1).
+        dtype: dtype of ``x`` and ``y`` for a streamtok source; default the loader's.
+
+    Raises:
+        ConfigError: ``depth < 1``, or a CUDA device asked for on a machine without CUDA.
+    """
+
+    def __init__(
+        self,
+        source: Iterable[Batch],
+        *,
+        device: str | torch.device | None = None,
+        depth: int = 2,
+        dtype: torch.dtype | None = None,
+    ):
+        if depth < 1:
+            raise ConfigError(f"depth must be at least 1, not {depth}")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device} asked for, but CUDA is not available here")
+        self.source = source
+        self.depth = depth
+        self.compact = hasattr(source, "iter_compact")
+        self.dtype = dtype or getattr(getattr(source, "collator", None), "dtype", torch.int64)
+        self._stage = _CUDAStage(self.device) if self.device.type == "cuda" else _CPUStage(self.device)
+        self._queue: deque[tuple[Batch, Any]] = deque()
+        self._state: Any = None  # source state as of the last batch handed out
+
+    @property
+    def in_flight(self) -> int:
+        """Batches fetched and staged but not yet handed to the training loop."""
+        return len(self._queue)
+
+    def _source_state(self) -> Any:
+        return self.source.state_dict() if hasattr(self.source, "state_dict") else None
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._queue.clear()
+        self._state = self._source_state()
+        it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
+        exhausted = False
+
+        def fetch() -> None:
+            nonlocal exhausted
+            try:
+                item = next(it)
+            except StopIteration:
+                exhausted = True
+                return
+            self._queue.append((self._stage.stage(item, self.compact, self.dtype), self._source_state()))
+
+        while not exhausted and len(self._queue) < self.depth:
+            fetch()
+        while self._queue:
+            staged, state = self._queue.popleft()
+            if not exhausted:
+                fetch()  # launch the next copy before the consumer uses this batch
+            self._state = state
+            yield self._stage.ready(staged)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def state_dict(self) -> Any:
+        """The source's state as of the last batch handed out (not the ones in flight)."""
+        return self._source_state() if self._state is None else self._state
+
+    def load_state_dict(self, state: Any) -> None:
+        """Load a state into the source; the next iteration resumes after its batch."""
+        self._queue.clear()
+        self._state = None
+        self.source.load_state_dict(state)  # type: ignore[attr-defined]

@@ -1,0 +1,209 @@
+"""MemmapReader: one virtual token array over many memory-mapped shard files.
+
+Token ``i`` of the dataset is token ``i - offsets[k]`` of shard ``k``, where ``offsets`` is the
+running sum of shard lengths. Windows that cross a shard boundary are stitched: they hold the
+end of one shard followed by the start of the next, exactly as if the shards were one file
+(shards hold whole documents separated by end-of-text tokens, so nothing is cut mid-document
+that a single big file would not cut too).
+
+Files are mapped lazily, in the process that reads them (DataLoader workers fork or spawn),
+and never pickled; at most ``max_open`` maps are held per process, least recently used
+closed first. A gather of ``B`` windows costs one ``searchsorted`` and ``B`` slice copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._formats import ShardInfo, probe_shard
+from .errors import ConfigError, ShardFormatError
+from .shards import ShardLister, Source
+
+if TYPE_CHECKING:
+    from .sampler import WindowSampler
+
+ADVICE = {
+    None: None,
+    "normal": getattr(mmap, "MADV_NORMAL", None),
+    "random": getattr(mmap, "MADV_RANDOM", None),
+    "sequential": getattr(mmap, "MADV_SEQUENTIAL", None),
+}
+
+
+class MemmapReader:
+    """A read-only view of all tokens of a list of shards, as one array.
+
+    Args:
+        source: a :class:`ShardLister`, or anything ``ShardLister`` accepts.
+        raw_dtype: dtype of headerless ``.bin`` files.
+        max_open: most shard maps held open at once in one process.
+        advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
+            or ``None`` (leave the kernel's default).
+        lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
+            read; 0 turns it off.
+
+    Raises:
+        ShardFormatError: a shard is empty, truncated, or has a bad header.
+        ConfigError: shards disagree on signedness in a way no dtype holds.
+    """
+
+    def __init__(
+        self,
+        source: ShardLister | Source,
+        *,
+        raw_dtype: str | np.dtype = "uint16",
+        max_open: int = 64,
+        advice: str | None = None,
+        lookahead: int = 0,
+    ):
+        lister = source if isinstance(source, ShardLister) else ShardLister(source)
+        if max_open < 1:
+            raise ConfigError(f"max_open must be at least 1, not {max_open}")
+        if advice not in ADVICE:
+            raise ConfigError(f"advice must be one of {sorted(k for k in ADVICE if k)} or None, not {advice!r}")
+        self.lister = lister
+        self.infos: tuple[ShardInfo, ...] = tuple(probe_shard(p, raw_dtype=raw_dtype) for p in lister.paths)
+        self.raw_dtype = np.dtype(raw_dtype)
+        self.max_open = max_open
+        self.advice = advice
+        if lookahead < 0:
+            raise ConfigError(f"lookahead must be >= 0, not {lookahead}")
+        self.lookahead = lookahead
+        lengths = np.array([i.n_tokens for i in self.infos], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._ends = self.offsets[1:]
+        self._offsets_list: list[int] = self.offsets.tolist()
+        self.n_tokens = int(self.offsets[-1])
+        self.dtype = np.result_type(*[i.dtype for i in self.infos])
+        if self.dtype.kind not in "iu":
+            raise ShardFormatError(
+                "shards mix dtypes that no integer dtype holds: "
+                + ", ".join(f"{os.path.basename(i.path)}={i.dtype}" for i in self.infos)
+            )
+        self._maps: OrderedDict[int, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
+        self._pid = os.getpid()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(i.path for i in self.infos)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what the data is (file names, lengths, dtypes), not where it lies."""
+        h = hashlib.sha256()
+        for i in self.infos:
+            h.update(f"{os.path.basename(i.path)}:{i.n_tokens}:{i.dtype.str};".encode())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> str:
+        """Short text naming the shards, for error messages."""
+        names = [os.path.basename(p) for p in self.paths]
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} shards)" if len(names) > 3 else "")
+        return f"{os.path.dirname(self.paths[0]) or '.'}/[{shown}]"
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def __repr__(self) -> str:
+        return f"MemmapReader({len(self.infos)} shards, {self.n_tokens:,} tokens of {self.dtype})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = OrderedDict()
+        return state
+
+    def shard_array(self, k: int) -> np.ndarray:
+        """The tokens of shard ``k`` as a read-only array backed by its memory map."""
+        if self._pid != os.getpid():  # a forked child must not share the parent's LRU
+            self._maps = OrderedDict()
+            self._pid = os.getpid()
+        entry = self._maps.get(k)
+        if entry is not None:
+            self._maps.move_to_end(k)
+            return entry[1]
+        info = self.infos[k]
+        with open(info.path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        flag = ADVICE[self.advice]
+        if flag is not None:
+            mm.madvise(flag)
+        arr = np.frombuffer(mm, dtype=info.dtype, count=info.n_tokens, offset=info.offset)
+        self._maps[k] = (mm, arr)
+        if len(self._maps) > self.max_open:
+            # The evicted map closes once no array made from it is alive.
+            self._maps.popitem(last=False)
+        return arr
+
+    def locate(self, starts: np.ndarray) -> np.ndarray:
+        """Index of the shard that holds each global token position."""
+        return np.searchsorted(self._ends, starts, side="right")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``[start, stop)`` of the virtual array, as a new array (stitched across shards)."""
+        if not 0 <= start <= stop <= self.n_tokens:
+            raise IndexError(f"token range [{start}, {stop}) is outside [0, {self.n_tokens})")
+        out = np.empty(stop - start, dtype=self.dtype)
+        if stop > start:
+            self.gather(np.array([start], dtype=np.int64), stop - start, out[None, :])
+        return out
+
+    def gather(self, starts: np.ndarray, length: int, out: np.ndarray) -> np.ndarray:
+        """Copy ``tokens[s:s+length]`` for each ``s`` in ``starts`` into the rows of ``out``.
+
+        ``out`` has shape ``(len(starts), length)`` and any dtype that holds the tokens; the
+        copy converts. Callers keep every start within ``[0, n_tokens - length]``.
+        """
+        offs = self._offsets_list
+        if len(self.infos) == 1:
+            arr = self.shard_array(0)
+            for i, s in enumerate(starts.tolist()):
+                out[i] = arr[s : s + length]
+            return out
+        shard_ids = self.locate(starts).tolist()
+        for i, (s, k) in enumerate(zip(starts.tolist(), shard_ids)):
+            lo = s - offs[k]
+            if s + length <= offs[k + 1]:
+                out[i] = self.shard_array(k)[lo : lo + length]
+                continue
+            row, filled = out[i], 0
+            while filled < length:  # stitched across one or more shard ends
+                arr = self.shard_array(k)
+                piece = arr[lo : lo + length - filled]
+                row[filled : filled + len(piece)] = piece
+                filled += len(piece)
+                k, lo = k + 1, 0
+        return out
+
+    def willneed(self, starts: np.ndarray, length: int) -> None:
+        """Ask the kernel to read the pages of these windows ahead of use (never blocks)."""
+        offs = self._offsets_list
+        for s, k in zip(starts.tolist(), self.locate(starts).tolist()):
+            while length > 0 and k < len(self.infos):
+                info = self.infos[k]
+                arr = self.shard_array(k)
+                mm = self._maps[k][0]
+                lo = s - offs[k]
+                n = min(length, info.n_tokens - lo)
+                begin = info.offset + lo * info.dtype.itemsize
+                aligned = begin - begin % mmap.PAGESIZE
+                mm.madvise(mmap.MADV_WILLNEED, aligned, begin + n * info.dtype.itemsize - aligned)
+                del arr
+                s, length, k = s + n, length - n, k + 1
+
+    def windows(self, seq_len: int, **kw: Any) -> WindowSampler:
+        """A :class:`WindowSampler` of ``seq_len``-token windows over this reader."""
+        from .sampler import WindowSampler
+
+        return WindowSampler(self, seq_len=seq_len, **kw)
+
+
+def as_reader(source: MemmapReader | ShardLister | Source, **kw: Any) -> MemmapReader:
+    """``source`` itself if it is a reader, else a new reader over it."""
+    return source if isinstance(source, MemmapReader) else MemmapReader(source, **kw)
+

@@ -1,0 +1,152 @@
+"""ShardLister: which shard files make up a dataset, in order, and how they split.
+
+A lister is a static description: a tuple of paths in natural sort order (``shard_2`` before
+``shard_10``). ``split`` picks the training or validation files: shards named with ``val``
+(``edu_fineweb_val_000000.bin``) form the validation split when a directory has them,
+otherwise the last ``holdout`` shards are held out, as the fineweb-edu recipe does.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, ShardNotFoundError
+
+if TYPE_CHECKING:
+    from .reader import MemmapReader
+
+SHARD_SUFFIXES = (".bin", ".npy")
+SPLITS = ("train", "val", "all")
+_VAL_NAME = re.compile(r"(^|[_\-.])(val|valid|validation)([_\-.]|$)")
+
+Source = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def natural_key(path: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value: ``a_2`` before ``a_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def _is_val_name(path: str) -> bool:
+    return bool(_VAL_NAME.search(os.path.basename(path)))
+
+
+def _list(source: Source) -> tuple[str, ...]:
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if os.path.isdir(text):
+            names = [
+                os.path.join(text, n)
+                for n in os.listdir(text)
+                if n.endswith(SHARD_SUFFIXES) and not n.startswith(".")
+            ]
+            if not names:
+                raise ShardNotFoundError(
+                    f"{text}: directory holds no shard files (*.bin or *.npy)"
+                )
+            return tuple(sorted(names, key=natural_key))
+        if globlib.has_magic(text):
+            names = [p for p in globlib.glob(text) if os.path.isfile(p)]
+            if not names:
+                raise ShardNotFoundError(f"{text}: no files match this pattern")
+            return tuple(sorted(names, key=natural_key))
+        if not os.path.exists(text):
+            raise ShardNotFoundError(f"{text}: no such file or directory")
+        return (text,)
+    paths = tuple(os.fspath(p) for p in source)
+    if not paths:
+        raise ShardNotFoundError("an empty list of shard paths was given")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ShardNotFoundError(f"{p}: no such shard file")
+    return paths
+
+
+class ShardLister:
+    """The shard files of a dataset: a directory, a glob, or an explicit list of paths.
+
+    Args:
+        source: a directory (its ``*.bin`` and ``*.npy`` files), a glob pattern, one file,
+            or a list of files (kept in the given order).
+
+    Raises:
+        ShardNotFoundError: nothing matches, or a listed path does not exist.
+    """
+
+    def __init__(self, source: Source, *, _resolver: Callable[[], Sequence[str]] | None = None):
+        self.source = source
+        self._resolver = _resolver
+        self._paths: tuple[str, ...] | None = None if _resolver else _list(source)
+
+    @classmethod
+    def from_hub(cls, repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
+        """Shards of a Hugging Face dataset repo, downloaded on first use.
+
+        Args:
+            repo_id: e.g. ``karpathy/fineweb-edu-100B-gpt2-token-shards``.
+            shards: which shards (``"1:3"``, a list of indices or file names); see
+                ``streamtok download --help``.
+            **kw: passed to :func:`streamtok.prep.hub.download_shards` (``local_dir``, ``val``...).
+        """
+        from .prep.hub import download_shards
+
+        return cls(repo_id, _resolver=lambda: download_shards(repo_id, shards=shards, **kw))
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The shard paths, in order (resolving, e.g. downloading, on first access)."""
+        if self._paths is None:
+            assert self._resolver is not None
+            self._paths = _list([os.fspath(p) for p in self._resolver()])
+        return self._paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ShardLister({len(self.paths)} shards from {os.fspath(self.source) if isinstance(self.source, (str, os.PathLike)) else '[...]'})"
+
+    def split(self, which: str = "train", holdout: int = 1) -> ShardLister:
+        """The shards of one split.
+
+        Args:
+            which: ``"train"``, ``"val"`` or ``"all"``.
+            holdout: how many trailing shards form ``"val"`` when no file is named ``val``.
+
+        Raises:
+            ConfigError: unknown split, or fewer than ``holdout + 1`` shards to split.
+        """
+        if which not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, not {which!r}")
+        paths = self.paths
+        if which == "all":
+            return self._sub(paths)
+        val_named = [p for p in paths if _is_val_name(p)]
+        if val_named and len(val_named) < len(paths):
+            chosen = val_named if which == "val" else [p for p in paths if not _is_val_name(p)]
+            return self._sub(chosen)
+        if holdout < 1:
+            raise ConfigError(f"holdout must be at least 1 to make a {which!r} split, not {holdout}")
+        if len(paths) < holdout + 1:
+            raise ConfigError(
+                f"{self.source!s}: {len(paths)} shard(s) cannot hold {holdout} out for validation "
+                f"and keep one for training; need at least {holdout + 1} shards, "
+                "or use split='all' (e.g. a separate validation directory)"
+            )
+        return self._sub(paths[-holdout:] if which == "val" else paths[:-holdout])
+
+    def _sub(self, paths: Sequence[str]) -> ShardLister:
+        return ShardLister(list(paths))
+
+    def memmap(self, **kw: Any) -> MemmapReader:
+        """A :class:`MemmapReader` over these shards (keywords as for ``MemmapReader``)."""
+        from .reader import MemmapReader
+
+        return MemmapReader(self, **kw)
