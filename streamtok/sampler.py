@@ -261,15 +261,20 @@ class WindowSampler:
         first = (self.n_samples - start.offset) // self.step_samples
         return first + (start.end_epoch - start.epoch - 1) * self.steps_per_epoch
 
-    def begin_pass(self) -> PassStart:
-        """Fix where the next pass starts: the saved position if one was loaded, else a new pass."""
+    def next_pass(self) -> PassStart:
+        """Where the next pass would start: the position if fresh or loaded, else a new pass."""
         finished = self.end_epoch is not None and self.epoch >= self.end_epoch
-        if not self._continue or finished:
-            epoch = self.epoch + (1 if self.offset else 0)
-            self.epoch, self.offset = epoch, 0
-            self.end_epoch = None if self.epochs is None else epoch + self.epochs
+        if self._continue and not finished:
+            return PassStart(self.epoch, self.offset, self.end_epoch)
+        epoch = self.epoch + (1 if self.offset else 0)
+        return PassStart(epoch, 0, None if self.epochs is None else epoch + self.epochs)
+
+    def begin_pass(self) -> PassStart:
+        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
+        start = self.next_pass()
+        self.epoch, self.offset, self.end_epoch = start.epoch, start.offset, start.end_epoch
         self._continue = False
-        return PassStart(self.epoch, self.offset, self.end_epoch)
+        return start
 
     def advance(self) -> None:
         """Record that the consumer received one more step."""
@@ -305,7 +310,7 @@ class WindowSampler:
             yield starts
 
     def __len__(self) -> int:
-        steps = self.pass_steps(PassStart(self.epoch, self.offset, self.end_epoch))
+        steps = self.pass_steps(self.next_pass())
         if steps is None:
             raise TypeError("an endless sampler (epochs=None) has no length")
         return steps
