@@ -140,8 +140,8 @@ class WindowSampler:
     def __init__(
         self,
         source: MemmapReader,
-        *,
         seq_len: int,
+        *,
         mode: str = "shuffle",
         seed: int = 0,
         epochs: int | None = 1,

@@ -176,3 +176,16 @@ def test_create_dataloaders(tmp_path):
     vx = [x for x, _ in val]
     assert vx[0][0, 0] == 0 and len(vx) == (3000 - 1) // 64 // 4
     assert [batch_hash(*b) for b in train] != [batch_hash(*b) for b in train]  # each pass reshuffles
+
+
+def test_explicit_stages_and_chained_form_agree(shard_dir):
+    from streamtok import Collator, MemmapReader, ShardLister, WindowSampler
+
+    path, _ = shard_dir
+    shards = ShardLister(path).split("train", holdout=1)
+    windows = WindowSampler(MemmapReader(shards), T, mode="shuffle", seed=0, batch_size=B)
+    explicit = [batch_hash(*b) for b in Collator(windows).loader(num_workers=0)]
+    chained = ShardLister(path).split("train").memmap().windows(T, seed=0).batch(B).loader(num_workers=2)
+    assert [batch_hash(*b) for b in chained] == explicit == [batch_hash(*b) for b in make(path)]
+    standalone = [batch_hash(*b) for b in ShardLister(path).split("train").memmap().windows(T).batch(B)]
+    assert standalone == explicit  # the collator iterates on its own, without a DataLoader

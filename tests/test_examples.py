@@ -1,0 +1,136 @@
+"""The examples, run as a user runs them: killed with SIGKILL and resumed, and under torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import streamtok
+from streamtok._formats import write_shard
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+TINY = ["--seq-len", "32", "--batch-size", "4", "--n-layer", "1", "--n-head", "2", "--n-embd", "32"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    # A skewed unigram distribution, so a tiny model's loss visibly falls within a few steps.
+    probs = 1.0 / np.arange(1, 50258) ** 1.2
+    probs /= probs.sum()
+    for name, n in [("demo_train_000000", 30000), ("demo_train_000001", 30000), ("demo_val_000000", 5000)]:
+        write_shard(tmp_path / "shards" / f"{name}.bin", rng.choice(50257, n, p=probs).astype(np.uint16))
+    return tmp_path / "shards"
+
+
+def train_cmd(data, out, *extra):
+    return [sys.executable, os.path.join(EXAMPLES, "train_gpt.py"), "--data", str(data), "--out", str(out),
+            "--num-workers", "1", "--eval-every", "10", "--eval-batches", "2", *TINY, *extra]
+
+
+def read_log(path):
+    """Last record per step (a killed run may log steps it never checkpointed)."""
+    by_step = {}
+    for line in open(path).read().split("\n"):
+        if line:
+            step, rest = line.split(" ", 1) if " " in line else (None, line)
+            by_step[int(step)] = rest
+    return [by_step[k] for k in sorted(by_step)]
+
+
+@pytest.mark.slow
+def test_train_gpt_sigkill_and_resume_sees_the_same_batches(data, tmp_path):
+    steps = ["--steps", "30", "--ckpt-every", "10"]
+    ref_out, ref_batches = tmp_path / "ref", tmp_path / "ref_batches.txt"
+    subprocess.run(train_cmd(data, ref_out, *steps, "--log-batches", str(ref_batches)), check=True,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+    out, batches = tmp_path / "run", tmp_path / "batches.txt"
+    with open(tmp_path / "run.log", "w") as log:
+        proc = subprocess.Popen(train_cmd(data, out, *steps, "--log-batches", str(batches)), stdout=log, stderr=log)
+        deadline = time.monotonic() + 240
+        # Kill once the step-20 checkpoint exists and a few more batches were trained on.
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = batches.read_text().count("\n") if batches.exists() else 0
+            if done >= 23:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "ckpt.pt.tmp").exists() or (out / "ckpt.pt").exists()
+    subprocess.run(train_cmd(data, out, *steps, "--log-batches", str(batches), "--resume"), check=True,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+    assert read_log(batches) == read_log(ref_batches)
+    ref_loss = {r["step"]: r["loss"] for r in map(json.loads, open(ref_out / "log.jsonl"))}
+    run_loss = {}
+    for r in map(json.loads, open(out / "log.jsonl")):
+        run_loss[r["step"]] = r["loss"]  # the resumed run's value wins for replayed steps
+    assert sorted(run_loss) == list(range(1, 31))
+    assert all(abs(run_loss[s] - ref_loss[s]) < 1e-3 for s in range(21, 31)), "loss curve did not continue"
+    assert np.mean([ref_loss[s] for s in range(26, 31)]) < np.mean([ref_loss[s] for s in range(1, 6)])
+
+
+def row_hashes(path):
+    return [line.split()[1] for line in open(path).read().split("\n") if line]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_then_resume_at_world_size_one(data, tmp_path):
+    out, samples = tmp_path / "ddp", tmp_path / "samples"
+    args = [os.path.join(EXAMPLES, "ddp_torchrun.py"), "--data", str(data), "--out", str(out),
+            "--log-samples", str(samples), "--ckpt-every", "3", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
+                    "--steps", "6"], check=True, env=env, stdout=subprocess.DEVNULL, timeout=300)
+    subprocess.run([sys.executable, *args, "--steps", "12", "--resume"], check=True, env=env,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+    r0, r1 = row_hashes(samples / "world2_rank0.txt"), row_hashes(samples / "world2_rank1.txt")
+    single = row_hashes(samples / "world1_rank0.txt")
+    assert len(r0) == len(r1) == 6 * 4 and not set(r0) & set(r1)
+    # What one process reading the same epoch order sees: ranks' rows, then the resumed rows.
+    ref = streamtok.loader(data, seq_len=32, batch_size=4, epochs=None, rank=0, world_size=1)
+    import hashlib
+
+    expected = []
+    for i, (x, _) in enumerate(ref):
+        if i == 24:
+            break
+        expected += [hashlib.sha1(r.tobytes()).hexdigest() for r in x.numpy()]
+    interleaved = [h for g in range(6) for h in r0[g * 4 : g * 4 + 4] + r1[g * 4 : g * 4 + 4]]
+    assert interleaved == expected[:48]
+    assert single == expected[48:72]
+
+
+def test_nanogpt_swap_get_batch(tmp_path):
+    sys.path.insert(0, EXAMPLES)
+    try:
+        from nanogpt_swap import make_get_batch
+    finally:
+        sys.path.remove(EXAMPLES)
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 50257, 20000, dtype=np.uint16)
+    train.tofile(tmp_path / "train.bin")  # nanoGPT's raw uint16 files
+    rng.integers(0, 50257, 5000, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    get_batch, state = make_get_batch(str(tmp_path), block_size=64, batch_size=8, device="cpu", num_workers=0)
+    x, y = get_batch("train")
+    assert x.shape == y.shape == (8, 64) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    row = x[0].numpy().astype(np.uint16)
+    starts = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(train, 64).__eq__(row).all(axis=1))
+    assert len(starts) == 1  # each row is a real window of train.bin
+    saved = state.state_dict()
+    after = [get_batch("train") for _ in range(3)]
+    get_batch2, state2 = make_get_batch(str(tmp_path), block_size=64, batch_size=8, device="cpu", num_workers=0)
+    state2.load_state_dict(saved)
+    assert all(torch.equal(a[0], get_batch2("train")[0]) for a in after)
+    assert get_batch("val")[0].shape == (8, 64)
