@@ -10,6 +10,7 @@ end of the loader on CPU, or on the GPU in :class:`~streamtok.CUDAPrefetcher`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _TRANSPORT = {np.dtype(np.uint32): np.dtype(np.int32), np.dtype(np.uint64): np.dtype(np.int64)}
 
 
+@functools.lru_cache(maxsize=None)
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     """The numpy dtype of a torch dtype (``torch.int64`` -> ``int64``)."""
     return torch.empty(0, dtype=dtype).numpy().dtype
@@ -50,9 +52,9 @@ def split(buf: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[torch.Te
 
 
 def _buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool) -> torch.Tensor:
-    tdtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     if not shared:
-        return torch.empty(shape, dtype=tdtype)
+        return torch.from_numpy(np.empty(shape, dtype=dtype))  # ~1 µs, a third of torch.empty's
+    tdtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     nbytes = shape[0] * shape[1] * dtype.itemsize
     storage = torch.UntypedStorage._new_shared(nbytes)
     return torch.empty(0, dtype=tdtype).set_(storage, 0, shape, (shape[1], 1))
@@ -107,10 +109,13 @@ class Collator:
     def __repr__(self) -> str:
         return f"Collator(batch_size={self.batch_size}, seq_len={self.seq_len}, dtype={self.dtype})"
 
-    def gather(self, starts: np.ndarray, *, shared: bool = False) -> torch.Tensor:
-        """The compact ``(B, T+1)`` buffer of the windows at ``starts``, in the transport dtype."""
+    def gather(self, starts: np.ndarray, *, shared: bool = False, into: torch.Tensor | None = None) -> torch.Tensor:
+        """The compact ``(B, T+1)`` buffer of the windows at ``starts``, in the transport dtype.
+
+        ``into``: a buffer of that shape and dtype to fill instead of allocating one.
+        """
         shape = (len(starts), self.seq_len + 1)
-        buf = _buffer(shape, self.transport_dtype, shared)
+        buf = _buffer(shape, self.transport_dtype, shared) if into is None else into
         out = buf.numpy()
         if self.transport_dtype != self._stored:
             out = out.view(self._stored)

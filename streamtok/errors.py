@@ -36,3 +36,7 @@ class EncodingUnavailableError(StreamtokError, RuntimeError):
 
 class HubError(StreamtokError, RuntimeError):
     """A shard could not be had from the Hugging Face Hub (offline, missing, or refused)."""
+
+
+class InputFormatError(StreamtokError, ValueError):
+    """An input text file cannot be read as documents (bad UTF-8, bad JSON line, no text field)."""

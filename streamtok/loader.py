@@ -10,6 +10,7 @@ worker snapshots cannot.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import warnings
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ._ring import SlotRef, SlotRing
 from .collate import Collator, split
 from .errors import ConfigError, StateMismatchError
 from .metrics import RunPublisher
@@ -32,6 +34,15 @@ from .shards import ShardLister, Source
 
 LOADER_STATE_VERSION = 1
 _READER_KEYS = set(inspect.signature(MemmapReader.__init__).parameters) - {"self", "source"}
+# Page-cache hints by mode (benchmarks/RESULTS.md). Random windows: MADV_RANDOM, else each
+# 2 KiB window faults in up to 8 MiB of readahead (120-150x the bytes used, cold), and ask for
+# the pages of the batches 8 steps ahead (a cold cache then reads ~10x faster; the reader
+# skips the hints while the pages are cached). Sequential: the kernel's readahead suffices.
+_PAGE_HINTS: dict[str, dict[str, Any]] = {
+    "shuffle": {"advice": "random", "lookahead": 8},
+    "random": {"advice": "random", "lookahead": 8},
+    "sequential": {"advice": "sequential", "lookahead": 0},
+}
 _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
 
 
@@ -41,7 +52,8 @@ class _BatchStream(IterableDataset):
     def __init__(self, collator: Collator):
         self.collator = collator
         self.start = PassStart(0, 0, None)
-        self.metrics: RunPublisher | None = None  # set by the loader; counts pages and tokens
+        self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
+        self.ring: SlotRing | None = None  # set by the loader per pass: workers fill its slots
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
@@ -50,6 +62,8 @@ class _BatchStream(IterableDataset):
         reader, shared = self.collator.reader, info is not None
         if self.metrics is not None:
             gather = self.metrics.gatherer(gather, worker_id if shared else None, self.collator)
+        if shared and self.ring is not None:
+            gather = _slot_gatherer(gather, self.ring, worker_id)
         steps = sampler.iter_steps(self.start, worker_id, workers)
         if not reader.lookahead:
             for starts in steps:
@@ -74,6 +88,18 @@ class _BatchStream(IterableDataset):
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
+
+
+def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int) -> Any:
+    """``gather`` writing batch ``n`` of this worker into its ring slot; returns ``(worker, n)``."""
+    count = iter(range(1 << 62))
+
+    def into_slot(starts: np.ndarray, shared: bool) -> SlotRef:
+        n = next(count)
+        gather(starts, shared=shared, into=ring.acquire(worker_id, n))
+        return SlotRef(worker_id, n)
+
+    return into_slot
 
 
 class StreamtokLoader(StatefulDataLoader):
@@ -127,23 +153,40 @@ class StreamtokLoader(StatefulDataLoader):
         :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
         split and upcast them there.
         """
+        return self._batches(None)
+
+    def _batches(self, finish: Any) -> Iterator[Any]:
+        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself)."""
         sampler = self.collator.source
         self._stream.start = sampler.begin_pass()
         # Without workers or pinning, the DataLoader's fetch machinery adds ~20 µs per batch
         # (a third of the batch's cost) and nothing else: the position is counted here.
         direct = self.num_workers == 0 and not self.pin_memory
+        # With workers, batches go through shared slots made now, before the workers start:
+        # the DataLoader then carries (worker, n) pairs, not tensors (see streamtok._ring).
+        ring = self._stream.ring = self._make_ring() if self.num_workers else None
+        pin = self.pin_memory and torch.cuda.is_available()  # slots are copied out into pinned memory
         batches = iter(self._stream) if direct else super().__iter__()
-        meter = None if self._metrics is None else self._metrics.meter(batches, sampler)
-        for buf in batches if meter is None else meter:
+        if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
+            batches = iter(self._metrics.meter(batches, sampler))
+        for buf in batches:
+            if ring is not None:
+                buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
+            elif finish is not None:
+                buf = finish(buf)
             sampler.advance()
-            if meter is not None:
-                meter.delivered()  # streamtok.metrics: a few stores into the stats map
             yield buf
 
+    def _make_ring(self) -> SlotRing:
+        # The DataLoader asks worker w for batch n + prefetch_factor once it has received
+        # batch n, so with two slots more a worker does not wait for the trainer to release
+        # one (at most briefly at a pass end, when workers that ended pass their requests on).
+        slots = (self.prefetch_factor or 2) + 2
+        shape = (self.collator.batch_size, self.collator.seq_len + 1)
+        return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        dtype = self.collator.dtype
-        for buf in self.iter_compact():
-            yield split(buf, dtype)
+        return self._batches(functools.partial(split, dtype=self.collator.dtype))
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -208,11 +251,15 @@ def loader(
         rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
         dtype: dtype of ``x`` and ``y``.
         pin_memory: pin batches for asynchronous GPU copies.
-        **kw: reader options (``raw_dtype``, ``max_open``, ``advice``), ``vocab_size``, and
-            DataLoader options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
-            ``multiprocessing_context``, ``pin_memory_device``).
+        **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
+            last two default by mode, see ``_PAGE_HINTS``), ``vocab_size``, and DataLoader
+            options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
+            ``multiprocessing_context``, ``pin_memory_device``); ``metrics=False`` turns off
+            the live counters for ``streamtok-monitor`` (see :class:`StreamtokLoader`).
     """
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
+    for key, value in _PAGE_HINTS.get(mode, {}).items():
+        reader_kw.setdefault(key, value)
     vocab_size = kw.pop("vocab_size", None)
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     sampler = WindowSampler(

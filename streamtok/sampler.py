@@ -37,7 +37,7 @@ MODES = ("shuffle", "random", "sequential")
 STATE_VERSION = 1
 _MASK64 = (1 << 64) - 1
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
-_CHUNK_STEPS = 16
+_CHUNK_STEPS = 64
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:

@@ -4,6 +4,15 @@ import pytest
 from _util import make_shards
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_run_dir(tmp_path_factory):
+    """Loaders publish metrics by default: keep the suite's runs out of the user's run list."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STREAMTOK_RUN_DIR", str(tmp_path_factory.mktemp("runs")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def shard_dir(tmp_path):
     """Four llm.c uint32 shards (the last one held out as val) with tokens equal to positions."""

@@ -71,3 +71,14 @@ def test_mixed_dtypes_promote(tmp_path):
     write_shard(tmp_path / "a_1.npy", np.array([70000, 5], np.int32))
     reader = MemmapReader(tmp_path)
     assert reader.dtype == np.int32 and reader.read(0, 5).tolist() == [1, 2, 3, 70000, 5]
+
+
+def test_indexing_like_an_array(shard_dir):
+    path, tokens = shard_dir
+    reader = MemmapReader(ShardLister(path).split("all"))
+    assert len(reader) == len(tokens)
+    assert reader[0] == tokens[0] and reader[-1] == tokens[-1] and reader[5000] == tokens[5000]
+    assert np.array_equal(reader[4990:5010], tokens[4990:5010])
+    assert np.array_equal(reader[-5:], tokens[-5:])
+    with pytest.raises(IndexError):
+        reader[len(tokens)]

@@ -1,0 +1,23 @@
+"""Data preparation, apart from the data path: tokenize text to shards, download shards, inspect them.
+
+``streamtok tokenize`` (:mod:`.tokenize`), ``streamtok download`` (:mod:`.hub`) and
+``streamtok inspect`` (:mod:`.inspect`); the data path never imports this package, except
+``ShardLister.from_hub``, which imports :func:`download_shards` when it first resolves.
+"""
+
+from .encoding import load_encoding
+from .hub import download_shards, parse_spec, shard_names
+from .inspect import scan_shard
+from .sources import ReadOptions
+from .tokenize import TokenizeConfig, tokenize_files
+
+__all__ = [
+    "ReadOptions",
+    "TokenizeConfig",
+    "download_shards",
+    "load_encoding",
+    "parse_spec",
+    "scan_shard",
+    "shard_names",
+    "tokenize_files",
+]

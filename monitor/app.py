@@ -1,0 +1,185 @@
+"""The ``streamtok-monitor`` dashboard: four panels fed by a watcher thread.
+
+The app holds no sampling logic: :class:`~streamtok_monitor.watcher.Watcher` posts a
+:class:`~streamtok_monitor.messages.SnapshotReady` every interval and the app redraws the
+panels from it (``panels.py`` turns a snapshot into text). Given ``snapshot`` and no
+``sampler``, it shows that one snapshot (used by the layout snapshot test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import Digits, Footer, Sparkline, Static
+
+from . import panels
+from .format import count_parts
+from .messages import SampleFailed, SnapshotReady
+from .watcher import Sampler, Watcher
+
+HELP = """\
+[b]streamtok-monitor[/b]   q quit · p pause/resume · ? this help
+
+[b]Throughput[/b]  tokens/s the training loop received; [i]waiting[/i] is the share of the \
+trainer's time spent inside next() on the loader: above ~10% the GPU waits for data. With \
+CUDAPrefetcher's background thread it reads [i]thread wait[/i]: that thread's wait for the \
+DataLoader, not the training loop's.
+
+[b]Memory[/b]  RSS counts memmapped shard pages ([cyan]file[/cyan]): that is page cache the kernel \
+can drop, not memory the loader holds. Forked workers share pages: add PSS, not RSS.
+
+[b]Page cache[/b]  hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page bytes \
+the reader touched. Under ~90% on a warm run, the dataset does not fit in free memory or is \
+being evicted (recently evicted pages are thrashing). amp = disk bytes per token byte \
+delivered (readahead makes it > 1 on random reads).
+
+[b]Run[/b]  position in the epoch and the time left at the current rate.
+
+Press any key to close."""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Key bindings and how to read the panels."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, id="help")
+
+    def on_key(self) -> None:
+        self.dismiss()
+
+
+class Panel(Static):
+    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized."""
+
+    def __init__(self, draw: Callable[[dict[str, Any], int, int], Any], **kw: Any):
+        super().__init__("", **kw)
+        self.draw = draw
+
+    def show(self, snap: dict[str, Any]) -> None:
+        region = self.content_region
+        self.update(self.draw(snap, max(20, region.width or 36), max(3, region.height or 9)))
+
+    def on_resize(self) -> None:
+        snap = getattr(self.app, "snapshot", None)
+        if snap is not None:
+            self.show(snap)
+
+
+class MonitorApp(App[None]):
+    """Live dashboard of one streamtok run (or of any process, with fewer panels).
+
+    Args:
+        sampler: where snapshots come from; sampled every ``interval_s`` on a thread.
+        interval_s: sampling period.
+        snapshot: a fixed snapshot to show instead (no sampler).
+    """
+
+    CSS_PATH = "monitor.tcss"
+    TITLE = "streamtok-monitor"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("p", "toggle_pause", "pause"),
+        Binding("question_mark", "help", "help", key_display="?"),
+    ]
+    paused: reactive[bool] = reactive(False)
+
+    def __init__(self, sampler: Sampler | None = None, *, interval_s: float = 1.0, snapshot: dict[str, Any] | None = None):
+        super().__init__()
+        self.sampler = sampler
+        self.interval_s = interval_s
+        self.snapshot = snapshot
+        self.watcher: Watcher | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("streamtok-monitor", id="title")
+        with Horizontal(classes="row"):
+            with Vertical(id="throughput", classes="panel"):
+                with Horizontal(id="rate-row"):
+                    yield Digits("0", id="tokens-rate")
+                    yield Static("tokens/s", id="rate-unit")
+                yield Sparkline([], id="history")
+                yield Static("", id="throughput-detail")
+            yield Panel(lambda snap, w, h: panels.memory_panel(snap, w), id="memory", classes="panel")
+        with Horizontal(classes="row"):
+            yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 4)), id="cache", classes="panel")
+            yield Panel(lambda snap, w, h: panels.run_panel(snap, w), id="run", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for panel_id, title in (("throughput", "Throughput"), ("memory", "Memory"), ("cache", "Page cache"), ("run", "Run")):
+            self.query_one(f"#{panel_id}").border_title = title
+        if self.snapshot is not None:
+            self.call_after_refresh(self.show, self.snapshot)  # once panels have their size
+        if self.sampler is not None:
+            self.watcher = Watcher(
+                self.sampler, lambda snap: self.post_message(SnapshotReady(snap)), self.interval_s,
+                on_error=lambda e: self.post_message(SampleFailed(f"{type(e).__name__}: {e}")),
+            )
+            self.watcher.start()
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.join(timeout=5)
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.snapshot = message.snapshot
+        try:
+            self.show(message.snapshot)
+        except NoMatches:  # composed once and never removed: only while the app is closing
+            return
+
+    def on_sample_failed(self, message: SampleFailed) -> None:
+        self.notify(message.error, title="sampling failed", severity="error")
+
+    def show(self, snap: dict[str, Any]) -> None:
+        """Redraw every panel from ``snap`` (on the dashboard, even under the help screen)."""
+        main = self.screen_stack[0]
+        tp = snap.get("throughput")
+        number, unit = count_parts(tp["tokens_per_s"]) if tp else ("-", "")
+        main.query_one("#tokens-rate", Digits).update(number)
+        main.query_one("#rate-unit", Static).update(f"{unit} tokens/s")
+        main.query_one("#history", Sparkline).data = (tp["history"] if tp else []) or [0.0]
+        main.query_one("#throughput-detail", Static).update(panels.throughput_detail(snap))
+        for panel in main.query(Panel):
+            panel.show(snap)
+        self._title(snap)
+
+    def _title(self, snap: dict[str, Any]) -> None:
+        run = snap["run"]
+        where = run.get("dir") or f"pid {run['pid']}"
+        state = "PAUSED" if self.paused else run["status"].upper()
+        title = self.screen_stack[0].query_one("#title", Static)
+        title.update(Text(f"streamtok-monitor  {where}  [{state}]"))
+        title.set_class(run["status"] == "ended", "ended")
+
+    def watch_paused(self, paused: bool) -> None:
+        if self.watcher is not None:
+            if paused:
+                self.watcher.paused.set()
+            else:
+                self.watcher.paused.clear()
+        if self.snapshot is not None:
+            self._title(self.snapshot)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def panel_text(self, panel_id: str) -> str:
+        """The plain text a panel shows (for tests and scripts)."""
+        main = self.screen_stack[0]
+        if panel_id == "tokens-rate":
+            return main.query_one("#tokens-rate", Digits).value
+        content = main.query_one(f"#{panel_id}", Static).content
+        return content.plain if isinstance(content, Text) else str(content)

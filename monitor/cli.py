@@ -1,0 +1,95 @@
+"""``streamtok-monitor``: watch a streamtok run (or any process) from another terminal.
+
+    streamtok-monitor                 # list live runs, open the newest
+    streamtok-monitor --run DIR       # one run directory
+    streamtok-monitor --pid PID --files 'data/*.bin'   # any process, OS figures only
+    streamtok-monitor --once --json   # one snapshot on stdout, for scripts and logs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+
+from streamtok import metrics
+
+from .watcher import Sampler
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamtok-monitor", description=__doc__.split("\n\n")[0].strip())
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="DIR", help="a run directory (default: the newest live run)")
+    which.add_argument("--pid", type=int, help="attach to any process: memory, disk reads, residency of --files")
+    p.add_argument("--files", metavar="GLOB", action="append", default=[], help="files whose page-cache residency to show (with --pid; repeatable)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="sampling period in seconds (default 1)")
+    p.add_argument("--once", action="store_true", help="print one snapshot (rates over one interval) and exit")
+    p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON (implies --once)")
+    p.add_argument("--list", action="store_true", help="list the runs under the run directory and exit")
+    return p
+
+
+def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
+    for r in runs:
+        when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {when}  {r.dir}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.interval <= 0:
+        print("streamtok-monitor: --interval must be positive", file=sys.stderr)
+        return 2
+    if args.list:
+        _print_runs(metrics.list_runs(), out=sys.stdout)
+        return 0
+    run_dir, pid = args.run, args.pid
+    if run_dir is None and pid is None:
+        live = [r for r in metrics.list_runs() if r.alive]
+        if not live:
+            print(
+                f"streamtok-monitor: no live streamtok run under {metrics.run_root()}; start training "
+                "(metrics are on by default), or pass --run DIR or --pid PID",
+                file=sys.stderr,
+            )
+            return 2
+        if not (args.once or args.json):
+            _print_runs(live)
+        run_dir = live[0].dir
+    try:
+        sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files))
+    except (OSError, ValueError) as e:
+        print(f"streamtok-monitor: cannot open {run_dir or pid}: {e}", file=sys.stderr)
+        return 2
+    if pid is not None and not metrics.pid_alive(pid):
+        print(f"streamtok-monitor: no process {pid}", file=sys.stderr)
+        return 2
+    if args.once or args.json:
+        sampler.sample()
+        time.sleep(args.interval)
+        snap = sampler.sample()
+        if args.json:
+            json.dump(snap, sys.stdout, indent=1)
+            print()
+        else:
+            from . import panels
+            from .format import human_count
+
+            tp = snap["throughput"]
+            if tp:
+                print(f"tokens/s {human_count(tp['tokens_per_s'])}")
+            for text in (panels.throughput_detail(snap), panels.memory_panel(snap), panels.cache_panel(snap), panels.run_panel(snap)):
+                print(text.plain, end="\n\n")
+        return 0
+    from .app import MonitorApp
+
+    MonitorApp(sampler, interval_s=args.interval).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Batch slots in shared memory, made once per pass: workers send an index, not a tensor.
+
+Sending a tensor from a DataLoader worker costs a shared-memory handshake per batch: with
+torch's default ``file_descriptor`` strategy the trainer connects to the worker's
+resource-sharer thread to receive a duplicated descriptor, then maps it (measured on a
+2-core machine: ~0.8 ms of the trainer's thread per batch, more than building the batch).
+
+Here the trainer allocates ``slots`` buffers per worker in shared memory before the workers
+start (they inherit them on fork, or receive them once when spawned). Worker ``w`` writes
+its ``n``-th batch into slot ``n % slots`` and sends the pair ``(w, n)``, a few bytes; the
+trainer copies the slot out (64 KiB for 32x1024 uint16 tokens: ~5 µs) and marks it
+released in a shared counter. A worker waits before overwriting a slot the trainer has not
+released; with ``slots`` above the DataLoader's ``prefetch_factor`` it never has to, since
+the DataLoader asks worker ``w`` for batch ``n + prefetch_factor`` only once it has
+received batch ``n``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data._utils.pin_memory import pin_memory
+
+from .collate import _buffer
+
+
+class SlotRef(NamedTuple):
+    """What a worker sends for one batch: who wrote it and its number in that worker."""
+
+    worker: int
+    n: int
+
+
+class SlotRing:
+    """``slots`` shared ``shape`` buffers per worker, and a released-count per worker.
+
+    Args:
+        workers: DataLoader workers.
+        slots: buffers per worker (more than the DataLoader's ``prefetch_factor``).
+        shape: ``(B, T+1)`` of one batch.
+        dtype: the transport dtype.
+    """
+
+    def __init__(self, workers: int, slots: int, shape: tuple[int, int], dtype: np.dtype):
+        self.slots = slots
+        rows = workers * slots * shape[0]
+        self.data = _buffer((rows, shape[1]), np.dtype(dtype), shared=True).view(workers, slots, *shape)
+        self.released = _buffer((1, workers), np.dtype(np.int64), shared=True)[0]
+        self.released.zero_()
+
+    def acquire(self, worker: int, n: int) -> torch.Tensor:
+        """Worker side: the slot for batch ``n``, once the trainer has copied batch ``n - slots``."""
+        need = n - self.slots + 1
+        while int(self.released[worker]) < need:
+            time.sleep(0.0001)
+        return self.data[worker, n % self.slots]
+
+    def take(self, ref: SlotRef, finish: Callable[[torch.Tensor], Any] | None = None, *, pin: bool = False) -> Any:
+        """Trainer side: ``finish(slot)`` (default: a private copy) of batch ``ref``; frees the slot.
+
+        ``finish`` must not keep a view of the slot: it is overwritten once released. With
+        ``pin``, the copy goes to pinned memory first (what the DataLoader's pin thread
+        would do to a tensor), and ``finish``'s tensors are pinned too.
+        """
+        slot = self.data[ref.worker, ref.n % self.slots]
+        if pin:
+            out = torch.empty(slot.shape, dtype=slot.dtype, pin_memory=True).copy_(slot)
+            self.released[ref.worker] = ref.n + 1
+            return out if finish is None else pin_memory(finish(out))
+        out = torch.from_numpy(slot.numpy().copy()) if finish is None else finish(slot)  # numpy: 2x clone's speed
+        self.released[ref.worker] = ref.n + 1
+        return out

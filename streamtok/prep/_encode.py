@@ -1,0 +1,137 @@
+"""Encode chunks of documents to token arrays, in this process or in a pool of processes.
+
+Each document becomes ``[eot] + encode_ordinary(text)``: the end-of-text token *precedes*
+every document, as llm.c's ``fineweb.py`` writes it, so a shard's document count is its
+number of end-of-text ids, and text that happens to spell ``<|endoftext|>`` stays ordinary
+text. A chunk's tokens depend on that chunk alone, so the stream is the same whatever
+process encodes which chunk; results are taken back in submission order, with at most
+``2 * workers + 2`` chunks (1 MiB each) in flight, which keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoding import eot_token, load_encoding
+from .sources import Chunk, ReadOptions, documents, input_format
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """What every encoding process needs: the encoding, the inputs and how to read them."""
+
+    encoding: str
+    dtype: str
+    paths: tuple[str, ...]
+    opts: ReadOptions
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The tokens of one chunk and what they came from."""
+
+    tokens: np.ndarray
+    n_docs: int
+    n_chars: int
+
+
+_job: EncodeJob | None = None
+_enc = None
+_eot = 0
+_formats: tuple[str, ...] = ()
+
+
+def _init(job: EncodeJob, parent: int | None = None) -> None:
+    global _job, _enc, _eot, _formats
+    if parent is not None:
+        _die_with_parent(parent)
+    _job = job
+    _enc = load_encoding(job.encoding)
+    _eot = eot_token(_enc)
+    _formats = tuple(input_format(p, job.opts.fmt) for p in job.paths)
+
+
+def _die_with_parent(parent: int) -> None:
+    # A pool worker holds both ends of its task pipe, so it would wait forever after a
+    # kill -9 of the main process; ask Linux to kill it with its parent instead.
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def encode_chunk(chunk: Chunk) -> Encoded:
+    """Tokenize the documents of one chunk (in a process set up by the pool initializer).
+
+    Args:
+        chunk: whole documents from :func:`streamtok.prep.sources.iter_chunks`.
+    """
+    docs = documents(chunk, _job.paths[chunk.source], _formats[chunk.source], _job.opts)
+    ids: list[int] = []
+    append, extend, encode, eot = ids.append, ids.extend, _enc.encode_ordinary, _eot
+    for doc in docs:
+        append(eot)
+        extend(encode(doc))
+    return Encoded(np.array(ids, dtype=_job.dtype), len(docs), sum(map(len, docs)))
+
+
+class EncodePool:
+    """Encodes chunks in ``workers`` processes (or in this one for ``workers <= 1``), in order.
+
+    Create it before starting threads (progress bars): the pool forks on ``__enter__``.
+
+    Args:
+        job: the encoding settings.
+        workers: processes to encode in.
+    """
+
+    def __init__(self, job: EncodeJob, workers: int):
+        self.job = job
+        self.workers = max(int(workers), 1)
+        self._pool = None
+
+    def __enter__(self) -> EncodePool:
+        if self.workers > 1:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            ctx = mp.get_context(method)
+            self._pool = ctx.Pool(self.workers, initializer=_init, initargs=(self.job, os.getpid()))
+        else:
+            _init(self.job)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+    def map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, Encoded]]:
+        """Each chunk with its tokens, in the order given.
+
+        Args:
+            chunks: the chunks to encode.
+        """
+        if self._pool is None:
+            for chunk in chunks:
+                yield chunk, encode_chunk(chunk)
+            return
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, self._pool.apply_async(encode_chunk, (chunk,))))
+            if len(pending) >= 2 * self.workers + 2:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()

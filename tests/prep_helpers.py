@@ -1,0 +1,64 @@
+"""Shared helpers of the tests of ``streamtok.prep``: tiny corpora, expected tokens, the CLI."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+from streamtok import cli
+from streamtok.prep.encoding import load_encoding
+
+PREP_COMMANDS = ("streamtok.prep.tokenize", "streamtok.prep.hub", "streamtok.prep.inspect")
+WORDS = "the quick brown fox jumps over a lazy dog . , ! café naïve 日本語 emoji 🙂 <|endoftext|> 42 1999".split()
+# Runs one prep subcommand in a fresh interpreter (streamtok.bench may not exist yet).
+CLI_SNIPPET = (
+    "import sys; from unittest import mock; from streamtok import cli; "
+    f"mock.patch.object(cli, 'SUBCOMMANDS', {PREP_COMMANDS!r}).start(); sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+def make_docs(n_docs: int, seed: int = 0, max_words: int = 60) -> list[str]:
+    """``n_docs`` random documents of words, some with single newlines inside."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(1, max_words))]
+        if len(words) > 4 and rng.random() < 0.3:
+            words[rng.randrange(1, len(words) - 1)] += "\n"
+        docs.append(" ".join(words))
+    return docs
+
+
+def write_txt(path: Path, docs: list[str], sep: str = "\n\n") -> Path:
+    path.write_text(sep.join(docs) + sep, encoding="utf-8")
+    return path
+
+
+def expected_tokens(docs: list[str], encoding: str = "gpt2") -> np.ndarray:
+    """The stream tokenize must write: ``eot`` then the ordinary encoding, per document."""
+    enc = load_encoding(encoding)
+    out: list[int] = []
+    for doc in docs:
+        out.append(enc.eot_token)
+        out.extend(enc.encode_ordinary(doc))
+    return np.array(out, dtype=np.int64)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``streamtok.cli.main`` restricted to the prep subcommands."""
+    with mock.patch.object(cli, "SUBCOMMANDS", PREP_COMMANDS):
+        return cli.main(argv)
+
+
+def cli_command(*args: str) -> list[str]:
+    """argv of a subprocess running ``streamtok *args``."""
+    return [sys.executable, "-c", CLI_SNIPPET, *args]
+
+
+def dir_bytes(directory: Path) -> dict[str, bytes]:
+    """Every visible file of ``directory`` by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")}

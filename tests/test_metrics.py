@@ -1,0 +1,218 @@
+"""streamtok.metrics: what the loader publishes, read back as the monitor reads it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import streamtok
+from streamtok import metrics
+from streamtok._formats import write_shard
+
+
+@pytest.fixture(autouse=True)
+def run_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(root))
+    monkeypatch.delenv("STREAMTOK_METRICS", raising=False)
+    return root
+
+
+@pytest.fixture
+def one_shard(tmp_path):
+    """One llm.c uint16 shard (1024-byte header) of 40,000 random tokens."""
+    tokens = np.random.default_rng(1).integers(0, 50257, 40_000, dtype=np.uint16)
+    path = tmp_path / "data" / "one_000.bin"
+    write_shard(path, tokens)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "random", "sequential"])
+def test_trainer_slot_counts_what_the_loop_received(one_shard, mode):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", mode=mode)
+    got = sum(1 for _ in loader)
+    reader = metrics.StatsReader(loader._metrics.dir)
+    (slot,) = reader.slots()
+    assert slot["role"] == metrics.ROLE_TRAINER and slot["pid"] == os.getpid()
+    assert slot["batches"] == got > 0
+    assert slot["tokens"] == got * 4 * 100
+    state = loader.state_dict()["sampler"]
+    assert (slot["epoch"], slot["offset"]) == (state["epoch"], state["offset"])
+    assert slot["iterating"] == 0 and slot["passes"] == 1
+    assert slot["wait_ns"] > 0
+
+
+def test_workers_write_their_own_slots(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=2)
+    got = sum(1 for _ in loader)
+    slots = metrics.StatsReader(loader._metrics.dir).slots()
+    trainer = [s for s in slots if s["role"] == metrics.ROLE_TRAINER]
+    workers = sorted((s for s in slots if s["role"] == metrics.ROLE_WORKER), key=lambda s: s["worker_id"])
+    assert len(trainer) == 1 and trainer[0]["batches"] == got
+    assert [w["worker_id"] for w in workers] == [0, 1]
+    assert len({w["pid"] for w in workers} | {os.getpid()}) == 3
+    assert sum(w["batches"] for w in workers) == got
+    assert sum(w["tokens"] for w in workers) == got * 4 * 101
+
+
+def test_manifest_names_config_and_shards(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=1)
+    m = metrics.read_manifest(loader._metrics.dir)
+    assert m["pid"] == os.getpid() and m["num_workers"] == 1
+    assert (m["mode"], m["seq_len"], m["batch_size"], m["rank"], m["world_size"]) == ("shuffle", 100, 4, 0, 1)
+    assert m["shards"] == [{"path": str(one_shard), "n_tokens": 40_000, "offset": 1024, "size": os.path.getsize(one_shard)}]
+    runs = metrics.list_runs()
+    assert runs[0].dir == loader._metrics.dir and runs[0].alive
+
+
+def test_prefetcher_records_its_depth(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    pf = streamtok.CUDAPrefetcher(loader, device="cpu", depth=3)
+    n = sum(1 for _ in pf)
+    assert metrics.read_manifest(loader._metrics.dir)["prefetch"] == {"depth": 3, "device": "cpu", "background": False}
+    assert metrics.StatsReader(loader._metrics.dir).slot(0)["batches"] == n
+
+
+def test_off_by_flag_or_env(one_shard, run_root, monkeypatch):
+    off = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", metrics=False)
+    assert off._metrics is None
+    monkeypatch.setenv("STREAMTOK_METRICS", "0")
+    assert streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")._metrics is None
+    assert list(off)  # still loads
+    assert not run_root.exists() or not os.listdir(run_root)
+    on = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", metrics=True)
+    assert on._metrics is not None
+
+
+def test_same_stream_with_and_without_metrics(one_shard):
+    a = [x for x, _ in streamtok.loader(one_shard, seq_len=50, batch_size=3, split="all", num_workers=2)]
+    b = [x for x, _ in streamtok.loader(one_shard, seq_len=50, batch_size=3, split="all", num_workers=2, metrics=False)]
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_unwritable_root_turns_metrics_off_with_a_warning(one_shard, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(blocker / "runs"))
+    with pytest.warns(UserWarning, match="metrics are off"):
+        loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    assert loader._metrics is None and list(loader)
+
+
+def test_torn_slot_is_retried_then_returned(tmp_path):
+    pub = metrics.RunPublisher({"x": 1}, n_slots=1, root=str(tmp_path))
+    w = pub.slot(0, metrics.ROLE_TRAINER)
+    w.publish(1, 10, 5, 0, 7)
+    w.w[metrics.SEQ] += 1  # a writer killed inside an update leaves seq odd
+    got = metrics.StatsReader(pub.dir).slot(0, retries=3)
+    assert (got["batches"], got["tokens"], got["offset"]) == (1, 10, 7)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from streamtok import metrics
+    pub = metrics.RunPublisher({}, n_slots=1, root=sys.argv[1])
+    w = pub.slot(0, metrics.ROLE_TRAINER)
+    print(pub.dir, flush=True)
+    n = 0
+    while True:  # a loader's trainer publishes every 5 ms; here every ~0.1 ms
+        n += 1
+        time.sleep(0.0001)
+        w.publish(n, 3 * n, 1, n // 1000, n)
+    """
+)
+
+
+def test_stats_survive_a_killed_writer(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    with proc.stdout:
+        run_dir = proc.stdout.readline().strip()
+    try:
+        reader = metrics.StatsReader(run_dir)
+        deadline = time.monotonic() + 20
+        while reader.slot(0)["batches"] < 1_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = [reader.slot(0) for _ in range(200)]  # concurrent reads: never torn
+        assert all(s["tokens"] == 3 * s["batches"] and s["offset"] == s["batches"] for s in seen)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    last = reader.slot(0)
+    assert last["batches"] >= 1_000 and last["tokens"] == 3 * last["batches"]
+    manifest = json.loads(open(os.path.join(run_dir, metrics.MANIFEST)).read())
+    assert not metrics.pid_alive(manifest["pid"], manifest["pid_start"])
+    assert [r.alive for r in metrics.list_runs(str(tmp_path))] == [False]
+
+
+def test_prune_keeps_live_and_newest_ended(tmp_path):
+    for _ in range(4):
+        d = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)).dir
+        m = metrics.read_manifest(d)
+        m["pid"] = 999_999_999  # a PID that cannot exist: an ended run
+        metrics.write_json_atomic(os.path.join(d, metrics.MANIFEST), m)
+    live = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
+    metrics.prune_runs(str(tmp_path), keep=2)
+    runs = metrics.list_runs(str(tmp_path))
+    assert [r.alive for r in runs].count(False) == 2 and any(r.dir == live.dir for r in runs)
+
+
+def test_counting_gather_counts_worker_batches(tmp_path):
+    calls = []
+    pub = metrics.RunPublisher({}, n_slots=2, root=str(tmp_path))
+    slot = pub.slot(1, metrics.ROLE_WORKER, 0)
+    count = metrics.counting_gather(lambda s, **kw: calls.append(kw) or len(calls), slot, tokens=33)
+    assert [count(np.arange(3)), count(np.arange(3), shared=True, into="slot")] == [1, 2]
+    assert calls == [{"shared": False}, {"shared": True, "into": "slot"}]
+    got = metrics.StatsReader(pub.dir).slot(1)
+    assert (got["batches"], got["tokens"], got["role"], got["pid"]) == (2, 66, metrics.ROLE_WORKER, os.getpid())
+
+
+class _Position:
+    batch_size, seq_len, epoch, offset = 2, 8, 0, 0
+
+
+def _meter_run(tmp_path, n, source_s, consumer_s):
+    pub = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
+
+    def source():
+        for i in range(n):
+            if source_s:
+                time.sleep(source_s)
+            _Position.offset = i  # as the loader advances
+            yield i
+
+    t0 = time.perf_counter_ns()
+    for _ in metrics.Meter(source(), pub.slot(0, metrics.ROLE_TRAINER), _Position):
+        if consumer_s:
+            time.sleep(consumer_s)
+    return metrics.StatsReader(pub.dir).slot(0), time.perf_counter_ns() - t0
+
+
+def test_meter_measures_the_wait_for_a_slow_source(tmp_path):
+    slot, total_ns = _meter_run(tmp_path, 60, source_s=0.003, consumer_s=0)
+    assert slot["batches"] == 60 and slot["tokens"] == 60 * 16 and slot["iterating"] == 0
+    assert 0.7 * total_ns < slot["wait_ns"] <= 1.3 * total_ns
+
+
+def test_meter_sees_little_wait_for_a_fast_source(tmp_path):
+    slot, total_ns = _meter_run(tmp_path, 60, source_s=0, consumer_s=0.003)
+    assert slot["batches"] == 60 and slot["wait_ns"] < 0.2 * total_ns
+
+
+def test_meter_samples_a_fast_loop_and_still_counts_every_batch(tmp_path):
+    slot, total_ns = _meter_run(tmp_path, 200_000, source_s=0, consumer_s=0)
+    assert slot["batches"] == 200_000 and slot["offset"] == 199_999
+    assert 0 < slot["wait_ns"] < total_ns
+
+
+def test_streamtok_never_imports_the_dashboard():
+    code = "import sys, streamtok, streamtok.metrics; print(sorted(m for m in ('textual', 'streamtok_monitor') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]"

@@ -1,0 +1,192 @@
+"""streamtok-monitor against a real loader running in another process: the app driven
+headless with Pilot, the trainer SIGKILLed under it, and the command line."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from streamtok_monitor import cli
+from streamtok_monitor.app import HelpScreen, MonitorApp
+from streamtok_monitor.watcher import Sampler
+
+pytestmark = pytest.mark.slow
+
+TRAINER = textwrap.dedent(
+    """
+    import os, sys, time
+    import numpy as np
+    import streamtok
+    from streamtok._formats import write_shard
+
+    data, limit_s = sys.argv[1], float(sys.argv[2])
+    for k in range(2):
+        write_shard(os.path.join(data, f"train_{k:03d}.bin"),
+                    np.random.default_rng(k).integers(0, 50257, 400_000, dtype=np.uint16))
+    loader = streamtok.loader(data, seq_len=128, batch_size=8, split="all", num_workers=1, epochs=None)
+    print(loader._metrics.dir, flush=True)
+    end = time.monotonic() + limit_s
+    for x, y in loader:  # a slow "model": the monitor sees a steady rate and some waiting
+        time.sleep(0.002)
+        if time.monotonic() > end:
+            break
+    """
+)
+
+
+class Trainer:
+    def __init__(self, tmp_path, limit_s=60):
+        env = {**os.environ, "STREAMTOK_RUN_DIR": str(tmp_path / "runs")}
+        env.pop("STREAMTOK_METRICS", None)
+        (tmp_path / "data").mkdir()
+        self.data = tmp_path / "data"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TRAINER, str(self.data), str(limit_s)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        with self.proc.stdout:
+            self.run_dir = self.proc.stdout.readline().strip()
+        assert self.run_dir, "the trainer did not start"
+        self.pid = self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def trainer(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+    t = Trainer(tmp_path)
+    yield t
+    t.stop()
+
+
+async def _until(pilot, predicate, timeout_s=15.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        if predicate():
+            return True
+    return False
+
+
+def _rate_shown(app):
+    text = app.panel_text("tokens-rate")
+    return text not in ("0", "-", "") and app.snapshot["throughput"]["batches"] > 0
+
+
+def test_app_shows_live_tokens_and_memory(trainer):
+    async def scenario():
+        app = MonitorApp(Sampler(run_dir=trainer.run_dir), interval_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert await _until(pilot, lambda: _rate_shown(app) and "worker 0" in app.panel_text("memory"))
+            snap = app.snapshot
+            assert snap["throughput"]["tokens_per_s"] > 0
+            assert app.panel_text("tokens-rate")[0].isdigit()
+            memory = app.panel_text("memory")
+            trainer_row = next(line for line in memory.splitlines() if line.startswith("trainer"))
+            assert trainer_row.split()[1].endswith("M")  # RSS in MiB on screen
+            assert "file RSS = page cache" in memory
+            assert "running" in app.panel_text("run").lower() and "train_000.bin" in app.panel_text("cache")
+            await pilot.press("p")
+            assert "PAUSED" in str(app.query_one("#title").content)
+            await pilot.press("p")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            shown = app.snapshot["time"]
+            assert await _until(pilot, lambda: app.snapshot["time"] > shown)  # redrawn under the help
+            await pilot.press("x")
+            assert not isinstance(app.screen, HelpScreen)
+            await pilot.resize_terminal(120, 40)
+            await pilot.pause(0.3)
+            assert app.panel_text("tokens-rate")[0].isdigit()
+            await pilot.press("q")
+        assert app.return_code in (0, None)
+
+    asyncio.run(scenario())
+
+
+def test_monitor_survives_the_trainer_being_killed(trainer):
+    async def scenario():
+        app = MonitorApp(Sampler(run_dir=trainer.run_dir), interval_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert await _until(pilot, lambda: _rate_shown(app))
+            os.kill(trainer.pid, signal.SIGKILL)
+            trainer.proc.wait(timeout=10)
+            assert await _until(pilot, lambda: "ENDED" in app.panel_text("run"))
+            assert "trainer exited" in app.panel_text("run")
+            assert "ENDED" in str(app.query_one("#title").content)
+            assert app.panel_text("tokens-rate")[0].isdigit()  # the last values stay on screen
+            assert "trainer" in app.panel_text("memory")
+            await pilot.pause(0.5)  # and it keeps running
+            assert app.is_running
+
+    asyncio.run(scenario())
+
+
+def _wait_for_batches(run_dir, timeout_s=15):
+    from streamtok import metrics
+
+    reader, deadline = metrics.StatsReader(run_dir), time.monotonic() + timeout_s
+    while reader.slot(0)["batches"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_once_json_has_every_figure(trainer, capsys):
+    _wait_for_batches(trainer.run_dir)
+    assert cli.main(["--once", "--json", "--interval", "0.3"]) == 0  # no --run: the newest live run
+    snap = json.loads(capsys.readouterr().out)
+    assert snap["run"]["dir"] == trainer.run_dir and snap["run"]["status"] == "running"
+    for key in ("mode", "seq_len", "batch_size", "num_workers", "rank", "world_size", "epoch", "step", "progress", "eta_s"):
+        assert key in snap["run"]
+    tp = snap["throughput"]
+    assert tp["tokens_per_s"] > 0 and tp["batches_per_s"] > 0 and 0 <= tp["wait_fraction"] <= 1
+    assert [w["worker_id"] for w in tp["workers"]] == [0] and tp["workers"][0]["batches_per_s"] > 0
+    mem = snap["memory"]
+    roles = {p["role"] for p in mem["processes"]}
+    assert {"trainer", "worker 0"} <= roles
+    assert mem["pss_total"] > 0 and mem["mem_available"] > 0
+    assert all(p["rss"] == p["rss_anon"] + p["rss_file"] + p["rss_shmem"] for p in mem["processes"])
+    pc = snap["page_cache"]
+    assert [os.path.basename(s["path"]) for s in pc["shards"]] == ["train_000.bin", "train_001.bin"]
+    assert pc["dataset_bytes"] == sum(os.path.getsize(s["path"]) for s in pc["shards"])
+    assert pc["page_bytes"] > 0 and pc["hit_ratio"] is not None and 0 <= pc["hit_ratio"] <= 1
+    for key in ("disk_read_bytes_per_s", "read_amplification", "resident_bytes", "evicted_pages", "recently_evicted_pages"):
+        assert key in pc
+    assert cli.main(["--run", trainer.run_dir, "--once", "--interval", "0.2"]) == 0  # the same as text
+    text = capsys.readouterr().out
+    assert "tokens/s" in text and "trainer" in text and "train_001.bin" in text and "RUNNING" in text
+
+
+def test_pid_mode_shows_os_figures_and_files(trainer, capsys):
+    _wait_for_batches(trainer.run_dir)
+    glob = str(trainer.data / "*.bin")
+    assert cli.main(["--pid", str(trainer.pid), "--files", glob, "--json", "--interval", "0.2"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert snap["throughput"] is None and snap["run"]["pid"] == trainer.pid
+    assert len(snap["page_cache"]["shards"]) == 2 and snap["page_cache"]["resident_bytes"] > 0
+    assert len(snap["memory"]["processes"]) >= 2  # the trainer and its worker
+
+
+def test_cli_lists_runs_and_refuses_without_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "empty"))
+    assert cli.main(["--once", "--json"]) == 2
+    assert "no live streamtok run" in capsys.readouterr().err
+    assert cli.main(["--pid", "999999999", "--json"]) == 2
+    assert cli.main(["--list"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_console_script_runs(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "streamtok-monitor")
+    if not os.path.exists(script):
+        pytest.skip("package not installed with its console scripts")
+    env = {**os.environ, "STREAMTOK_RUN_DIR": str(tmp_path / "none")}
+    done = subprocess.run([script, "--once", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "no live streamtok run" in done.stderr

@@ -1,0 +1,65 @@
+"""streamtok_monitor.pages: pages touched, replayed from the order, against brute force."""
+
+import os
+
+import numpy as np
+import pytest
+
+import streamtok
+from streamtok import metrics
+from streamtok.sampler import PassStart
+from streamtok_monitor.pages import PageCounter
+
+
+@pytest.fixture(autouse=True)
+def run_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+
+
+def _brute(reader, starts, window_len):
+    """Pages of each window in its own shard file, one window at a time."""
+    total = 0
+    for s in np.asarray(starts).ravel().tolist():
+        k = int(reader.locate(np.array([s]))[0])
+        info = reader.infos[k]
+        first = info.offset + (s - int(reader.offsets[k])) * info.dtype.itemsize
+        last = first + window_len * info.dtype.itemsize - 1
+        total += last // 4096 - first // 4096 + 1
+    return total * 4096
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "random", "sequential"])
+def test_pages_between_positions_match_the_windows_read(gpt2_dir, mode):
+    loader = streamtok.loader(gpt2_dir[0], seq_len=100, batch_size=4, split="all", mode=mode, epochs=2)
+    counter = PageCounter(metrics.read_manifest(loader._metrics.dir))
+    sampler = loader.collator.source
+    starts = np.concatenate(list(sampler.iter_steps(PassStart(0, 0, 2))))
+    expected = _brute(loader.collator.reader, starts, 101)
+    assert counter.between((0, 0), (2, 0)) == expected
+    # Any split of the run into intervals adds up to the same total.
+    mid = (0, sampler.step_samples * (sampler.steps_per_epoch // 2))
+    parts = counter.between((0, 0), mid) + counter.between(mid, (1, 0)) + counter.between((1, 0), (2, 0))
+    assert parts == expected
+    assert counter.between((1, 0), (1, 0)) == 0 and counter.between((1, 0), (0, 0)) == 0
+
+
+def test_pages_follow_a_live_loader(gpt2_dir):
+    loader = streamtok.loader(gpt2_dir[0], seq_len=60, batch_size=3, split="all", num_workers=2)
+    it = iter(loader)
+    for _ in range(7):
+        next(it)
+    del it  # publishes the position of the last batch received
+    slot = metrics.StatsReader(loader._metrics.dir).slot(0)
+    counter = PageCounter(metrics.read_manifest(loader._metrics.dir))
+    starts = np.concatenate(list(loader.collator.source.iter_steps(PassStart(0, 0, 1))))[: 7 * 3]
+    assert slot["batches"] == 7
+    assert counter.between((0, 0), (slot["epoch"], slot["offset"])) == _brute(loader.collator.reader, starts, 61)
+
+
+def test_many_windows_are_sampled_and_scaled(gpt2_dir):
+    loader = streamtok.loader(gpt2_dir[0], seq_len=16, batch_size=2, split="all", mode="random")
+    manifest = metrics.read_manifest(loader._metrics.dir)
+    exact = PageCounter(manifest).between((0, 0), (1, 0))
+    sampled = PageCounter(manifest, max_windows=64).between((0, 0), (1, 0))
+    assert sampled != exact and abs(sampled - exact) < 0.1 * exact
+    assert os.path.exists(manifest["shards"][0]["path"])

@@ -1,0 +1,64 @@
+"""The dashboard's layout at 80x24 with fixed data (pytest-textual-snapshot).
+
+Regenerate after an intended layout change with ``pytest tests/test_monitor_snapshot.py
+--snapshot-update`` and look at the SVG diff before committing it.
+"""
+
+import copy
+
+from streamtok_monitor.app import MonitorApp
+
+MiB = 1 << 20
+
+FIXED = {
+    "time": 1_700_000_000.0,
+    "interval_s": 1.0,
+    "run": {
+        "dir": "/run/user/1000/streamtok/20240101-120000-4242-0", "pid": 4242, "alive": True, "status": "running",
+        "mode": "shuffle", "seq_len": 1024, "batch_size": 32, "num_workers": 2, "rank": 0, "world_size": 1,
+        "seed": 0, "epochs": 1, "steps_per_epoch": 12_000, "prefetch": {"depth": 2, "device": "cuda:0"},
+        "epoch": 0, "step": 4_321, "progress": 4_321 / 12_000, "eta_s": 512.0,
+    },
+    "throughput": {
+        "tokens": 141_590_528, "batches": 4_321, "tokens_per_s": 1_234_567.0, "batches_per_s": 37.7,
+        "wait_fraction": 0.042,
+        "history": [900_000.0 + 10_000.0 * ((7 * i) % 37) for i in range(60)],
+        "workers": [
+            {"worker_id": 0, "pid": 4250, "alive": True, "batches": 2161, "batches_per_s": 18.9, "tokens_per_s": 620_000.0},
+            {"worker_id": 1, "pid": 4251, "alive": True, "batches": 2160, "batches_per_s": 18.8, "tokens_per_s": 615_000.0},
+        ],
+    },
+    "memory": {
+        "processes": [
+            {"pid": 4242, "role": "trainer", "rss": 612 * MiB, "rss_anon": 402 * MiB, "rss_file": 210 * MiB, "rss_shmem": 0,
+             "pss": 330 * MiB, "pss_anon": 250 * MiB, "pss_file": 80 * MiB, "uss": 120 * MiB, "minflt": 1, "majflt": 0},
+            {"pid": 4250, "role": "worker 0", "rss": 340 * MiB, "rss_anon": 150 * MiB, "rss_file": 190 * MiB, "rss_shmem": 0,
+             "pss": 160 * MiB, "pss_anon": 80 * MiB, "pss_file": 80 * MiB, "uss": 60 * MiB, "minflt": 1, "majflt": 0},
+            {"pid": 4251, "role": "worker 1", "rss": 333 * MiB, "rss_anon": 150 * MiB, "rss_file": 183 * MiB, "rss_shmem": 0,
+             "pss": 160 * MiB, "pss_anon": 80 * MiB, "pss_file": 80 * MiB, "uss": 58 * MiB, "minflt": 1, "majflt": 0},
+        ],
+        "rss_total": 1285 * MiB, "pss_total": 650 * MiB, "uss_total": 238 * MiB, "rss_anon_total": 702 * MiB,
+        "rss_file_total": 583 * MiB, "mem_available": 20 << 30, "mem_total": 32 << 30,
+    },
+    "page_cache": {
+        "hit_ratio": 0.973, "disk_read_bytes": 3 * MiB, "disk_read_bytes_per_s": 3 * MiB, "page_bytes": 110 * MiB,
+        "page_bytes_per_s": 110 * MiB, "read_amplification": 0.038, "dataset_bytes": 6 * 190 * MiB,
+        "resident_bytes": 3 * 190 * MiB + 95 * MiB, "evicted_pages": 1200, "recently_evicted_pages": 30,
+        "method": "cachestat",
+        "shards": [
+            {"path": f"/data/edu_fineweb_train_{k:06d}.bin", "size": 190 * MiB, "cached": c, "fraction": c / (190 * MiB),
+             "evicted": 200, "recently_evicted": 5, "method": "cachestat"}
+            for k, c in enumerate([190 * MiB, 190 * MiB, 190 * MiB, 95 * MiB, 0, 0])
+        ],
+    },
+}
+
+
+def test_layout_80x24(snap_compare):
+    assert snap_compare(MonitorApp(snapshot=copy.deepcopy(FIXED)), terminal_size=(80, 24))
+
+
+def test_layout_ended_100x30(snap_compare):
+    snap = copy.deepcopy(FIXED)
+    snap["run"].update(alive=False, status="ended")
+    assert snap_compare(MonitorApp(snapshot=snap), terminal_size=(100, 30))
