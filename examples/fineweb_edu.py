@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_gpt  # noqa: E402
 
-from streamtok import ShardLister  # noqa: E402
+from streamtok import ShardLister, StreamtokError  # noqa: E402
 from streamtok.prep.hub import DEFAULT_REPO  # noqa: E402
 
 GPU_MODEL = ["--seq-len", "1024", "--batch-size", "32", "--n-layer", "12", "--n-head", "12", "--n-embd", "768",
@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
 
-    train, val = prepare(args.shards, args.dir)
+    try:
+        train, val = prepare(args.shards, args.dir)
+    except StreamtokError as exc:  # offline and not cached, or no such shard in the repo
+        sys.exit(f"fineweb_edu: {exc}")
     print(f"train: {len(train)} shards, val: {len(val)} shard ({val.paths[0]})")
     model = GPU_MODEL if torch.cuda.is_available() else CPU_MODEL
     train_gpt.main(["--data", *train.paths, *val.paths, "--out", args.out, "--steps", str(args.steps), *model]

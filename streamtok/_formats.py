@@ -16,12 +16,12 @@ a crash never leaves a half-written shard under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from .errors import ShardFormatError, ShardNotFoundError
 
 HEADER_INTS = 256
@@ -169,23 +169,14 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray, *, kind: str | None
     if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
         raise ShardFormatError(f"{path}: tokens must be a 1-D integer array, got {tokens.dtype}{tokens.shape}")
     kind = kind or ("npy" if path.suffix == ".npy" else "llmc")
+    if kind not in ("llmc", "npy", "raw"):
+        raise ValueError(f"unknown shard kind {kind!r}; use 'llmc', 'npy' or 'raw'")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if kind == "npy":
-                np.lib.format.write_array(f, tokens, allow_pickle=False)
-            else:
-                if kind == "llmc":
-                    f.write(llmc_header(len(tokens), tokens.dtype).tobytes())
-                elif kind != "raw":
-                    raise ValueError(f"unknown shard kind {kind!r}; use 'llmc', 'npy' or 'raw'")
-                f.write(tokens.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        if kind == "npy":
+            np.lib.format.write_array(f, tokens, allow_pickle=False)
+        else:
+            if kind == "llmc":
+                f.write(llmc_header(len(tokens), tokens.dtype).tobytes())
+            f.write(memoryview(tokens).cast("B"))  # no second copy of a 200 MB shard
     return probe_shard(path, raw_dtype=tokens.dtype)

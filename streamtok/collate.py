@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, TokenRangeError
+from .reader import MemmapReader
 from .sampler import WindowSampler
 
 if TYPE_CHECKING:
@@ -61,15 +62,17 @@ def _buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool) -> torch.Tens
 
 
 class Collator:
-    """Batches of windows from a :class:`WindowSampler` as ``(x, y)`` tensors.
+    """Batches of windows as ``(x, y)`` tensors.
 
     ``collator(starts)`` is a pure function of the reader and the starts; iterating the
     collator walks its sampler and yields one ``(x, y)`` per step.
 
     Args:
-        source: the sampler; its ``batch_size`` is the number of rows unless ``batch_size``
-            is given here.
+        source: a :class:`WindowSampler` (its ``batch_size`` is the number of rows unless
+            ``batch_size`` is given here), or a :class:`MemmapReader` for the pure function
+            alone (then ``seq_len`` is required and the collator cannot be iterated).
         batch_size: rows per batch ``B`` (re-batches the sampler when it differs).
+        seq_len: tokens per row ``T``, with a reader as ``source``.
         dtype: dtype of ``x`` and ``y`` (default int64, what embedding layers and
             ``cross_entropy`` take).
         vocab_size: when given, every batch is checked and a token id ``>= vocab_size``
@@ -78,9 +81,10 @@ class Collator:
 
     def __init__(
         self,
-        source: WindowSampler,
+        source: WindowSampler | MemmapReader,
         batch_size: int | None = None,
         *,
+        seq_len: int | None = None,
         dtype: torch.dtype = torch.int64,
         vocab_size: int | None = None,
     ):
@@ -88,10 +92,20 @@ class Collator:
             raise ConfigError(f"dtype must be a torch.dtype such as torch.int64, not {dtype!r}")
         if vocab_size is not None and vocab_size < 1:
             raise ConfigError(f"vocab_size must be positive, not {vocab_size}")
-        if batch_size is not None and batch_size != source.batch_size:
-            source = source.rebatch(batch_size)
-        self.source = source
-        self.reader = source.source
+        if isinstance(source, MemmapReader):
+            if seq_len is None or seq_len < 1:
+                raise ConfigError("a Collator over a MemmapReader needs seq_len (tokens per row)")
+            self.source: WindowSampler | None = None
+            self.reader = source
+            self._batch_size, self._seq_len = batch_size, int(seq_len)
+        else:
+            if batch_size is not None and batch_size != source.batch_size:
+                source = source.rebatch(batch_size)
+            if seq_len is not None and seq_len != source.seq_len:
+                raise ConfigError(f"seq_len={seq_len} disagrees with the sampler's seq_len={source.seq_len}")
+            self.source = source
+            self.reader = source.source
+            self._batch_size, self._seq_len = source.batch_size, source.seq_len
         self.dtype = dtype
         self.vocab_size = vocab_size
         stored = np.dtype(self.reader.dtype)
@@ -99,12 +113,20 @@ class Collator:
         self._stored = stored
 
     @property
-    def batch_size(self) -> int:
-        return self.source.batch_size
+    def batch_size(self) -> int | None:
+        """Rows per batch (``None`` for a reader-only collator: as many as starts given)."""
+        return self._batch_size
 
     @property
     def seq_len(self) -> int:
-        return self.source.seq_len
+        return self._seq_len
+
+    @property
+    def sampler(self) -> WindowSampler:
+        """The sampler that orders this collator's batches."""
+        if self.source is None:
+            raise TypeError("this Collator was built on a MemmapReader and has no sample order; build it on a WindowSampler")
+        return self.source
 
     def __repr__(self) -> str:
         return f"Collator(batch_size={self.batch_size}, seq_len={self.seq_len}, dtype={self.dtype})"
@@ -128,11 +150,11 @@ class Collator:
         return split(self.gather(np.asarray(starts, dtype=np.int64)), self.dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for starts in self.source:
+        for starts in self.sampler:
             yield self(starts)
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.sampler)
 
     def loader(self, **kw: Any) -> StreamtokLoader:
         """A :class:`StreamtokLoader` over this collator (keywords as for the loader)."""

@@ -130,6 +130,8 @@ class StreamtokLoader(StatefulDataLoader):
             raise ConfigError(f"num_workers must be >= 0, not {num_workers}")
         if num_workers == 0:
             kw.pop("prefetch_factor", None)
+        if collator.source is None:
+            raise ConfigError("StreamtokLoader needs a Collator built on a WindowSampler (a reader alone has no order)")
         self.collator = collator
         self._stream = _BatchStream(collator)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)

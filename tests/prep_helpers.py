@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from unittest import mock
 import numpy as np
 
 from streamtok import cli
+from streamtok._formats import write_shard
 from streamtok.prep.encoding import load_encoding
 
 PREP_COMMANDS = ("streamtok.prep.tokenize", "streamtok.prep.hub", "streamtok.prep.inspect")
@@ -62,3 +65,29 @@ def cli_command(*args: str) -> list[str]:
 def dir_bytes(directory: Path) -> dict[str, bytes]:
     """Every visible file of ``directory`` by name, with its bytes."""
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_hub_cache(root, repo, names, commit=COMMIT, n_tokens=100, seed=None):
+    """A Hugging Face cache holding ``names`` of dataset ``repo``: blobs, snapshot links, refs/main.
+
+    Shard ``k`` holds ``n_tokens + k`` tokens: all ``k``, or random GPT-2 ids when ``seed`` is given.
+    """
+    rng = None if seed is None else np.random.default_rng(seed)
+    base = root / f"datasets--{repo.replace('/', '--')}"
+    (base / "blobs").mkdir(parents=True)
+    (base / "snapshots" / commit).mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    for k, name in enumerate(names):
+        tmp = root / f"tmp_{name}"
+        tokens = np.full(n_tokens + k, k, np.uint16) if rng is None else rng.integers(0, 50257, n_tokens + k, dtype=np.uint16)
+        write_shard(tmp, tokens)
+        data = tmp.read_bytes()
+        tmp.unlink()
+        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.join("..", "..", "blobs", blob.name), base / "snapshots" / commit / name)
+    return root

@@ -134,3 +134,25 @@ def test_nanogpt_swap_get_batch(tmp_path):
     state2.load_state_dict(saved)
     assert all(torch.equal(a[0], get_batch2("train")[0]) for a in after)
     assert get_batch("val")[0].shape == (8, 64)
+
+
+@pytest.mark.slow
+def test_fineweb_edu_example_offline_from_the_hub_cache(tmp_path):
+    from prep_helpers import make_hub_cache
+
+    names = [f"edu_fineweb_train_{i:06d}.bin" for i in (1, 2, 3)]
+    cache = make_hub_cache(tmp_path / "hub", "karpathy/fineweb-edu-100B-gpt2-token-shards", names, n_tokens=20000, seed=0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    run = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "fineweb_edu.py"), "--out", str(tmp_path / "run"), "--steps", "3"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "train: 2 shards, val: 1 shard" in run.stdout and "edu_fineweb_train_000003.bin" in run.stdout
+    assert (tmp_path / "run" / "ckpt.pt").exists()
+    missing = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "fineweb_edu.py"), "--shards", "1:4", "--out", str(tmp_path / "r2")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert missing.returncode == 1 and "edu_fineweb_train_000004.bin" in missing.stderr
+    assert "Traceback" not in missing.stderr

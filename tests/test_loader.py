@@ -189,3 +189,20 @@ def test_explicit_stages_and_chained_form_agree(shard_dir):
     assert [batch_hash(*b) for b in chained] == explicit == [batch_hash(*b) for b in make(path)]
     standalone = [batch_hash(*b) for b in ShardLister(path).split("train").memmap().windows(T).batch(B)]
     assert standalone == explicit  # the collator iterates on its own, without a DataLoader
+
+
+def test_collator_as_a_pure_function_of_reader_and_starts(shard_dir):
+    from streamtok import Collator, MemmapReader, ShardLister
+
+    path, tokens = shard_dir
+    reader = MemmapReader(ShardLister(path).split("all"))
+    collate = Collator(reader, seq_len=T)
+    x, y = collate(np.array([0, 4990, 12000]))
+    assert x.shape == (3, T) and x.dtype == torch.int64
+    for row, s in zip(x.numpy(), [0, 4990, 12000]):
+        assert np.array_equal(row, tokens[s : s + T])
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(TypeError, match="no sample order"):
+        iter(collate).__next__()
+    with pytest.raises(ConfigError, match="WindowSampler"):
+        collate.loader()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import threading
@@ -10,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from prep_helpers import cli_command, run_cli
+from prep_helpers import COMMIT, cli_command, make_hub_cache, run_cli
 
 from streamtok import ShardLister
 from streamtok._formats import write_shard
@@ -18,25 +17,6 @@ from streamtok.errors import ConfigError, HubError, ShardFormatError
 from streamtok.prep import hub
 
 REPO = hub.DEFAULT_REPO
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def make_hub_cache(root, repo, names, commit=COMMIT):
-    """A Hugging Face cache holding ``names`` of dataset ``repo``: blobs, snapshot links, refs/main."""
-    base = root / f"datasets--{repo.replace('/', '--')}"
-    (base / "blobs").mkdir(parents=True)
-    (base / "snapshots" / commit).mkdir(parents=True)
-    (base / "refs").mkdir()
-    (base / "refs" / "main").write_text(commit)
-    for k, name in enumerate(names):
-        tmp = root / f"tmp_{name}"
-        write_shard(tmp, np.full(100 + k, k, dtype=np.uint16))
-        data = tmp.read_bytes()
-        tmp.unlink()
-        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        os.symlink(os.path.join("..", "..", "blobs", blob.name), base / "snapshots" / commit / name)
-    return root
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ every document, as llm.c's ``fineweb.py`` writes it, so a shard's document count
 number of end-of-text ids, and text that happens to spell ``<|endoftext|>`` stays ordinary
 text. A chunk's tokens depend on that chunk alone, so the stream is the same whatever
 process encodes which chunk; results are taken back in submission order, with at most
-``2 * workers + 2`` chunks (1 MiB each) in flight, which keeps memory flat.
+``2 * workers + 2`` chunks (256 KiB each) in flight, which keeps memory flat.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
+from .._atomic import atomic_write
 from ..errors import EncodingUnavailableError
 
 _GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -55,9 +56,8 @@ def _cached_ok(path: Path, sha256: str) -> bool:
 
 def _put(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _packaged_gpt2_files() -> dict[str, bytes] | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StateMismatchError
-from .shardsink import write_json_atomic
+from .._atomic import write_json_atomic
 from .sources import STDIN, input_format
 
 MANIFEST = "manifest.json"

@@ -1,6 +1,6 @@
 """``streamtok tokenize``: text files to token shards, in parallel, crash-safe and resumable.
 
-Pipeline: the main process reads the inputs in 1 MiB chunks of whole documents
+Pipeline: the main process reads the inputs in 256 KiB chunks of whole documents
 (:mod:`.sources`), ``--workers`` processes encode them with tiktoken (:mod:`._encode`), and
 the main process takes the results back *in input order* and cuts them into shards
 (:mod:`.shardsink`). The output therefore does not depend on the number of workers.
@@ -39,6 +39,8 @@ from .manifest import MANIFEST, Checkpoint, load_resume, source_entries, write_m
 from .shardsink import ShardPlan, ShardSink
 from .sources import STDIN, Chunk, ReadOptions, iter_chunks
 
+# Text files hold no NUL bytes, so splitting on it keeps each file one document.
+FILE_SEPARATOR = "\0"
 KILL_ENV = "STREAMTOK_TEST_KILL_AFTER_SHARD"  # "k" or "k:renamed": SIGKILL self, for tests
 
 
@@ -264,7 +266,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--encoding", default="gpt2", help="tiktoken encoding (default gpt2, works offline)")
     p.add_argument("--format", default="auto", choices=["auto", "txt", "jsonl", "parquet"], help="input format (default: by suffix)")
     p.add_argument("--separator", type=_separator, default="\n\n", help=r"text document separator, with \n escapes (default '\n\n': a blank line)")
-    p.add_argument("--doc-per-line", action="store_true", help=r"one document per line (same as --separator '\n')")
+    per_doc = p.add_mutually_exclusive_group()
+    per_doc.add_argument("--doc-per-line", action="store_true", help=r"one document per line (same as --separator '\n')")
+    per_doc.add_argument("--doc-per-file", action="store_true", help="each text file is one document (read whole; same as --separator '\\0')")
     p.add_argument("--field", default="text", help="JSON key / parquet column with the text (default text)")
     p.add_argument("--utf8-errors", default="strict", choices=["strict", "replace", "ignore"], help="bad UTF-8: fail (default), replace or ignore")
     p.add_argument("--shard-tokens", type=parse_count, default=100_000_000, metavar="N", help="tokens per shard (default 100M)")
@@ -282,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
+    separator = "\n" if args.doc_per_line else FILE_SEPARATOR if args.doc_per_file else args.separator
     read = ReadOptions(
-        fmt=args.format, separator="\n" if args.doc_per_line else args.separator,
+        fmt=args.format, separator=separator,
         field=args.field, utf8_errors=args.utf8_errors,
     )
     config = TokenizeConfig(
