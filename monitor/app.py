@@ -29,9 +29,9 @@ HELP = """\
 [b]streamtok-monitor[/b]   q quit · p pause/resume · ? this help
 
 [b]Throughput[/b]  tokens/s the training loop received; [i]waiting[/i] is the share of the \
-trainer's time spent inside next() on the loader: above ~10% the GPU waits for data. With \
-CUDAPrefetcher's background thread it reads [i]thread wait[/i]: that thread's wait for the \
-DataLoader, not the training loop's.
+loop's time spent inside next() on the loader (on CUDAPrefetcher, when its thread iterates \
+the loader): above ~10% the GPU waits for data. [i]thread wait[/i] marks a run that publishes \
+only the prefetch thread's wait for the DataLoader (older streamtok).
 
 [b]Memory[/b]  RSS counts memmapped shard pages ([cyan]file[/cyan]): that is page cache the kernel \
 can drop, not memory the loader holds. Forked workers share pages: add PSS, not RSS.

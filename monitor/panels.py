@@ -16,17 +16,17 @@ Snapshot = dict[str, Any]
 
 
 def throughput_detail(snap: Snapshot) -> Text:
-    """Batches/s, the share of the trainer's time spent waiting for data, per-worker rates."""
+    """Batches/s, the share of the training loop's time spent waiting for data, per-worker rates."""
     tp = snap.get("throughput")
     if not tp:
         return Text("no streamtok counters (--pid mode)", style="dim")
     t = Text()
     t.append("batches/s ", style="dim").append(human_count(tp["batches_per_s"]))
     wait = tp["wait_fraction"]
-    # With a background prefetch thread, the loader is iterated on that thread: its wait is
-    # the thread's wait for the DataLoader, not the training loop's.
-    background = bool((snap["run"].get("prefetch") or {}).get("background"))
-    t.append("  thread wait " if background else "  waiting ", style="dim").append(percent(wait), style="bold red" if wait > 0.1 else "bold green")
+    # A run without a consumer slot behind a background prefetch thread publishes only that
+    # thread's wait for the DataLoader, not the training loop's: say so.
+    thread = tp.get("wait_source", "loop") == "prefetch_thread"
+    t.append("  thread wait " if thread else "  waiting ", style="dim").append(percent(wait), style="bold red" if wait > 0.1 else "bold green")
     t.append("\ntotal ", style="dim").append(f"{human_count(tp['tokens'])} tok, {tp['batches']:,} batches")
     workers = tp["workers"]
     if workers:

@@ -32,6 +32,19 @@ def _rate(delta: float, dt: float) -> float:
     return delta / dt if dt > 0 else 0.0
 
 
+def _role(slots: list[dict[str, int]], role: int) -> dict[str, int] | None:
+    return next((s for s in slots if s["role"] == role), None)
+
+
+def _loop_slot(slots: list[dict[str, int]]) -> dict[str, int] | None:
+    """The slot the training loop writes: the consumer's behind a background prefetch thread
+    (unless a later pass iterates the loader directly), else the trainer's."""
+    trainer, consumer = _role(slots, metrics.ROLE_TRAINER), _role(slots, metrics.ROLE_CONSUMER)
+    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
+        return consumer
+    return trainer
+
+
 class Sampler:
     """Snapshots of one run (``run_dir``) or of any process (``pid``, with ``files`` globs).
 
@@ -84,10 +97,19 @@ class Sampler:
         return self.pages.between(prev, pos), gathered
 
     def _throughput(self, slots: list[dict[str, int]], dt: float) -> tuple[dict[str, Any], int, int]:
+        """Rates of what the training loop took, and the pages and bytes the loader read.
+
+        Behind a background prefetch thread the loader's slot (0) is that thread's: then the
+        consumer slot, written by the training loop, gives the tokens, batches and wait.
+        """
         deltas = self._slot_deltas(slots) if self._prev_t is not None else {s["slot"]: dict.fromkeys(_COUNTERS, 0) for s in slots}
-        trainer = next((s for s in slots if s["role"] == metrics.ROLE_TRAINER), None)
-        d0 = deltas.get(0, {"batches": 0, "tokens": 0, "wait_ns": 0})
-        tps = _rate(d0["tokens"], dt)
+        zero = dict.fromkeys(_COUNTERS, 0)
+        trainer, loop = _role(slots, metrics.ROLE_TRAINER), _loop_slot(slots)
+        d0 = deltas.get(0, zero)
+        dl = deltas[loop["slot"]] if loop else zero
+        consumer = loop is not None and loop["role"] == metrics.ROLE_CONSUMER
+        background = bool((self.manifest.get("prefetch") or {}).get("background"))
+        tps = _rate(dl["tokens"], dt)
         if self._prev_t is not None:
             self.history.append(tps)
         workers = []
@@ -102,11 +124,15 @@ class Sampler:
         page_bytes, gathered = self._pages(trainer, d0["batches"])
         self._prev_slots = {s["slot"]: s for s in slots}
         out = {
-            "tokens": trainer["tokens"] if trainer else 0,
-            "batches": trainer["batches"] if trainer else 0,
+            "tokens": loop["tokens"] if loop else 0,
+            "batches": loop["batches"] if loop else 0,
             "tokens_per_s": tps,
-            "batches_per_s": _rate(d0["batches"], dt),
-            "wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)),
+            "batches_per_s": _rate(dl["batches"], dt),
+            "wait_fraction": min(1.0, _rate(dl["wait_ns"] / 1e9, dt)),
+            # Whose wait that is: the training loop's, or (a run without a consumer slot) the
+            # background prefetch thread's wait for the DataLoader.
+            "wait_source": "prefetch_thread" if background and not consumer else "loop",
+            "prefetch_thread_wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)) if consumer else None,
             "history": list(self.history),
             "workers": workers,
         }
@@ -194,7 +220,7 @@ class Sampler:
 
     def _run(self, slots: list[dict[str, int]], alive: bool, bps: float) -> dict[str, Any]:
         m = self.manifest
-        trainer = next((s for s in slots if s["role"] == metrics.ROLE_TRAINER), None)
+        trainer = _loop_slot(slots)  # the training loop's position, not the prefetch thread's
         iterating = bool(trainer and trainer["iterating"])
         out: dict[str, Any] = {
             "dir": self.run_dir, "pid": self.pid, "alive": alive,

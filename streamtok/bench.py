@@ -191,7 +191,7 @@ def handler(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``streamtok bench`` to the ``streamtok`` command."""
-    p = subparsers.add_parser("bench", help="benchmark streamtok against nanoGPT and DataLoader peers", description=__doc__)
+    p = subparsers.add_parser("bench", help="benchmark streamtok against nanoGPT and DataLoader peers", description=__doc__.replace("``", ""))
     p.add_argument("--quick", action="store_true", help="fewer contestants, batches and repeats (about a minute)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--data", help="a directory of existing shards (default: synthetic, in a temporary directory)")

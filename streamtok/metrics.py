@@ -6,9 +6,11 @@ Mechanism: each run gets a directory (under ``$STREAMTOK_RUN_DIR``, default
 - ``manifest.json``: the static facts (configuration, trainer PID, shard paths), written
   once per change to a temporary name and ``os.replace``d, so a reader never sees half of it;
 - ``stats.bin``: a fixed layout of int64 words memory-mapped by every process of the run:
-  a header, then one slot per process (slot 0 the trainer, slot ``1 + w`` DataLoader
-  worker ``w``). A slot has one writer; it increments the slot's ``seq`` word to odd, writes
-  the counters, and increments it back to even (a seqlock), so a reader retries a torn copy.
+  a header, then one slot per writer (slot 0 the trainer, slot ``1 + w`` DataLoader
+  worker ``w``, the last one the training loop behind a background prefetch thread, see
+  :class:`Consumed`). A slot has one writer; it increments the slot's ``seq`` word to odd,
+  writes the counters, and increments it back to even (a seqlock), so a reader retries a
+  torn copy.
 
 An update is a few stores into a ``memoryview`` of the map: ~0.3 µs, no system call (a
 JSON rewrite costs 30-160 µs; a loader batch of 32x1024 tokens 40-90 µs). Even so the trainer
@@ -33,7 +35,6 @@ import json
 import mmap
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,17 +42,19 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_write, write_json_atomic
+
 MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
 LAYOUT_VERSION = 1
 HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, 3 spare
 SLOT_FIELDS = (
     "seq",  # seqlock word: odd while the writer is inside an update
     "pid",
-    "role",  # ROLE_TRAINER or ROLE_WORKER; 0 = never claimed
+    "role",  # ROLE_TRAINER, ROLE_WORKER or ROLE_CONSUMER; 0 = never claimed
     "worker_id",
-    "batches",  # trainer: batches handed to the training loop; worker: batches gathered
-    "tokens",  # trainer: input tokens delivered (B*T per batch); worker: tokens gathered (B*(T+1))
-    "wait_ns",  # trainer: time the training loop spent inside next()
+    "batches",  # trainer, consumer: batches handed out by the loader / taken by the loop; worker: gathered
+    "tokens",  # trainer, consumer: input tokens (B*T per batch); worker: tokens gathered (B*(T+1))
+    "wait_ns",  # trainer: time spent inside next() on the loader; consumer: on the prefetcher
     "epoch",
     "offset",  # samples into the epoch after the last delivered batch
     "start_ns",  # time.time_ns() when the slot was claimed
@@ -64,7 +67,7 @@ SLOT_FIELDS = (
 )
 SLOT_WORDS = len(SLOT_FIELDS)
 SEQ, PID, ROLE, WORKER_ID, BATCHES, TOKENS, WAIT_NS, EPOCH, OFFSET, START_NS, ITERATING, PASSES = range(12)
-ROLE_TRAINER, ROLE_WORKER = 1, 2
+ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
 MANIFEST, STATS = "manifest.json", "stats.bin"
 _counter = itertools.count()
 
@@ -85,14 +88,6 @@ def run_root() -> str:
         return os.path.join(runtime, "streamtok")
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "streamtok", "runs")
-
-
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _process_start(pid: int) -> float | None:
@@ -164,25 +159,27 @@ class RunPublisher:
     """The trainer's side of a run directory: manifest plus stats slots, opened per process.
 
     Args:
-        config: static facts for the manifest (JSON-serialisable).
+        config: static facts for the manifest (JSON-serialisable; a consumer slot needs its
+            ``batch_size`` and ``seq_len``).
         n_slots: slots to allocate (1 trainer + one per DataLoader worker).
+        consumer: allocate one more slot, the last, for :meth:`consumer`.
         root: parent directory of runs; default :func:`run_root`.
     """
 
-    def __init__(self, config: dict[str, Any], *, n_slots: int, root: str | None = None):
+    def __init__(self, config: dict[str, Any], *, n_slots: int, consumer: bool = False, root: str | None = None):
         self.root = root or run_root()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         prune_runs(self.root)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.dir = os.path.join(self.root, f"{stamp}-{os.getpid()}-{next(_counter)}")
         os.makedirs(self.dir, mode=0o700)
-        self.n_slots = max(1, n_slots)
+        self.n_slots = max(1, n_slots) + int(consumer)
+        self.consumer_index = self.n_slots - 1 if consumer else None
         header = np.zeros(HEADER_WORDS + self.n_slots * SLOT_WORDS, dtype=np.int64)
         header[:5] = (MAGIC, LAYOUT_VERSION, self.n_slots, SLOT_WORDS, time.time_ns())
         stats = os.path.join(self.dir, STATS)
-        with open(stats + ".tmp", "wb") as f:
+        with atomic_write(stats, fsync=False) as f:
             f.write(header.tobytes())
-        os.replace(stats + ".tmp", stats)
         self.manifest: dict[str, Any] = {
             "layout_version": LAYOUT_VERSION,
             "pid": os.getpid(),
@@ -190,7 +187,7 @@ class RunPublisher:
             "created": time.time(),
             **config,
         }
-        write_json_atomic(os.path.join(self.dir, MANIFEST), self.manifest)
+        write_json_atomic(os.path.join(self.dir, MANIFEST), self.manifest, fsync=False)
         self._pid = -1
         self._map: mmap.mmap | None = None
         self._writers: dict[int, SlotWriter] = {}
@@ -205,11 +202,28 @@ class RunPublisher:
         if all(self.manifest.get(k) == v for k, v in facts.items()):
             return
         self.manifest.update(facts)
-        write_json_atomic(os.path.join(self.dir, MANIFEST), self.manifest)
+        write_json_atomic(os.path.join(self.dir, MANIFEST), self.manifest, fsync=False)
 
     def meter(self, batches: Iterator[Any], sampler: Any) -> Meter:
         """Wrap the trainer's batch iterator (see :class:`Meter`)."""
         return Meter(batches, self.slot(0, ROLE_TRAINER), sampler)  # type: ignore[arg-type]
+
+    def consumer(self, state: Callable[[], dict[str, Any]]) -> Callable[[Iterator[Any]], Meter] | None:
+        """Claim the consumer slot now; return a wrapper metering the loop's batches into it.
+
+        For a prefetcher whose thread iterates the loader (see :class:`Consumed`): call it
+        in the training loop's thread, before that thread starts, so that the two threads
+        never claim slots at once. ``None`` when the run has no consumer slot.
+
+        Args:
+            state: the loader state as of the last batch the loop took (the prefetcher's
+                ``state_dict``).
+        """
+        if self.consumer_index is None:
+            return None
+        slot = self.slot(self.consumer_index, ROLE_CONSUMER)
+        position = Consumed(self.manifest["batch_size"], self.manifest["seq_len"], state)
+        return lambda batches: Meter(batches, slot, position)  # type: ignore[arg-type]
 
     def gatherer(self, gather: Callable[..., Any], worker_id: int | None, collator: Any) -> Callable[..., Any]:
         """``gather`` counting batches into worker ``worker_id``'s slot (as is in the trainer)."""
@@ -249,7 +263,8 @@ class Meter:
     when the loader runs flat out. Totals are stored into the slot at most every
     ``PUBLISH_NS`` (5 ms) and at the end of the pass, at a point where the loader has
     advanced its position past the last batch counted, so position and count always match.
-    Per untimed batch: one generator step, a test and an add.
+    Per untimed batch: one generator step, a test and an add. The same class meters a
+    background prefetcher's iterator for the training loop (see :class:`Consumed`).
     """
 
     PUBLISH_NS = 5_000_000
@@ -291,6 +306,38 @@ class Meter:
             slot.set_iterating(False)
 
 
+class Consumed:
+    """The position a consumer :class:`Meter` publishes: that of the training loop.
+
+    ``CUDAPrefetcher(background=True)`` iterates the loader on its own thread, so the
+    loader's :class:`Meter` (slot 0) times that thread's wait for the DataLoader, and its
+    count and position run ahead of the loop by the batches in flight. A second Meter,
+    around the prefetcher's iterator in the training loop's thread, writes the consumer
+    slot: the loop's wait inside ``next()``, the batches it took, and their position, from
+    ``state()`` (the prefetcher's state as of the last batch handed out; a store between two
+    batches is one batch ahead of its count, the one at the end of a pass matches it). It
+    samples as the loader's Meter does, so it costs the loop the same per batch (a generator
+    step, a test and an add), small next to the queue get it times; the position is read
+    only when the totals are stored (at most every 5 ms).
+
+    Args:
+        batch_size: rows per batch ``B``.
+        seq_len: tokens per row ``T`` (a batch counts ``B * T`` tokens, as the loader's).
+        state: the loader state as of the last batch the loop took.
+    """
+
+    def __init__(self, batch_size: int, seq_len: int, state: Callable[[], dict[str, Any]]):
+        self.batch_size, self.seq_len, self._state = batch_size, seq_len, state
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state()["sampler"]["epoch"])
+
+    @property
+    def offset(self) -> int:
+        return int(self._state()["sampler"]["offset"])
+
+
 def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **facts: Any) -> RunPublisher | None:
     """A publisher for a loader over ``collator``, or ``None`` when metrics are off.
 
@@ -322,7 +369,7 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
         **facts,
     }
     try:
-        return RunPublisher(config, n_slots=1 + num_workers)
+        return RunPublisher(config, n_slots=1 + num_workers, consumer=True)
     except OSError as e:
         import warnings
 

@@ -105,8 +105,8 @@ class CUDAPrefetcher:
     def __init__(
         self,
         source: Iterable[Batch],
-        *,
         device: str | torch.device | None = None,
+        *,
         depth: int = 2,
         dtype: torch.dtype | None = None,
         background: bool | None = None,
@@ -142,6 +142,9 @@ class CUDAPrefetcher:
         self._state = self._source_state()
         it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
         published = getattr(self.source, "_metrics", None)  # streamtok.metrics.RunPublisher
+        # With a thread the loader's meter times that thread, so the loop is metered here, in
+        # its own slot, claimed before the thread starts (which claims the loader's slot).
+        consumer = published.consumer(self.state_dict) if published is not None and self.background else None
         if published is not None:  # once per pass: the monitor shows the staging depth
             published.update_manifest(prefetch={"depth": self.depth, "device": str(self.device), "background": bool(self.background)})
         exhausted = False
@@ -159,14 +162,17 @@ class CUDAPrefetcher:
             except StopIteration:
                 exhausted = True
 
-        while not exhausted and len(self._queue) < self.depth:
-            fetch()
-        while self._queue:
-            staged, state = self._queue.popleft()
-            if not exhausted:
-                fetch()  # launch the next copy before the consumer uses this batch
-            self._state = state
-            yield self._stage.ready(staged)
+        def handed() -> Iterator[Batch]:
+            while not exhausted and len(self._queue) < self.depth:
+                fetch()
+            while self._queue:
+                staged, state = self._queue.popleft()
+                if not exhausted:
+                    fetch()  # launch the next copy before the consumer uses this batch
+                self._state = state
+                yield self._stage.ready(staged)
+
+        yield from handed() if consumer is None else consumer(handed())
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]

@@ -216,3 +216,32 @@ def test_streamtok_never_imports_the_dashboard():
     code = "import sys, streamtok, streamtok.metrics; print(sorted(m for m in ('textual', 'streamtok_monitor') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]"
+
+
+def test_background_prefetcher_publishes_the_training_loops_figures(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=2)
+    pf = streamtok.CUDAPrefetcher(loader, device="cpu", background=True)
+    it, taken = iter(pf), 0
+    t0 = time.perf_counter_ns()
+    for _ in it:  # a slow "model": the loop hardly waits, the prefetch thread runs ahead
+        taken += 1
+        time.sleep(0.003)
+        if taken == 40:
+            break
+    it.close()
+    total_ns = time.perf_counter_ns() - t0
+    slots = {s["role"]: s for s in metrics.StatsReader(loader._metrics.dir).slots()}
+    loop, thread = slots[metrics.ROLE_CONSUMER], slots[metrics.ROLE_TRAINER]
+    assert loop["slot"] == 3 and loop["pid"] == os.getpid() and loop["iterating"] == 0 and loop["passes"] == 1
+    assert (loop["batches"], loop["tokens"]) == (40, 40 * 4 * 100)
+    assert thread["batches"] >= 40 + pf.depth  # the loader's count includes the batches in flight
+    assert (loop["epoch"], loop["offset"]) == (0, pf.state_dict()["sampler"]["offset"]) != (thread["epoch"], thread["offset"])
+    assert 0 < loop["wait_ns"] < total_ns
+
+
+def test_consumer_slot_unused_without_a_background_thread(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=1)
+    n = sum(1 for _ in streamtok.CUDAPrefetcher(loader, device="cpu", background=False))
+    reader = metrics.StatsReader(loader._metrics.dir)
+    assert reader.n_slots == 3 and [s["role"] for s in reader.slots()] == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER]
+    assert reader.slot(0)["batches"] == n

@@ -148,6 +148,7 @@ def test_once_json_has_every_figure(trainer, capsys):
         assert key in snap["run"]
     tp = snap["throughput"]
     assert tp["tokens_per_s"] > 0 and tp["batches_per_s"] > 0 and 0 <= tp["wait_fraction"] <= 1
+    assert tp["wait_source"] == "loop" and tp["prefetch_thread_wait_fraction"] is None  # no prefetch thread
     assert [w["worker_id"] for w in tp["workers"]] == [0] and tp["workers"][0]["batches_per_s"] > 0
     mem = snap["memory"]
     roles = {p["role"] for p in mem["processes"]}

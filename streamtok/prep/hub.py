@@ -210,7 +210,7 @@ def register(subparsers: Any) -> None:
     """
     p = subparsers.add_parser(
         "download", help="download token shards from a Hugging Face dataset repo",
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[1].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("repo", nargs="?", default=DEFAULT_REPO, help=f"dataset repo (default {DEFAULT_REPO})")
     p.add_argument("--shards", metavar="SPEC", help="training shards: 3, 1:3 (inclusive), :10, 1,5,7:9 or file names")

@@ -120,7 +120,7 @@ def register(subparsers: Any) -> None:
     """
     p = subparsers.add_parser(
         "inspect", help="show what token shards hold; --check their ids",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="shard files, directories or globs")
     p.add_argument("--encoding", default="gpt2", help="tiktoken encoding for decoding and the vocab size (default gpt2)")

@@ -259,7 +259,7 @@ def register(subparsers: Any) -> None:
     """
     p = subparsers.add_parser(
         "tokenize", help="tokenize text files into token shards",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl or .parquet files, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it holds an unfinished run)")
