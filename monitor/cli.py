@@ -38,6 +38,22 @@ def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
         print(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {when}  {r.dir}", file=out)
 
 
+def _batches(run: metrics.RunInfo) -> int:
+    try:
+        return metrics.StatsReader(run.dir).slot(0)["batches"]
+    except (OSError, ValueError):
+        return 0
+
+
+def busiest(live: list[metrics.RunInfo]) -> metrics.RunInfo:
+    """The live run to open by default: the one that has delivered the most batches.
+
+    A training script often builds a validation loader after its training loader; the newest
+    run alone would then be the mostly idle validation one. Ties go to the newest.
+    """
+    return max(live, key=lambda r: (_batches(r), r.created))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -59,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not (args.once or args.json):
             _print_runs(live)
-        run_dir = live[0].dir
+        run_dir = busiest(live).dir
     try:
         sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files))
     except (OSError, ValueError) as e:

@@ -1,11 +1,12 @@
 """The quick path: shards to ``(x, y)`` batches through torchdata's StatefulDataLoader.
 
-Workers each build whole batches (one compact tensor per batch, one shared-memory handshake)
-for the steps ``j % num_workers == worker_id`` of the pass; the DataLoader hands them back in
-order. The trainer's process counts what it received, so the position, and hence
-``state_dict()``, is known without asking the workers. The state is streamtok's own, a few
-integers: it restores under another ``num_workers`` or world size, which StatefulDataLoader's
-worker snapshots cannot.
+Workers each build whole batches for the steps ``j % num_workers == worker_id`` of the pass,
+into shared slots made at the start of the pass, and send only ``(worker, n)`` through the
+DataLoader (:mod:`streamtok._ring`), which hands them back in order. Without workers the
+stream is read directly, skipping the DataLoader's fetch machinery. The trainer's process
+counts what it received, so the position, and hence ``state_dict()``, is known without asking
+the workers. The state is streamtok's own, a few integers: it restores under another
+``num_workers`` or world size, which StatefulDataLoader's worker snapshots cannot.
 """
 
 from __future__ import annotations

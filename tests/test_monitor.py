@@ -191,3 +191,21 @@ def test_console_script_runs(tmp_path):
     env = {**os.environ, "STREAMTOK_RUN_DIR": str(tmp_path / "none")}
     done = subprocess.run([script, "--once", "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "no live streamtok run" in done.stderr
+
+
+def test_default_run_is_the_busiest_live_one(tmp_path, monkeypatch):
+    """A training loader and a newer, idle validation loader: the monitor opens the training one."""
+    from _util import make_shards
+
+    import streamtok
+    from streamtok_monitor.cli import busiest
+
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+    make_shards(tmp_path / "d", [4000, 4000, 2000])
+    train = streamtok.loader(tmp_path / "d", seq_len=16, batch_size=4)
+    for _, _ in zip(range(20), train):
+        pass
+    val = streamtok.loader(tmp_path / "d", seq_len=16, batch_size=4, split="val", mode="sequential")
+    live = [r for r in streamtok.metrics.list_runs() if r.alive]
+    assert len(live) == 2 and live[0].dir == val._metrics.dir  # newest first
+    assert busiest(live).dir == train._metrics.dir

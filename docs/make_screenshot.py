@@ -1,0 +1,59 @@
+"""Re-take ``docs/monitor.svg``: the dashboard at 80x24 beside the demo's training run.
+
+    python docs/make_screenshot.py        # after the README's first command made data/shards
+
+Starts ``examples/train_gpt.py`` on the demo shards (2 workers) in a private run directory,
+waits until it has trained a while, drives ``streamtok-monitor`` headless with Textual's
+``run_test`` and saves what it shows, then stops the training run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+async def shoot(run_dir: str, out: str) -> None:
+    from streamtok_monitor.app import MonitorApp
+    from streamtok_monitor.watcher import Sampler
+
+    app = MonitorApp(Sampler(run_dir=run_dir), interval_s=1.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(6.0)  # a few samples, so rates and the sparkline have data
+        app.save_screenshot(filename=os.path.basename(out), path=os.path.dirname(out))
+
+
+def main() -> None:
+    from streamtok import metrics
+
+    runs = tempfile.mkdtemp(prefix="streamtok-shot-")
+    env = {**os.environ, "STREAMTOK_RUN_DIR": runs}
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_gpt.py"), "--data", os.path.join(ROOT, "data", "shards"),
+           "--out", os.path.join(runs, "ckpt"), "--steps", "100000", "--n-embd", "64", "--num-workers", "2"]
+    train = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        os.environ["STREAMTOK_RUN_DIR"] = runs
+        deadline = time.monotonic() + 120
+        while not [r for r in metrics.list_runs() if r.alive] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        live = [r for r in metrics.list_runs() if r.alive]
+        if not live:
+            sys.exit("no live run appeared; is data/shards there?")
+        time.sleep(20)  # let it train a few dozen steps
+        from streamtok_monitor.cli import busiest
+
+        live = [r for r in metrics.list_runs() if r.alive]
+        asyncio.run(shoot(busiest(live).dir, os.path.join(ROOT, "docs", "monitor.svg")))
+    finally:
+        train.kill()
+        train.wait()
+
+
+if __name__ == "__main__":
+    main()
