@@ -8,7 +8,8 @@ few batches ahead, costs the loop only a ``Queue.get`` (a few µs when a batch i
 
 Items are computed in order by ``fn(next(source))`` in the thread; errors re-raise in the
 consumer. The thread stops when the consumer lets go of the :class:`Background` object
-(garbage-collected after ``break``), dropping the source so DataLoader workers shut down.
+(garbage-collected after ``break``) or calls ``close()``; the DataLoader workers shut down
+once the last reference to the source's iterator is gone.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ class Background:
             self._stop.set()
             raise item.exc
         return item
+
+    @property
+    def pending(self) -> int:
+        """Items computed and waiting to be taken."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Stop the thread and wait for it (it exits once the source yields its next item)."""

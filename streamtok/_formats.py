@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
-from .errors import ShardFormatError, ShardNotFoundError
+from .errors import ConfigError, ShardFormatError, ShardNotFoundError
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -170,7 +170,7 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray, *, kind: str | None
         raise ShardFormatError(f"{path}: tokens must be a 1-D integer array, got {tokens.dtype}{tokens.shape}")
     kind = kind or ("npy" if path.suffix == ".npy" else "llmc")
     if kind not in ("llmc", "npy", "raw"):
-        raise ValueError(f"unknown shard kind {kind!r}; use 'llmc', 'npy' or 'raw'")
+        raise ConfigError(f"{path}: unknown shard kind {kind!r}; use 'llmc', 'npy' or 'raw'")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         if kind == "npy":

@@ -1,9 +1,9 @@
 """Collator: ``B`` window starts -> one compact buffer -> ``(x, y)``.
 
 A batch is gathered into one ``(B, T+1)`` buffer in the tokens' stored dtype (uint16 for
-GPT-2: 4x fewer bytes than int64 through worker queues, pinned memory and PCIe), with one
-slice copy per window. Inside a DataLoader worker the buffer is allocated in shared memory,
-so sending it to the trainer costs no extra copy. :func:`split` turns it into
+GPT-2: 4x fewer bytes than int64 through shared memory, pinned memory and PCIe), with one
+slice copy per window. Inside a DataLoader worker the buffer is a shared slot made by the
+loader (:mod:`streamtok._ring`), so sending it to the trainer costs no extra copy. :func:`split` turns it into
 ``x = buf[:, :-1]`` and ``y = buf[:, 1:]`` in the output dtype, as late as possible: at the
 end of the loader on CPU, or on the GPU in :class:`~streamtok.CUDAPrefetcher`.
 """
@@ -147,7 +147,15 @@ class Collator:
         return buf
 
     def __call__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return split(self.gather(np.asarray(starts, dtype=np.int64)), self.dtype)
+        """``(x, y)`` of the windows at ``starts`` (each in ``[0, n_tokens - seq_len - 1]``)."""
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        last = self.reader.n_tokens - self.seq_len - 1
+        if len(starts) and (starts.min() < 0 or starts.max() > last):
+            raise ConfigError(
+                f"{self.reader.describe()}: window starts must lie in [0, {last}] for seq_len "
+                f"{self.seq_len}; got {int(starts.min())}..{int(starts.max())}"
+            )
+        return split(self.gather(starts), self.dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for starts in self.sampler:

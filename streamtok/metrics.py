@@ -36,6 +36,7 @@ import mmap
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,7 @@ class SlotWriter:
 
     def claim(self, role: int, worker_id: int) -> None:
         w = self.w
-        self.seq = w[SEQ] + 1
+        self.seq = (w[SEQ] + 1) | 1  # odd while writing, even if a killed writer left it odd
         w[SEQ] = self.seq
         for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
             w[i] = 0
@@ -155,6 +156,11 @@ class SlotWriter:
         w[SEQ] = self.seq = seq + 2
 
 
+def _remove_run(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # never from a forked worker's copy
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class RunPublisher:
     """The trainer's side of a run directory: manifest plus stats slots, opened per process.
 
@@ -191,10 +197,15 @@ class RunPublisher:
         self._pid = -1
         self._map: mmap.mmap | None = None
         self._writers: dict[int, SlotWriter] = {}
+        # A loader dropped mid-process (say, a validation loader made per evaluation) takes
+        # its run directory with it; at exit the run stays, shown as ended, until pruned.
+        self._cleanup = weakref.finalize(self, _remove_run, self.dir, os.getpid())
+        self._cleanup.atexit = False
 
     def __getstate__(self) -> dict[str, Any]:  # workers started by spawn reopen the file
         state = self.__dict__.copy()
         state["_map"], state["_pid"], state["_writers"] = None, -1, {}
+        del state["_cleanup"]  # only the creating process removes the run
         return state
 
     def update_manifest(self, **facts: Any) -> None:

@@ -131,7 +131,8 @@ class CUDAPrefetcher:
     @property
     def in_flight(self) -> int:
         """Batches fetched and staged but not yet handed to the training loop."""
-        return len(self._queue)
+        running = self._thread() if self._thread is not None else None
+        return len(self._queue) + (running.pending if running is not None else 0)
 
     def _source_state(self) -> Any:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
@@ -152,25 +153,36 @@ class CUDAPrefetcher:
         def staged(item: Batch) -> tuple[Batch, Any]:  # the state right after this batch
             return self._stage.stage(item, self.compact, self.dtype), self._source_state()
 
-        pairs = Background(it, staged, ahead=self.depth) if self.background else map(staged, it)
-        self._thread = weakref.ref(pairs) if isinstance(pairs, Background) else None
+        if self.background:
+            # The thread stages one batch while `depth - 1` wait in its queue: `depth` ahead.
+            pairs = Background(it, staged, ahead=max(1, self.depth - 1))
+            self._thread = weakref.ref(pairs)
 
-        def fetch() -> None:
-            nonlocal exhausted
-            try:
-                self._queue.append(next(pairs))
-            except StopIteration:
-                exhausted = True
+            def handed() -> Iterator[Batch]:
+                for staged_batch, state in pairs:
+                    self._state = state
+                    yield self._stage.ready(staged_batch)
 
-        def handed() -> Iterator[Batch]:
-            while not exhausted and len(self._queue) < self.depth:
-                fetch()
-            while self._queue:
-                staged, state = self._queue.popleft()
-                if not exhausted:
-                    fetch()  # launch the next copy before the consumer uses this batch
-                self._state = state
-                yield self._stage.ready(staged)
+        else:
+            self._thread = None
+            pairs = map(staged, it)
+
+            def fetch() -> None:
+                nonlocal exhausted
+                try:
+                    self._queue.append(next(pairs))
+                except StopIteration:
+                    exhausted = True
+
+            def handed() -> Iterator[Batch]:
+                while not exhausted and len(self._queue) < self.depth:
+                    fetch()
+                while self._queue:
+                    staged_batch, state = self._queue.popleft()
+                    if not exhausted:
+                        fetch()  # launch the next copy before the consumer uses this batch
+                    self._state = state
+                    yield self._stage.ready(staged_batch)
 
         yield from handed() if consumer is None else consumer(handed())
 

@@ -14,6 +14,7 @@ closed first. A gather of ``B`` windows costs one ``searchsorted`` and ``B`` sli
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import mmap
 import os
@@ -42,21 +43,34 @@ _HINT_CALLS = 64  # batches hinted after a page-cache miss
 _SKIP_CALLS = 8  # batches not hinted after both probes found their pages cached
 
 
+def _default_max_open() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 64
+    return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
+
+
 class MemmapReader:
     """A read-only view of all tokens of a list of shards, as one array.
 
     Args:
         source: a :class:`ShardLister`, or anything ``ShardLister`` accepts.
         raw_dtype: dtype of headerless ``.bin`` files.
-        max_open: most shard maps held open at once in one process.
+        max_open: most shard maps held open at once in one process (each holds a file
+            descriptor); default: every shard, up to half the process's descriptor limit, so
+            random windows over 1000 shards do not re-map a file per window.
         advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
             or ``None`` (leave the kernel's default).
         lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
             read; 0 turns it off.
 
     Raises:
-        ShardFormatError: a shard is empty, truncated, or has a bad header.
-        ConfigError: shards disagree on signedness in a way no dtype holds.
+        ShardFormatError: a shard is empty, truncated, has a bad header, or the shards mix
+            dtypes that no integer dtype holds.
+        ConfigError: bad settings.
     """
 
     def __init__(
@@ -64,11 +78,13 @@ class MemmapReader:
         source: ShardLister | Source,
         *,
         raw_dtype: str | np.dtype = "uint16",
-        max_open: int = 64,
+        max_open: int | None = None,
         advice: str | None = None,
         lookahead: int = 0,
     ):
         lister = source if isinstance(source, ShardLister) else ShardLister(source)
+        if max_open is None:
+            max_open = min(len(lister.paths), _default_max_open())
         if max_open < 1:
             raise ConfigError(f"max_open must be at least 1, not {max_open}")
         if advice not in ADVICE:
@@ -101,7 +117,7 @@ class MemmapReader:
     def paths(self) -> tuple[str, ...]:
         return tuple(i.path for i in self.infos)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A short hash of what the data is (file names, lengths, dtypes), not where it lies."""
         h = hashlib.sha256()
@@ -149,6 +165,12 @@ class MemmapReader:
             return entry[1]
         info = self.infos[k]
         with open(info.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != info.offset + info.nbytes:
+                raise ShardFormatError(
+                    f"{info.path}: the file changed since the reader opened it ({size} bytes, "
+                    f"expected {info.offset + info.nbytes}); rebuild the loader on the new data"
+                )
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         flag = ADVICE[self.advice]
         if flag is not None:
@@ -281,9 +303,4 @@ class MemmapReader:
         from .sampler import WindowSampler
 
         return WindowSampler(self, seq_len=seq_len, **kw)
-
-
-def as_reader(source: MemmapReader | ShardLister | Source, **kw: Any) -> MemmapReader:
-    """``source`` itself if it is a reader, else a new reader over it."""
-    return source if isinstance(source, MemmapReader) else MemmapReader(source, **kw)
 

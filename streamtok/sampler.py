@@ -81,16 +81,17 @@ class KeyedPermutation:
             left, right = right, left ^ (_mix64(right ^ k) & self._mask)
         return (left << self._half) | right
 
-    def __call__(self, k: np.ndarray) -> np.ndarray:
-        x = np.asarray(k, dtype=np.uint64)
+    def __call__(self, k: np.ndarray | int) -> np.ndarray:
+        shape = np.shape(k)
+        x = np.array(k, dtype=np.uint64, ndmin=1)
         if self.n == 1:
-            return np.zeros_like(x, dtype=np.int64)
+            return np.zeros(shape, dtype=np.int64)
         x = self._feistel(x)
         out_of_range = x >= np.uint64(self.n)
         while out_of_range.any():  # cycle-walk: stays a bijection on [0, n)
             x[out_of_range] = self._feistel(x[out_of_range])
             out_of_range = x >= np.uint64(self.n)
-        return x.astype(np.int64)
+        return x.astype(np.int64).reshape(shape)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

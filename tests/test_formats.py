@@ -102,3 +102,33 @@ def test_writer_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_shard(tmp_path / "x.bin", np.arange(10, dtype=np.uint16))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_shards_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import streamtok._atomic as atomic
+
+        importlib.reload(atomic)  # the umask is read once, at import
+        with atomic.atomic_write(tmp_path / "x.bin") as f:
+            f.write(b"\x00\x00")
+    finally:
+        os.umask(old)
+        importlib.reload(atomic)
+    assert stat.S_IMODE(os.stat(tmp_path / "x.bin").st_mode) == 0o644
+
+
+def test_a_shard_changed_after_open_is_named(tmp_path):
+    path = tmp_path / "s.bin"
+    write_shard(path, np.arange(1000, dtype=np.uint16))
+    reader = MemmapReader([path])
+    with open(path, "r+b") as f:
+        f.truncate(1500)
+    with pytest.raises(ShardFormatError, match="changed since the reader opened it") as err:
+        reader.read(0, 10)
+    assert str(path) in str(err.value)

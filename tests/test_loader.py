@@ -206,3 +206,23 @@ def test_collator_as_a_pure_function_of_reader_and_starts(shard_dir):
         iter(collate).__next__()
     with pytest.raises(ConfigError, match="WindowSampler"):
         collate.loader()
+
+
+@pytest.mark.slow
+def test_spawned_workers_give_the_same_stream(shard_dir):
+    path, _ = shard_dir
+    ref = [batch_hash(*b) for b in make(path, mode="random")]
+    got = [batch_hash(*b) for b in make(path, mode="random", num_workers=2, multiprocessing_context="spawn")]
+    assert got == ref
+
+
+def test_collator_refuses_starts_outside_the_data(shard_dir):
+    from streamtok import Collator, MemmapReader, ShardLister
+
+    reader = MemmapReader(ShardLister(shard_dir[0]).split("all"))
+    collate = Collator(reader, seq_len=T)
+    for bad in ([-1], [reader.n_tokens - T]):
+        with pytest.raises(ConfigError, match="window starts must lie in"):
+            collate(np.array(bad))
+    x, _ = collate(np.array([reader.n_tokens - T - 1]))
+    assert x.shape == (1, T)

@@ -152,8 +152,8 @@ def test_stats_survive_a_killed_writer(tmp_path):
 
 
 def test_prune_keeps_live_and_newest_ended(tmp_path):
-    for _ in range(4):
-        d = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)).dir
+    publishers = [metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)) for _ in range(4)]  # kept alive
+    for d in (p.dir for p in publishers):
         m = metrics.read_manifest(d)
         m["pid"] = 999_999_999  # a PID that cannot exist: an ended run
         metrics.write_json_atomic(os.path.join(d, metrics.MANIFEST), m)
@@ -161,6 +161,13 @@ def test_prune_keeps_live_and_newest_ended(tmp_path):
     metrics.prune_runs(str(tmp_path), keep=2)
     runs = metrics.list_runs(str(tmp_path))
     assert [r.alive for r in runs].count(False) == 2 and any(r.dir == live.dir for r in runs)
+
+
+def test_a_dropped_publisher_removes_its_run_but_not_at_exit(tmp_path):
+    kept = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
+    dropped = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)).dir
+    assert not os.path.exists(dropped) and os.path.exists(kept.dir)
+    assert kept._cleanup.atexit is False
 
 
 def test_counting_gather_counts_worker_batches(tmp_path):

@@ -73,3 +73,22 @@ def test_cuda_path_matches_cpu(shard_dir):
     got = list(CUDAPrefetcher(make(path, pin_memory=True), device="cuda", depth=2))
     assert got[0][0].is_cuda and got[0][0].dtype == torch.int64
     assert all(torch.equal(a.cpu(), c) and torch.equal(b.cpu(), d) for (a, b), (c, d) in zip(got, ref))
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_background_thread_stages_depth_batches_ahead(shard_dir, depth):
+    import time
+
+    path, _ = shard_dir
+    ref = [batch_hash(*b) for b in make(path)]
+    pf = CUDAPrefetcher(make(path, num_workers=2), device="cpu", depth=depth)
+    assert pf.background
+    it = iter(pf)
+    first = next(it)
+    deadline = time.monotonic() + 10
+    while pf.in_flight < depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert pf.in_flight <= depth
+    rest = [batch_hash(*b) for b in it]
+    assert [batch_hash(*first)] + rest == ref

@@ -129,3 +129,10 @@ def test_rank_from_environment(shard_dir, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     s = sampler(shard_dir)
     assert (s.rank, s.world_size) == (1, 2)
+
+
+def test_permutation_takes_scalars_and_arrays():
+    p = KeyedPermutation(1000, 5)
+    whole = p(np.arange(1000))
+    assert [int(p(k)) for k in range(1000)] == whole.tolist()
+    assert p(7).shape == () and p(np.array([[1, 2], [3, 4]])).shape == (2, 2)
