@@ -37,16 +37,11 @@ class PageCounter:
             batch_size=manifest["batch_size"], rank=manifest["rank"], world_size=manifest["world_size"],
         )
         self.max_windows = max_windows
-        infos = self.reader.infos
-        self._base = np.array([i.offset for i in infos], dtype=np.int64)
-        self._itemsize = np.array([i.dtype.itemsize for i in infos], dtype=np.int64)
 
     def pages_of(self, starts: np.ndarray) -> int:
         """Page bytes spanned by windows at token ``starts`` (each ``seq_len + 1`` tokens)."""
-        starts = np.asarray(starts, dtype=np.int64).ravel()
-        k = self.reader.locate(starts)
-        size = self._itemsize[k]
-        first = self._base[k] + (starts - self.reader.offsets[k]) * size
+        k, _, first = self.reader.file_positions(np.asarray(starts, dtype=np.int64).ravel())
+        size = self.reader.layout[2][k]  # bytes per token of each window's shard
         pages = ((first & (PAGE - 1)) + self.sampler.window_len * size + PAGE - 1) >> 12
         return int(pages.sum()) * PAGE
 

@@ -110,7 +110,6 @@ class MemmapReader:
             )
         self._maps: OrderedDict[int, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
         self._pid = os.getpid()
-        self._ra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # willneed's per-shard arrays
         self._hint_calls = 0  # > 0: batches left to hint; < 0: to skip; 0: probe the page cache
 
     @property
@@ -186,6 +185,23 @@ class MemmapReader:
         """Index of the shard that holds each global token position."""
         return np.searchsorted(self._ends, starts, side="right")
 
+    @functools.cached_property
+    def layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per shard: token count, byte offset of its first token, bytes per token."""
+        return (
+            np.array([i.n_tokens for i in self.infos], dtype=np.int64),
+            np.array([i.offset for i in self.infos], dtype=np.int64),
+            np.array([i.dtype.itemsize for i in self.infos], dtype=np.int64),
+        )
+
+    def file_positions(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where global token positions lie on disk: ``(shard, token in shard, byte in file)``."""
+        starts = np.asarray(starts, dtype=np.int64)
+        k = self.locate(starts)
+        lo = starts - self.offsets[k]
+        _, base, itemsize = self.layout
+        return k, lo, base[k] + lo * itemsize[k]
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Tokens ``[start, stop)`` of the virtual array, as a new array (stitched across shards)."""
         if not 0 <= start <= stop <= self.n_tokens:
@@ -238,15 +254,8 @@ class MemmapReader:
         starts = np.asarray(starts, dtype=np.int64)
         if length <= 0 or len(starts) == 0 or self._cached(starts):
             return
-        if self._ra is None:
-            self._ra = (
-                np.array([i.n_tokens for i in self.infos], dtype=np.int64),
-                np.array([i.offset for i in self.infos], dtype=np.int64),
-                np.array([i.dtype.itemsize for i in self.infos], dtype=np.int64),
-            )
-        lengths, data_offsets, itemsizes = self._ra
-        k = self.locate(starts)
-        lo = starts - self.offsets[k]
+        lengths, data_offsets, itemsizes = self.layout
+        k, lo, _ = self.file_positions(starts)
         n = np.minimum(length, lengths[k] - lo)
         short = n < length
         if short.any():  # windows stitched across shard ends: add the pieces past each end
