@@ -1,14 +1,26 @@
 """streamtok: pre-tokenized shards to training batches, fast, exactly resumable, observable.
 
-The data path, one stage per module::
+The data path, one stage per module, each importing only the ones below it::
 
-    ShardLister -> MemmapReader -> WindowSampler -> Collator -> StreamtokLoader -> CUDAPrefetcher
-    (shards.py)    (reader.py)     (sampler.py)     (collate.py)  (loader.py)       (prefetch.py)
+    prefetch.py   CUDAPrefetcher   batches staged on the device, state as consumed
+    loader.py     StreamtokLoader  StatefulDataLoader, workers, ranks, state_dict  | nodes.py: the
+    collate.py    Collator         B window starts -> one compact buffer -> (x, y) | same stages as
+    sampler.py    WindowSampler    which windows, in what order, for whom          | torchdata nodes
+    reader.py     MemmapReader     one virtual token array over memory-mapped shards
+    shards.py     ShardLister      which files, in order, and how they split
 
-``streamtok.loader(...)`` builds the common chain in one call.
+``streamtok.loader(...)`` builds the common chain in one call. Names are imported on first
+use, so ``import streamtok.metrics`` (what ``streamtok-monitor`` needs) does not import torch.
 """
 
-from .collate import Collator, split
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+from . import _chain
 from .errors import (
     ConfigError,
     EncodingUnavailableError,
@@ -20,32 +32,77 @@ from .errors import (
     StreamtokError,
     TokenRangeError,
 )
-from .loader import StreamtokLoader, create_dataloaders, loader
-from .prefetch import CUDAPrefetcher
-from .reader import MemmapReader
-from .sampler import KeyedPermutation, WindowSampler
 from .shards import ShardLister
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Collator",
-    "ConfigError",
-    "CUDAPrefetcher",
-    "EncodingUnavailableError",
-    "HubError",
-    "InputFormatError",
-    "KeyedPermutation",
-    "MemmapReader",
-    "ShardFormatError",
-    "ShardLister",
-    "ShardNotFoundError",
-    "StateMismatchError",
-    "StreamtokError",
-    "StreamtokLoader",
-    "TokenRangeError",
-    "WindowSampler",
-    "create_dataloaders",
-    "loader",
-    "split",
-]
+# Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "Collator": "collate",
+    "split": "collate",
+    "CUDAPrefetcher": "prefetch",
+    "KeyedPermutation": "_order",
+    "MemmapReader": "reader",
+    "WindowSampler": "sampler",
+    "StreamtokLoader": "loader",
+    "create_dataloaders": "loader",
+    "loader": "loader",
+}
+_STAGES = ("reader", "sampler", "collate", "loader", "prefetch")
+
+__all__ = sorted(
+    [
+        "ConfigError",
+        "EncodingUnavailableError",
+        "HubError",
+        "InputFormatError",
+        "ShardFormatError",
+        "ShardLister",
+        "ShardNotFoundError",
+        "StateMismatchError",
+        "StreamtokError",
+        "TokenRangeError",
+        *_LAZY,
+    ],
+    key=str.lower,
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamtok' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _import_stages() -> None:
+    for module in _STAGES:
+        importlib.import_module(f".{module}", __name__)
+
+
+class _Package(types.ModuleType):
+    # Importing the submodule streamtok.loader makes Python set the attribute `loader` of this
+    # package to that module, hiding the function streamtok.loader(...): keep the function.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+def _from_hub(cls: type[ShardLister], repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
+    """Shards of a Hugging Face dataset repo, downloaded on first use (see :func:`streamtok.prep.hub.hub_lister`)."""
+    from .prep.hub import hub_lister
+
+    return hub_lister(repo_id, shards=shards, **kw)
+
+
+# The data path does not import the command-line tools; the package wires the Hub in here.
+ShardLister.from_hub = classmethod(_from_hub)  # type: ignore[attr-defined]
+_chain.on_missing_form(_import_stages)
+sys.modules[__name__].__class__ = _Package

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
-from .collate import _buffer
+from .collate import new_buffer
 
 
 class SlotRef(NamedTuple):
@@ -50,8 +50,8 @@ class SlotRing:
     def __init__(self, workers: int, slots: int, shape: tuple[int, int], dtype: np.dtype):
         self.slots = slots
         rows = workers * slots * shape[0]
-        self.data = _buffer((rows, shape[1]), np.dtype(dtype), shared=True).view(workers, slots, *shape)
-        self.released = _buffer((1, workers), np.dtype(np.int64), shared=True)[0]
+        self.data = new_buffer((rows, shape[1]), np.dtype(dtype), shared=True).view(workers, slots, *shape)
+        self.released = new_buffer((1, workers), np.dtype(np.int64), shared=True)[0]
         self.released.zero_()
         self.owner = os.getpid()  # the trainer: workers stop waiting if it is gone
         self._views()

@@ -13,17 +13,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from ._chain import Stage, chained
 from .errors import ConfigError, TokenRangeError
 from .reader import MemmapReader
 from .sampler import WindowSampler
-
-if TYPE_CHECKING:
-    from .loader import StreamtokLoader
 
 # Stored dtype -> the dtype batches travel in. uint32 ids (Llama 3 vocabularies, < 2**31)
 # travel as int32, which every torch backend converts; the bits are reinterpreted, not copied.
@@ -52,7 +50,8 @@ def split(buf: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[torch.Te
     return buf[:, :-1].to(dtype).contiguous(), buf[:, 1:].to(dtype).contiguous()
 
 
-def _buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool) -> torch.Tensor:
+def new_buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool = False) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor of numpy ``dtype``; ``shared``: in shared memory (for workers)."""
     if not shared:
         return torch.from_numpy(np.empty(shape, dtype=dtype))  # ~1 µs, a third of torch.empty's
     tdtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
@@ -61,8 +60,10 @@ def _buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool) -> torch.Tens
     return torch.empty(0, dtype=tdtype).set_(storage, 0, shape, (shape[1], 1))
 
 
-class Collator:
+class Collator(Stage):
     """Batches of windows as ``(x, y)`` tensors.
+
+    Chained forms: ``.loader(...)`` (a :class:`~streamtok.StreamtokLoader`).
 
     ``collator(starts)`` is a pure function of the reader and the starts; iterating the
     collator walks its sampler and yields one ``(x, y)`` per step.
@@ -137,7 +138,7 @@ class Collator:
         ``into``: a buffer of that shape and dtype to fill instead of allocating one.
         """
         shape = (len(starts), self.seq_len + 1)
-        buf = _buffer(shape, self.transport_dtype, shared) if into is None else into
+        buf = new_buffer(shape, self.transport_dtype, shared) if into is None else into
         out = buf.numpy()
         if self.transport_dtype != self._stored:
             out = out.view(self._stored)
@@ -164,12 +165,6 @@ class Collator:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def loader(self, **kw: Any) -> StreamtokLoader:
-        """A :class:`StreamtokLoader` over this collator (keywords as for the loader)."""
-        from .loader import StreamtokLoader
-
-        return StreamtokLoader(self, **kw)
-
     def _check_range(self, out: np.ndarray, starts: np.ndarray) -> None:
         if int(out.max()) < self.vocab_size:
             return
@@ -182,3 +177,9 @@ class Collator:
             f"is not below vocab_size {self.vocab_size}; the shard was made with another "
             f"tokenizer or is corrupt (check it with `streamtok inspect --check {os.path.basename(info.path)}`)"
         )
+
+
+@chained(WindowSampler)
+def batch(self: WindowSampler, batch_size: int, **kw: Any) -> Collator:
+    """A :class:`Collator` making ``(x, y)`` batches of ``batch_size`` windows."""
+    return Collator(self.rebatch(batch_size), **kw)

@@ -25,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data._utils.pin_memory import pin_memory
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ._chain import chained
 from ._ring import SlotRef, SlotRing
 from .collate import Collator, split
 from .errors import ConfigError, StateMismatchError
@@ -101,6 +102,8 @@ def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int) -> Any:
 
 class StreamtokLoader(StatefulDataLoader):
     """A StatefulDataLoader of ``(x, y)`` batches with a small, portable, exact state.
+
+    Also the chained form ``collator.loader(...)``.
 
     Args:
         collator: what to load (its sampler fixes order, rank and batch size).
@@ -212,6 +215,12 @@ class StreamtokLoader(StatefulDataLoader):
                 "pass the dict returned by StreamtokLoader.state_dict()"
             )
         self.collator.source.load_state_dict(state_dict["sampler"])
+
+
+@chained(Collator, "loader")
+def _loader_form(self: Collator, **kw: Any) -> StreamtokLoader:
+    """A :class:`StreamtokLoader` over this collator (keywords as for the loader)."""
+    return StreamtokLoader(self, **kw)
 
 
 def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> ShardLister:

@@ -13,23 +13,20 @@ closed first. A gather of ``B`` windows costs one ``searchsorted`` and ``B`` sli
 
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
 import mmap
 import os
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ._chain import Stage, chained
 from ._formats import ShardInfo, probe_shard
-from ._pagecache import resident
+from ._pagehints import PageHints
 from .errors import ConfigError, ShardFormatError
 from .shards import ShardLister, Source
-
-if TYPE_CHECKING:
-    from .sampler import WindowSampler
 
 ADVICE = {
     None: None,
@@ -37,10 +34,6 @@ ADVICE = {
     "random": getattr(mmap, "MADV_RANDOM", None),
     "sequential": getattr(mmap, "MADV_SEQUENTIAL", None),
 }
-
-
-_HINT_CALLS = 64  # batches hinted after a page-cache miss
-_SKIP_CALLS = 8  # batches not hinted after both probes found their pages cached
 
 
 def _default_max_open() -> int:
@@ -53,8 +46,10 @@ def _default_max_open() -> int:
     return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
 
 
-class MemmapReader:
+class MemmapReader(Stage):
     """A read-only view of all tokens of a list of shards, as one array.
+
+    Chained forms: ``.windows(T)`` (a :class:`~streamtok.WindowSampler`).
 
     Args:
         source: a :class:`ShardLister`, or anything ``ShardLister`` accepts.
@@ -100,7 +95,7 @@ class MemmapReader:
         lengths = np.array([i.n_tokens for i in self.infos], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self._ends = self.offsets[1:]
-        self._offsets_list: list[int] = self.offsets.tolist()
+        self.offset_list: list[int] = self.offsets.tolist()  # the same, as Python ints (faster per item)
         self.n_tokens = int(self.offsets[-1])
         self.dtype = np.result_type(*[i.dtype for i in self.infos])
         if self.dtype.kind not in "iu":
@@ -110,7 +105,7 @@ class MemmapReader:
             )
         self._maps: OrderedDict[int, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
         self._pid = os.getpid()
-        self._hint_calls = 0  # > 0: batches left to hint; < 0: to skip; 0: probe the page cache
+        self._hints = PageHints()
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -181,6 +176,11 @@ class MemmapReader:
             self._maps.popitem(last=False)
         return arr
 
+    def mapping(self, k: int) -> mmap.mmap:
+        """The memory map of shard ``k`` (opened if needed), e.g. for ``madvise``."""
+        self.shard_array(k)
+        return self._maps[k][0]
+
     def locate(self, starts: np.ndarray) -> np.ndarray:
         """Index of the shard that holds each global token position."""
         return np.searchsorted(self._ends, starts, side="right")
@@ -217,7 +217,7 @@ class MemmapReader:
         ``out`` has shape ``(len(starts), length)`` and any dtype that holds the tokens; the
         copy converts. Callers keep every start within ``[0, n_tokens - length]``.
         """
-        offs = self._offsets_list
+        offs = self.offset_list
         if len(self.infos) == 1:
             arr = self.shard_array(0)
             for i, s in enumerate(starts.tolist()):
@@ -244,72 +244,11 @@ class MemmapReader:
         return out
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
-        """Ask the kernel to read the pages of these windows ahead of use (``MADV_WILLNEED``).
+        """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`)."""
+        self._hints.willneed(self, starts, length)
 
-        The windows' byte ranges are widened to whole pages, sorted, and merged where they
-        touch or overlap, so a batch costs one ``madvise`` per run of pages: 1 for a
-        sequential batch, at most ``len(starts)`` for random ones (~0.5 µs each when the
-        pages are cached; on a cold cache each call queues its reads and returns, ~8 µs).
-        """
-        starts = np.asarray(starts, dtype=np.int64)
-        if length <= 0 or len(starts) == 0 or self._cached(starts):
-            return
-        lengths, data_offsets, itemsizes = self.layout
-        k, lo, _ = self.file_positions(starts)
-        n = np.minimum(length, lengths[k] - lo)
-        short = n < length
-        if short.any():  # windows stitched across shard ends: add the pieces past each end
-            ks, los, ns = [k], [lo], [n]
-            for kk, rest in zip((k[short] + 1).tolist(), (length - n[short]).tolist()):
-                while rest > 0 and kk < len(self.infos):
-                    take = min(rest, int(lengths[kk]))
-                    ks.append(np.array([kk])), los.append(np.array([0])), ns.append(np.array([take]))
-                    rest, kk = rest - take, kk + 1
-            k, lo, n = np.concatenate(ks), np.concatenate(los), np.concatenate(ns)
-        # Byte ranges keyed by shard: shard k's bytes map to [k << 44, (k + 1) << 44).
-        begin = data_offsets[k] + lo * itemsizes[k]
-        end = begin + n * itemsizes[k] + (k << 44)
-        begin = begin - begin % mmap.PAGESIZE + (k << 44)
-        order = np.argsort(begin, kind="stable")
-        kb, ke = begin[order], end[order]
-        reach = np.maximum.accumulate(ke)
-        first = np.flatnonzero(np.concatenate(([True], kb[1:] > reach[:-1])))
-        last = np.concatenate((first[1:] - 1, [len(kb) - 1]))
-        flag, maps = mmap.MADV_WILLNEED, {}
-        for b, e in zip(kb[first].tolist(), reach[last].tolist()):
-            shard = b >> 44
-            mm = maps.get(shard)
-            if mm is None:
-                self.shard_array(shard)
-                mm = maps[shard] = self._maps[shard][0]
-            mm.madvise(flag, b - (shard << 44), e - b)
 
-    def _cached(self, starts: np.ndarray) -> bool:
-        """Whether hints can be skipped: the first and last window's pages were cached.
-
-        Two ``mincore`` probes (~3 µs) every ``_SKIP_CALLS`` batches stand in for a batch of
-        ``madvise`` calls (~15-40 µs) while the data is in the page cache. A miss turns the
-        hints on for the next ``_HINT_CALLS`` batches (partly cached data misses often and
-        stays hinted).
-        """
-        if self._hint_calls > 0:
-            self._hint_calls -= 1
-            return False
-        if self._hint_calls < 0:
-            self._hint_calls += 1
-            return True
-        for s in (int(starts[0]), int(starts[-1])):
-            k = bisect.bisect_right(self._offsets_list, s) - 1  # the shard holding token s
-            arr = self.shard_array(k)
-            if not resident(arr.__array_interface__["data"][0] + (s - self._offsets_list[k]) * arr.itemsize):
-                self._hint_calls = _HINT_CALLS
-                return False
-        self._hint_calls = -_SKIP_CALLS
-        return True
-
-    def windows(self, seq_len: int, **kw: Any) -> WindowSampler:
-        """A :class:`WindowSampler` of ``seq_len``-token windows over this reader."""
-        from .sampler import WindowSampler
-
-        return WindowSampler(self, seq_len=seq_len, **kw)
-
+@chained(ShardLister)
+def memmap(self: ShardLister, **kw: Any) -> MemmapReader:
+    """A :class:`MemmapReader` over these shards (keywords as for ``MemmapReader``)."""
+    return MemmapReader(self, **kw)

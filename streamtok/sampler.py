@@ -1,21 +1,11 @@
-"""WindowSampler: which windows of the token array are read, in what order, by whom.
+"""WindowSampler: which windows of the token array are read, by whom, and where a pass stands.
 
-The order is a pure function. Sample ``k`` of epoch ``e`` has a start computed from
-``(seed, e, k)`` alone, in O(1) time and memory:
-
-- ``shuffle``: the data is cut into ``N // (T+1)`` non-overlapping windows of ``T+1`` tokens;
-  epoch ``e`` visits them in the order of a keyed bijection on ``[0, n)`` (a 4-round Feistel
-  network on the next even power of two, cycle-walking back into range: at most 4 expected
-  walks, no permutation table — 100M windows would otherwise cost 800 MB per worker).
-- ``random``: with replacement; start ``k`` is a counter-based hash of ``(seed, e, k)``, so
-  any position can be jumped to. An epoch has as many samples as ``shuffle`` has windows.
-- ``sequential``: window ``k`` starts at ``k*T``; every token is a target exactly once.
-
-Global step ``g`` takes samples ``[o, o + B*W)`` of the epoch (``o`` = samples before it);
-rank ``r`` takes its contiguous ``B`` of them; DataLoader worker ``w`` of ``K`` builds the
-steps ``j`` (counted from where the pass began) with ``j % K == w``. The DataLoader hands
-worker batches back round-robin, so a rank sees the same stream whatever ``K`` is, and the
-position ``(epoch, offset)`` counted in samples resumes under any ``K``, ``W`` or ``B``.
+The order itself is a pure function of ``(seed, epoch, k)`` (:mod:`streamtok._order`). Global
+step ``g`` takes samples ``[o, o + B*W)`` of the epoch (``o`` = samples before it); rank ``r``
+takes its contiguous ``B`` of them; DataLoader worker ``w`` of ``K`` builds the steps ``j``
+(counted from where the pass began) with ``j % K == w``. The DataLoader hands worker batches
+back round-robin, so a rank sees the same stream whatever ``K`` is, and the position
+``(epoch, offset)`` counted in samples resumes under any ``K``, ``W`` or ``B``.
 """
 
 from __future__ import annotations
@@ -23,75 +13,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ._chain import Stage, chained
+from ._order import MODES, KeyedPermutation, WindowOrder
 from .errors import ConfigError, StateMismatchError
 from .reader import MemmapReader
 
-if TYPE_CHECKING:
-    from .collate import Collator
+__all__ = ["KeyedPermutation", "PassStart", "WindowSampler", "resolve_rank"]
 
-MODES = ("shuffle", "random", "sequential")
 STATE_VERSION = 1
-_MASK64 = (1 << 64) - 1
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
 _CHUNK_STEPS = 64
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array: a fast, well-mixed keyed hash."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _key(*parts: int) -> int:
-    """A 64-bit key from small integers (seed, epoch, round)."""
-    z = np.zeros(1, dtype=np.uint64)
-    for p in parts:
-        z = _mix64(z ^ np.uint64(p & _MASK64))
-    return int(z[0])
-
-
-class KeyedPermutation:
-    """A bijection on ``[0, n)`` chosen by ``key``, evaluated pointwise in O(1) memory.
-
-    Args:
-        n: size of the domain.
-        key: any integer; different keys give unrelated orders.
-    """
-
-    ROUNDS = 4
-
-    def __init__(self, n: int, key: int):
-        if n < 1:
-            raise ConfigError(f"a permutation needs a non-empty domain, got n={n}")
-        self.n = n
-        bits = max(2, int(n - 1).bit_length())
-        self._half = np.uint64((bits + 1) // 2)
-        self._mask = np.uint64((1 << int(self._half)) - 1)
-        self._keys = [np.uint64(_key(key, r)) for r in range(self.ROUNDS)]
-
-    def _feistel(self, x: np.ndarray) -> np.ndarray:
-        left, right = x >> self._half, x & self._mask
-        for k in self._keys:
-            left, right = right, left ^ (_mix64(right ^ k) & self._mask)
-        return (left << self._half) | right
-
-    def __call__(self, k: np.ndarray | int) -> np.ndarray:
-        shape = np.shape(k)
-        x = np.array(k, dtype=np.uint64, ndmin=1)
-        if self.n == 1:
-            return np.zeros(shape, dtype=np.int64)
-        x = self._feistel(x)
-        out_of_range = x >= np.uint64(self.n)
-        while out_of_range.any():  # cycle-walk: stays a bijection on [0, n)
-            x[out_of_range] = self._feistel(x[out_of_range])
-            out_of_range = x >= np.uint64(self.n)
-        return x.astype(np.int64).reshape(shape)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -119,8 +54,10 @@ class PassStart:
     end_epoch: int | None
 
 
-class WindowSampler:
+class WindowSampler(Stage):
     """Window starts for one rank, step by step, as a pure function of ``(seed, epoch, k)``.
+
+    Chained forms: ``.batch(B)`` (a :class:`~streamtok.Collator`).
 
     Iterating yields, per step, an int64 array of ``batch_size`` token starts; each window is
     ``seq_len + 1`` tokens (inputs and the shifted targets).
@@ -171,7 +108,8 @@ class WindowSampler:
                 f"{source.describe()}: seq_len + 1 = {self.window_len} tokens is longer than the "
                 f"{n_tok} tokens of the data; use a shorter seq_len or more data"
             )
-        self.n_samples = (n_tok - 1) // self.seq_len if mode == "sequential" else n_tok // self.window_len
+        self.order = WindowOrder(mode, self.seed, self.seq_len, n_tok)
+        self.n_samples = self.order.n_samples
         if self.n_samples < self.step_samples:
             raise ConfigError(
                 f"{source.describe()}: {self.n_samples} windows of {self.window_len} tokens "
@@ -181,7 +119,6 @@ class WindowSampler:
         self.epoch, self.offset = 0, 0
         self.end_epoch = epochs
         self._continue = True  # the next pass continues from the position (fresh or loaded)
-        self._perm: tuple[int, KeyedPermutation] | None = None
 
     @property
     def window_len(self) -> int:
@@ -212,24 +149,10 @@ class WindowSampler:
         other.epoch, other.offset, other.end_epoch = self.epoch, self.offset, self.end_epoch
         return other
 
-    def batch(self, batch_size: int, **kw: Any) -> Collator:
-        """A :class:`Collator` making ``(x, y)`` batches of ``batch_size`` windows."""
-        from .collate import Collator
-
-        return Collator(self.rebatch(batch_size), **kw)
-
     # -- the pure order -------------------------------------------------------------------
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
         """Token starts of sample indices ``samples`` (each in ``[0, n_samples)``) of ``epoch``."""
-        k = np.asarray(samples, dtype=np.int64)
-        if self.mode == "sequential":
-            return k * self.seq_len
-        if self.mode == "shuffle":
-            if self._perm is None or self._perm[0] != epoch:
-                self._perm = (epoch, KeyedPermutation(self.n_samples, _key(self.seed, epoch)))
-            return self._perm[1](k) * self.window_len
-        h = _mix64(_mix64(k.astype(np.uint64) ^ np.uint64(_key(self.seed, epoch, 0x5EED))))
-        return (h % np.uint64(self.source.n_tokens - self.window_len + 1)).astype(np.int64)
+        return self.order.starts(epoch, samples)
 
     def rank_samples(self, offsets: np.ndarray) -> np.ndarray:
         """Sample indices of this rank for global steps that begin at ``offsets``: shape (steps, B)."""
@@ -367,3 +290,9 @@ class WindowSampler:
         end = state["end_epoch"]
         self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
         self._continue = True
+
+
+@chained(MemmapReader)
+def windows(self: MemmapReader, seq_len: int, **kw: Any) -> WindowSampler:
+    """A :class:`WindowSampler` of ``seq_len``-token windows over this reader."""
+    return WindowSampler(self, seq_len=seq_len, **kw)

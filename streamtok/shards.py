@@ -12,12 +12,10 @@ import glob as globlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._chain import Stage
 from .errors import ConfigError, ShardNotFoundError
-
-if TYPE_CHECKING:
-    from .reader import MemmapReader
 
 SHARD_SUFFIXES = (".bin", ".npy")
 SPLITS = ("train", "val", "all")
@@ -66,42 +64,33 @@ def _list(source: Source) -> tuple[str, ...]:
     return paths
 
 
-class ShardLister:
+class ShardLister(Stage):
     """The shard files of a dataset: a directory, a glob, or an explicit list of paths.
+
+    Chained forms: ``.memmap()`` (a :class:`~streamtok.MemmapReader`).
 
     Args:
         source: a directory (its ``*.bin`` and ``*.npy`` files), a glob pattern, one file,
             or a list of files (kept in the given order).
+        resolver: called once, on first use, for the list of paths instead of listing
+            ``source`` now (``source`` then only names the dataset); this is how
+            :func:`streamtok.prep.hub.hub_lister` downloads shards only when they are read.
 
     Raises:
         ShardNotFoundError: nothing matches, or a listed path does not exist.
     """
 
-    def __init__(self, source: Source, *, _resolver: Callable[[], Sequence[str]] | None = None):
+    def __init__(self, source: Source, *, resolver: Callable[[], Sequence[str | os.PathLike]] | None = None):
         self.source = source
-        self._resolver = _resolver
-        self._paths: tuple[str, ...] | None = None if _resolver else _list(source)
-
-    @classmethod
-    def from_hub(cls, repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
-        """Shards of a Hugging Face dataset repo, downloaded on first use.
-
-        Args:
-            repo_id: e.g. ``karpathy/fineweb-edu-100B-gpt2-token-shards``.
-            shards: which shards (``"1:3"``, a list of indices or file names); see
-                ``streamtok download --help``.
-            **kw: passed to :func:`streamtok.prep.hub.download_shards` (``local_dir``, ``val``...).
-        """
-        from .prep.hub import download_shards
-
-        return cls(repo_id, _resolver=lambda: download_shards(repo_id, shards=shards, **kw))
+        self._resolver = resolver
+        self._paths: tuple[str, ...] | None = None if resolver else _list(source)
 
     @property
     def paths(self) -> tuple[str, ...]:
         """The shard paths, in order (resolving, e.g. downloading, on first access)."""
         if self._paths is None:
-            assert self._resolver is not None
-            self._paths = _list([os.fspath(p) for p in self._resolver()])
+            resolved = self._resolver() if self._resolver is not None else self.source
+            self._paths = _list([os.fspath(p) for p in resolved])
         return self._paths
 
     def __len__(self) -> int:
@@ -144,9 +133,3 @@ class ShardLister:
 
     def _sub(self, paths: Sequence[str]) -> ShardLister:
         return ShardLister(list(paths))
-
-    def memmap(self, **kw: Any) -> MemmapReader:
-        """A :class:`MemmapReader` over these shards (keywords as for ``MemmapReader``)."""
-        from .reader import MemmapReader
-
-        return MemmapReader(self, **kw)

@@ -31,7 +31,7 @@ def _spied(reader):
         mm, arr = reader._maps[k]
         spies[k] = _Spy(mm)
         reader._maps[k] = (spies[k], arr)
-    reader._hint_calls = 10**9  # hint even though the tiny test files are cached
+    reader._hints._hint_calls = 10**9  # hint even though the tiny test files are cached
     return spies
 
 
@@ -89,7 +89,7 @@ def test_willneed_skips_cached_pages(gpt2_dir):
     directory, _ = gpt2_dir
     reader = streamtok.MemmapReader(directory)
     spies = _spied(reader)
-    reader._hint_calls = 0
+    reader._hints._hint_calls = 0
     arr = reader.shard_array(0)
     int(arr[:2000].sum())  # touch: the pages are cached (and mapped) now
     assert resident(arr.__array_interface__["data"][0]) is True
@@ -104,7 +104,7 @@ def test_lookahead_does_not_change_the_stream(shard_dir, workers, mode):
     kw = dict(seq_len=40, batch_size=3, split="all", mode=mode, seed=1, num_workers=workers, metrics=False)
     plain = list(streamtok.loader(directory, advice=None, lookahead=0, **kw))
     hinted = streamtok.loader(directory, advice="random", lookahead=3, **kw)
-    hinted.collator.reader._hint_calls = 10**9  # force the hints (the files are cached)
+    hinted.collator.reader._hints._hint_calls = 10**9  # force the hints (the files are cached)
     got = list(hinted)
     assert len(got) == len(plain) > 0
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, plain))

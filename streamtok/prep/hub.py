@@ -27,6 +27,7 @@ from typing import Any
 
 from .._formats import probe_shard
 from ..errors import ConfigError, HubError, StreamtokError
+from ..shards import ShardLister
 
 DEFAULT_REPO = "karpathy/fineweb-edu-100B-gpt2-token-shards"
 KNOWN_PATTERNS = {
@@ -100,6 +101,20 @@ def shard_names(repo_id: str, shards: Spec = None, *, val: bool = False, pattern
     if not names:
         raise ConfigError(f"{repo_id}: no shards asked for; pass --shards (e.g. 1:3) and/or --val")
     return list(dict.fromkeys(names))
+
+
+def hub_lister(repo_id: str = DEFAULT_REPO, shards: Spec = None, **kw: Any) -> ShardLister:
+    """A :class:`~streamtok.ShardLister` of a Hub dataset's shards, downloaded on first use.
+
+    Also reachable as ``ShardLister.from_hub(repo_id, shards=...)``.
+
+    Args:
+        repo_id: e.g. ``karpathy/fineweb-edu-100B-gpt2-token-shards``.
+        shards: which shards (``"1:3"``, a list of indices or file names); see
+            ``streamtok download --help``.
+        **kw: passed to :func:`download_shards` (``local_dir``, ``val``...).
+    """
+    return ShardLister(repo_id, resolver=lambda: download_shards(repo_id, shards=shards, **kw))
 
 
 def download_shards(
