@@ -1,0 +1,195 @@
+"""The stages as ``torchdata.nodes``: put streamtok's order and gather inside a nodes pipeline.
+
+::
+
+    from torchdata import nodes
+    from streamtok.nodes import BatchNode, WindowNode
+
+    node = nodes.Prefetcher(BatchNode(WindowNode(reader, seq_len=1024, seed=0), 32), 2)
+    loader = nodes.Loader(node)            # state_dict() / load_state_dict() as torchdata's
+
+- :class:`WindowNode` yields window starts (one int per ``next()``) in the sampler's order;
+  its state is the sampler's JSON position, a few integers.
+- :class:`BatchNode` gathers ``batch_size`` of them into ``(x, y)`` (or the compact
+  ``(B, T+1)`` buffer); it holds no state of its own, so its state is its source's.
+- :class:`SplitNode` moves compact buffers to a device and splits them there (what
+  :class:`~streamtok.CUDAPrefetcher` does per batch, without its thread: compose it with
+  ``nodes.Prefetcher`` / ``nodes.PinMemory``).
+
+``ShardLister`` and ``MemmapReader`` are static descriptions and need no node. Following
+torchdata's samplers, ``reset(None)`` after a pass starts the next epoch (a new order); a
+loaded state resumes its own. Rank ``r`` of ``W`` takes every ``W``-th window, so a global
+batch is the same windows for any ``W``. Nodes run in the training process (threads); the
+:class:`~streamtok.StreamtokLoader` path runs worker processes (see README, "torchdata nodes").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torchdata.nodes import BaseNode
+
+from .collate import Collator, split
+from .errors import ConfigError, StateMismatchError
+from .reader import MemmapReader
+from .sampler import WindowSampler
+
+NODE_STATE_VERSION = 1
+
+
+class WindowNode(BaseNode[int]):
+    """Window starts in the order of a :class:`WindowSampler`, one per ``next()``.
+
+    Args:
+        source: a :class:`MemmapReader` (then ``seq_len`` and the order settings apply) or a
+            :class:`WindowSampler` (its settings are used; one window per rank and step).
+        seq_len: tokens per input row ``T`` (a window is ``T + 1`` tokens).
+        mode, seed, epochs, rank, world_size: as for :class:`WindowSampler`.
+    """
+
+    POSITION_KEY = "position"
+
+    def __init__(
+        self,
+        source: MemmapReader | WindowSampler,
+        seq_len: int | None = None,
+        *,
+        mode: str = "shuffle",
+        seed: int = 0,
+        epochs: int | None = 1,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        if isinstance(source, WindowSampler):
+            if seq_len is not None and seq_len != source.seq_len:
+                raise ConfigError(f"seq_len={seq_len} disagrees with the sampler's seq_len={source.seq_len}")
+            self.sampler = source.rebatch(1)
+        elif isinstance(source, MemmapReader):
+            if seq_len is None:
+                raise ConfigError("WindowNode over a MemmapReader needs seq_len (tokens per row)")
+            self.sampler = WindowSampler(
+                source, seq_len, mode=mode, seed=seed, epochs=epochs, batch_size=1, rank=rank, world_size=world_size
+            )
+        else:
+            raise ConfigError(f"WindowNode reads a MemmapReader or a WindowSampler, not {type(source).__name__}")
+        self._steps: Any = None
+
+    @property
+    def reader(self) -> MemmapReader:
+        return self.sampler.source
+
+    @property
+    def seq_len(self) -> int:
+        return self.sampler.seq_len
+
+    def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        super().reset(initial_state)
+        if initial_state is not None:
+            if initial_state.get("streamtok_node") != NODE_STATE_VERSION:
+                raise StateMismatchError(
+                    "this is not a streamtok WindowNode state (no 'streamtok_node' version key); pass "
+                    "the state torchdata's Loader.state_dict() returned for this pipeline"
+                )
+            self.sampler.load_state_dict(initial_state[self.POSITION_KEY])
+        self._steps = self.sampler.iter_steps(self.sampler.begin_pass())
+
+    def next(self) -> int:
+        starts = next(self._steps)  # StopIteration ends the pass
+        self.sampler.advance()
+        return int(starts[0])
+
+    def get_state(self) -> dict[str, Any]:
+        return {"streamtok_node": NODE_STATE_VERSION, self.POSITION_KEY: self.sampler.state_dict()}
+
+
+class BatchNode(BaseNode[Any]):
+    """``batch_size`` windows from a :class:`WindowNode` as ``(x, y)``, or the compact buffer.
+
+    A pass that ends inside a batch drops the partial batch (as the loader drops a partial
+    global step), so the state is always the source's position after a whole batch.
+
+    Args:
+        source: a :class:`WindowNode`, or any node of window starts (then give ``reader``
+            and ``seq_len``).
+        batch_size: rows per batch ``B``.
+        dtype: dtype of ``x`` and ``y``.
+        compact: yield the ``(B, T+1)`` buffer in the transport dtype (uint16 for GPT-2),
+            to split later (:class:`SplitNode`), instead of ``(x, y)``.
+        vocab_size: check every batch against it (see :class:`~streamtok.Collator`).
+        reader, seq_len: where the windows are, when ``source`` does not say.
+    """
+
+    SOURCE_KEY = "source"
+
+    def __init__(
+        self,
+        source: BaseNode[int],
+        batch_size: int,
+        *,
+        dtype: torch.dtype = torch.int64,
+        compact: bool = False,
+        vocab_size: int | None = None,
+        reader: MemmapReader | None = None,
+        seq_len: int | None = None,
+    ):
+        super().__init__()
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+        reader = reader if reader is not None else getattr(source, "reader", None)
+        seq_len = seq_len if seq_len is not None else getattr(source, "seq_len", None)
+        if reader is None or seq_len is None:
+            raise ConfigError("BatchNode needs reader= and seq_len= when its source is not a WindowNode")
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.compact = compact
+        self.collator = Collator(reader, seq_len=seq_len, dtype=dtype, vocab_size=vocab_size)
+
+    def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        super().reset(initial_state)
+        self.source.reset(None if initial_state is None else initial_state[self.SOURCE_KEY])
+
+    def next(self) -> Any:
+        starts = np.empty(self.batch_size, dtype=np.int64)
+        for i in range(self.batch_size):
+            starts[i] = next(self.source)  # StopIteration inside a batch drops it
+        if self.compact:
+            return self.collator.gather(starts)
+        return self.collator(starts)
+
+    def get_state(self) -> dict[str, Any]:
+        return {self.SOURCE_KEY: self.source.state_dict()}
+
+
+class SplitNode(BaseNode[tuple[torch.Tensor, torch.Tensor]]):
+    """Compact ``(B, T+1)`` buffers to ``(x, y)`` on ``device`` (2-byte tokens cross the bus, not 8).
+
+    Args:
+        source: a node of compact buffers (``BatchNode(..., compact=True)``, maybe behind
+            ``nodes.PinMemory``).
+        device: where ``x`` and ``y`` go; default the buffer's own device.
+        dtype: dtype of ``x`` and ``y``.
+    """
+
+    SOURCE_KEY = "source"
+
+    def __init__(self, source: BaseNode[torch.Tensor], device: str | torch.device | None = None, *, dtype: torch.dtype = torch.int64):
+        super().__init__()
+        self.source = source
+        self.device = None if device is None else torch.device(device)
+        self.dtype = dtype
+
+    def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        super().reset(initial_state)
+        self.source.reset(None if initial_state is None else initial_state[self.SOURCE_KEY])
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        buf = next(self.source)
+        if self.device is not None and buf.device != self.device:
+            buf = buf.to(self.device, non_blocking=buf.is_pinned())
+        return split(buf, self.dtype)
+
+    def get_state(self) -> dict[str, Any]:
+        return {self.SOURCE_KEY: self.source.state_dict()}
