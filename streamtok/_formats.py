@@ -26,6 +26,14 @@ from .errors import ConfigError, ShardFormatError, ShardNotFoundError
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
+# Other llm.c files start with an int32 magic too; read as raw tokens they would be garbage.
+LLMC_OTHER_FILES = {
+    20240326: "an llm.c model checkpoint (e.g. gpt2_124M.bin)",
+    20240327: "an llm.c debug-state file (e.g. gpt2_124M_debug_state.bin)",
+    20240328: "an llm.c tokenizer file (e.g. gpt2_tokenizer.bin)",
+    20240522: "an llm.c eval file (e.g. hellaswag_val.bin: multiple-choice examples, not a token stream)",
+    20240527: "an llm.c training-state checkpoint (e.g. state_00005000_00000.bin)",
+}
 MAGIC_GPT2 = 20240520
 MAGIC_LLAMA3 = 20240801
 # magic -> (version, token dtype), as llm.c writes them.
@@ -71,13 +79,38 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
         raise ShardFormatError(f"{path}: the shard is empty (0 bytes); delete it or re-create it")
     if path.endswith(".npy"):
         return _probe_npy(path, size)
-    with open(path, "rb") as f:
-        head = f.read(HEADER_BYTES)
+    if is_litdata_dir(os.path.dirname(path) or "."):
+        raise ShardFormatError(
+            f"{path}: this file is a chunk of a LitData optimized dataset (its directory has "
+            "index.json and chunk-*.bin), not a token shard; read it with litdata's "
+            "StreamingDataset, or tokenize the text into shards with `streamtok tokenize`"
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except IsADirectoryError:
+        raise ShardFormatError(f"{path}: is a directory, not a shard file") from None
     if len(head) >= 4:
         magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
         if magic in LLMC_FORMATS:
             return _probe_llmc(path, size, head)
+        if magic in LLMC_OTHER_FILES:
+            raise ShardFormatError(
+                f"{path}: starts with llm.c magic {magic}: it is {LLMC_OTHER_FILES[magic]}, "
+                f"not a token shard (llm.c token shards have magic {MAGIC_GPT2} or {MAGIC_LLAMA3})"
+            )
     return _probe_raw(path, size, np.dtype(raw_dtype))
+
+
+def is_litdata_dir(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a LitData optimized dataset (``index.json`` + ``chunk-*.bin``)."""
+    directory = os.fspath(directory)
+    if not os.path.isfile(os.path.join(directory, "index.json")):
+        return False
+    try:
+        return any(n.startswith("chunk-") and n.endswith(".bin") for n in os.listdir(directory))
+    except OSError:
+        return False
 
 
 def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:

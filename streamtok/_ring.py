@@ -31,10 +31,15 @@ from .collate import new_buffer
 
 
 class SlotRef(NamedTuple):
-    """What a worker sends for one batch: who wrote it and its number in that worker."""
+    """What a worker sends for one batch: who wrote it, in which pass, and its number there."""
 
     worker: int
     n: int
+    pass_id: int = 0
+
+
+_COUNT_BITS = 32  # a released word holds (pass_id << 32) | batches released in that pass
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
 
 
 class SlotRing:
@@ -68,15 +73,23 @@ class SlotRing:
         self.__dict__.update(state)
         self._views()
 
-    def acquire(self, worker: int, n: int) -> torch.Tensor:
-        """Worker side: the slot for batch ``n``, once the trainer has copied batch ``n - slots``."""
+    def acquire(self, worker: int, n: int, pass_id: int = 0) -> torch.Tensor:
+        """Worker side: the slot for batch ``n`` of a pass, once the trainer has copied batch ``n - slots``.
+
+        Persistent workers keep one ring across passes; the released count is tagged with
+        its pass, so a count left by an earlier pass is read as zero, never as permission.
+        """
         need, polls = n - self.slots + 1, 0
-        while self._released[worker] < need:
+        while need > 0 and self._released_in(worker, pass_id) < need:
             polls += 1
             if polls % 10_000 == 0 and os.getppid() != self.owner:
                 raise RuntimeError(f"DataLoader worker {worker}: the training process {self.owner} is gone")
             time.sleep(0.0001)
         return self._slot[worker][n % self.slots]
+
+    def _released_in(self, worker: int, pass_id: int) -> int:
+        word = int(self._released[worker])
+        return word & _COUNT_MASK if word >> _COUNT_BITS == pass_id else 0
 
     def take(self, ref: SlotRef, finish: Callable[[torch.Tensor], Any] | None = None, *, pin: bool = False) -> Any:
         """Trainer side: ``finish(slot)`` (default: a private copy) of batch ``ref``; frees the slot.
@@ -92,5 +105,5 @@ class SlotRing:
             out = torch.empty(slot.shape, dtype=slot.dtype, pin_memory=True).copy_(slot)
         else:
             out = torch.from_numpy(slot.numpy().copy())  # numpy: 2x clone's speed
-        self._released[ref.worker] = ref.n + 1
+        self._released[ref.worker] = (ref.pass_id << _COUNT_BITS) | (ref.n + 1)
         return pin_memory(out) if pin and finish is not None else out

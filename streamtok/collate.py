@@ -77,7 +77,8 @@ class Collator(Stage):
         dtype: dtype of ``x`` and ``y`` (default int64, what embedding layers and
             ``cross_entropy`` take).
         vocab_size: when given, every batch is checked and a token id ``>= vocab_size``
-            raises :class:`TokenRangeError` naming the shard and offset (costs one max per batch).
+            or a negative one raises :class:`TokenRangeError` naming the shard and offset (costs
+            one max per batch, and one min for signed dtypes).
     """
 
     def __init__(
@@ -166,15 +167,17 @@ class Collator(Stage):
         return len(self.sampler)
 
     def _check_range(self, out: np.ndarray, starts: np.ndarray) -> None:
-        if int(out.max()) < self.vocab_size:
+        if int(out.max()) < self.vocab_size and (out.dtype.kind == "u" or int(out.min()) >= 0):
             return
-        row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)
+        row, col = np.unravel_index(int(np.argmax((out >= self.vocab_size) | (out < 0))), out.shape)
         pos = int(starts[row]) + int(col)
         k = int(self.reader.locate(np.array([pos]))[0])
         info = self.reader.infos[k]
+        value = int(out[row, col])
+        what = "is negative" if value < 0 else f"is not below vocab_size {self.vocab_size}"
         raise TokenRangeError(
-            f"{info.path}: token {int(out[row, col])} at token offset {pos - int(self.reader.offsets[k])} "
-            f"is not below vocab_size {self.vocab_size}; the shard was made with another "
+            f"{info.path}: token {value} at token offset {pos - int(self.reader.offsets[k])} "
+            f"{what}; the shard was made with another "
             f"tokenizer or is corrupt (check it with `streamtok inspect --check {os.path.basename(info.path)}`)"
         )
 

@@ -30,6 +30,10 @@ class StateMismatchError(StreamtokError, ValueError):
     """A saved state_dict was made under another configuration or other data."""
 
 
+class PassActiveError(StreamtokError, RuntimeError):
+    """An operation needs the loader between passes, but a pass over it is still running."""
+
+
 class EncodingUnavailableError(StreamtokError, RuntimeError):
     """A tokenizer encoding's files cannot be found or downloaded."""
 

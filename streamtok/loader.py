@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,12 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._chain import chained
 from ._ring import SlotRef, SlotRing
-from .collate import Collator, split
-from .errors import ConfigError, StateMismatchError
+from .collate import Collator, new_buffer, split
+from .errors import ConfigError, PassActiveError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
 from .reader import MemmapReader
-from .sampler import PassStart, WindowSampler
+from .sampler import PassStart, WindowSampler, as_int
 from .shards import ShardLister, Source
 
 LOADER_STATE_VERSION = 1
@@ -50,24 +51,39 @@ _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "pre
 
 
 class _BatchStream(IterableDataset):
-    """The worker side: compact batches for this worker's share of one pass."""
+    """The worker side: compact batches for this worker's share of one pass.
+
+    Where the pass starts lives in a small shared tensor, written by the trainer before each
+    pass, so persistent workers (which keep the copy of this object they started with) learn
+    each new pass's start and id.
+    """
 
     def __init__(self, collator: Collator):
         self.collator = collator
-        self.start = PassStart(0, 0, None)
+        self.pass_info = new_buffer((1, 4), np.dtype(np.int64), shared=True)[0]  # epoch, offset, end_epoch (-1: none), pass id
+        self.pass_info.zero_()
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
-        self.ring: SlotRing | None = None  # set by the loader per pass: workers fill its slots
+        self.ring: SlotRing | None = None  # set by the loader: workers fill its slots
+
+    def set_pass(self, start: PassStart, pass_id: int) -> None:
+        end = -1 if start.end_epoch is None else start.end_epoch
+        self.pass_info.copy_(torch.tensor([start.epoch, start.offset, end, pass_id]))
+
+    def current_pass(self) -> tuple[PassStart, int]:
+        epoch, offset, end, pass_id = self.pass_info.tolist()
+        return PassStart(epoch, offset, None if end < 0 else end), pass_id
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
         worker_id, workers = (info.id, info.num_workers) if info else (0, 1)
         sampler, gather = self.collator.source, self.collator.gather
         reader, shared = self.collator.reader, info is not None
+        start, pass_id = self.current_pass()
         if self.metrics is not None:
             gather = self.metrics.gatherer(gather, worker_id if shared else None, self.collator)
         if shared and self.ring is not None:
-            gather = _slot_gatherer(gather, self.ring, worker_id)
-        steps = sampler.iter_steps(self.start, worker_id, workers)
+            gather = _slot_gatherer(gather, self.ring, worker_id, pass_id)
+        steps = sampler.iter_steps(start, worker_id, workers)
         if not reader.lookahead:
             for starts in steps:
                 yield gather(starts, shared=shared)
@@ -83,19 +99,18 @@ class _BatchStream(IterableDataset):
             yield gather(ahead.popleft(), shared=shared)
 
 
-
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
-def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int) -> Any:
-    """``gather`` writing batch ``n`` of this worker into its ring slot; returns ``(worker, n)``."""
+def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int, pass_id: int) -> Any:
+    """``gather`` writing batch ``n`` of this worker into its ring slot; returns ``(worker, n, pass)``."""
     count = iter(range(1 << 62))
 
     def into_slot(starts: np.ndarray, shared: bool) -> SlotRef:
         n = next(count)
-        gather(starts, shared=shared, into=ring.acquire(worker_id, n))
-        return SlotRef(worker_id, n)
+        gather(starts, shared=shared, into=ring.acquire(worker_id, n, pass_id))
+        return SlotRef(worker_id, n, pass_id)
 
     return into_slot
 
@@ -109,25 +124,35 @@ class StreamtokLoader(StatefulDataLoader):
         collator: what to load (its sampler fixes order, rank and batch size).
         num_workers: DataLoader worker processes; the stream is the same for any number.
         pin_memory: pin batches for fast, asynchronous copies to the GPU.
+        persistent_workers: keep the worker processes between passes (e.g. a validation
+            loader iterated at every evaluation: no restart, which costs seconds with
+            ``multiprocessing_context="spawn"``); the stream is the same either way.
         metrics: publish live counters for ``streamtok-monitor`` (see :mod:`streamtok.metrics`);
             ``None`` (default) means on unless ``STREAMTOK_METRICS=0``.
         **kw: ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
-            ``prefetch_factor`` and ``pin_memory_device``, as for ``DataLoader``.
+            ``prefetch_factor`` and ``pin_memory_device``, as for ``DataLoader``; and, as
+            StatefulDataLoader users write them, ``in_order=True``, ``drop_last=True`` and
+            ``snapshot_every_n_steps`` (what streamtok does anyway; other values are refused
+            with the reason).
     """
 
     def __init__(
-        self, collator: Collator, *, num_workers: int = 0, pin_memory: bool = False, metrics: bool | None = None, **kw: Any
+        self,
+        collator: Collator,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        metrics: bool | None = None,
+        **kw: Any,
     ):
-        if kw.pop("persistent_workers", False):
-            raise ConfigError(
-                "persistent_workers is not supported: one pass over the loader covers all "
-                "`epochs` (or streams forever with epochs=None), so workers start once per pass"
-            )
+        _accept_conventions(kw)
         unknown = set(kw) - _DATALOADER_KEYS
         if unknown:
             raise ConfigError(f"unsupported loader option(s) {sorted(unknown)}; accepted: {sorted(_DATALOADER_KEYS)}")
-        if num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, not {num_workers}")
+        num_workers = as_int("num_workers", num_workers, 0)
+        if persistent_workers and num_workers == 0:
+            raise ConfigError("persistent_workers=True needs num_workers > 0 (as for DataLoader)")
         if num_workers == 0:
             kw.pop("prefetch_factor", None)
         if collator.source is None:
@@ -136,6 +161,9 @@ class StreamtokLoader(StatefulDataLoader):
         self._stream = _BatchStream(collator)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)
         self._stream.metrics = self._metrics
+        self._pass_id = 0
+        self._live_pass: object | None = None  # the running pass's token; see _batches
+        self._position_lock = threading.Lock()
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API
             warnings.filterwarnings("ignore", message=".*set_vital.*")
             super().__init__(
@@ -143,11 +171,33 @@ class StreamtokLoader(StatefulDataLoader):
                 batch_size=None,
                 collate_fn=_identity,
                 num_workers=num_workers,
-                pin_memory=pin_memory,
+                # With workers the DataLoader carries (worker, n) pairs: streamtok pins what
+                # it copies out of the slot itself (see _batches), not the DataLoader's thread.
+                pin_memory=pin_memory and num_workers == 0,
+                persistent_workers=bool(persistent_workers),
                 in_order=True,
                 snapshot_every_n_steps=None,
                 **kw,
             )
+        self._pin = bool(pin_memory)
+
+    # DataLoader's own batch_size is None (streamtok yields whole batches); tooling that reads
+    # `loader.batch_size` (Lightning, accelerate) gets the real rows per batch instead.
+    @property  # type: ignore[override]
+    def batch_size(self) -> int:
+        return self.collator.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: Any) -> None:
+        pass  # DataLoader.__init__ stores None here
+
+    @property  # type: ignore[override]
+    def drop_last(self) -> bool:
+        return True  # a partial global step is never yielded
+
+    @drop_last.setter
+    def drop_last(self, value: Any) -> None:
+        pass
 
     def iter_compact(self) -> Iterator[torch.Tensor]:
         """Iterate ``(B, T+1)`` buffers in the stored dtype, advancing the same position.
@@ -158,28 +208,54 @@ class StreamtokLoader(StatefulDataLoader):
         return self._batches(None)
 
     def _batches(self, finish: Any) -> Iterator[Any]:
-        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself)."""
+        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself).
+
+        A pass holds a token while it runs: a newer pass, :meth:`end_pass` or a loaded state
+        takes it away, and from then on the older pass yields nothing and never moves the
+        position again (checked under a lock, so not even a thread that is mid-batch can).
+        """
         sampler = self.collator.source
-        self._stream.start = sampler.begin_pass()
+        token = object()
+        with self._position_lock:
+            self._live_pass = token
+            self._pass_id += 1
+            start = sampler.begin_pass()
+        self._stream.set_pass(start, self._pass_id)
         # Without workers the DataLoader's fetch machinery adds ~20 µs per batch (a third of
         # the batch's cost) and nothing else: the position is counted here, pinning done below.
         direct = self.num_workers == 0
-        # With workers, batches go through shared slots made now, before the workers start:
-        # the DataLoader then carries (worker, n) pairs, not tensors (see streamtok._ring).
-        ring = self._stream.ring = self._make_ring() if self.num_workers else None
-        pin = self.pin_memory and torch.cuda.is_available()
-        batches = iter(self._stream) if direct else super().__iter__()
-        if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
-            batches = iter(self._metrics.meter(batches, sampler))
-        for buf in batches:
-            if ring is not None:
-                buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
-            else:
-                buf = buf if finish is None else finish(buf)
-                if pin:  # what reaches the caller is pinned, (x, y) included
-                    buf = pin_memory(buf)
-            sampler.advance()
-            yield buf
+        # With workers, batches go through shared slots: the DataLoader then carries
+        # (worker, n) pairs, not tensors (see streamtok._ring). Persistent workers keep the
+        # ring they started with; otherwise each pass gets its own, made before its workers.
+        if self.num_workers and (self._stream.ring is None or not self.persistent_workers):
+            self._stream.ring = self._make_ring()
+        ring = self._stream.ring if self.num_workers else None
+        pin = self._pin and torch.cuda.is_available()
+        try:
+            batches = iter(self._stream) if direct else super().__iter__()
+            if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
+                batches = iter(self._metrics.meter(batches, sampler))
+            for buf in batches:
+                if ring is not None:
+                    buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
+                else:
+                    buf = buf if finish is None else finish(buf)
+                    if pin:  # what reaches the caller is pinned, (x, y) included
+                        buf = pin_memory(buf)
+                with self._position_lock:
+                    if self._live_pass is not token:
+                        return  # superseded: this pass must not move the position any more
+                    sampler.advance()
+                yield buf
+        finally:
+            with self._position_lock:
+                if self._live_pass is token:
+                    self._live_pass = None
+
+    def end_pass(self) -> None:
+        """End the running pass, if any: its iterator yields nothing more and never moves the position."""
+        with self._position_lock:
+            self._live_pass = None
 
     def _make_ring(self) -> SlotRing:
         # The DataLoader asks worker w for batch n + prefetch_factor once it has received
@@ -201,20 +277,62 @@ class StreamtokLoader(StatefulDataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """The position after the last batch received, JSON-serialisable."""
-        return {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
+        with self._position_lock:
+            return {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume: the next iteration continues right after the saved batch.
 
+        A state saved after the last batch of a finite pass resumes into an empty pass (the
+        next ``iter()`` after that starts the next epoch), as StatefulDataLoader does.
+
         Raises:
-            StateMismatchError: the state belongs to another configuration or other data.
+            StateMismatchError: the state belongs to another configuration or other data, or
+                is corrupt (named key).
+            PassActiveError: a pass over this loader is still running (its iterator was
+                started and not finished or closed): the loaded position would be overtaken
+                by it. Close it first (``it.close()``, or leave the loop), or :meth:`end_pass`.
         """
-        if state_dict.get("streamtok") != LOADER_STATE_VERSION:
+        if not isinstance(state_dict, dict) or state_dict.get("streamtok") != LOADER_STATE_VERSION:
             raise StateMismatchError(
                 "this is not a streamtok loader state (no 'streamtok' version key); "
                 "pass the dict returned by StreamtokLoader.state_dict()"
             )
-        self.collator.source.load_state_dict(state_dict["sampler"])
+        if "sampler" not in state_dict:
+            raise StateMismatchError("loader state has no 'sampler' key; pass the dict returned by state_dict()")
+        with self._position_lock:
+            if self._live_pass is not None:
+                raise PassActiveError(
+                    "load_state_dict() while a pass over this loader is still running: its iterator "
+                    "would go on from the old position. Close it first (it.close(), or leave the "
+                    "loop), or call loader.end_pass(); then load the state and iterate anew"
+                )
+            self.collator.source.load_state_dict(state_dict["sampler"])
+
+
+def _accept_conventions(kw: dict[str, Any]) -> None:
+    """Take StatefulDataLoader options that mean what streamtok does; refuse the others, saying why."""
+    if kw.pop("in_order", True) is not True:
+        raise ConfigError(
+            "in_order=False is not supported: the state counts the batches the trainer received, "
+            "which is exact only when they arrive in order"
+        )
+    if kw.pop("drop_last", True) is not True:
+        raise ConfigError(
+            "drop_last=False is not supported: every rank must get the same number of whole "
+            "global steps, so the partial last step of an epoch is always dropped"
+        )
+    every = kw.pop("snapshot_every_n_steps", None)
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"snapshot_every_n_steps must be a positive integer or None, not {every!r}")
+    # Any positive value is accepted: streamtok's state is exact after every batch without
+    # worker snapshots, which is what snapshot_every_n_steps=1 asks of StatefulDataLoader.
+    for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn"):
+        if key in kw:
+            raise ConfigError(
+                f"unsupported loader option {key}=: batches, order and collation come from "
+                "the Collator and WindowSampler (streamtok.loader(batch_size=..., mode=...))"
+            )
 
 
 @chained(Collator, "loader")

@@ -203,4 +203,7 @@ class CUDAPrefetcher:
         self._stop_thread()
         self._queue.clear()
         self._state = None
+        end_pass = getattr(self.source, "end_pass", None)
+        if end_pass is not None:  # the pass this prefetcher was taking from must not go on
+            end_pass()
         self.source.load_state_dict(state)  # type: ignore[attr-defined]

@@ -46,6 +46,23 @@ def _default_max_open() -> int:
     return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
 
 
+FINGERPRINT_BYTES = 4096
+
+
+def _content_sample(info: ShardInfo) -> bytes:
+    """The first and last ``FINGERPRINT_BYTES`` of a shard's token bytes."""
+    n = min(FINGERPRINT_BYTES, info.nbytes)
+    try:
+        with open(info.path, "rb") as f:
+            head = os.pread(f.fileno(), n, info.offset)
+            tail = os.pread(f.fileno(), n, info.offset + info.nbytes - n)
+    except OSError as exc:
+        raise ShardFormatError(f"{info.path}: cannot be read ({exc.strerror})") from None
+    if len(head) != n or len(tail) != n:
+        raise ShardFormatError(f"{info.path}: the file is shorter than when the reader opened it; rebuild the loader")
+    return head + tail
+
+
 class MemmapReader(Stage):
     """A read-only view of all tokens of a list of shards, as one array.
 
@@ -113,7 +130,20 @@ class MemmapReader(Stage):
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A short hash of what the data is (file names, lengths, dtypes), not where it lies."""
+        """A short hash of what the data is, not where it lies: names, lengths, dtypes and content.
+
+        The content is sampled, not read: the first and last ``FINGERPRINT_BYTES`` of each
+        shard's tokens (two small reads per shard, once), so another dataset with the same
+        file names and sizes is told apart, and a moved directory still matches.
+        """
+        h = hashlib.sha256(self.legacy_fingerprint.encode())
+        for info in self.infos:
+            h.update(_content_sample(info))
+        return h.hexdigest()[:16]
+
+    @functools.cached_property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of streamtok 0.1 states: file names, lengths and dtypes only."""
         h = hashlib.sha256()
         for i in self.infos:
             h.update(f"{os.path.basename(i.path)}:{i.n_tokens}:{i.dtype.str};".encode())
@@ -150,13 +180,36 @@ class MemmapReader(Stage):
 
     def shard_array(self, k: int) -> np.ndarray:
         """The tokens of shard ``k`` as a read-only array backed by its memory map."""
+        return self._entry(k)[1]
+
+    def _checked_array(self, k: int) -> np.ndarray:
+        """:meth:`shard_array`, after checking that the file still has its size.
+
+        Reading a mapped page past the end of a file that was truncated after it was mapped
+        (``cp new.bin shard.bin`` truncates first) kills the process with SIGBUS; this check
+        (one ``fstat``, ~1 µs, once per shard a batch touches) turns that into an error
+        naming the file. A truncation between the check and the copy still faults: the
+        window is microseconds, and replacing shards by rename (as streamtok's writers do)
+        avoids it entirely, since the old file stays mapped.
+        """
+        mm, arr = self._entry(k)
+        if mm.size() != self.infos[k].offset + self.infos[k].nbytes:
+            info = self.infos[k]
+            raise ShardFormatError(
+                f"{info.path}: the file changed while the loader was reading it ({mm.size()} bytes, "
+                f"expected {info.offset + info.nbytes}); it was truncated or rewritten in place. "
+                "Replace shards by writing a new file and renaming it, then rebuild the loader"
+            )
+        return arr
+
+    def _entry(self, k: int) -> tuple[mmap.mmap, np.ndarray]:
         if self._pid != os.getpid():  # a forked child must not share the parent's LRU
             self._maps = OrderedDict()
             self._pid = os.getpid()
         entry = self._maps.get(k)
         if entry is not None:
             self._maps.move_to_end(k)
-            return entry[1]
+            return entry
         info = self.infos[k]
         with open(info.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -170,16 +223,15 @@ class MemmapReader(Stage):
         if flag is not None:
             mm.madvise(flag)
         arr = np.frombuffer(mm, dtype=info.dtype, count=info.n_tokens, offset=info.offset)
-        self._maps[k] = (mm, arr)
+        self._maps[k] = entry = (mm, arr)
         if len(self._maps) > self.max_open:
             # The evicted map closes once no array made from it is alive.
             self._maps.popitem(last=False)
-        return arr
+        return entry
 
     def mapping(self, k: int) -> mmap.mmap:
         """The memory map of shard ``k`` (opened if needed), e.g. for ``madvise``."""
-        self.shard_array(k)
-        return self._maps[k][0]
+        return self._entry(k)[0]
 
     def locate(self, starts: np.ndarray) -> np.ndarray:
         """Index of the shard that holds each global token position."""
@@ -219,7 +271,7 @@ class MemmapReader(Stage):
         """
         offs = self.offset_list
         if len(self.infos) == 1:
-            arr = self.shard_array(0)
+            arr = self._checked_array(0)
             for i, s in enumerate(starts.tolist()):
                 out[i] = arr[s : s + length]
             return out
@@ -231,12 +283,12 @@ class MemmapReader(Stage):
             if s + length <= offs[k + 1]:
                 arr = arrays.get(k)
                 if arr is None:
-                    arr = arrays[k] = self.shard_array(k)
+                    arr = arrays[k] = self._checked_array(k)
                 out[i] = arr[lo : lo + length]
                 continue
             row, filled = out[i], 0
             while filled < length:  # stitched across one or more shard ends
-                arr = self.shard_array(k)
+                arr = self._checked_array(k)
                 piece = arr[lo : lo + length - filled]
                 row[filled : filled + len(piece)] = piece
                 filled += len(piece)

@@ -24,9 +24,19 @@ from .reader import MemmapReader
 
 __all__ = ["KeyedPermutation", "PassStart", "WindowSampler", "resolve_rank"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the data fingerprint samples the shards' content (1: names and sizes only)
+_MAX_EPOCH = 1 << 40  # a saved epoch beyond this is corrupt, not a long run
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
 _CHUNK_STEPS = 64
+
+
+def as_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a builtin int (numpy integers included), or a :class:`ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer, not {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return int(value)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -40,6 +50,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
             auto = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
         rank = auto[0] if rank is None else rank
         world_size = auto[1] if world_size is None else world_size
+    rank, world_size = as_int("rank", rank, 0), as_int("world_size", world_size, 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
     return rank, world_size
@@ -89,18 +100,12 @@ class WindowSampler(Stage):
     ):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
-        if int(seq_len) != seq_len or seq_len < 1:
-            raise ConfigError(f"seq_len must be a positive integer, not {seq_len!r}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
-        if epochs is not None and epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer or None, not {epochs!r}")
         self.source = source
-        self.seq_len = int(seq_len)
+        self.seq_len = as_int("seq_len", seq_len, 1)
         self.mode = mode
-        self.seed = int(seed)
-        self.epochs = epochs
-        self.batch_size = int(batch_size)
+        self.seed = as_int("seed", seed)
+        self.epochs = None if epochs is None else as_int("epochs", epochs, 1)
+        self.batch_size = as_int("batch_size", batch_size, 1)
         self.rank, self.world_size = resolve_rank(rank, world_size)
         n_tok = source.n_tokens
         if self.window_len > n_tok:
@@ -117,7 +122,7 @@ class WindowSampler(Stage):
                 f"{self.world_size} = {self.step_samples} windows; use a smaller batch or more data"
             )
         self.epoch, self.offset = 0, 0
-        self.end_epoch = epochs
+        self.end_epoch = self.epochs
         self._continue = True  # the next pass continues from the position (fresh or loaded)
 
     @property
@@ -186,9 +191,13 @@ class WindowSampler(Stage):
         return first + (start.end_epoch - start.epoch - 1) * self.steps_per_epoch
 
     def next_pass(self) -> PassStart:
-        """Where the next pass would start: the position if fresh or loaded, else a new pass."""
-        finished = self.end_epoch is not None and self.epoch >= self.end_epoch
-        if self._continue and not finished:
+        """Where the next pass would start: the position if fresh or loaded, else a new pass.
+
+        A loaded state whose pass had ended gives an empty pass; the pass after it starts the
+        next epoch (StatefulDataLoader's convention: a job requeued after its final
+        checkpoint trains nothing more, it does not start ``epochs`` new epochs).
+        """
+        if self._continue:
             return PassStart(self.epoch, self.offset, self.end_epoch)
         epoch = self.epoch + (1 if self.offset else 0)
         return PassStart(epoch, 0, None if self.epochs is None else epoch + self.epochs)
@@ -266,30 +275,67 @@ class WindowSampler(Stage):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the next pass resumes there.
 
+        Every key is checked before anything changes: a state that is not this sampler's
+        (other data, seed, ``seq_len`` or mode) or is corrupt (missing keys, wrong types,
+        positions out of range) is refused, naming the key.
+
         Raises:
-            StateMismatchError: the state was made for other data, seed, seq_len or mode.
+            StateMismatchError: the state was made for something else, or is corrupt.
         """
-        if state["version"] != STATE_VERSION:
-            raise StateMismatchError(f"state version {state['version']} is not {STATE_VERSION}")
-        saved, current = state["config"], self.config()
-        for key in current:
-            if saved[key] != current[key]:
+        version = _read(state, "version", int)
+        if version not in (1, STATE_VERSION):
+            raise StateMismatchError(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
+        saved, current = _read(state, "config", dict), self.config()
+        if version == 1:  # made before the data fingerprint sampled content
+            current["data"] = self.source.legacy_fingerprint
+        for key, value in current.items():
+            if _read(saved, key, type(value), "config") != value:
                 raise StateMismatchError(
                     f"state_dict was saved with {key}={saved[key]!r} but this loader has "
-                    f"{key}={current[key]!r}; resuming would read other windows. "
+                    f"{key}={value!r}; resuming would read other windows. "
                     "Load it into a loader built with the same settings and data."
                 )
-        epoch, offset = int(state["epoch"]), int(state["offset"])
-        if not 0 <= offset <= self.n_samples or epoch < 0:
-            raise StateMismatchError(f"state position epoch={epoch}, offset={offset} is out of range")
+        epoch, offset = _read(state, "epoch", int), _read(state, "offset", int)
+        if not 0 <= epoch < _MAX_EPOCH:
+            raise StateMismatchError(f"state key 'epoch' is {epoch}: not a position (0 <= epoch < {_MAX_EPOCH})")
+        if not 0 <= offset <= self.n_samples:
+            raise StateMismatchError(
+                f"state key 'offset' is {offset}: not a position in an epoch of {self.n_samples} windows"
+            )
+        end = state.get("end_epoch", "missing")
+        if end == "missing":
+            raise StateMismatchError("state has no 'end_epoch' key; pass the dict returned by state_dict()")
+        if end is not None:
+            end = _read(state, "end_epoch", int)
+            ended = end == epoch and offset == 0  # saved after the last step of its pass
+            if not (end > epoch or ended) or end > epoch + _MAX_EPOCH:
+                raise StateMismatchError(f"state key 'end_epoch' is {end}: a pass cannot end before its position (epoch {epoch})")
+        for key in ("batch_size", "world_size"):
+            _read(state, key, int)
         self.epoch, self.offset = epoch, offset
         if offset and self.n_samples - offset < self.step_samples:
             # Saved under a smaller global step: what remains of the epoch is less than one
             # step now; the partial remainder is dropped, as at any epoch end.
             self.epoch, self.offset = epoch + 1, 0
-        end = state["end_epoch"]
-        self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
+        self.end_epoch = None if self.epochs is None else (end if end is not None else self.epoch + self.epochs)
         self._continue = True
+
+
+def _read(state: Any, key: str, kind: type, where: str = "state") -> Any:
+    """``state[key]`` checked to be of ``kind`` (ints: any integer but bool), else a named error."""
+    if not isinstance(state, dict):
+        raise StateMismatchError(f"{where} is a {type(state).__name__}, not a dict; pass the dict returned by state_dict()")
+    if key not in state:
+        raise StateMismatchError(f"{where} has no {key!r} key; pass the dict returned by state_dict()")
+    value = state[key]
+    if kind is int:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise StateMismatchError(f"{where} key {key!r} is {value!r} ({type(value).__name__}), not {kind.__name__}")
+    return value
 
 
 @chained(MemmapReader)

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ._chain import Stage
-from .errors import ConfigError, ShardNotFoundError
+from ._formats import is_litdata_dir
+from .errors import ConfigError, ShardFormatError, ShardNotFoundError
 
 SHARD_SUFFIXES = (".bin", ".npy")
 SPLITS = ("train", "val", "all")
@@ -37,6 +38,12 @@ def _list(source: Source) -> tuple[str, ...]:
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if os.path.isdir(text):
+            if is_litdata_dir(text):
+                raise ShardFormatError(
+                    f"{text}: this directory is a LitData optimized dataset (index.json + "
+                    "chunk-*.bin), not token shards; read it with litdata's StreamingDataset, "
+                    "or tokenize the text into shards with `streamtok tokenize`"
+                )
             names = [
                 os.path.join(text, n)
                 for n in os.listdir(text)

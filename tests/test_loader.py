@@ -138,7 +138,7 @@ def test_bad_input_errors(shard_dir, tmp_path):
     with pytest.raises(ConfigError, match="longer than"):
         make(path, seq_len=100_000)
     with pytest.raises(ConfigError, match="persistent_workers"):
-        make(path, num_workers=1, persistent_workers=True)
+        make(path, num_workers=0, persistent_workers=True)
     with pytest.raises(ConfigError, match="unsupported"):
         make(path, shuffle=True)
     with pytest.raises(streamtok.ShardNotFoundError, match="nothing_here"):
