@@ -247,6 +247,9 @@ class StreamtokLoader(StatefulDataLoader):
                         return  # superseded: this pass must not move the position any more
                     sampler.advance()
                 yield buf
+            with self._position_lock:
+                if self._live_pass is token:
+                    sampler.pass_ended = True
         finally:
             with self._position_lock:
                 if self._live_pass is token:
@@ -283,8 +286,9 @@ class StreamtokLoader(StatefulDataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume: the next iteration continues right after the saved batch.
 
-        A state saved after the last batch of a finite pass resumes into an empty pass (the
-        next ``iter()`` after that starts the next epoch), as StatefulDataLoader does.
+        As StatefulDataLoader does, a state saved after the last batch of a finite pass
+        resumes into an empty pass (the next ``iter()`` after it starts the next epoch),
+        unless it was saved after the pass ended, which resumes into the next epoch.
 
         Raises:
             StateMismatchError: the state belongs to another configuration or other data, or

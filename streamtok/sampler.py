@@ -124,6 +124,7 @@ class WindowSampler(Stage):
         self.epoch, self.offset = 0, 0
         self.end_epoch = self.epochs
         self._continue = True  # the next pass continues from the position (fresh or loaded)
+        self.pass_ended = False  # the consumer saw the current pass end (StopIteration)
 
     @property
     def window_len(self) -> int:
@@ -193,9 +194,10 @@ class WindowSampler(Stage):
     def next_pass(self) -> PassStart:
         """Where the next pass would start: the position if fresh or loaded, else a new pass.
 
-        A loaded state whose pass had ended gives an empty pass; the pass after it starts the
-        next epoch (StatefulDataLoader's convention: a job requeued after its final
-        checkpoint trains nothing more, it does not start ``epochs`` new epochs).
+        As StatefulDataLoader does: a state saved after the last batch of a finite pass, but
+        before the consumer saw the pass end, gives an empty pass (a job requeued after its
+        final checkpoint trains nothing more); one saved after the pass ended
+        (``pass_ended``) starts the next epoch, as iterating again would have.
         """
         if self._continue:
             return PassStart(self.epoch, self.offset, self.end_epoch)
@@ -206,7 +208,7 @@ class WindowSampler(Stage):
         """Start the next pass (see :meth:`next_pass`) and return where it begins."""
         start = self.next_pass()
         self.epoch, self.offset, self.end_epoch = start.epoch, start.offset, start.end_epoch
-        self._continue = False
+        self._continue = self.pass_ended = False
         return start
 
     def advance(self) -> None:
@@ -241,6 +243,7 @@ class WindowSampler(Stage):
         for starts in self.iter_steps(start):
             self.advance()
             yield starts
+        self.pass_ended = True
 
     def __len__(self) -> int:
         steps = self.pass_steps(self.next_pass())
@@ -270,6 +273,7 @@ class WindowSampler(Stage):
             "batch_size": self.batch_size,
             "world_size": self.world_size,
             "rank": self.rank,
+            "pass_ended": self.pass_ended,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -312,13 +316,15 @@ class WindowSampler(Stage):
                 raise StateMismatchError(f"state key 'end_epoch' is {end}: a pass cannot end before its position (epoch {epoch})")
         for key in ("batch_size", "world_size"):
             _read(state, key, int)
+        ended = _read(state, "pass_ended", bool) if "pass_ended" in state else False
         self.epoch, self.offset = epoch, offset
         if offset and self.n_samples - offset < self.step_samples:
             # Saved under a smaller global step: what remains of the epoch is less than one
             # step now; the partial remainder is dropped, as at any epoch end.
             self.epoch, self.offset = epoch + 1, 0
         self.end_epoch = None if self.epochs is None else (end if end is not None else self.epoch + self.epochs)
-        self._continue = True
+        self.pass_ended = ended
+        self._continue = not ended
 
 
 def _read(state: Any, key: str, kind: type, where: str = "state") -> Any:
