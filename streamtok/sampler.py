@@ -19,13 +19,12 @@ import numpy as np
 
 from ._chain import Stage, chained
 from ._order import MODES, KeyedPermutation, WindowOrder
-from .errors import ConfigError, StateMismatchError
+from ._position import STATE_VERSION, read_position
+from .errors import ConfigError
 from .reader import MemmapReader
 
 __all__ = ["KeyedPermutation", "PassStart", "WindowSampler", "resolve_rank"]
 
-STATE_VERSION = 2  # 2: the data fingerprint samples the shards' content (1: names and sizes only)
-_MAX_EPOCH = 1 << 40  # a saved epoch beyond this is corrupt, not a long run
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
 _CHUNK_STEPS = 64
 
@@ -286,62 +285,16 @@ class WindowSampler(Stage):
         Raises:
             StateMismatchError: the state was made for something else, or is corrupt.
         """
-        version = _read(state, "version", int)
-        if version not in (1, STATE_VERSION):
-            raise StateMismatchError(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
-        saved, current = _read(state, "config", dict), self.config()
-        if version == 1:  # made before the data fingerprint sampled content
-            current["data"] = self.source.legacy_fingerprint
-        for key, value in current.items():
-            if _read(saved, key, type(value), "config") != value:
-                raise StateMismatchError(
-                    f"state_dict was saved with {key}={saved[key]!r} but this loader has "
-                    f"{key}={value!r}; resuming would read other windows. "
-                    "Load it into a loader built with the same settings and data."
-                )
-        epoch, offset = _read(state, "epoch", int), _read(state, "offset", int)
-        if not 0 <= epoch < _MAX_EPOCH:
-            raise StateMismatchError(f"state key 'epoch' is {epoch}: not a position (0 <= epoch < {_MAX_EPOCH})")
-        if not 0 <= offset <= self.n_samples:
-            raise StateMismatchError(
-                f"state key 'offset' is {offset}: not a position in an epoch of {self.n_samples} windows"
-            )
-        end = state.get("end_epoch", "missing")
-        if end == "missing":
-            raise StateMismatchError("state has no 'end_epoch' key; pass the dict returned by state_dict()")
-        if end is not None:
-            end = _read(state, "end_epoch", int)
-            ended = end == epoch and offset == 0  # saved after the last step of its pass
-            if not (end > epoch or ended) or end > epoch + _MAX_EPOCH:
-                raise StateMismatchError(f"state key 'end_epoch' is {end}: a pass cannot end before its position (epoch {epoch})")
-        for key in ("batch_size", "world_size"):
-            _read(state, key, int)
-        ended = _read(state, "pass_ended", bool) if "pass_ended" in state else False
+        saved = read_position(state, self.config(), self.n_samples, legacy_data=self.source.legacy_fingerprint)
+        epoch, offset, end = saved.epoch, saved.offset, saved.end_epoch
         self.epoch, self.offset = epoch, offset
         if offset and self.n_samples - offset < self.step_samples:
             # Saved under a smaller global step: what remains of the epoch is less than one
             # step now; the partial remainder is dropped, as at any epoch end.
             self.epoch, self.offset = epoch + 1, 0
         self.end_epoch = None if self.epochs is None else (end if end is not None else self.epoch + self.epochs)
-        self.pass_ended = ended
-        self._continue = not ended
-
-
-def _read(state: Any, key: str, kind: type, where: str = "state") -> Any:
-    """``state[key]`` checked to be of ``kind`` (ints: any integer but bool), else a named error."""
-    if not isinstance(state, dict):
-        raise StateMismatchError(f"{where} is a {type(state).__name__}, not a dict; pass the dict returned by state_dict()")
-    if key not in state:
-        raise StateMismatchError(f"{where} has no {key!r} key; pass the dict returned by state_dict()")
-    value = state[key]
-    if kind is int:
-        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        value = int(value) if ok else value
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise StateMismatchError(f"{where} key {key!r} is {value!r} ({type(value).__name__}), not {kind.__name__}")
-    return value
+        self.pass_ended = saved.pass_ended
+        self._continue = not saved.pass_ended
 
 
 @chained(MemmapReader)
