@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,11 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from torch.utils.data._utils.pin_memory import pin_memory
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._ring import SlotRef, SlotRing
-from .collate import Collator, split
+from .collate import Collator, host_empty, split
 from .errors import ConfigError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
@@ -56,6 +56,7 @@ class _BatchStream(IterableDataset):
         self.start = PassStart(0, 0, None)
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
         self.ring: SlotRing | None = None  # set by the loader per pass: workers fill its slots
+        self.pin = False  # set by the loader per pass: without workers, gather into pinned memory
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
@@ -66,6 +67,8 @@ class _BatchStream(IterableDataset):
             gather = self.metrics.gatherer(gather, worker_id if shared else None, self.collator)
         if shared and self.ring is not None:
             gather = _slot_gatherer(gather, self.ring, worker_id)
+        elif self.pin and not shared:
+            gather = _pinned_gatherer(gather, self.collator)
         steps = sampler.iter_steps(self.start, worker_id, workers)
         if not reader.lookahead:
             for starts in steps:
@@ -99,13 +102,25 @@ def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int) -> Any:
     return into_slot
 
 
+def _pinned_gatherer(gather: Any, collator: Collator) -> Any:
+    """``gather`` writing each batch straight into a new page-locked buffer (one copy, not two)."""
+    dtype = torch.from_numpy(np.empty(0, dtype=collator.transport_dtype)).dtype
+
+    def into_pinned(starts: np.ndarray, shared: bool) -> torch.Tensor:
+        return gather(starts, shared=shared, into=host_empty((len(starts), collator.seq_len + 1), dtype, pin=True))
+
+    return into_pinned
+
+
 class StreamtokLoader(StatefulDataLoader):
     """A StatefulDataLoader of ``(x, y)`` batches with a small, portable, exact state.
 
     Args:
         collator: what to load (its sampler fixes order, rank and batch size).
         num_workers: DataLoader worker processes; the stream is the same for any number.
-        pin_memory: pin batches for fast, asynchronous copies to the GPU.
+        pin_memory: pin batches for fast, asynchronous copies to the GPU (streamtok pins
+            each batch's own copy itself, before a worker's slot is released; the
+            DataLoader's pin thread is not used).
         metrics: publish live counters for ``streamtok-monitor`` (see :mod:`streamtok.metrics`);
             ``None`` (default) means on unless ``STREAMTOK_METRICS=0``.
         **kw: ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
@@ -133,6 +148,11 @@ class StreamtokLoader(StatefulDataLoader):
         self._stream = _BatchStream(collator)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)
         self._stream.metrics = self._metrics
+        self.pin_batches = pin_memory
+        # The pass that owns the sampler's position: only its generator may advance it, so a
+        # prefetch thread left over from an earlier pass (or a loaded state) cannot move it.
+        self._pass_lock = threading.Lock()
+        self._pass: object | None = None
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API
             warnings.filterwarnings("ignore", message=".*set_vital.*")
             super().__init__(
@@ -140,7 +160,7 @@ class StreamtokLoader(StatefulDataLoader):
                 batch_size=None,
                 collate_fn=_identity,
                 num_workers=num_workers,
-                pin_memory=pin_memory,
+                pin_memory=False,  # its pin thread would pin (worker, n) pairs; pinned below instead
                 in_order=True,
                 snapshot_every_n_steps=None,
                 **kw,
@@ -154,28 +174,36 @@ class StreamtokLoader(StatefulDataLoader):
         """
         return self._batches(None)
 
-    def _batches(self, finish: Any) -> Iterator[Any]:
-        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself)."""
+    def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
+        """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers."""
         sampler = self.collator.source
-        self._stream.start = sampler.begin_pass()
+        token = object()
+        with self._pass_lock:
+            self._pass = token
+            self._stream.start = sampler.begin_pass()
         # Without workers the DataLoader's fetch machinery adds ~20 µs per batch (a third of
         # the batch's cost) and nothing else: the position is counted here, pinning done below.
         direct = self.num_workers == 0
         # With workers, batches go through shared slots made now, before the workers start:
         # the DataLoader then carries (worker, n) pairs, not tensors (see streamtok._ring).
         ring = self._stream.ring = self._make_ring() if self.num_workers else None
-        pin = self.pin_memory and torch.cuda.is_available()
+        pin = self.pin_batches and torch.cuda.is_available()
+        # What reaches the caller is pinned, (x, y) included, by the copy that makes it: without
+        # workers the compact buffer is gathered into pinned memory, (x, y) split into it.
+        finish = None if dtype is None else functools.partial(split, dtype=dtype, pin=pin)
+        self._stream.pin = pin and dtype is None
         batches = iter(self._stream) if direct else super().__iter__()
         if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
             batches = iter(self._metrics.meter(batches, sampler))
         for buf in batches:
             if ring is not None:
-                buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
-            else:
-                buf = buf if finish is None else finish(buf)
-                if pin:  # what reaches the caller is pinned, (x, y) included
-                    buf = pin_memory(buf)
-            sampler.advance()
+                buf = ring.take(buf, finish, pin=pin)  # a private (pinned) copy, then the release
+            elif finish is not None:
+                buf = finish(buf)
+            with self._pass_lock:
+                if self._pass is not token:
+                    return  # a newer pass or a loaded state owns the position now
+                sampler.advance()
             yield buf
 
     def _make_ring(self) -> SlotRing:
@@ -187,7 +215,7 @@ class StreamtokLoader(StatefulDataLoader):
         return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        return self._batches(functools.partial(split, dtype=self.collator.dtype))
+        return self._batches(self.collator.dtype)
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -211,7 +239,9 @@ class StreamtokLoader(StatefulDataLoader):
                 "this is not a streamtok loader state (no 'streamtok' version key); "
                 "pass the dict returned by StreamtokLoader.state_dict()"
             )
-        self.collator.source.load_state_dict(state_dict["sampler"])
+        with self._pass_lock:
+            self._pass = None  # an earlier pass still running (a prefetch thread) stops here
+            self.collator.source.load_state_dict(state_dict["sampler"])
 
 
 def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> ShardLister:
