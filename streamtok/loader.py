@@ -262,6 +262,7 @@ def loader(
     num_workers: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    group: Any = None,
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
     **kw: Any,
@@ -279,7 +280,11 @@ def loader(
         seed: picks the order; same seed, same batches.
         epochs: epochs per pass over the loader; ``None`` streams forever.
         num_workers: DataLoader workers; the stream does not depend on it.
-        rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
+        rank, world_size: the data-parallel place; ``None`` reads ``torch.distributed``,
+            then ``RANK``/``WORLD_SIZE`` (global ranks: with tensor or pipeline parallelism
+            pass the data-parallel ones, or ``group``).
+        group: a ``torch.distributed`` process group (the data-parallel one) to take
+            ``rank``/``world_size`` from.
         dtype: dtype of ``x`` and ``y``.
         pin_memory: pin batches for asynchronous GPU copies.
         **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
@@ -295,7 +300,7 @@ def loader(
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
-        batch_size=batch_size, rank=rank, world_size=world_size,
+        batch_size=batch_size, rank=rank, world_size=world_size, group=group,
     )
     collator = Collator(sampler, dtype=dtype, vocab_size=vocab_size)
     return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)

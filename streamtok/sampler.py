@@ -94,8 +94,28 @@ class KeyedPermutation:
         return x.astype(np.int64).reshape(shape)
 
 
-def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)``: given, else from ``torch.distributed``, else torchrun's env, else (0, 1)."""
+def resolve_rank(rank: int | None, world_size: int | None, group: Any = None) -> tuple[int, int]:
+    """``(rank, world_size)``: given, else from ``group``, ``torch.distributed``, the env, or (0, 1).
+
+    Args:
+        rank, world_size: the data-parallel place, when known.
+        group: a ``torch.distributed`` process group (e.g. the data-parallel group under
+            tensor or pipeline parallelism): this process's rank in it, and its size.
+
+    Raises:
+        ConfigError: both ``group`` and ``rank``/``world_size``, this process not in ``group``,
+            or a rank outside ``[0, world_size)``.
+    """
+    if group is not None:
+        import torch.distributed as dist
+
+        if rank is not None or world_size is not None:
+            raise ConfigError("pass either group= or rank=/world_size=, not both: the group defines them")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError("group= needs torch.distributed to be initialised (init_process_group) first")
+        rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+        if rank < 0:
+            raise ConfigError(f"this process (global rank {dist.get_rank()}) is not a member of the process group given as group=")
     if rank is None or world_size is None:
         import torch.distributed as dist
 
@@ -132,7 +152,11 @@ class WindowSampler:
         seed: selects the order; same seed, same order.
         epochs: epochs per pass over the sampler; ``None`` streams forever.
         batch_size: windows per rank and step ``B``.
-        rank, world_size: this rank's place; ``None`` reads ``torch.distributed`` or the env.
+        rank, world_size: this rank's data-parallel place; ``None`` reads ``torch.distributed``
+            or the env (the global rank: with tensor or pipeline parallelism, pass the
+            data-parallel ones, or ``group``).
+        group: a ``torch.distributed`` process group to take ``rank``/``world_size`` from
+            (the data-parallel group), instead of giving them.
 
     Raises:
         ConfigError: bad settings, or data too short for one window or one global step.
@@ -149,6 +173,7 @@ class WindowSampler:
         batch_size: int = 1,
         rank: int | None = None,
         world_size: int | None = None,
+        group: Any = None,
     ):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
@@ -164,7 +189,7 @@ class WindowSampler:
         self.seed = int(seed)
         self.epochs = epochs
         self.batch_size = int(batch_size)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.rank, self.world_size = resolve_rank(rank, world_size, group)
         n_tok = source.n_tokens
         if self.window_len > n_tok:
             raise ConfigError(
