@@ -8,8 +8,9 @@ resource-sharer thread to receive a duplicated descriptor, then maps it (measure
 Here the trainer allocates ``slots`` buffers per worker in shared memory before the workers
 start (they inherit them on fork, or receive them once when spawned). Worker ``w`` writes
 its ``n``-th batch into slot ``n % slots`` and sends the pair ``(w, n)``, a few bytes; the
-trainer copies the slot out (64 KiB for 32x1024 uint16 tokens: ~5 µs) and marks it
-released in a shared counter. A worker waits before overwriting a slot the trainer has not
+trainer copies the slot out (64 KiB for 32x1024 uint16 tokens: ~5 µs; into pinned memory
+when asked), and only then marks it released in a shared counter: nothing handed out keeps a
+view of a slot. A worker waits before overwriting a slot the trainer has not
 released; with ``slots`` above the DataLoader's ``prefetch_factor`` it waits at most briefly
 at the end of a pass, since the DataLoader asks worker ``w`` for batch
 ``n + prefetch_factor`` only once it has received batch ``n``. A worker whose trainer died
@@ -25,7 +26,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data._utils.pin_memory import pin_memory
 
 from .collate import _buffer, host_empty
 
@@ -85,10 +85,10 @@ class SlotRing:
 
         Args:
             ref: the batch a worker sent.
-            finish: makes the batch from the slot (default: a copy of the slot). Everything
-                it returns is finished (pinned, copied) before the release, and a tensor that
-                still shares memory with the ring is copied: once released, a worker refills it.
-            pin: what is returned is in page-locked memory.
+            finish: makes the batch from the slot (default: a copy of it), pinning what it
+                makes itself if asked to. A tensor it returns that still lies in the ring is
+                copied before the release: once released, a worker refills the slot.
+            pin: the default copy, and any such copy, go to page-locked memory.
         """
         slot = self._slot[ref.worker][ref.n % self.slots]
         if finish is None:
@@ -100,13 +100,12 @@ class SlotRing:
         return out
 
     def _private(self, out: Any, pin: bool) -> Any:
-        if pin:
-            out = pin_memory(out)  # returns an already pinned tensor as it is
+        """``out`` with every tensor that lies in the ring (a view of a slot) replaced by a copy."""
         if isinstance(out, torch.Tensor):
             if out.device.type == "cpu" and self._span[0] <= out.data_ptr() < self._span[1]:
                 return host_empty(tuple(out.shape), out.dtype, pin).copy_(out)
             return out
         if isinstance(out, tuple):
-            items = [self._private(t, False) for t in out]
+            items = [self._private(t, pin) for t in out]
             return type(out)(*items) if hasattr(out, "_fields") else tuple(items)
         return out
