@@ -175,14 +175,18 @@ class StreamtokLoader(StatefulDataLoader):
         return self._batches(None)
 
     def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
-        """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers."""
+        """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers.
+
+        Only the latest pass (or none, after ``load_state_dict``) advances the position: an
+        older pass's iterator, in whatever thread, ends at its next batch instead.
+        """
         sampler = self.collator.source
         token = object()
         with self._pass_lock:
             self._pass = token
             self._stream.start = sampler.begin_pass()
         # Without workers the DataLoader's fetch machinery adds ~20 µs per batch (a third of
-        # the batch's cost) and nothing else: the position is counted here, pinning done below.
+        # the batch's cost) and nothing else: the position is counted here.
         direct = self.num_workers == 0
         # With workers, batches go through shared slots made now, before the workers start:
         # the DataLoader then carries (worker, n) pairs, not tensors (see streamtok._ring).
