@@ -28,8 +28,9 @@ _POLL_S = 0.05  # how often a thread waiting for a permit checks whether it was 
 _JOIN_S = 30.0  # how long close() waits for a thread blocked inside its source
 
 
-def _shutdown(stop: threading.Event, thread: threading.Thread) -> None:
+def _shutdown(stop: threading.Event, thread: threading.Thread, out: queue.SimpleQueue) -> None:
     stop.set()
+    out.put(_DONE)  # a consumer waiting in another thread ends instead of waiting forever
     if thread is threading.current_thread() or not thread.is_alive():
         return
     thread.join(timeout=_JOIN_S)
@@ -104,7 +105,7 @@ class Background:
         self._thread.start()
         # Abandoned (or at exit): stop the thread and wait for it, so the source (e.g. a
         # DataLoader iterator and its workers) is shut down by it, not torn down mid-call.
-        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._thread)
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._thread, self._queue)
 
     def __iter__(self) -> Background:
         return self

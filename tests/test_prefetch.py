@@ -176,3 +176,23 @@ def test_gpu_smoke_skips_without_cuda():
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_smoke.py")
     done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("SKIP"), done.stdout + done.stderr
+
+
+@pytest.mark.filterwarnings("ignore:the prefetch thread did not stop")
+def test_close_from_another_thread_ends_a_waiting_consumer(monkeypatch):
+    monkeypatch.setattr(streamtok._background, "_JOIN_S", 0.1)
+    gate = threading.Event()
+
+    def slow():
+        yield 0
+        gate.wait(10)  # the source has nothing more for now
+        yield 1
+
+    it = streamtok._background.Background(slow(), lambda v: v, ahead=1)
+    assert next(it) == 0
+    closer = threading.Timer(0.1, it.close)
+    closer.start()
+    with pytest.raises(StopIteration):
+        next(it)  # would wait for ever without the wake-up
+    closer.join(5)
+    gate.set()
