@@ -7,7 +7,8 @@
 takes windows ``[g*B*W, (g+1)*B*W)`` of the epoch's order and rank ``r`` its own ``B`` of
 them, so ranks never share a window. The loader's state counts windows, not steps, so a
 checkpoint made at world size 2 resumes at world size 1 (or 4) where the epoch left off.
-Backend: NCCL on GPUs, gloo on CPU.
+Backend: NCCL on GPUs, gloo on CPU. On GPUs each rank binds its device first
+(``torch.cuda.set_device`` and ``device_id=``), so that no rank makes a context on GPU 0.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)  # before anything touches CUDA: this rank's GPU only
     if distributed:
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
     torch.manual_seed(0)  # same initial weights on every rank
 
     loader = streamtok.loader(

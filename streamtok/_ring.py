@@ -8,8 +8,9 @@ resource-sharer thread to receive a duplicated descriptor, then maps it (measure
 Here the trainer allocates ``slots`` buffers per worker in shared memory before the workers
 start (they inherit them on fork, or receive them once when spawned). Worker ``w`` writes
 its ``n``-th batch into slot ``n % slots`` and sends the pair ``(w, n)``, a few bytes; the
-trainer copies the slot out (64 KiB for 32x1024 uint16 tokens: ~5 µs) and marks it
-released in a shared counter. A worker waits before overwriting a slot the trainer has not
+trainer copies the slot out (64 KiB for 32x1024 uint16 tokens: ~5 µs; into pinned memory
+when asked), and only then marks it released in a shared counter: nothing handed out keeps a
+view of a slot. A worker waits before overwriting a slot the trainer has not
 released; with ``slots`` above the DataLoader's ``prefetch_factor`` it waits at most briefly
 at the end of a pass, since the DataLoader asks worker ``w`` for batch
 ``n + prefetch_factor`` only once it has received batch ``n``. A worker whose trainer died
@@ -25,9 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data._utils.pin_memory import pin_memory
 
-from .collate import new_buffer
+from .collate import host_empty, new_buffer
 
 
 class SlotRef(NamedTuple):
@@ -65,6 +65,8 @@ class SlotRing:
         # Indexing a torch tensor costs ~1.6 µs, a list or a numpy array ~0.1 µs.
         self._slot = [[self.data[w, i] for i in range(self.slots)] for w in range(self.data.shape[0])]
         self._released = self.released.numpy()
+        start = self.data.data_ptr()  # every slot lies in this one block of shared memory
+        self._span = (start, start + self.data.numel() * self.data.element_size())
 
     def __getstate__(self) -> dict[str, Any]:  # spawned workers: share the tensors, rebuild the views
         return {"slots": self.slots, "data": self.data, "released": self.released, "owner": self.owner}
@@ -92,18 +94,31 @@ class SlotRing:
         return word & _COUNT_MASK if word >> _COUNT_BITS == pass_id else 0
 
     def take(self, ref: SlotRef, finish: Callable[[torch.Tensor], Any] | None = None, *, pin: bool = False) -> Any:
-        """Trainer side: ``finish(slot)`` (default: a private copy) of batch ``ref``; frees the slot.
+        """Trainer side: batch ``ref`` in memory of its own, then the slot is released.
 
-        ``finish`` must not keep a view of the slot: it is overwritten once released. With
-        ``pin``, what is returned is in pinned memory (what the DataLoader's pin thread would
-        do to a tensor).
+        Args:
+            ref: the batch a worker sent.
+            finish: makes the batch from the slot (default: a copy of it), pinning what it
+                makes itself if asked to. A tensor it returns that still lies in the ring is
+                copied before the release: once released, a worker refills the slot.
+            pin: the default copy, and any such copy, go to page-locked memory.
         """
         slot = self._slot[ref.worker][ref.n % self.slots]
-        if finish is not None:
-            out = finish(slot)
-        elif pin:
-            out = torch.empty(slot.shape, dtype=slot.dtype, pin_memory=True).copy_(slot)
+        if finish is None:
+            out: Any = host_empty(tuple(slot.shape), slot.dtype, pin)
+            np.copyto(out.numpy(), slot.numpy())  # numpy: 2x clone's speed
         else:
-            out = torch.from_numpy(slot.numpy().copy())  # numpy: 2x clone's speed
+            out = self._private(finish(slot), pin)
         self._released[ref.worker] = (ref.pass_id << _COUNT_BITS) | (ref.n + 1)
-        return pin_memory(out) if pin and finish is not None else out
+        return out
+
+    def _private(self, out: Any, pin: bool) -> Any:
+        """``out`` with every tensor that lies in the ring (a view of a slot) replaced by a copy."""
+        if isinstance(out, torch.Tensor):
+            if out.device.type == "cpu" and self._span[0] <= out.data_ptr() < self._span[1]:
+                return host_empty(tuple(out.shape), out.dtype, pin).copy_(out)
+            return out
+        if isinstance(out, tuple):
+            items = [self._private(t, pin) for t in out]
+            return type(out)(*items) if hasattr(out, "_fields") else tuple(items)
+        return out

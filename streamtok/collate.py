@@ -34,20 +34,42 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dtype).numpy().dtype
 
 
-def split(buf: torch.Tensor, dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` from a ``(B, T+1)`` buffer: inputs and the targets one token later, contiguous.
+def split(buf: torch.Tensor, dtype: torch.dtype = torch.int64, *, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` from a ``(B, T+1)`` buffer: inputs and the targets one token later.
 
-    Works on any device; on CPU the conversion runs in numpy, which is about twice as fast
-    as torch for this strided copy.
+    Both are new contiguous tensors, never views of ``buf``: a loader's buffer may be a shared
+    slot that a worker refills once the batch is taken (numpy returns a *view* for a ``(1, T)``
+    slice of the wanted dtype, so the copy is explicit). Works on any device; on CPU the
+    copy runs in numpy, about twice as fast as torch for this strided copy.
+
+    Args:
+        buf: the compact batch.
+        dtype: dtype of ``x`` and ``y``.
+        pin: on CPU, write ``x`` and ``y`` straight into page-locked memory (needs CUDA).
     """
+    rows, cols = buf.shape[0], buf.shape[1] - 1
     if buf.device.type == "cpu":
         a = buf.numpy()
-        want = numpy_dtype(dtype)
-        return (
-            torch.from_numpy(np.ascontiguousarray(a[:, :-1], dtype=want)),
-            torch.from_numpy(np.ascontiguousarray(a[:, 1:], dtype=want)),
-        )
-    return buf[:, :-1].to(dtype).contiguous(), buf[:, 1:].to(dtype).contiguous()
+        x, y = host_empty((rows, cols), dtype, pin), host_empty((rows, cols), dtype, pin)
+        np.copyto(x.numpy(), a[:, :-1], casting="unsafe")  # as astype: ids fit every int dtype used
+        np.copyto(y.numpy(), a[:, 1:], casting="unsafe")
+        return x, y
+    x = torch.empty((rows, cols), dtype=dtype, device=buf.device).copy_(buf[:, :-1])
+    return x, torch.empty((rows, cols), dtype=dtype, device=buf.device).copy_(buf[:, 1:])
+
+
+def host_empty(shape: tuple[int, ...], dtype: torch.dtype, pin: bool = False) -> torch.Tensor:
+    """An uninitialised CPU tensor, in page-locked memory with ``pin`` (the one place that pins).
+
+    Args:
+        shape: its shape.
+        dtype: its torch dtype.
+        pin: allocate through CUDA's caching host allocator, so a ``non_blocking`` copy to
+            the GPU is truly asynchronous.
+    """
+    if pin:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    return torch.from_numpy(np.empty(shape, dtype=numpy_dtype(dtype)))  # ~1 µs, a third of torch.empty's
 
 
 def new_buffer(shape: tuple[int, int], dtype: np.dtype, shared: bool = False) -> torch.Tensor:

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from torch.utils.data._utils.pin_memory import pin_memory
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._chain import chained
 from ._ring import SlotRef, SlotRing
-from .collate import Collator, new_buffer, split
+from .collate import Collator, host_empty, new_buffer, split
 from .errors import ConfigError, PassActiveError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
@@ -64,6 +63,7 @@ class _BatchStream(IterableDataset):
         self.pass_info.zero_()
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
         self.ring: SlotRing | None = None  # set by the loader: workers fill its slots
+        self.pin = False  # set by the loader per pass: without workers, gather into pinned memory
 
     def set_pass(self, start: PassStart, pass_id: int) -> None:
         end = -1 if start.end_epoch is None else start.end_epoch
@@ -83,6 +83,8 @@ class _BatchStream(IterableDataset):
             gather = self.metrics.gatherer(gather, worker_id if shared else None, self.collator)
         if shared and self.ring is not None:
             gather = _slot_gatherer(gather, self.ring, worker_id, pass_id)
+        elif self.pin and not shared:
+            gather = _pinned_gatherer(gather, self.collator)
         steps = sampler.iter_steps(start, worker_id, workers)
         if not reader.lookahead:
             for starts in steps:
@@ -115,6 +117,16 @@ def _slot_gatherer(gather: Any, ring: SlotRing, worker_id: int, pass_id: int) ->
     return into_slot
 
 
+def _pinned_gatherer(gather: Any, collator: Collator) -> Any:
+    """``gather`` writing each batch straight into a new page-locked buffer (one copy, not two)."""
+    dtype = torch.from_numpy(np.empty(0, dtype=collator.transport_dtype)).dtype
+
+    def into_pinned(starts: np.ndarray, shared: bool) -> torch.Tensor:
+        return gather(starts, shared=shared, into=host_empty((len(starts), collator.seq_len + 1), dtype, pin=True))
+
+    return into_pinned
+
+
 class StreamtokLoader(StatefulDataLoader):
     """A StatefulDataLoader of ``(x, y)`` batches with a small, portable, exact state.
 
@@ -123,7 +135,9 @@ class StreamtokLoader(StatefulDataLoader):
     Args:
         collator: what to load (its sampler fixes order, rank and batch size).
         num_workers: DataLoader worker processes; the stream is the same for any number.
-        pin_memory: pin batches for fast, asynchronous copies to the GPU.
+        pin_memory: pin batches for fast, asynchronous copies to the GPU (streamtok pins
+            each batch's own copy itself, before a worker's slot is released; the
+            DataLoader's pin thread is not used).
         persistent_workers: keep the worker processes between passes (e.g. a validation
             loader iterated at every evaluation: no restart, which costs seconds with
             ``multiprocessing_context="spawn"``); the stream is the same either way.
@@ -161,8 +175,11 @@ class StreamtokLoader(StatefulDataLoader):
         self._stream = _BatchStream(collator)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)
         self._stream.metrics = self._metrics
+        self.pin_batches = bool(pin_memory)
         self._pass_id = 0
-        self._live_pass: object | None = None  # the running pass's token; see _batches
+        # The pass that owns the sampler's position: only its generator may advance it, so a
+        # prefetch thread left over from an earlier pass cannot move it (see _batches).
+        self._live_pass: object | None = None
         self._position_lock = threading.Lock()
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch API
             warnings.filterwarnings("ignore", message=".*set_vital.*")
@@ -171,15 +188,12 @@ class StreamtokLoader(StatefulDataLoader):
                 batch_size=None,
                 collate_fn=_identity,
                 num_workers=num_workers,
-                # With workers the DataLoader carries (worker, n) pairs: streamtok pins what
-                # it copies out of the slot itself (see _batches), not the DataLoader's thread.
-                pin_memory=pin_memory and num_workers == 0,
+                pin_memory=False,  # its pin thread would pin (worker, n) pairs; pinned below instead
                 persistent_workers=bool(persistent_workers),
                 in_order=True,
                 snapshot_every_n_steps=None,
                 **kw,
             )
-        self._pin = bool(pin_memory)
 
     # DataLoader's own batch_size is None (streamtok yields whole batches); tooling that reads
     # `loader.batch_size` (Lightning, accelerate) gets the real rows per batch instead.
@@ -207,12 +221,12 @@ class StreamtokLoader(StatefulDataLoader):
         """
         return self._batches(None)
 
-    def _batches(self, finish: Any) -> Iterator[Any]:
-        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself).
+    def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
+        """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers.
 
-        A pass holds a token while it runs: a newer pass, :meth:`end_pass` or a loaded state
-        takes it away, and from then on the older pass yields nothing and never moves the
-        position again (checked under a lock, so not even a thread that is mid-batch can).
+        A pass holds a token while it runs: a newer pass or :meth:`end_pass` takes it away,
+        and from then on the older pass yields nothing and never moves the position again
+        (checked under a lock, so not even a prefetch thread that is mid-batch can).
         """
         sampler = self.collator.source
         token = object()
@@ -222,7 +236,7 @@ class StreamtokLoader(StatefulDataLoader):
             start = sampler.begin_pass()
         self._stream.set_pass(start, self._pass_id)
         # Without workers the DataLoader's fetch machinery adds ~20 µs per batch (a third of
-        # the batch's cost) and nothing else: the position is counted here, pinning done below.
+        # the batch's cost) and nothing else: the position is counted here.
         direct = self.num_workers == 0
         # With workers, batches go through shared slots: the DataLoader then carries
         # (worker, n) pairs, not tensors (see streamtok._ring). Persistent workers keep the
@@ -230,18 +244,20 @@ class StreamtokLoader(StatefulDataLoader):
         if self.num_workers and (self._stream.ring is None or not self.persistent_workers):
             self._stream.ring = self._make_ring()
         ring = self._stream.ring if self.num_workers else None
-        pin = self._pin and torch.cuda.is_available()
+        pin = self.pin_batches and torch.cuda.is_available()
+        # What reaches the caller is pinned, (x, y) included, by the copy that makes it: without
+        # workers the compact buffer is gathered into pinned memory, (x, y) split into it.
+        finish = None if dtype is None else functools.partial(split, dtype=dtype, pin=pin)
+        self._stream.pin = pin and dtype is None
         try:
             batches = iter(self._stream) if direct else super().__iter__()
             if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
                 batches = iter(self._metrics.meter(batches, sampler))
             for buf in batches:
                 if ring is not None:
-                    buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
-                else:
-                    buf = buf if finish is None else finish(buf)
-                    if pin:  # what reaches the caller is pinned, (x, y) included
-                        buf = pin_memory(buf)
+                    buf = ring.take(buf, finish, pin=pin)  # a private (pinned) copy, then the release
+                elif finish is not None:
+                    buf = finish(buf)
                 with self._position_lock:
                     if self._live_pass is not token:
                         return  # superseded: this pass must not move the position any more
@@ -269,7 +285,7 @@ class StreamtokLoader(StatefulDataLoader):
         return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        return self._batches(functools.partial(split, dtype=self.collator.dtype))
+        return self._batches(self.collator.dtype)
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -363,6 +379,7 @@ def loader(
     num_workers: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
+    group: Any = None,
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
     **kw: Any,
@@ -380,7 +397,11 @@ def loader(
         seed: picks the order; same seed, same batches.
         epochs: epochs per pass over the loader; ``None`` streams forever.
         num_workers: DataLoader workers; the stream does not depend on it.
-        rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
+        rank, world_size: the data-parallel place; ``None`` reads ``torch.distributed``,
+            then ``RANK``/``WORLD_SIZE`` (global ranks: with tensor or pipeline parallelism
+            pass the data-parallel ones, or ``group``).
+        group: a ``torch.distributed`` process group (the data-parallel one) to take
+            ``rank``/``world_size`` from.
         dtype: dtype of ``x`` and ``y``.
         pin_memory: pin batches for asynchronous GPU copies.
         **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
@@ -396,7 +417,7 @@ def loader(
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
-        batch_size=batch_size, rank=rank, world_size=world_size,
+        batch_size=batch_size, rank=rank, world_size=world_size, group=group,
     )
     collator = Collator(sampler, dtype=dtype, vocab_size=vocab_size)
     return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)

@@ -9,7 +9,8 @@ staged batch carries the source state taken right after it was fetched, and
 prefetch resumes at the next unseen batch.
 
 All bookkeeping (queue, state pairing, dtype) lives here and runs the same on CPU; only
-:class:`_CUDAStage` touches CUDA.
+:class:`streamtok._staging.CUDAStage` touches CUDA (the device index is fixed at construction,
+each batch gets its own event; see :mod:`streamtok._staging`).
 """
 
 from __future__ import annotations
@@ -22,66 +23,10 @@ from typing import Any
 import torch
 
 from ._background import Background
-from .collate import split
+from ._staging import CPUStage, CUDAStage, resolve_device
 from .errors import ConfigError
 
 Batch = Any
-
-
-def _to_device(item: Batch, device: torch.device, non_blocking: bool) -> Batch:
-    if isinstance(item, torch.Tensor):
-        return item.to(device, non_blocking=non_blocking)
-    if isinstance(item, (tuple, list)):
-        return type(item)(_to_device(i, device, non_blocking) for i in item)
-    if isinstance(item, dict):
-        return {k: _to_device(v, device, non_blocking) for k, v in item.items()}
-    return item
-
-
-def _tensors(item: Batch) -> Iterator[torch.Tensor]:
-    if isinstance(item, torch.Tensor):
-        yield item
-    elif isinstance(item, (tuple, list)):
-        for i in item:
-            yield from _tensors(i)
-    elif isinstance(item, dict):
-        for v in item.values():
-            yield from _tensors(v)
-
-
-class _CPUStage:
-    """Staging without CUDA: the split and upcast happen on the host, nothing waits."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def stage(self, item: Batch, compact: bool, dtype: torch.dtype) -> Batch:
-        if compact:
-            return split(item, dtype)
-        return _to_device(item, self.device, non_blocking=False)
-
-    def ready(self, staged: Batch) -> Batch:
-        return staged
-
-
-class _CUDAStage:
-    """Staging on a side stream; ``ready`` makes the consumer's stream wait for the copy."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.stream = torch.cuda.Stream(device=device)
-
-    def stage(self, item: Batch, compact: bool, dtype: torch.dtype) -> Batch:
-        with torch.cuda.stream(self.stream):
-            moved = _to_device(item, self.device, non_blocking=True)
-            return split(moved, dtype) if compact else moved
-
-    def ready(self, staged: Batch) -> Batch:
-        current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.stream)
-        for t in _tensors(staged):
-            t.record_stream(current)  # the allocator must not reuse it before compute is done
-        return staged
 
 
 class CUDAPrefetcher:
@@ -89,9 +34,14 @@ class CUDAPrefetcher:
 
     Args:
         source: a :class:`~streamtok.StreamtokLoader` (compact batches, split on the device)
-            or any iterable of tensors / tuples / dicts of tensors (moved as they are).
-        device: target device; default ``cuda`` when available, else ``cpu``.
-        depth: batches staged ahead of the one in use (at least 1).
+            or any iterable of tensors / tuples / namedtuples / lists / dicts of tensors
+            (moved as they are). Each item must be made of fresh tensors: the copy of an item
+            may still be in flight, and up to ``depth`` items are held, when the source makes
+            the next one, so a source that refills one (pinned) buffer must yield a copy.
+        device: target device; default ``cuda`` when available, else ``cpu``. ``"cuda"``
+            without an index means ``cuda:LOCAL_RANK`` under torchrun, else the current device,
+            fixed now (a warning says when it differs from ``LOCAL_RANK``).
+        depth: batches staged ahead of the one in use (at least 1), with or without a thread.
         dtype: dtype of ``x`` and ``y`` for a streamtok source; default the loader's.
         background: take and stage batches in a background thread (see
             :mod:`streamtok._background`), so the training loop's ``next()`` only takes a
@@ -99,7 +49,7 @@ class CUDAPrefetcher:
             batch costs the taking thread ~190 µs of queue handshakes on 2 cores).
 
     Raises:
-        ConfigError: ``depth < 1``, or a CUDA device asked for on a machine without CUDA.
+        ConfigError: ``depth < 1``, or a CUDA device this machine does not have.
     """
 
     def __init__(
@@ -113,16 +63,12 @@ class CUDAPrefetcher:
     ):
         if depth < 1:
             raise ConfigError(f"depth must be at least 1, not {depth}")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device} asked for, but CUDA is not available here")
+        self.device = resolve_device(device)
         self.source = source
         self.depth = depth
         self.compact = hasattr(source, "iter_compact")
         self.dtype = dtype or getattr(getattr(source, "collator", None), "dtype", torch.int64)
-        self._stage = _CUDAStage(self.device) if self.device.type == "cuda" else _CPUStage(self.device)
+        self._stage = CUDAStage(self.device) if self.device.type == "cuda" else CPUStage(self.device)
         self._queue: deque[tuple[Batch, Any]] = deque()
         self._state: Any = None  # source state as of the last batch handed out
         self.background = getattr(source, "num_workers", 0) > 0 if background is None else background
@@ -138,7 +84,9 @@ class CUDAPrefetcher:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
 
     def __iter__(self) -> Iterator[Batch]:
-        self._stop_thread()  # an earlier pass's thread must not advance the source any more
+        # An earlier pass's thread stops here; if it is blocked in its source for longer than
+        # the join timeout, a streamtok loader still refuses it the position (a pass token).
+        self._stop_thread()
         self._queue.clear()
         self._state = self._source_state()
         it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
@@ -154,8 +102,8 @@ class CUDAPrefetcher:
             return self._stage.stage(item, self.compact, self.dtype), self._source_state()
 
         if self.background:
-            # The thread stages one batch while `depth - 1` wait in its queue: `depth` ahead.
-            pairs = Background(it, staged, ahead=max(1, self.depth - 1))
+            # The thread takes a batch only while fewer than `depth` are staged and not handed out.
+            pairs = Background(it, staged, ahead=self.depth, setup=self._stage.enter_thread)
             self._thread = weakref.ref(pairs)
 
             def handed() -> Iterator[Batch]:

@@ -38,8 +38,28 @@ def as_int(name: str, value: Any, minimum: int | None = None) -> int:
     return int(value)
 
 
-def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)``: given, else from ``torch.distributed``, else torchrun's env, else (0, 1)."""
+def resolve_rank(rank: int | None, world_size: int | None, group: Any = None) -> tuple[int, int]:
+    """``(rank, world_size)``: given, else from ``group``, ``torch.distributed``, the env, or (0, 1).
+
+    Args:
+        rank, world_size: the data-parallel place, when known.
+        group: a ``torch.distributed`` process group (e.g. the data-parallel group under
+            tensor or pipeline parallelism): this process's rank in it, and its size.
+
+    Raises:
+        ConfigError: both ``group`` and ``rank``/``world_size``, this process not in ``group``,
+            or a rank outside ``[0, world_size)``.
+    """
+    if group is not None:
+        import torch.distributed as dist
+
+        if rank is not None or world_size is not None:
+            raise ConfigError("pass either group= or rank=/world_size=, not both: the group defines them")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError("group= needs torch.distributed to be initialised (init_process_group) first")
+        rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+        if rank < 0:
+            raise ConfigError(f"this process (global rank {dist.get_rank()}) is not a member of the process group given as group=")
     if rank is None or world_size is None:
         import torch.distributed as dist
 
@@ -49,7 +69,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
             auto = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
         rank = auto[0] if rank is None else rank
         world_size = auto[1] if world_size is None else world_size
-    rank, world_size = as_int("rank", rank, 0), as_int("world_size", world_size, 1)
+    rank, world_size = as_int("rank", rank), as_int("world_size", world_size)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
     return rank, world_size
@@ -79,7 +99,11 @@ class WindowSampler(Stage):
         seed: selects the order; same seed, same order.
         epochs: epochs per pass over the sampler; ``None`` streams forever.
         batch_size: windows per rank and step ``B``.
-        rank, world_size: this rank's place; ``None`` reads ``torch.distributed`` or the env.
+        rank, world_size: this rank's data-parallel place; ``None`` reads ``torch.distributed``
+            or the env (the global rank: with tensor or pipeline parallelism, pass the
+            data-parallel ones, or ``group``).
+        group: a ``torch.distributed`` process group to take ``rank``/``world_size`` from
+            (the data-parallel group), instead of giving them.
 
     Raises:
         ConfigError: bad settings, or data too short for one window or one global step.
@@ -96,6 +120,7 @@ class WindowSampler(Stage):
         batch_size: int = 1,
         rank: int | None = None,
         world_size: int | None = None,
+        group: Any = None,
     ):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
@@ -105,7 +130,7 @@ class WindowSampler(Stage):
         self.seed = as_int("seed", seed)
         self.epochs = None if epochs is None else as_int("epochs", epochs, 1)
         self.batch_size = as_int("batch_size", batch_size, 1)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.rank, self.world_size = resolve_rank(rank, world_size, group)
         n_tok = source.n_tokens
         if self.window_len > n_tok:
             raise ConfigError(

@@ -1,7 +1,15 @@
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 import torch
 
 import streamtok
+import streamtok._background
 from _util import batch_hash, roundtrip, take
 from streamtok import ConfigError, CUDAPrefetcher
 
@@ -77,8 +85,6 @@ def test_cuda_path_matches_cpu(shard_dir):
 
 @pytest.mark.parametrize("depth", [1, 3])
 def test_background_thread_stages_depth_batches_ahead(shard_dir, depth):
-    import time
-
     path, _ = shard_dir
     ref = [batch_hash(*b) for b in make(path)]
     pf = CUDAPrefetcher(make(path, num_workers=2), device="cpu", depth=depth)
@@ -92,3 +98,101 @@ def test_background_thread_stages_depth_batches_ahead(shard_dir, depth):
     assert pf.in_flight <= depth
     rest = [batch_hash(*b) for b in it]
     assert [batch_hash(*first)] + rest == ref
+
+
+def test_depth_one_takes_exactly_one_batch_ahead_with_a_thread():
+    asked = []
+
+    def source():
+        for k in range(100):
+            asked.append(k)
+            yield torch.full((2,), k)
+
+    it = iter(CUDAPrefetcher(source(), device="cpu", depth=1, background=True))
+    assert int(next(it)[0]) == 0
+    deadline = time.monotonic() + 10
+    while len(asked) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # room for a wrong third fetch to show
+    assert asked == [0, 1]
+    assert [int(b[0]) for b in it] == list(range(1, 100))
+
+
+def test_namedtuple_batches_keep_their_type():
+    Pair = collections.namedtuple("Pair", "x y")
+    data = [Pair(torch.arange(3) + k, {"m": torch.ones(2)}) for k in range(4)]
+    out = list(CUDAPrefetcher(data, device="cpu", depth=2))
+    assert [type(b) for b in out] == [Pair] * 4 and torch.equal(out[3].x, torch.arange(3) + 3)
+
+
+def test_a_thread_left_behind_cannot_move_the_position(shard_dir, monkeypatch):
+    """A thread blocked in its source past the join timeout: after load_state_dict and during
+    the next pass it can no longer advance the loader (its pass token is stale)."""
+    monkeypatch.setattr(streamtok._background, "_JOIN_S", 0.2)
+    path, _ = shard_dir
+    plain, reference, states = make(path), [], []
+    for batch in plain:
+        reference.append(batch_hash(*batch))
+        states.append(plain.state_dict())
+    loader = make(path)
+    pf = CUDAPrefetcher(loader, device="cpu", depth=1, background=True)
+    it = iter(pf)
+    head = [batch_hash(*next(it)) for _ in range(3)]
+    state = pf.state_dict()
+    entered, go, real = threading.Event(), threading.Event(), loader.collator.reader.gather
+
+    def stuck(*args, **kw):  # the thread's next read blocks (a hung worker, a dead disk)
+        if not entered.is_set():
+            entered.set()
+            go.wait(10)
+        return real(*args, **kw)
+
+    deadline = time.monotonic() + 10
+    while pf.in_flight < 1 and time.monotonic() < deadline:  # the 4th batch is staged
+        time.sleep(0.01)
+    monkeypatch.setattr(loader.collator.reader, "gather", stuck)
+    next(it)  # frees a place: the thread starts on the 5th batch and blocks
+    assert entered.wait(10)
+    old = pf._thread()._thread
+    with pytest.warns(RuntimeWarning, match="did not stop"):
+        pf.load_state_dict(state)
+    assert old.is_alive()
+    new = iter(pf)
+    tail = [batch_hash(*next(new))]  # the new pass owns the position now
+    go.set()
+    old.join(10)
+    assert not old.is_alive()
+    got_states = [pf.state_dict()]
+    for batch in new:
+        tail.append(batch_hash(*batch))
+        got_states.append(pf.state_dict())
+    assert head + tail == reference
+    assert got_states == states[3:]  # the old thread added no step to the position
+
+
+def test_gpu_smoke_skips_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: benchmarks/gpu_smoke.py runs for real")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu_smoke.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("SKIP"), done.stdout + done.stderr
+
+
+@pytest.mark.filterwarnings("ignore:the prefetch thread did not stop")
+def test_close_from_another_thread_ends_a_waiting_consumer(monkeypatch):
+    monkeypatch.setattr(streamtok._background, "_JOIN_S", 0.1)
+    gate = threading.Event()
+
+    def slow():
+        yield 0
+        gate.wait(10)  # the source has nothing more for now
+        yield 1
+
+    it = streamtok._background.Background(slow(), lambda v: v, ahead=1)
+    assert next(it) == 0
+    closer = threading.Timer(0.1, it.close)
+    closer.start()
+    with pytest.raises(StopIteration):
+        next(it)  # would wait for ever without the wake-up
+    closer.join(5)
+    gate.set()
