@@ -133,6 +133,7 @@ class CUDAPrefetcher:
                     yield self._stage.ready(staged_batch)
 
         yield from handed() if consumer is None else consumer(handed())
+        self._state = self._source_state()  # the pass ended: as the source says (pass_ended)
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]

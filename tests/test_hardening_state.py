@@ -61,6 +61,17 @@ def test_resuming_after_the_last_batch_follows_stateful_dataloader(data, see_the
     assert second and second != full  # the next epochs, in a new order
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("see_the_end", [False, True], ids=["checkpoint-in-loop", "checkpoint-after-loop"])
+def test_the_prefetcher_reports_the_end_of_a_pass_the_same_way(data, see_the_end, workers):
+    one_pass = len(list(_loader(data)))
+    batches = streamtok.CUDAPrefetcher(_loader(data, num_workers=workers), "cpu")
+    state = _after_last_batch(batches, see_the_end)
+    resumed = streamtok.CUDAPrefetcher(_loader(data), "cpu")
+    resumed.load_state_dict(state)
+    assert [len(list(resumed)), len(list(resumed))] == ([one_pass, one_pass] if see_the_end else [0, one_pass])
+
+
 def test_load_state_dict_during_a_pass_is_refused_then_works_once_closed(data):
     ref = [batch_hash(*b) for b in _loader(data)]
     loader = _loader(data)
