@@ -16,7 +16,7 @@ import inspect
 import os
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from .collate import Collator, split
 from .errors import ConfigError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
+from .mixture import Weights, build as build_mixture
 from .reader import MemmapReader
 from .sampler import PassStart, WindowSampler
 from .shards import ShardLister, Source
@@ -196,6 +197,11 @@ class StreamtokLoader(StatefulDataLoader):
             raise TypeError("an endless loader (epochs=None) has no length")
         return steps
 
+    def windows_by_source(self) -> dict[str, int]:
+        """Windows each source has given so far, all ranks (a mixture's names; ``{}`` for one source)."""
+        per_source = getattr(self.collator.source, "windows_by_source", None)
+        return {} if per_source is None else per_source()
+
     def state_dict(self) -> dict[str, Any]:
         """The position after the last batch received, JSON-serialisable."""
         return {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
@@ -219,16 +225,21 @@ def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> Shar
     return lister.split(split_name, holdout)
 
 
+_ONE_EPOCH: Any = type("_OneEpoch", (int,), {"__repr__": lambda self: "1"})(1)
+
+
 def loader(
-    source: Source | ShardLister,
+    source: Source | ShardLister | Mapping[str, Source | ShardLister],
     *,
+    weights: Weights | None = None,
+    primary: str | None = None,
     seq_len: int,
     batch_size: int,
     split: str = "train",
     holdout: int = 1,
     mode: str = "shuffle",
     seed: int = 0,
-    epochs: int | None = 1,
+    epochs: int | None = _ONE_EPOCH,
     num_workers: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
@@ -239,7 +250,10 @@ def loader(
     """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
 
     Args:
-        source: a directory, glob, list of paths, or :class:`ShardLister`.
+        source: a directory, glob, list of paths, or :class:`ShardLister`; or a mixture:
+            ``{name: source}`` (see :mod:`streamtok.mixture`).
+        weights: a mixture's ``{name: weight}`` or ``[(step, {name: weight}), ...]``.
+        primary: the mixture source whose epochs ``epochs`` counts.
         seq_len: tokens per row ``T``.
         batch_size: rows per batch on this rank ``B``.
         split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
@@ -247,7 +261,8 @@ def loader(
         mode: ``"shuffle"`` (every window once per epoch), ``"random"`` (with replacement)
             or ``"sequential"`` (every token once, for validation).
         seed: picks the order; same seed, same batches.
-        epochs: epochs per pass over the loader; ``None`` streams forever.
+        epochs: epochs per pass over the loader; ``None`` streams forever (default: 1; a
+            mixture streams unless ``primary`` is given).
         num_workers: DataLoader workers; the stream does not depend on it.
         rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
         dtype: dtype of ``x`` and ``y``.
@@ -262,6 +277,18 @@ def loader(
     for key, value in _PAGE_HINTS.get(mode, {}).items():
         reader_kw.setdefault(key, value)
     vocab_size = kw.pop("vocab_size", None)
+    if isinstance(source, Mapping):
+        if epochs is _ONE_EPOCH:
+            epochs = None if primary is None else 1
+        mixture = build_mixture(
+            source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
+            seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
+            dtype=dtype, vocab_size=vocab_size,
+        )
+        return StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw)  # type: ignore[arg-type]
+    if weights is not None or primary is not None:
+        raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
+    epochs = int(epochs) if epochs is not None else None
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
