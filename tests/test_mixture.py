@@ -50,16 +50,6 @@ def _rows(x: torch.Tensor) -> list[tuple[str, int]]:
     return [(names[int(v) // BASE - 1], int(v) % BASE) for v in x[:, 0].tolist()]
 
 
-def _targets(phases_by_step, b, steps, start_counts):
-    """Integrated targets after each step, straight from the definition (no shared code)."""
-    tau = np.array(start_counts, dtype=float)
-    out = []
-    for g in steps:
-        tau = tau + b * np.asarray(phases_by_step(g))
-        out.append(tau.copy())
-    return out
-
-
 # -- 1. exact proportions ---------------------------------------------------------------------
 @st.composite
 def _schedules(draw, zero: bool):
