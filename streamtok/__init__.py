@@ -21,6 +21,7 @@ from .errors import (
     TokenRangeError,
 )
 from .loader import StreamtokLoader, create_dataloaders, loader
+from .mixture import Mixture, MixtureSampler
 from .prefetch import CUDAPrefetcher
 from .reader import MemmapReader
 from .sampler import KeyedPermutation, WindowSampler
@@ -37,6 +38,8 @@ __all__ = [
     "InputFormatError",
     "KeyedPermutation",
     "MemmapReader",
+    "Mixture",
+    "MixtureSampler",
     "ShardFormatError",
     "ShardLister",
     "ShardNotFoundError",

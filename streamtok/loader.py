@@ -225,7 +225,14 @@ def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> Shar
     return lister.split(split_name, holdout)
 
 
-_ONE_EPOCH: Any = type("_OneEpoch", (int,), {"__repr__": lambda self: "1"})(1)
+class _DefaultEpochs(int):
+    """``epochs`` left at its default: 1 for one source, a stream (``None``) for a mixture."""
+
+    def __repr__(self) -> str:
+        return "1"
+
+
+_ONE_EPOCH = _DefaultEpochs(1)
 
 
 def loader(

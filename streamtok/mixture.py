@@ -29,7 +29,8 @@ from .reader import MemmapReader
 from .sampler import _CHUNK_STEPS, _key, resolve_rank, WindowSampler
 from .shards import ShardLister
 
-STATE_VERSION = 1
+# A string, so that a single-source loader given this state refuses it by its version.
+STATE_VERSION = "mixture/1"
 log = logging.getLogger("streamtok.mixture")
 
 
@@ -125,6 +126,24 @@ class MixtureSampler:
         """Each source's target count now: the weights integrated since the anchor."""
         k = self.timeline.segment(self.windows)
         return dict(zip(self.names, self.timeline.tau(k, self.windows)))
+
+    def report(self) -> list[dict[str, Any]]:
+        """One plain dict per source for metrics and the monitor's per-source line.
+
+        Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
+        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised),
+        ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
+        realised); shares are ``None`` before the first step.
+        """
+        k = self.timeline.segment(self.windows)
+        tau, weights, total = self.timeline.tau(k, self.windows), self.timeline.weights[k], self.windows
+        return [
+            {
+                "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
+                "target": t / total if total else None, "share": c / total if total else None,
+            }
+            for name, c, size, w, t in zip(self.names, self.counts, self.sizes, weights, tau)
+        ]
 
     # -- passes -----------------------------------------------------------------------------
     def next_pass(self) -> MixturePosition:
@@ -305,6 +324,15 @@ class Mixture:
         self.dtype, self.vocab_size = self._collator.dtype, vocab_size
         self.transport_dtype = self._collator.transport_dtype
         self.gather = self._collator.gather
+
+    def __repr__(self) -> str:
+        return f"Mixture(sources={list(self.source.names)}, batch_size={self.batch_size}, seq_len={self.seq_len})"
+
+    def loader(self, **kw: Any) -> Any:
+        """A :class:`~streamtok.StreamtokLoader` over this mixture (keywords as for the loader)."""
+        from .loader import StreamtokLoader
+
+        return StreamtokLoader(self, **kw)  # type: ignore[arg-type]
 
 
 def build(

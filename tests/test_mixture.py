@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,16 @@ def test_adding_and_removing_sources_on_resume(mix_dirs, tmp_path):
     assert shrunk.windows_by_source() == {"code": grown.windows_by_source()["code"]}
 
 
+def test_a_single_source_loader_refuses_a_mixture_state(mix_dirs):
+    ld = _loader(mix_dirs)
+    take(ld, 2)
+    single = streamtok.loader(mix_dirs["web"], seq_len=T, batch_size=4, split="all", metrics=False)
+    with pytest.raises(StateMismatchError, match="mixture/1"):
+        single.load_state_dict(roundtrip(ld.state_dict()))
+    with pytest.raises(StateMismatchError, match="not a mixture state"):
+        ld.load_state_dict(roundtrip(single.state_dict()))
+
+
 def test_same_name_with_other_data_is_refused(mix_dirs, tmp_path):
     ld = _loader(mix_dirs)
     take(ld, 2)
@@ -318,3 +329,49 @@ def test_epochs_count_the_primary_source(mix_dirs):
     counts = ld.windows_by_source()
     assert 2 * n_code - 4 < counts["code"] <= 2 * n_code
     assert ld.collator.source.source_epochs()["code"] in (1, 2)
+
+
+# -- what metrics can publish, and the stage used alone ----------------------------------------------------
+def test_per_source_report(mix_dirs):
+    ld = _loader(mix_dirs, weights=[(0, {"web": 1, "code": 1, "math": 0}), (5, {"web": 0, "code": 1, "math": 3})])
+    sampler = ld.collator.source
+    assert [r["share"] for r in sampler.report()] == [None, None, None]
+    take(ld, 10)
+    rows = {r["name"]: r for r in sampler.report()}
+    assert {n: r["windows"] for n, r in rows.items()} == ld.windows_by_source()
+    assert rows["math"]["weight"] == 0.75 and rows["web"]["weight"] == 0.0
+    assert rows["web"]["target"] == pytest.approx(0.25)  # 5 of 10 steps at half
+    assert rows["math"]["target"] == pytest.approx(0.375)
+    for r in rows.values():
+        assert abs(r["share"] - r["target"]) * 40 < 4  # within one step of 4 windows
+        assert r["tokens"] == r["windows"] * T
+
+
+def test_mixture_stage_makes_the_same_loader(mix_dirs):
+    ld = _loader(mix_dirs)
+    again = streamtok.Mixture(ld.collator.source, ld.collator.reader).loader(metrics=False)
+    fresh = _loader(mix_dirs)
+    assert [batch_hash(*b) for b in take(again, 3)] == [batch_hash(*b) for b in take(fresh, 3)]
+
+
+@pytest.mark.slow
+def test_train_gpt_mix_with_an_annealing_phase(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    from streamtok._formats import write_shard
+
+    for src in ("web", "code"):
+        for part, n in (("train", 12000), ("val", 3000)):
+            write_shard(tmp_path / "data" / src / f"{src}_{part}_000000.bin", rng.integers(0, 500, n).astype(np.uint16))
+    root = Path(__file__).parent.parent
+    cmd = [sys.executable, str(root / "examples" / "train_gpt.py"), "--data", str(tmp_path / "data"),
+           "--out", str(tmp_path / "run"), "--mix", "web=0.7,code=0.3", "--anneal", "10:web=0.2,code=0.8",
+           "--steps", "20", "--seq-len", "16", "--batch-size", "5", "--n-layer", "1", "--n-head", "2",
+           "--n-embd", "16", "--eval-every", "20", "--eval-batches", "1", "--num-workers", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "STREAMTOK_METRICS": "0"})
+    assert out.returncode == 0, out.stderr
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    windows = {n: s["windows"] for n, s in ckpt["loader"]["sampler"]["sources"].items()}
+    assert windows == {"web": 35 + 10, "code": 15 + 40}  # 10 steps of 50 at 0.7/0.3, 10 at 0.2/0.8
