@@ -12,7 +12,7 @@ within 1.1 windows for ``b = 1`` when a source is paused at weight 0 (it gets no
 
 Cost: a step is O(S) float operations (deadlines of the last and next unit of each source,
 one walk over the phases ahead at most), whatever the step number or the time since a weight
-change. The state is the counts plus the anchor ``(step, windows, counts)`` the targets are
+change. The state is the counts plus the anchor ``(step, windows, targets)`` the targets are
 integrated from, so a resume jumps to any step without replay.
 """
 
@@ -76,11 +76,15 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
 
 @dataclass(frozen=True)
 class Anchor:
-    """Where the targets are integrated from: a global step, its window count, the counts then."""
+    """Where the targets are integrated from: a global step, its window count, the targets then.
+
+    The targets start as the counts at step 0 and at a resume with other weights or sources
+    (item 1 is measured from there); a resume with another step size carries them on.
+    """
 
     step: int
     windows: int
-    counts: tuple[int, ...]
+    targets: tuple[float, ...]
 
 
 class Timeline:
@@ -88,16 +92,16 @@ class Timeline:
 
     Args:
         phases: from :func:`parse_weights`.
-        anchor: the step, window count and per-source counts the targets start from.
+        anchor: the step, window count and per-source targets to integrate from.
         step_windows: windows per global step ``b`` (batch size times world size).
     """
 
     def __init__(self, phases: Sequence[tuple[int, tuple[float, ...]]], anchor: Anchor, step_windows: int):
-        self.n = len(anchor.counts)
+        self.n = len(anchor.targets)
         self.b = step_windows
         self.delta = 1.0 / (2 * self.n - 2) if self.n > 1 else 0.0
         first = max(i for i, (s, _) in enumerate(phases) if s <= anchor.step)
-        tau = [float(c) for c in anchor.counts]
+        tau = [float(t) for t in anchor.targets]
         starts, weights, taus = [], [], []
         for i in range(first, len(phases)):
             g = max(phases[i][0], anchor.step)

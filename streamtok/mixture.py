@@ -90,7 +90,7 @@ class MixtureSampler:
         self._p = None if primary is None else self.names.index(primary)
         self.step, self.windows, self.counts = 0, 0, [0] * len(self.names)
         self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
-        self.anchor = Anchor(0, 0, (0,) * len(self.names))
+        self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         self._continue = True
 
@@ -252,7 +252,7 @@ class MixtureSampler:
                 n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c}
                 for n, s, c in zip(self.names, self.samplers, self.counts)
             },
-            "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "counts": dict(zip(self.names, self.anchor.counts))},
+            "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
             "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
         }
@@ -279,20 +279,22 @@ class MixtureSampler:
                 )
         self.step, self.windows = int(state["step"]), int(state["windows"])
         self.counts = [int(saved[n]["windows"]) if n in saved else 0 for n in self.names]
-        anchor_counts = state["anchor"]["counts"]
-        same = (
-            state["schedule"] == self._spec() and sorted(saved) == sorted(self.names)
-            and int(state["step_samples"]) == self.step_samples
-        )
-        if same:
-            self.anchor = Anchor(int(state["anchor"]["step"]), int(state["anchor"]["windows"]), tuple(int(anchor_counts[n]) for n in self.names))
+        if state["schedule"] == self._spec() and sorted(saved) == sorted(self.names):
+            saved_anchor = Anchor(
+                int(state["anchor"]["step"]), int(state["anchor"]["windows"]),
+                tuple(float(state["anchor"]["targets"][n]) for n in self.names),
+            )
+            if int(state["step_samples"]) == self.step_samples:
+                self.anchor = saved_anchor
+            else:  # another batch or world size: the same targets, integrated on from here
+                old = Timeline(self.phases, saved_anchor, int(state["step_samples"]))
+                self.anchor = Anchor(self.step, self.windows, old.tau(old.segment(self.windows), self.windows))
         else:
-            self.anchor = Anchor(self.step, self.windows, tuple(self.counts))
-            if state["schedule"] != self._spec() or sorted(saved) != sorted(self.names):
-                log.warning(
-                    "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
-                    "each source continues at its own position", self.step, state["schedule"], self._spec(),
-                )
+            self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
+            log.warning(
+                "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
+                "each source continues at its own position", self.step, state["schedule"], self._spec(),
+            )
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         end = state["end"]
         if self.epochs is None:

@@ -87,9 +87,7 @@ def _check_bound(readers, names, pairs, batch_size, world_size, resume_at, new_b
             state = roundtrip(sampler.state_dict())
             sampler = MixtureSampler(subset, pairs, seq_len=T, batch_size=new_b, world_size=world_size, rank=0)
             sampler.load_state_dict(state)
-            if sampler.step_samples != b:
-                tau = counts.copy()
-            b = sampler.step_samples
+            b = sampler.step_samples  # the targets carry on: item 1 holds from step 0
         before = np.array(sampler.counts)
         sampler.advance()
         counts = np.array(sampler.counts, dtype=float)
