@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,7 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], Mapping)):
             raise ConfigError(f"weights schedule entry {item!r} is not a (step, {{name: weight}}) pair")
         step, table = item
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ConfigError(f"weights schedule step {step!r} is not a non-negative integer")
         if last < 0 and step != 0:
             raise ConfigError(f"weights schedule must start at step 0, not at step {step}")
@@ -71,12 +72,13 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
         values = []
         for name in names:
             w = table[name]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"weight of source {name!r} at step {step} must be a finite number >= 0, not {w!r}")
             values.append(float(w))
         total = sum(values)
         if total <= 0:
             raise ConfigError(f"weights at step {step} are all zero; at least one source needs a positive weight")
+        step = int(step)
         phases.append((step, tuple(v / total for v in values)))
         last = step
     return tuple(phases)

@@ -57,6 +57,10 @@ class MixtureSampler:
         seq_len, mode, seed, batch_size, rank, world_size: as for :class:`WindowSampler`.
         epochs: ``None`` streams; a number counts epochs of the ``primary`` source.
         primary: the source whose epochs ``epochs`` counts.
+
+    Raises:
+        ConfigError: bad weights or settings (see :func:`streamtok._schedule.parse_weights`),
+            ``epochs`` without ``primary``, or a source too short for one window.
     """
 
     def __init__(
@@ -76,6 +80,11 @@ class MixtureSampler:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
         self.phases = parse_weights(weights, self.names)
+        if epochs is not None and self.phases[-1][1][self.names.index(primary)] == 0:
+            raise ConfigError(
+                f"epochs={epochs} counts epochs of primary={primary!r}, whose last weight is 0: the pass "
+                "would never end; give it a weight or use epochs=None"
+            )
         self.samplers: list[WindowSampler] = []
         for name, reader in readers.items():
             try:
@@ -94,8 +103,14 @@ class MixtureSampler:
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         self._continue = True
 
-    window_len = property(lambda self: self.seq_len + 1)
-    step_samples = property(lambda self: self.batch_size * self.world_size, doc="Windows per global step.")
+    @property
+    def window_len(self) -> int:
+        return self.seq_len + 1
+
+    @property
+    def step_samples(self) -> int:
+        """Windows per global step, over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
 
     @property
     def steps_per_epoch(self) -> int:

@@ -302,6 +302,10 @@ BAD = [
     ({"epochs": 2}, "needs primary"),
     ({"epochs": 1, "primary": "books"}, "not a source"),
     ({"seq_len": 500}, "source 'math'"),
+    ({"epochs": 1, "primary": "math", "weights": [(0, {"web": 1, "code": 1, "math": 1}), (4, {"web": 1, "code": 1, "math": 0})]}, "never end"),
+    ({"weights": {"web": "1", "code": 1, "math": 1}}, "finite number"),
+    ({"weights": [(0.5, {"web": 1, "code": 1, "math": 1})]}, "non-negative integer"),
+    ({"weights": ({"web": 1},)}, "not a .step"),
 ]
 
 
@@ -312,6 +316,12 @@ def test_bad_mixture_settings_are_config_errors(mix_dirs, kw, message):
     weights = opts.pop("weights", {"web": 0.6, "code": 0.3, "math": 0.1})
     with pytest.raises(ConfigError, match=message):
         streamtok.loader(dict(mix_dirs), weights=weights, **opts)
+
+
+def test_numpy_steps_and_weights_are_accepted(mix_dirs):
+    ld = _loader(mix_dirs, [(np.int64(0), {"web": np.float32(1), "code": np.int64(1), "math": 2.0})])
+    take(ld, 2)
+    assert sum(ld.windows_by_source().values()) == 8
 
 
 def test_weights_need_a_mapping_source(mix_dirs):
