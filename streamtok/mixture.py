@@ -173,6 +173,7 @@ class MixtureSampler:
         return MixturePosition(self.step, self.windows, tuple(self.counts), (self.counts[self._p] // size + self.epochs) * size)
 
     def begin_pass(self) -> MixturePosition:
+        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
         start = self.next_pass()
         self.end, self._continue = start.end, False
         return start
@@ -187,7 +188,10 @@ class MixtureSampler:
         self.step, self.windows = self.step + 1, self.windows + self.step_samples
 
     def pass_steps(self, start: MixturePosition) -> int | None:
-        """Steps of the pass from ``start`` (simulated, O(steps)); ``None``: endless."""
+        """Steps of the pass from ``start`` (simulated, O(steps), ~10 µs each); ``None``: endless.
+
+        It ends: ``__init__`` refuses a primary source whose last weight is 0.
+        """
         if start.end is None:
             return None
         counts, windows, n = list(start.counts), start.windows, 0
@@ -196,8 +200,6 @@ class MixtureSampler:
             take = tl.take(counts, windows)
             if counts[self._p] + take[self._p] > start.end:
                 return n
-            if windows >= tl.starts[-1] and tl.weights[-1][self._p] == 0:
-                raise TypeError(f"the primary source {self.primary!r} has weight 0 for good: this pass never ends")
             counts = [c + t for c, t in zip(counts, take)]
             windows, n = windows + self.step_samples, n + 1
 
