@@ -2,6 +2,7 @@
 
     python examples/train_gpt.py --data data/shards --out runs/shakespeare
     python examples/train_gpt.py --data data/shards --out runs/shakespeare --resume
+    python examples/train_gpt.py --data data/mix --mix web=0.7,code=0.3 --anneal 300:web=0.2,code=0.8
 
 Data: ``streamtok.loader`` (shuffled train split) behind a ``CUDAPrefetcher`` (the batch's
 2-byte tokens cross PCIe and become int64 on the GPU; on CPU it does the same bookkeeping).
@@ -99,7 +100,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument("--log-batches", help="append 'step sha1' of every batch to this file (syncs every step: for tests)")
+    p.add_argument("--mix", help="a mixture of DATA's subdirectories: name=weight,... (web=0.7,code=0.3)")
+    p.add_argument("--anneal", help="with --mix, weights from a step on: STEP:name=weight,...")
     return p.parse_args(argv)
+
+
+def mixture(args: argparse.Namespace) -> tuple[dict, object]:
+    """``({name: directory}, weights or schedule)`` from ``--mix`` and ``--anneal``."""
+    table = lambda text: {k: float(v) for k, v in (item.split("=") for item in text.split(","))}  # noqa: E731
+    weights = table(args.mix)
+    sources = {name: os.path.join(args.data[0], name) for name in weights}
+    if not args.anneal:
+        return sources, weights
+    step, rest = args.anneal.split(":", 1)
+    return sources, [(0, weights), (int(step), table(rest))]
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -145,12 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path = os.path.join(args.out, "ckpt.pt")
 
     source = args.data[0] if len(args.data) == 1 else args.data
+    mix: dict = {}
+    if args.mix:  # each row is one source's window; the counts per source are in the state
+        source, mix["weights"] = mixture(args)
     train_loader = streamtok.loader(
         source, seq_len=args.seq_len, batch_size=args.batch_size, split="train", mode="shuffle",
-        seed=args.seed, epochs=None, num_workers=args.num_workers, pin_memory=cuda,
+        seed=args.seed, epochs=None, num_workers=args.num_workers, pin_memory=cuda, **mix,
     )
     val_loader = streamtok.loader(
-        source, seq_len=args.seq_len, batch_size=args.batch_size, split="val", mode="sequential",
+        source, seq_len=args.seq_len, batch_size=args.batch_size, split="val", mode="sequential", **mix,
     )
     train = streamtok.CUDAPrefetcher(train_loader, device=device, depth=2)
     val = streamtok.CUDAPrefetcher(val_loader, device=device, depth=2)
@@ -217,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
             last = write_log(val_loss)
             rate = tokens_seen / (time.perf_counter() - t0)
             extra = f" | val {val_loss:.3f}" if val_loss is not None else ""
+            if args.mix:  # windows per source so far, as of the batch just trained on
+                extra += " | " + str({n: s["windows"] for n, s in train.state_dict()["sampler"]["sources"].items()})
             print(f"step {step:5d} | loss {last:.3f}{extra} | {rate:,.0f} tok/s", flush=True)
         if checkpointing:
             save_checkpoint(ckpt_path, {

@@ -48,8 +48,10 @@ _LAZY = {
     "StreamtokLoader": "loader",
     "create_dataloaders": "loader",
     "loader": "loader",
+    "Mixture": "mixture",
+    "MixtureSampler": "mixture",
 }
-_STAGES = ("reader", "sampler", "collate", "loader", "prefetch")
+_STAGES = ("reader", "sampler", "collate", "mixture", "loader", "prefetch")
 
 __all__ = sorted(
     [

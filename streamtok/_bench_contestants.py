@@ -12,7 +12,8 @@ from their published designs, so the comparison runs on the same data, shapes an
   upcast to int64) from a warm memmap, starts drawn beforehand: no sampler, no Python per row.
 - ``streamtok``: :func:`streamtok.loader` with ``mode``, ``workers``, ``out``
   (``int64``: ``(x, y)``; ``compact``: ``iter_compact``; ``prefetch``: ``CUDAPrefetcher``,
-  CPU path here), and any reader option (``advice``, ``lookahead``).
+  CPU path here), ``mix`` (``mix=3``: a mixture of 3 sources, one shard each, taken in
+  turn from the data's shards, weights 0.6/0.3/0.1), and any reader option (``advice``, ``lookahead``).
 """
 
 from __future__ import annotations
@@ -137,10 +138,17 @@ def _streamtok(data: Path, shape: Shape, opts: dict[str, str]) -> Factory:
     if kw.get("advice") == "none":
         kw["advice"] = None
     out = opts.get("out", "int64")
+    source: Any = str(data)
+    if "mix" in opts:  # the same shards, as n sources of one shard each
+        files = [str(p) for p in shard_files(data)]
+        n = int(opts["mix"])
+        source = {f"source{i}": [files[i % len(files)]] for i in range(n)}
+        shares = [0.6, 0.3, 0.1] if n == 3 else [1.0] * n
+        kw["weights"] = dict(zip(source, shares))
 
     def batches() -> Iterator[Any]:
         loader = streamtok.loader(
-            str(data), seq_len=shape.seq_len, batch_size=shape.batch_size, split="all",
+            source, seq_len=shape.seq_len, batch_size=shape.batch_size, split="all",
             mode=opts.get("mode", "shuffle"), seed=int(opts.get("seed", 0)), epochs=None,
             num_workers=int(opts.get("workers", 0)), **kw,
         )

@@ -33,6 +33,7 @@ QUICK = (
     "streamtok:mode=shuffle,workers=0", "streamtok:mode=shuffle,workers=0,out=compact",
     "streamtok:mode=random,workers=0", "streamtok:mode=shuffle,workers=2",
     "streamtok:mode=shuffle,workers=2,out=prefetch",
+    "streamtok:mode=shuffle,workers=0,mix=3", "streamtok:mode=shuffle,workers=2,mix=3",
 )
 FULL = (
     "nanogpt", "floor", "mapstyle:workers=0", "mapstyle:workers=2",
@@ -42,6 +43,7 @@ FULL = (
     "streamtok:mode=shuffle,workers=1", "streamtok:mode=shuffle,workers=2",
     "streamtok:mode=shuffle,workers=2,out=compact", "streamtok:mode=shuffle,workers=2,out=prefetch",
     "streamtok:mode=random,workers=2",
+    "streamtok:mode=shuffle,workers=0,mix=3", "streamtok:mode=shuffle,workers=2,mix=3",
 )
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import pickle
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,10 @@ from .collate import Collator, host_empty, new_buffer, split
 from .errors import ConfigError, PassActiveError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
+from .mixture import Mixture, Weights
+from .mixture import build as build_mixture
 from .reader import MemmapReader
-from .sampler import PassStart, WindowSampler, as_int
+from .sampler import PassStart, WindowSampler, as_int, resolve_rank
 from .shards import ShardLister, Source
 
 LOADER_STATE_VERSION = 1
@@ -49,6 +52,9 @@ _PAGE_HINTS: dict[str, dict[str, Any]] = {
 _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
 
 
+_PASS_BLOB_BYTES = 1 << 16
+
+
 class _BatchStream(IterableDataset):
     """The worker side: compact batches for this worker's share of one pass.
 
@@ -59,19 +65,24 @@ class _BatchStream(IterableDataset):
 
     def __init__(self, collator: Collator):
         self.collator = collator
-        self.pass_info = new_buffer((1, 4), np.dtype(np.int64), shared=True)[0]  # epoch, offset, end_epoch (-1: none), pass id
-        self.pass_info.zero_()
+        # (pass start, pass id), pickled: a PassStart, or a mixture's position (a few ints per source).
+        self.pass_blob = new_buffer((1, _PASS_BLOB_BYTES), np.dtype(np.uint8), shared=True)[0]
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
         self.ring: SlotRing | None = None  # set by the loader: workers fill its slots
         self.pin = False  # set by the loader per pass: without workers, gather into pinned memory
 
-    def set_pass(self, start: PassStart, pass_id: int) -> None:
-        end = -1 if start.end_epoch is None else start.end_epoch
-        self.pass_info.copy_(torch.tensor([start.epoch, start.offset, end, pass_id]))
+    def set_pass(self, start: Any, pass_id: int) -> None:
+        blob = pickle.dumps((start, pass_id))
+        if len(blob) + 8 > _PASS_BLOB_BYTES:
+            raise ConfigError(f"the pass start takes {len(blob)} bytes, more than {_PASS_BLOB_BYTES - 8}: too many sources")
+        view = self.pass_blob.numpy()
+        view[8 : 8 + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        view[:8] = np.frombuffer(len(blob).to_bytes(8, "little"), dtype=np.uint8)
 
-    def current_pass(self) -> tuple[PassStart, int]:
-        epoch, offset, end, pass_id = self.pass_info.tolist()
-        return PassStart(epoch, offset, None if end < 0 else end), pass_id
+    def current_pass(self) -> tuple[Any, int]:
+        view = self.pass_blob.numpy()
+        n = int.from_bytes(view[:8].tobytes(), "little")
+        return pickle.loads(view[8 : 8 + n].tobytes())
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
@@ -294,6 +305,11 @@ class StreamtokLoader(StatefulDataLoader):
             raise TypeError("an endless loader (epochs=None) has no length")
         return steps
 
+    def windows_by_source(self) -> dict[str, int]:
+        """Windows each source has given so far, all ranks (a mixture's names; ``{}`` for one source)."""
+        per_source = getattr(self.collator.source, "windows_by_source", None)
+        return {} if per_source is None else per_source()
+
     def state_dict(self) -> dict[str, Any]:
         """The position after the last batch received, JSON-serialisable."""
         with self._position_lock:
@@ -356,9 +372,10 @@ def _accept_conventions(kw: dict[str, Any]) -> None:
 
 
 @chained(Collator, "loader")
-def _loader_form(self: Collator, **kw: Any) -> StreamtokLoader:
-    """A :class:`StreamtokLoader` over this collator (keywords as for the loader)."""
-    return StreamtokLoader(self, **kw)
+@chained(Mixture, "loader")
+def _loader_form(self: Collator | Mixture, **kw: Any) -> StreamtokLoader:
+    """A :class:`StreamtokLoader` over this collator or mixture (keywords as for the loader)."""
+    return StreamtokLoader(self, **kw)  # type: ignore[arg-type]
 
 
 def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> ShardLister:
@@ -366,16 +383,28 @@ def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> Shar
     return lister.split(split_name, holdout)
 
 
+class _DefaultEpochs(int):
+    """``epochs`` left at its default: 1 for one source, a stream (``None``) for a mixture."""
+
+    def __repr__(self) -> str:
+        return "1"
+
+
+_ONE_EPOCH = _DefaultEpochs(1)
+
+
 def loader(
-    source: Source | ShardLister,
+    source: Source | ShardLister | Mapping[str, Source | ShardLister],
     *,
+    weights: Weights | None = None,
+    primary: str | None = None,
     seq_len: int,
     batch_size: int,
     split: str = "train",
     holdout: int = 1,
     mode: str = "shuffle",
     seed: int = 0,
-    epochs: int | None = 1,
+    epochs: int | None = _ONE_EPOCH,
     num_workers: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
@@ -387,7 +416,10 @@ def loader(
     """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
 
     Args:
-        source: a directory, glob, list of paths, or :class:`ShardLister`.
+        source: a directory, glob, list of paths, or :class:`ShardLister`; or a mixture:
+            ``{name: source}`` (see :mod:`streamtok.mixture`).
+        weights: a mixture's ``{name: weight}`` or ``[(step, {name: weight}), ...]``.
+        primary: the mixture source whose epochs ``epochs`` counts.
         seq_len: tokens per row ``T``.
         batch_size: rows per batch on this rank ``B``.
         split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
@@ -395,7 +427,8 @@ def loader(
         mode: ``"shuffle"`` (every window once per epoch), ``"random"`` (with replacement)
             or ``"sequential"`` (every token once, for validation).
         seed: picks the order; same seed, same batches.
-        epochs: epochs per pass over the loader; ``None`` streams forever.
+        epochs: epochs per pass over the loader; ``None`` streams forever (default: 1; a
+            mixture streams unless ``primary`` is given).
         num_workers: DataLoader workers; the stream does not depend on it.
         rank, world_size: the data-parallel place; ``None`` reads ``torch.distributed``,
             then ``RANK``/``WORLD_SIZE`` (global ranks: with tensor or pipeline parallelism
@@ -414,6 +447,20 @@ def loader(
     for key, value in _PAGE_HINTS.get(mode, {}).items():
         reader_kw.setdefault(key, value)
     vocab_size = kw.pop("vocab_size", None)
+    if isinstance(source, Mapping):
+        if group is not None:
+            rank, world_size = resolve_rank(rank, world_size, group)
+        if epochs is _ONE_EPOCH:
+            epochs = None if primary is None else 1
+        mixture = build_mixture(
+            source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
+            seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
+            dtype=dtype, vocab_size=vocab_size,
+        )
+        return StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw)  # type: ignore[arg-type]
+    if weights is not None or primary is not None:
+        raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
+    epochs = int(epochs) if epochs is not None else None
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,

@@ -26,7 +26,7 @@ from .reader import MemmapReader
 __all__ = ["KeyedPermutation", "PassStart", "WindowSampler", "resolve_rank"]
 
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
-_CHUNK_STEPS = 64
+CHUNK_STEPS = 64
 
 
 def as_int(name: str, value: Any, minimum: int | None = None) -> int:
@@ -247,7 +247,7 @@ class WindowSampler(Stage):
             epoch, offset = self.position_after(start, j)
             offsets = [offset]
             # Gather a chunk of this worker's steps of the same epoch for one vectorised call.
-            while len(offsets) < _CHUNK_STEPS and (total is None or j + len(offsets) * num_workers < total):
+            while len(offsets) < CHUNK_STEPS and (total is None or j + len(offsets) * num_workers < total):
                 e2, o2 = self.position_after(start, j + len(offsets) * num_workers)
                 if e2 != epoch:
                     break

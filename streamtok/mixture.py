@@ -1,0 +1,376 @@
+"""Mixture: batches whose rows come from several weighted sources, in an exact schedule.
+
+Each source keeps its own order, exactly as a :class:`WindowSampler` of its own would (its
+seed derived from the mixture seed and its name): window ``k`` of a source is sample
+``k % n`` of its epoch ``k // n``. Which source each slot of a global step reads comes from
+:mod:`streamtok._schedule` (O(sources) per step; counts within one step of the integrated
+weights), and within a step the slots are ordered by their units' due times, so the sources
+interleave over the ranks. The position is the step, the windows so far and one count per
+source; it resumes under any ``num_workers``, world size, batch size, weights or set of
+sources. All sources are read through one :class:`MemmapReader` over all their shards
+(source ``s`` holds global tokens ``[base_s, base_s + n_s)``), so the loader's gather, page
+hints and metrics work unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._schedule import Anchor, Timeline, Weights, parse_weights
+from .collate import Collator
+from .errors import ConfigError, StateMismatchError
+from .reader import MemmapReader
+from ._chain import Stage
+from ._order import hash_key
+from .sampler import CHUNK_STEPS, WindowSampler, resolve_rank
+from .shards import ShardLister
+
+# A string, so that a single-source loader given this state refuses it by its version.
+STATE_VERSION = "mixture/1"
+log = logging.getLogger("streamtok.mixture")
+
+
+@dataclass(frozen=True)
+class MixturePosition:
+    """Where a pass begins: global step, windows so far, per-source counts, the primary's end count."""
+
+    step: int
+    windows: int
+    counts: tuple[int, ...]
+    end: int | None
+
+
+def _source_seed(seed: int, name: str) -> int:
+    return hash_key(seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
+
+
+class MixtureSampler:
+    """Window starts (in the mixture's joint token space) for one rank, step by step.
+
+    Args:
+        readers: one :class:`MemmapReader` per source name.
+        weights: ``{name: weight}`` or ``[(step, {name: weight}), ...]`` sorted from step 0.
+        seq_len, mode, seed, batch_size, rank, world_size: as for :class:`WindowSampler`.
+        epochs: ``None`` streams; a number counts epochs of the ``primary`` source.
+        primary: the source whose epochs ``epochs`` counts.
+
+    Raises:
+        ConfigError: bad weights or settings (see :func:`streamtok._schedule.parse_weights`),
+            ``epochs`` without ``primary``, or a source too short for one window.
+    """
+
+    def __init__(
+        self, readers: Mapping[str, MemmapReader], weights: Weights, *, seq_len: int, mode: str = "shuffle",
+        seed: int = 0, epochs: int | None = None, primary: str | None = None, batch_size: int = 1,
+        rank: int | None = None, world_size: int | None = None,
+    ):
+        if not readers:
+            raise ConfigError("a mixture needs at least one source")
+        self.names = tuple(readers)
+        if epochs is not None and primary is None:
+            raise ConfigError(f"epochs={epochs!r} with a mixture needs primary=<source name> (whose epochs to count), or epochs=None to stream")
+        if primary is not None and primary not in readers:
+            raise ConfigError(f"primary={primary!r} is not a source; sources are {sorted(readers)}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ConfigError(f"epochs must be a positive integer or None, not {epochs!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
+        self.phases = parse_weights(weights, self.names)
+        if epochs is not None and self.phases[-1][1][self.names.index(primary)] == 0:
+            raise ConfigError(
+                f"epochs={epochs} counts epochs of primary={primary!r}, whose last weight is 0: the pass "
+                "would never end; give it a weight or use epochs=None"
+            )
+        self.samplers: list[WindowSampler] = []
+        for name, reader in readers.items():
+            try:
+                self.samplers.append(WindowSampler(reader, seq_len, mode=mode, seed=_source_seed(seed, name), epochs=None, world_size=1, rank=0))
+            except ConfigError as e:
+                raise ConfigError(f"source {name!r}: {e}") from None
+        self.sizes = [s.n_samples for s in self.samplers]
+        self.bases = np.cumsum([0] + [r.n_tokens for r in readers.values()])[:-1].astype(np.int64)
+        self.seq_len, self.mode, self.seed, self.epochs, self.primary = int(seq_len), mode, int(seed), epochs, primary
+        self.batch_size = int(batch_size)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self._p = None if primary is None else self.names.index(primary)
+        self.step, self.windows, self.counts = 0, 0, [0] * len(self.names)
+        self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
+        self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
+        self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
+        self._continue = True
+
+    @property
+    def window_len(self) -> int:
+        return self.seq_len + 1
+
+    @property
+    def step_samples(self) -> int:
+        """Windows per global step, over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch of the primary source at its first weight (all sources' windows without one)."""
+        share = self.phases[0][1][self._p] if self._p is not None else 1.0
+        n = self.sizes[self._p] if self._p is not None else sum(self.sizes)
+        return max(1, int(n / max(share, 1e-9)) // self.step_samples)
+
+    @property
+    def epoch(self) -> int:
+        """The primary source's epoch (0 without one)."""
+        return 0 if self._p is None else self.counts[self._p] // self.sizes[self._p]
+
+    @property
+    def offset(self) -> int:
+        """Windows so far over all ranks (the primary's within its epoch, with one)."""
+        return self.windows if self._p is None else self.counts[self._p] % self.sizes[self._p]
+
+    def windows_by_source(self) -> dict[str, int]:
+        """Windows each source has given so far (all ranks), in source order."""
+        return dict(zip(self.names, self.counts))
+
+    def source_epochs(self) -> dict[str, int]:
+        """Each source's current epoch (its windows so far over its windows per epoch)."""
+        return {n: c // size for n, c, size in zip(self.names, self.counts, self.sizes)}
+
+    def targets(self) -> dict[str, float]:
+        """Each source's target count now: the weights integrated since the anchor."""
+        k = self.timeline.segment(self.windows)
+        return dict(zip(self.names, self.timeline.tau(k, self.windows)))
+
+    def report(self) -> list[dict[str, Any]]:
+        """One plain dict per source for metrics and the monitor's per-source line.
+
+        Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
+        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised),
+        ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
+        realised); shares are ``None`` before the first step.
+        """
+        k = self.timeline.segment(self.windows)
+        tau, weights, total = self.timeline.tau(k, self.windows), self.timeline.weights[k], self.windows
+        return [
+            {
+                "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
+                "target": t / total if total else None, "share": c / total if total else None,
+            }
+            for name, c, size, w, t in zip(self.names, self.counts, self.sizes, weights, tau)
+        ]
+
+    # -- passes -----------------------------------------------------------------------------
+    def next_pass(self) -> MixturePosition:
+        """Where the next pass would start: here if fresh or loaded, else a new pass."""
+        here = MixturePosition(self.step, self.windows, tuple(self.counts), self.end)
+        finished = self.end is not None and not self._fits(self.counts, self.windows, self.end)
+        if self._continue and not finished:
+            return here
+        if self._p is None:
+            return here
+        size = self.sizes[self._p]
+        return MixturePosition(self.step, self.windows, tuple(self.counts), (self.counts[self._p] // size + self.epochs) * size)
+
+    def begin_pass(self) -> MixturePosition:
+        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
+        start = self.next_pass()
+        self.end, self._continue = start.end, False
+        return start
+
+    def _fits(self, counts: Sequence[int], windows: int, end: int) -> bool:
+        return counts[self._p] + self.timeline.take(counts, windows)[self._p] <= end
+
+    def advance(self) -> None:
+        """Record that the consumer received one more step."""
+        take = self.timeline.take(self.counts, self.windows)
+        self.counts = [c + t for c, t in zip(self.counts, take)]
+        self.step, self.windows = self.step + 1, self.windows + self.step_samples
+
+    def pass_steps(self, start: MixturePosition) -> int | None:
+        """Steps of the pass from ``start`` (simulated, O(steps), ~10 µs each); ``None``: endless.
+
+        It ends: ``__init__`` refuses a primary source whose last weight is 0.
+        """
+        if start.end is None:
+            return None
+        counts, windows, n = list(start.counts), start.windows, 0
+        tl = self.timeline
+        while True:
+            take = tl.take(counts, windows)
+            if counts[self._p] + take[self._p] > start.end:
+                return n
+            counts = [c + t for c, t in zip(counts, take)]
+            windows, n = windows + self.step_samples, n + 1
+
+    # -- the order ----------------------------------------------------------------------------
+    def iter_steps(self, start: MixturePosition, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
+        """Start arrays of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
+        counts, windows, j = list(start.counts), start.windows, 0
+        tl, b = self.timeline, self.step_samples
+        while True:
+            chunk: list[tuple[int, list[int], list[int]]] = []
+            while len(chunk) < CHUNK_STEPS:
+                take = tl.take(counts, windows)
+                if start.end is not None and counts[self._p] + take[self._p] > start.end:
+                    break
+                if j % num_workers == worker_id:
+                    chunk.append((windows, list(counts), take))
+                counts = [c + t for c, t in zip(counts, take)]
+                windows, j = windows + b, j + 1
+            if chunk:
+                yield from self._starts(chunk)
+            if len(chunk) < CHUNK_STEPS:
+                return
+
+    def _starts(self, chunk: list[tuple[int, list[int], list[int]]]) -> np.ndarray:
+        """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)``."""
+        b, n_src, d = self.step_samples, len(self.names), self.timeline.delta
+        takes = np.array([t for _, _, t in chunk], dtype=np.int64)  # (steps, S)
+        counts = np.array([c for _, c, _ in chunk], dtype=np.int64)
+        keys = [self.timeline.order_keys(w) for w, _, _ in chunk]
+        tau = np.array([k[0] for k in keys])
+        rate = np.array([k[1] for k in keys])
+        flat = takes.reshape(-1)
+        src = np.repeat(np.tile(np.arange(n_src), len(chunk)), flat)
+        step = np.repeat(np.arange(len(chunk)), takes.sum(1))
+        first = np.repeat(np.cumsum(flat) - flat, flat)
+        unit = np.arange(len(src)) - first  # 0-based unit within (step, source)
+        k_src = counts[step, src] + unit  # the source's window number
+        with np.errstate(divide="ignore", invalid="ignore"):
+            due = (k_src + 1 - d - tau[step, src]) / rate[step, src]
+        order = np.lexsort((src, due, step))
+        mine = order.reshape(len(chunk), b)[:, self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        s_of, k_of = src[mine], k_src[mine]
+        out = np.empty(mine.shape, dtype=np.int64)
+        for s in np.unique(s_of).tolist():
+            sel = s_of == s
+            ks = k_of[sel]
+            epochs, idx = ks // self.sizes[s], ks % self.sizes[s]
+            starts = np.empty(len(ks), dtype=np.int64)
+            for e in np.unique(epochs).tolist():
+                at = epochs == e
+                starts[at] = self.samplers[s].starts(e, idx[at])
+            out[sel] = starts + self.bases[s]
+        return out
+
+    # -- state ----------------------------------------------------------------------------------
+    def _spec(self) -> list[list[Any]]:
+        return [[s, dict(zip(self.names, w))] for s, w in self.phases]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position (step, windows, per-source counts and fingerprints, anchor), JSON-serialisable."""
+        return {
+            "version": STATE_VERSION, "kind": "mixture",
+            "config": {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len},
+            "step": self.step, "windows": self.windows, "step_samples": self.step_samples,
+            "epoch": self.epoch, "offset": self.offset, "end": self.end, "primary": self.primary,
+            "sources": {
+                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c}
+                for n, s, c in zip(self.names, self.samplers, self.counts)
+            },
+            "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
+            "schedule": self._spec(),
+            "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position; other weights, step sizes or sources re-anchor the schedule.
+
+        Raises:
+            StateMismatchError: not a mixture state, another mode/seed/seq_len, or a source
+                name that now holds other data.
+        """
+        if state.get("kind") != "mixture" or state["version"] != STATE_VERSION:
+            raise StateMismatchError("this state is not a mixture state of this version; load it into the loader that saved it")
+        current = {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}
+        for key, value in current.items():
+            if state["config"][key] != value:
+                raise StateMismatchError(f"mixture state was saved with {key}={state['config'][key]!r} but this loader has {key}={value!r}")
+        saved = state["sources"]
+        for name, sampler in zip(self.names, self.samplers):
+            if name in saved and saved[name]["data"] != sampler.source.fingerprint:
+                raise StateMismatchError(
+                    f"source {name!r} holds other data than when the state was saved (fingerprint "
+                    f"{saved[name]['data']} -> {sampler.source.fingerprint}); give it another name to start it afresh"
+                )
+        self.step, self.windows = int(state["step"]), int(state["windows"])
+        self.counts = [int(saved[n]["windows"]) if n in saved else 0 for n in self.names]
+        if state["schedule"] == self._spec() and sorted(saved) == sorted(self.names):
+            saved_anchor = Anchor(
+                int(state["anchor"]["step"]), int(state["anchor"]["windows"]),
+                tuple(float(state["anchor"]["targets"][n]) for n in self.names),
+            )
+            if int(state["step_samples"]) == self.step_samples:
+                self.anchor = saved_anchor
+            else:  # another batch or world size: the same targets, integrated on from here
+                old = Timeline(self.phases, saved_anchor, int(state["step_samples"]))
+                self.anchor = Anchor(self.step, self.windows, old.tau(old.segment(self.windows), self.windows))
+        else:
+            self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
+            log.warning(
+                "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
+                "each source continues at its own position", self.step, state["schedule"], self._spec(),
+            )
+        self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
+        end = state["end"]
+        if self.epochs is None:
+            self.end = None
+        elif end is not None and state["primary"] == self.primary:
+            self.end = int(end)
+        else:
+            size = self.sizes[self._p]
+            self.end = (self.counts[self._p] // size + self.epochs) * size
+        self._continue = True
+
+
+class Mixture(Stage):
+    """The batch stage of a mixture: a :class:`MixtureSampler` and the gather of one joint reader.
+
+    Used where a :class:`Collator` is (``StreamtokLoader(Mixture(...))``); chained form ``.loader(...)``.
+
+    Args:
+        source: the :class:`MixtureSampler`.
+        reader: a :class:`MemmapReader` over every source's shards, in source order.
+        dtype, vocab_size: as for :class:`Collator`.
+    """
+
+    def __init__(self, source: MixtureSampler, reader: MemmapReader, *, dtype: Any = None, vocab_size: int | None = None):
+        kw = {} if dtype is None else {"dtype": dtype}
+        self._collator = Collator(reader, seq_len=source.seq_len, vocab_size=vocab_size, **kw)
+        self.source, self.reader = source, reader
+        self.batch_size, self.seq_len = source.batch_size, source.seq_len
+        self.dtype, self.vocab_size = self._collator.dtype, vocab_size
+        self.transport_dtype = self._collator.transport_dtype
+        self.gather = self._collator.gather
+
+    def __repr__(self) -> str:
+        return f"Mixture(sources={list(self.source.names)}, batch_size={self.batch_size}, seq_len={self.seq_len})"
+
+
+def build(
+    sources: Mapping[str, Any], weights: Weights, *, seq_len: int, batch_size: int, split: str, holdout: int,
+    mode: str, seed: int, epochs: int | None, primary: str | None, rank: int | None, world_size: int | None,
+    reader_kw: dict[str, Any], dtype: Any, vocab_size: int | None,
+) -> Mixture:
+    """The :class:`Mixture` for ``loader({name: source, ...}, weights=...)``."""
+    if not sources:
+        raise ConfigError("a mixture needs at least one source")
+    if weights is None:
+        raise ConfigError(f"a mixture of sources {sorted(sources)} needs weights={{name: weight}}")
+    listers = {}
+    for name, src in sources.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"mixture source names must be non-empty strings, not {name!r}")
+        lister = src if isinstance(src, ShardLister) else ShardLister(src)
+        listers[name] = lister.split(split, holdout)
+    plain = {k: v for k, v in reader_kw.items() if k == "raw_dtype"}
+    readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
+    sampler = MixtureSampler(
+        readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,
+        batch_size=batch_size, rank=rank, world_size=world_size,
+    )
+    joint = MemmapReader(ShardLister([p for lister in listers.values() for p in lister.paths]), **reader_kw)
+    return Mixture(sampler, joint, dtype=dtype, vocab_size=vocab_size)
