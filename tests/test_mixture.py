@@ -384,3 +384,14 @@ def test_train_gpt_mix_with_an_annealing_phase(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
     windows = {n: s["windows"] for n, s in ckpt["loader"]["sampler"]["sources"].items()}
     assert windows == {"web": 35 + 10, "code": 15 + 40}  # 10 steps of 50 at 0.7/0.3, 10 at 0.2/0.8
+
+
+def test_persistent_workers_carry_each_pass_start_of_a_mixture(mix_dirs):
+    """Persistent workers learn every pass's start (a mixture position) from the trainer."""
+    ref = _loader(mix_dirs, num_workers=0, epochs=None)
+    expected = []
+    for _ in range(2):
+        expected.append([batch_hash(*b) for b in take(ref, 6)])
+    loader = _loader(mix_dirs, num_workers=2, persistent_workers=True, epochs=None)
+    got = [[batch_hash(*b) for b in take(loader, 6)] for _ in range(2)]
+    assert got == expected
