@@ -27,6 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._ring import SlotRef, SlotRing
 from .collate import Collator, split
+from .doc_batches import DocumentCollator, document_collator
 from .errors import ConfigError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
@@ -150,8 +151,11 @@ class StreamtokLoader(StatefulDataLoader):
         """Iterate ``(B, T+1)`` buffers in the stored dtype, advancing the same position.
 
         :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
-        split and upcast them there.
+        split and upcast them there. With ``documents``: ``(buf, cu_seqlens, max_seqlen)``
+        (see :func:`streamtok.doc_batches.documents_from_cu_seqlens`).
         """
+        if isinstance(self.collator, DocumentCollator):
+            return self.collator.attach(self, self._batches(None), compact=True)
         return self._batches(None)
 
     def _batches(self, finish: Any) -> Iterator[Any]:
@@ -187,7 +191,10 @@ class StreamtokLoader(StatefulDataLoader):
         return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        return self._batches(functools.partial(split, dtype=self.collator.dtype))
+        batches = self._batches(functools.partial(split, dtype=self.collator.dtype))
+        if isinstance(self.collator, DocumentCollator):  # (x, y, doc): streamtok.doc_batches
+            return self.collator.attach(self, batches, compact=False)
+        return batches
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -234,6 +241,8 @@ def loader(
     world_size: int | None = None,
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
+    documents: str = "stream",
+    bos_id: int | None = None,
     **kw: Any,
 ) -> StreamtokLoader:
     """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
@@ -252,6 +261,13 @@ def loader(
         rank, world_size: ``None`` reads ``torch.distributed``, then ``RANK``/``WORLD_SIZE``.
         dtype: dtype of ``x`` and ``y``.
         pin_memory: pin batches for asynchronous GPU copies.
+        documents: ``"stream"`` (windows of the flat token stream), ``"mask"`` (the same
+            windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
+            ``"pack"`` (rows of whole documents, best-fit; ``block_docs=`` sets the packer's
+            buffer, default 1000); other than ``"stream"`` batches are ``(x, y, doc)``,
+            see :mod:`streamtok.doc_batches`.
+        bos_id: the token that starts a document; ``None``: from the format (50256 for
+            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
         **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
             last two default by mode, see ``_PAGE_HINTS``), ``vocab_size``, and DataLoader
             options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
@@ -261,8 +277,17 @@ def loader(
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
     for key, value in _PAGE_HINTS.get(mode, {}).items():
         reader_kw.setdefault(key, value)
+    if documents == "pack":
+        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
     vocab_size = kw.pop("vocab_size", None)
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
+    if documents != "stream":
+        collator = document_collator(
+            reader, documents=documents, bos_id=bos_id, seq_len=seq_len, batch_size=batch_size,
+            collate_kw={"dtype": dtype, "vocab_size": vocab_size}, mode=mode, seed=seed, epochs=epochs,
+            rank=rank, world_size=world_size, **{k: kw.pop(k) for k in ("block_docs",) if k in kw},
+        )
+        return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
         batch_size=batch_size, rank=rank, world_size=world_size,

@@ -1,0 +1,135 @@
+"""Batches with document boundaries: ``(x, y, doc)`` for ``documents="mask" | "bos" | "pack"``.
+
+Workers gather the tokens as for windows (``"pack"``: one slice copy per piece of a row).
+The trainer's process computes each batch's ``doc`` itself: the order is a pure function, so
+it walks the same steps (``sampler.iter_steps``) in step with the batches it receives and
+looks their boundaries up in the document index (two ``searchsorted`` per batch for windows;
+the plan's pieces for packed rows). Nothing but the tokens crosses the worker queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .boundaries import DocumentIndex, Documents, documents_from_starts
+from .collate import Collator, _buffer, split
+from .errors import ConfigError
+from .packed_rows import PackSampler
+from .packing import DocStartSampler
+from .reader import MemmapReader
+from .sampler import WindowSampler
+
+DOCUMENT_MODES = ("stream", "mask", "bos", "pack")
+
+
+def documents_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, batch_size: int, seq_len: int) -> Documents:
+    """Rebuild a batch's ``doc`` from its ``cu_seqlens`` on any device (for a prefetcher).
+
+    Args:
+        cu_seqlens: the int32 boundaries (on the target device).
+        max_seqlen: the longest segment.
+        batch_size, seq_len: the batch shape.
+    """
+    n = batch_size * seq_len
+    cu = cu_seqlens.to(torch.int64)
+    starts = torch.repeat_interleave(cu[:-1], cu[1:] - cu[:-1], output_size=n)
+    position_ids = torch.arange(n, device=cu.device, dtype=torch.int64) - starts
+    return Documents((position_ids.view(batch_size, seq_len), cu_seqlens, max_seqlen))
+
+
+class DocumentCollator(Collator):
+    """A :class:`Collator` that also knows each step's document boundaries.
+
+    Args:
+        source: a :class:`WindowSampler` (``"mask"``), :class:`DocStartSampler` (``"bos"``)
+            or :class:`PackSampler` (``"pack"``).
+        index: the document index of the sampler's reader.
+        documents: the mode.
+        **kw: as for :class:`Collator` (``dtype``, ``vocab_size``).
+    """
+
+    def __init__(self, source: Any, *, index: DocumentIndex, documents: str, **kw: Any):
+        super().__init__(source, **kw)
+        self.index = index
+        self.documents = documents
+
+    def gather(self, starts: np.ndarray, *, shared: bool = False, into: torch.Tensor | None = None) -> torch.Tensor:
+        if self.documents != "pack":
+            return super().gather(starts, shared=shared, into=into)
+        plan = starts
+        if into is None:
+            into = _buffer((self.batch_size, self.seq_len + 1), self.transport_dtype, shared)
+        out = into.numpy()
+        if self.transport_dtype != self._stored:
+            out = out.view(self._stored)
+        col = np.zeros(self.batch_size, dtype=np.int64)
+        for row, start, n in plan.tolist():
+            c = int(col[row])
+            self.reader.gather(np.array([start], dtype=np.int64), n, out[row : row + 1, c : c + n])
+            col[row] = c + n
+        if self.vocab_size is not None:
+            first = np.searchsorted(plan[:, 0], np.arange(self.batch_size))
+            self._check_range(out, plan[first, 1])  # names the row's first piece
+        return into
+
+    def step_documents(self, plan: np.ndarray) -> Documents:
+        """The ``doc`` of one step: its window starts, or its packed plan."""
+        if self.documents != "pack":
+            return self.index.window_documents(plan, self.seq_len)
+        rows, lengths = plan[:, 0], plan[:, 2]
+        cols = np.cumsum(lengths) - lengths
+        cols -= np.repeat(cols[np.searchsorted(rows, np.arange(self.batch_size))], np.bincount(rows, minlength=self.batch_size))
+        inside = (cols > 0) & (cols < self.seq_len)  # a piece that begins at column T is only a target
+        return documents_from_starts(rows[inside], cols[inside], self.batch_size, self.seq_len)
+
+    def attach(self, loader: Any, batches: Iterator[Any], *, compact: bool) -> Iterator[tuple[Any, ...]]:
+        """``(x, y, doc)`` per batch (``compact``: ``(buf, cu_seqlens, max_seqlen)``)."""
+        plans: Iterator[np.ndarray] | None = None
+        for item in batches:
+            if plans is None:  # the pass began with the first batch: walk its steps alongside
+                plans = self.sampler.iter_steps(loader._stream.start, 0, 1)
+            doc = self.step_documents(next(plans))
+            yield (item, doc.cu_seqlens, doc.max_seqlen) if compact else (*item, doc)
+
+    def __call__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, Documents]:  # type: ignore[override]
+        plan = np.asarray(starts, dtype=np.int64)
+        return (*split(self.gather(plan), self.dtype), self.step_documents(plan))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, Documents]]:  # type: ignore[override]
+        for plan in self.sampler:
+            yield self(plan)
+
+
+def document_collator(
+    reader: MemmapReader, *, documents: str, bos_id: int | None, seq_len: int, batch_size: int,
+    block_docs: int = 1000, collate_kw: dict[str, Any], **sampler_kw: Any,
+) -> DocumentCollator:
+    """The collator of a loader with ``documents`` other than ``"stream"``.
+
+    Args:
+        reader: the data.
+        documents: ``"mask"``, ``"bos"`` or ``"pack"``.
+        bos_id: the boundary token, or ``None`` for the format's.
+        seq_len, batch_size: the batch shape.
+        block_docs: documents per packed block (``"pack"``).
+        collate_kw: ``dtype`` and ``vocab_size``.
+        **sampler_kw: ``mode``, ``seed``, ``epochs``, ``rank``, ``world_size``.
+    """
+    if documents not in DOCUMENT_MODES[1:]:
+        raise ConfigError(f"documents must be one of {DOCUMENT_MODES}, not {documents!r}")
+    if bos_id is not None and (int(bos_id) != bos_id or bos_id < 0):
+        raise ConfigError(f"bos_id must be a non-negative token id or None, not {bos_id!r}")
+    index = DocumentIndex(reader, bos_id)
+    kw = {"seq_len": seq_len, "batch_size": batch_size, **sampler_kw}
+    sampler: Any
+    if documents == "mask":
+        sampler = WindowSampler(reader, **kw)
+    elif documents == "bos":
+        sampler = DocStartSampler(reader, index=index, **kw)
+    else:
+        sampler = PackSampler(reader, index=index, block_docs=block_docs, **kw)
+    return DocumentCollator(sampler, index=index, documents=documents, **collate_kw)
