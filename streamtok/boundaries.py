@@ -13,6 +13,8 @@ start and every document start in the row. ``cu_seqlens`` are those starts over 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -21,33 +23,56 @@ from .reader import MemmapReader
 
 
 class Documents(tuple):
-    """``(position_ids, cu_seqlens, max_seqlen)`` of one batch, with those names.
+    """A batch's document boundaries: ``position_ids``, ``cu_seqlens`` and ``max_seqlen``.
 
-    A tuple, so a prefetcher that moves tuples of tensors moves it whole.
+    Stored as the tuple ``(cu_seqlens, max_seqlen, batch_size, seq_len)``: a prefetcher that
+    moves tuples of tensors moves the compact boundaries, and ``position_ids`` (``B*T`` int64,
+    as many bytes as ``x``) are made from them on first use, on the boundaries' device.
     """
 
-    __slots__ = ()
-
-    def __new__(cls, items):  # noqa: ANN001 - any iterable of the three fields
+    def __new__(cls, items):  # noqa: ANN001 - any iterable of the four fields
         return super().__new__(cls, items)
-
-    @property
-    def position_ids(self) -> torch.Tensor:
-        """``(B, T)`` int64: 0 at each segment start, counting up."""
-        return self[0]
 
     @property
     def cu_seqlens(self) -> torch.Tensor:
         """``(n+1,)`` int32: segment boundaries over the flattened ``B*T`` tokens, 0 to ``B*T``."""
-        return self[1]
+        return self[0]
 
     @property
     def max_seqlen(self) -> int:
         """The longest segment, in tokens."""
-        return self[2]
+        return self[1]
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """``(B, T)`` int64: 0 at each segment start, counting up (made once, on first use)."""
+        made = self.__dict__.get("position_ids")
+        if made is None:
+            made = self.__dict__["position_ids"] = position_ids(self[0], self[2], self[3])
+        return made
 
     def __repr__(self) -> str:
-        return f"Documents(segments={len(self[1]) - 1}, max_seqlen={self[2]})"
+        return f"Documents(batch_size={self[2]}, seq_len={self[3]}, segments={len(self[0]) - 1}, max_seqlen={self[1]})"
+
+
+def position_ids(cu_seqlens: torch.Tensor, batch_size: int, seq_len: int) -> torch.Tensor:
+    """``(B, T)`` int64 positions counting from 0 at each segment start of ``cu_seqlens``."""
+    n = batch_size * seq_len
+    if cu_seqlens.device.type == "cpu":
+        cu = cu_seqlens.numpy().astype(np.int64)
+        out = np.repeat(cu[:-1], np.diff(cu))
+        np.subtract(_arange(n), out, out=out)
+        return torch.from_numpy(out.reshape(batch_size, seq_len))
+    cu = cu_seqlens.to(torch.int64)
+    starts = torch.repeat_interleave(cu[:-1], cu[1:] - cu[:-1], output_size=n)  # no host sync
+    return (torch.arange(n, device=cu.device) - starts).view(batch_size, seq_len)
+
+
+@functools.lru_cache(maxsize=4)
+def _arange(n: int) -> np.ndarray:
+    base = np.arange(n, dtype=np.int64)
+    base.flags.writeable = False
+    return base
 
 
 def documents_from_starts(rows: np.ndarray, cols: np.ndarray, batch_size: int, seq_len: int) -> Documents:
@@ -57,17 +82,11 @@ def documents_from_starts(rows: np.ndarray, cols: np.ndarray, batch_size: int, s
         rows, cols: segment starts inside rows (column 0 of each row is added), any order.
         batch_size, seq_len: the batch shape ``(B, T)``.
     """
-    T = seq_len
-    inner = rows.astype(np.int64) * T + cols.astype(np.int64)
-    flat = np.concatenate((np.arange(0, batch_size * T, T, dtype=np.int64), inner))
+    inner = rows.astype(np.int64) * seq_len + cols.astype(np.int64)
+    flat = np.concatenate((np.arange(0, batch_size * seq_len, seq_len, dtype=np.int64), inner))
     flat.sort()
-    cu = np.empty(len(flat) + 1, dtype=np.int64)
-    cu[:-1], cu[-1] = flat, batch_size * T
-    lengths = np.diff(cu)
-    position_ids = np.arange(batch_size * T, dtype=np.int64) - np.repeat(flat, lengths)
-    return Documents(
-        (torch.from_numpy(position_ids.reshape(batch_size, T)), torch.from_numpy(cu.astype(np.int32)), int(lengths.max()))
-    )
+    cu = np.append(flat, batch_size * seq_len)
+    return Documents((torch.from_numpy(cu.astype(np.int32)), int(np.diff(cu).max()), batch_size, seq_len))
 
 
 class DocumentIndex:
@@ -99,14 +118,23 @@ class DocumentIndex:
         raw = str(self.reader.raw_dtype)
         self._shard_starts = [document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw) for i in self.reader.infos]
 
+    def _by_shard(self, k: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+        """``(shard, selection)`` pairs covering ``k`` (one slice when a single shard is touched)."""
+        if len(k) == 0:
+            return []
+        first, last = int(k.min()), int(k.max())
+        if first == last:
+            return [(first, slice(None))]
+        return [(shard, k == shard) for shard in range(first, last + 1)]
+
     def starts(self, doc_ids: np.ndarray) -> np.ndarray:
         """Global token position where each document of ``doc_ids`` starts."""
         doc_ids = np.asarray(doc_ids, dtype=np.int64)
         k = np.searchsorted(self.doc_offsets[1:], doc_ids, side="right")
         out = np.empty(doc_ids.shape, dtype=np.int64)
-        for shard in np.unique(k).tolist():
-            sel = k == shard
-            out[sel] = np.asarray(self._shard_starts[shard])[doc_ids[sel] - self.doc_offsets[shard]] + self.reader.offsets[shard]
+        for shard, sel in self._by_shard(k):
+            local = self._shard_starts[shard][doc_ids[sel] - self.doc_offsets[shard]]
+            out[sel] = local + self.reader.offsets[shard]
         return out
 
     def first_at_or_after(self, positions: np.ndarray, strict: bool = False) -> np.ndarray:
@@ -115,8 +143,7 @@ class DocumentIndex:
         side = "right" if strict else "left"
         k = np.minimum(self.reader.locate(positions), len(self._shard_starts) - 1)
         out = np.empty(positions.shape, dtype=np.int64)
-        for shard in np.unique(k).tolist():
-            sel = k == shard
+        for shard, sel in self._by_shard(k):
             local = positions[sel] - self.reader.offsets[shard]
             out[sel] = np.searchsorted(self._shard_starts[shard], local, side=side) + self.doc_offsets[shard]
         return out
@@ -129,13 +156,46 @@ class DocumentIndex:
         nxt[has_next] = self.starts(doc_ids[has_next] + 1)
         return nxt - self.starts(doc_ids)
 
+    def window_segments(self, row_starts: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Segment starts of windows ``[s, s + seq_len)`` over their flattened tokens, ascending.
+
+        A segment starts at each row start and at each document start inside a row. Returns
+        ``(flat, row_slots)``: the starts, and where in ``flat`` each row's first segment is.
+        """
+        row_starts = np.asarray(row_starts, dtype=np.int64)
+        n = len(row_starts)
+        lo = self.first_at_or_after(row_starts, strict=True)
+        counts = self.first_at_or_after(row_starts + seq_len) - lo
+        before = np.cumsum(counts) - counts
+        rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+        ids = np.arange(len(rows), dtype=np.int64) + np.repeat(lo - before, counts)
+        row_slots = np.arange(n, dtype=np.int64) + before
+        flat = np.empty(n + len(rows), dtype=np.int64)
+        inner = np.ones(len(flat), dtype=bool)
+        inner[row_slots] = False
+        flat[row_slots] = np.arange(n, dtype=np.int64) * seq_len
+        flat[inner] = self.starts(ids) - row_starts[rows] + rows * seq_len  # rows, then columns, ascend
+        return flat, row_slots
+
     def window_documents(self, row_starts: np.ndarray, seq_len: int) -> Documents:
         """The ``doc`` of windows ``[s, s + seq_len)``: segments break at every document start."""
-        row_starts = np.asarray(row_starts, dtype=np.int64)
-        lo = self.first_at_or_after(row_starts, strict=True)
-        hi = self.first_at_or_after(row_starts + seq_len)
-        counts = hi - lo
-        rows = np.repeat(np.arange(len(row_starts), dtype=np.int64), counts)
-        ids = lo[rows] + (np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts))
-        cols = self.starts(ids) - row_starts[rows]
-        return documents_from_starts(rows, cols, len(row_starts), seq_len)
+        return split_documents(*self.window_segments(row_starts, seq_len), len(row_starts), seq_len, len(row_starts))[0]
+
+
+def split_documents(flat: np.ndarray, row_slots: np.ndarray, n_rows: int, seq_len: int, batch_size: int) -> list[Documents]:
+    """The ``doc`` of each batch of ``batch_size`` rows, from the segment starts of ``n_rows`` rows."""
+    per_batch = batch_size * seq_len
+    firsts = row_slots[::batch_size]
+    n = len(firsts)
+    longest = np.maximum.reduceat(np.diff(flat, append=n_rows * seq_len), firsts).tolist()
+    # One int32 array for all batches: batch i's boundaries, shifted to start at 0, then B*T.
+    per = np.diff(firsts, append=len(flat))
+    cu = np.empty(len(flat) + n, dtype=np.int32)
+    ends = np.cumsum(per + 1) - 1
+    inner = np.ones(len(cu), dtype=bool)
+    inner[ends] = False
+    cu[inner] = flat - np.repeat(np.arange(n, dtype=np.int64) * per_batch, per)
+    cu[ends] = per_batch
+    tensor = torch.from_numpy(cu)
+    edges = [0, *(ends + 1).tolist()]
+    return [Documents((tensor[edges[i] : edges[i + 1]], longest[i], batch_size, seq_len)) for i in range(n)]

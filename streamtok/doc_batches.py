@@ -9,36 +9,23 @@ the plan's pieces for packed rows). Nothing but the tokens crosses the worker qu
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .boundaries import DocumentIndex, Documents, documents_from_starts
+from .boundaries import DocumentIndex, Documents, documents_from_starts, split_documents
 from .collate import Collator, _buffer, split
 from .errors import ConfigError
 from .packed_rows import PackSampler
-from .packing import DocStartSampler
+from .packing import DocStartSampler, MaskSampler
 from .reader import MemmapReader
-from .sampler import WindowSampler
 
 DOCUMENT_MODES = ("stream", "mask", "bos", "pack")
-
-
-def documents_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, batch_size: int, seq_len: int) -> Documents:
-    """Rebuild a batch's ``doc`` from its ``cu_seqlens`` on any device (for a prefetcher).
-
-    Args:
-        cu_seqlens: the int32 boundaries (on the target device).
-        max_seqlen: the longest segment.
-        batch_size, seq_len: the batch shape.
-    """
-    n = batch_size * seq_len
-    cu = cu_seqlens.to(torch.int64)
-    starts = torch.repeat_interleave(cu[:-1], cu[1:] - cu[:-1], output_size=n)
-    position_ids = torch.arange(n, device=cu.device, dtype=torch.int64) - starts
-    return Documents((position_ids.view(batch_size, seq_len), cu_seqlens, max_seqlen))
+_CHUNK_STEPS = 64  # steps whose boundaries are looked up in one vectorised call
 
 
 class DocumentCollator(Collator):
@@ -86,14 +73,25 @@ class DocumentCollator(Collator):
         inside = (cols > 0) & (cols < self.seq_len)  # a piece that begins at column T is only a target
         return documents_from_starts(rows[inside], cols[inside], self.batch_size, self.seq_len)
 
+    def chunk_documents(self, plans: list[np.ndarray]) -> list[Documents]:
+        """The ``doc`` of consecutive steps, windows looked up in one vectorised call."""
+        if self.documents == "pack":
+            return [self.step_documents(plan) for plan in plans]
+        starts = np.concatenate(plans)
+        flat, row_slots = self.index.window_segments(starts, self.seq_len)
+        return split_documents(flat, row_slots, len(starts), self.seq_len, self.batch_size)
+
     def attach(self, loader: Any, batches: Iterator[Any], *, compact: bool) -> Iterator[tuple[Any, ...]]:
-        """``(x, y, doc)`` per batch (``compact``: ``(buf, cu_seqlens, max_seqlen)``)."""
+        """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``)."""
         plans: Iterator[np.ndarray] | None = None
+        ready: deque[Documents] = deque()
         for item in batches:
-            if plans is None:  # the pass began with the first batch: walk its steps alongside
-                plans = self.sampler.iter_steps(loader._stream.start, 0, 1)
-            doc = self.step_documents(next(plans))
-            yield (item, doc.cu_seqlens, doc.max_seqlen) if compact else (*item, doc)
+            if not ready:
+                if plans is None:  # the pass began with the first batch: walk its steps alongside
+                    plans = self.sampler.iter_steps(loader._stream.start, 0, 1)
+                ready.extend(self.chunk_documents(list(itertools.islice(plans, _CHUNK_STEPS))))
+            doc = ready.popleft()
+            yield (item, doc) if compact else (*item, doc)
 
     def __call__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, Documents]:  # type: ignore[override]
         plan = np.asarray(starts, dtype=np.int64)
@@ -127,7 +125,7 @@ def document_collator(
     kw = {"seq_len": seq_len, "batch_size": batch_size, **sampler_kw}
     sampler: Any
     if documents == "mask":
-        sampler = WindowSampler(reader, **kw)
+        sampler = MaskSampler(reader, **kw)
     elif documents == "bos":
         sampler = DocStartSampler(reader, index=index, **kw)
     else:

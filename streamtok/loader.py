@@ -151,8 +151,8 @@ class StreamtokLoader(StatefulDataLoader):
         """Iterate ``(B, T+1)`` buffers in the stored dtype, advancing the same position.
 
         :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
-        split and upcast them there. With ``documents``: ``(buf, cu_seqlens, max_seqlen)``
-        (see :func:`streamtok.doc_batches.documents_from_cu_seqlens`).
+        split and upcast them there. With ``documents``: ``(buf, doc)``, ``doc`` a tuple of its
+        compact boundaries (see :class:`streamtok.boundaries.Documents`).
         """
         if isinstance(self.collator, DocumentCollator):
             return self.collator.attach(self, self._batches(None), compact=True)

@@ -43,7 +43,7 @@ class PackStart:
     end_epoch: int | None
 
 
-class PackSampler:
+class _PackOrder:
     """Packed rows for one rank, step by step: per step an ``(n_pieces, 3)`` int64 plan.
 
     Each plan row is ``(row in batch, global token start, tokens)``; a batch row's pieces
@@ -188,7 +188,7 @@ class PackSampler:
         self.epoch = e
         self._normalise()
 
-    def iter_steps(self, start: PackStart, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
+    def iter_steps(self, start: Any, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
         """Plans of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
         pos, j = (start.epoch, start.block, start.row), 0
         while True:
@@ -210,12 +210,6 @@ class PackSampler:
             rows -= start.row if epoch == start.epoch else 0
             total += rows // self.step_samples
         return total
-
-    def __len__(self) -> int:
-        steps = self.pass_steps(self.next_pass())
-        if steps is None:
-            raise TypeError("an endless sampler (epochs=None) has no length")
-        return steps
 
     # -- state ----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -259,3 +253,13 @@ class PackSampler:
         end = state["end_epoch"]
         self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
         self._continue = True
+
+
+class PackSampler(_PackOrder):
+    __doc__ = _PackOrder.__doc__
+
+    def __len__(self) -> int:
+        steps = self.pass_steps(self.next_pass())
+        if steps is None:
+            raise TypeError("an endless sampler (epochs=None) has no length")
+        return steps

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,10 @@ def document_order(index: DocumentIndex, mode: str, seed: int, epoch: int, k: np
 @functools.lru_cache(maxsize=8)
 def _permutation(n: int, key: int) -> KeyedPermutation:
     return KeyedPermutation(n, key)
+
+
+class MaskSampler(WindowSampler):
+    """The windows of :class:`WindowSampler`, unchanged (``documents="mask"``): same order, same state."""
 
 
 class DocStartSampler(WindowSampler):
