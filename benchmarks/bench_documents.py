@@ -11,7 +11,9 @@ starts with BOS (50256) in uint16 llm.c shards, as llm.c's fineweb script writes
    used; per row the longest document that fits, and when none fits the shortest is cropped to
    fill the row and its rest dropped), at the same buffer size, at T=1024 and 2048.
 3. rows that start mid-document in ``"stream"`` mode, and tokens/s of every mode (workers=0,
-   interleaved rounds, the median), relative to ``"stream"``.
+   interleaved rounds, the median; per wall second and per CPU second of the process),
+   relative to ``"stream"``. Each batch's ``doc`` is made (``cu_seqlens``); ``position_ids``
+   are made on first use, asked for only by the ``mask+position_ids`` contestant.
 
 Usage::
 
@@ -104,22 +106,35 @@ def index_rate(data: Path, processes: int) -> float:
     return time.perf_counter() - t
 
 
-def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int) -> dict[str, float]:
-    its = {
-        m: iter(streamtok.loader(data, seq_len=seq_len, batch_size=batch_size, split="all", epochs=None, documents=m, metrics=False))
-        for m in ("stream", "mask", "bos", "pack")
-    }
+def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int) -> dict[str, tuple[float, float]]:
+    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians.
+
+    With ``num_workers=0`` all the loader's work is this process's, so CPU time is the
+    steadier measure on a machine other jobs share (their load stretches wall time only).
+    """
+    def batches_of(documents: str, position_ids: bool = False):
+        loader = streamtok.loader(data, seq_len=seq_len, batch_size=batch_size, split="all", epochs=None,
+                                  documents=documents, metrics=False)
+        if not position_ids:
+            return iter(loader)
+        return (b if b[2].position_ids is None else b for b in loader)  # asks for them, as RoPE would
+
+    its = {m: batches_of(m) for m in ("stream", "mask", "bos", "pack")}
+    its["mask+position_ids"] = batches_of("mask", position_ids=True)
     for it in its.values():
         for _ in range(batches):
             next(it)
-    rates: dict[str, list[float]] = {m: [] for m in its}
+    wall: dict[str, list[float]] = {m: [] for m in its}
+    cpu: dict[str, list[float]] = {m: [] for m in its}
+    tokens = batches * batch_size * seq_len
     for _ in range(rounds):
         for m, it in its.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(batches):
                 next(it)
-            rates[m].append(batches * batch_size * seq_len / (time.perf_counter() - t))
-    return {m: statistics.median(r) for m, r in rates.items()}
+            wall[m].append(tokens / (time.perf_counter() - t))
+            cpu[m].append(tokens / (time.process_time() - c))
+    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in its}
 
 
 def main() -> None:
@@ -150,14 +165,17 @@ def main() -> None:
         for T in (1024, 2048):
             a, b = nanochat_crop(ls, T + 1, args.buffer), pack_crop(ls, T + 1, args.buffer)
             print(f"crop T={T} buffer={args.buffer}: nanochat-style {a:.1%}, pack {b:.1%}")
-        write_docs(tmp / "tp", args.tokens, 2, args.median, args.sigma)
-        for T in (1024, 2048):
+        for T in (1024, 2048) if args.tokens else ():
+            if T == 1024:
+                write_docs(tmp / "tp", args.tokens, 2, args.median, args.sigma)
             loader = streamtok.loader(tmp / "tp", seq_len=T, batch_size=64, split="all", metrics=False)
             firsts = np.concatenate([x[:, 0].numpy() for x, _ in loader])
             print(f"stream T={T}: {np.mean(firsts != BOS):.1%} of {len(firsts):,} rows start mid-document")
             rates = throughput(tmp / "tp", T, args.batch_size, args.rounds, args.batches)
-            print(f"tokens/s T={T} B={args.batch_size}: " + ", ".join(
-                f"{m} {r / 1e6:.0f}M ({r / rates['stream']:.2f}x)" for m, r in rates.items()))
+            for i, kind in enumerate(("wall", "CPU")):
+                base = rates["stream"][i]
+                print(f"tokens/{kind} s T={T} B={args.batch_size}: " + ", ".join(
+                    f"{m} {r[i] / 1e6:.0f}M ({r[i] / base:.2f}x)" for m, r in rates.items()))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores, shared with other jobs")

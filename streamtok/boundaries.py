@@ -100,9 +100,7 @@ class DocumentIndex:
     def __init__(self, reader: MemmapReader, bos_id: int | None = None):
         self.reader = reader
         self.bos_id = bos_id
-        self._shard_starts = [
-            document_starts(i.path, bos_id=bos_id, raw_dtype=str(reader.raw_dtype)) for i in reader.infos
-        ]
+        self._shard_starts = self._open()
         counts = np.array([len(s) for s in self._shard_starts], dtype=np.int64)
         self.doc_offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         self.n_documents = int(self.doc_offsets[-1])
@@ -115,8 +113,12 @@ class DocumentIndex:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._shard_starts = self._open()
+
+    def _open(self) -> list[np.ndarray]:
         raw = str(self.reader.raw_dtype)
-        self._shard_starts = [document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw) for i in self.reader.infos]
+        # Plain ndarray views of the maps: np.memmap's subclass hooks cost per lookup.
+        return [np.asarray(document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw)) for i in self.reader.infos]
 
     def _by_shard(self, k: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
         """``(shard, selection)`` pairs covering ``k`` (one slice when a single shard is touched)."""
@@ -138,14 +140,24 @@ class DocumentIndex:
         return out
 
     def first_at_or_after(self, positions: np.ndarray, strict: bool = False) -> np.ndarray:
-        """Id of the first document starting at (``strict``: after) each global position."""
+        """Id of the first document starting at (``strict``: after) each global position.
+
+        The positions are sorted first: a binary search for sorted keys starts where the
+        last one ended, ~5x faster than for random windows' starts (cache misses).
+        """
         positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions)
+        ordered = positions[order]
         side = "right" if strict else "left"
-        k = np.minimum(self.reader.locate(positions), len(self._shard_starts) - 1)
+        k = np.minimum(self.reader.locate(ordered), len(self._shard_starts) - 1)
+        bounds = np.searchsorted(k, np.arange(len(self._shard_starts) + 1)).tolist()
+        found = np.empty(len(ordered), dtype=np.int64)
+        for shard in range(int(k[0]), int(k[-1]) + 1) if len(k) else ():
+            a, b = bounds[shard], bounds[shard + 1]
+            local = ordered[a:b] - self.reader.offsets[shard]
+            found[a:b] = np.searchsorted(self._shard_starts[shard], local, side=side) + self.doc_offsets[shard]
         out = np.empty(positions.shape, dtype=np.int64)
-        for shard, sel in self._by_shard(k):
-            local = positions[sel] - self.reader.offsets[shard]
-            out[sel] = np.searchsorted(self._shard_starts[shard], local, side=side) + self.doc_offsets[shard]
+        out.reshape(-1)[order] = found
         return out
 
     def lengths(self, doc_ids: np.ndarray) -> np.ndarray:
@@ -164,8 +176,9 @@ class DocumentIndex:
         """
         row_starts = np.asarray(row_starts, dtype=np.int64)
         n = len(row_starts)
-        lo = self.first_at_or_after(row_starts, strict=True)
-        counts = self.first_at_or_after(row_starts + seq_len) - lo
+        # One lookup for both ends: the first document after s starts at or after s + 1.
+        ends = self.first_at_or_after(np.concatenate((row_starts + 1, row_starts + seq_len)))
+        lo, counts = ends[:n], ends[n:] - ends[:n]
         before = np.cumsum(counts) - counts
         rows = np.repeat(np.arange(n, dtype=np.int64), counts)
         ids = np.arange(len(rows), dtype=np.int64) + np.repeat(lo - before, counts)

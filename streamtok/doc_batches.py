@@ -3,8 +3,9 @@
 Workers gather the tokens as for windows (``"pack"``: one slice copy per piece of a row).
 The trainer's process computes each batch's ``doc`` itself: the order is a pure function, so
 it walks the same steps (``sampler.iter_steps``) in step with the batches it receives and
-looks their boundaries up in the document index (two ``searchsorted`` per batch for windows;
-the plan's pieces for packed rows). Nothing but the tokens crosses the worker queue.
+looks the boundaries of 64 steps up in the document index at once (a few ``searchsorted``
+calls: ~15 µs per batch of 16 x 1024 on a shared 2-core machine); packed rows carry their
+pieces in the plan. Nothing but the tokens crosses the worker queue.
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ class DocumentCollator(Collator):
         out = into.numpy()
         if self.transport_dtype != self._stored:
             out = out.view(self._stored)
-        col = np.zeros(self.batch_size, dtype=np.int64)
-        for row, start, n in plan.tolist():
-            c = int(col[row])
-            self.reader.gather(np.array([start], dtype=np.int64), n, out[row : row + 1, c : c + n])
-            col[row] = c + n
+        reader = self.reader
+        rows, starts, lengths = plan[:, 0], plan[:, 1], plan[:, 2]
+        shards = reader.locate(starts)
+        inside = (starts + lengths <= reader.offsets[shards + 1]).tolist()
+        local = (starts - reader.offsets[shards]).tolist()
+        pieces = zip(rows.tolist(), _columns(rows, lengths, self.batch_size).tolist(), lengths.tolist(), shards.tolist())
+        for i, (row, col, n, k) in enumerate(pieces):
+            if inside[i]:  # one slice copy out of the shard's map
+                out[row, col : col + n] = reader.shard_array(k)[local[i] : local[i] + n]
+            else:  # a document that runs across a shard end
+                reader.gather(starts[i : i + 1], n, out[row : row + 1, col : col + n])
         if self.vocab_size is not None:
             first = np.searchsorted(plan[:, 0], np.arange(self.batch_size))
             self._check_range(out, plan[first, 1])  # names the row's first piece
@@ -67,29 +74,37 @@ class DocumentCollator(Collator):
         """The ``doc`` of one step: its window starts, or its packed plan."""
         if self.documents != "pack":
             return self.index.window_documents(plan, self.seq_len)
-        rows, lengths = plan[:, 0], plan[:, 2]
-        cols = np.cumsum(lengths) - lengths
-        cols -= np.repeat(cols[np.searchsorted(rows, np.arange(self.batch_size))], np.bincount(rows, minlength=self.batch_size))
+        rows = plan[:, 0]
+        cols = _columns(rows, plan[:, 2], self.batch_size)
         inside = (cols > 0) & (cols < self.seq_len)  # a piece that begins at column T is only a target
         return documents_from_starts(rows[inside], cols[inside], self.batch_size, self.seq_len)
 
-    def chunk_documents(self, plans: list[np.ndarray]) -> list[Documents]:
-        """The ``doc`` of consecutive steps, windows looked up in one vectorised call."""
+    def chunk_documents(self, plans: Any) -> list[Documents]:
+        """The ``doc`` of consecutive steps (a sequence of plans), windows looked up at once."""
         if self.documents == "pack":
             return [self.step_documents(plan) for plan in plans]
-        starts = np.concatenate(plans)
+        starts = np.concatenate(list(plans))
         flat, row_slots = self.index.window_segments(starts, self.seq_len)
         return split_documents(flat, row_slots, len(starts), self.seq_len, self.batch_size)
 
     def attach(self, loader: Any, batches: Iterator[Any], *, compact: bool) -> Iterator[tuple[Any, ...]]:
-        """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``)."""
+        """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
+
+        Without workers the sampler records the plans of the steps gathered here, a chunk at
+        a time, in order; with workers this process walks the same pure order alongside.
+        """
+        sampler = self.sampler
+        recorded = sampler.record = deque() if loader.num_workers == 0 else None
         plans: Iterator[np.ndarray] | None = None
         ready: deque[Documents] = deque()
         for item in batches:
             if not ready:
-                if plans is None:  # the pass began with the first batch: walk its steps alongside
-                    plans = self.sampler.iter_steps(loader._stream.start, 0, 1)
-                ready.extend(self.chunk_documents(list(itertools.islice(plans, _CHUNK_STEPS))))
+                if recorded is not None:
+                    ready.extend(self.chunk_documents(recorded.popleft()))
+                else:
+                    if plans is None:  # the pass began with the first batch
+                        plans = sampler.iter_steps(loader._stream.start, 0, 1)
+                    ready.extend(self.chunk_documents(list(itertools.islice(plans, _CHUNK_STEPS))))
             doc = ready.popleft()
             yield (item, doc) if compact else (*item, doc)
 
@@ -100,6 +115,12 @@ class DocumentCollator(Collator):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, Documents]]:  # type: ignore[override]
         for plan in self.sampler:
             yield self(plan)
+
+
+def _columns(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    """Column where each piece of a packed plan begins in its row (pieces are in row order)."""
+    cols = np.cumsum(lengths) - lengths
+    return cols - np.repeat(cols[np.searchsorted(rows, np.arange(batch_size))], np.bincount(rows, minlength=batch_size))
 
 
 def document_collator(

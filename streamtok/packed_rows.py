@@ -15,7 +15,7 @@ is dropped, as for windows.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ class PackStart:
     end_epoch: int | None
 
 
-class _PackOrder:
+class PackSampler:
     """Packed rows for one rank, step by step: per step an ``(n_pieces, 3)`` int64 plan.
 
     Each plan row is ``(row in batch, global token start, tokens)``; a batch row's pieces
@@ -82,6 +82,7 @@ class _PackOrder:
         self.end_epoch = epochs
         self._continue = True
         self._cache: OrderedDict[tuple[int, int], list[Row]] = OrderedDict()
+        self.record: deque[list[np.ndarray]] | None = None  # see packing.RecordedStarts
         if self._take(0, 0, 0, self.step_samples) is None:
             raise ConfigError(
                 f"{source.describe()}: the packed rows of one epoch cannot fill one global step of "
@@ -196,7 +197,10 @@ class _PackOrder:
             if start.end_epoch is not None and epoch >= start.end_epoch:
                 return
             if j % num_workers == worker_id:
-                yield self.plan(rows)
+                plan = self.plan(rows)
+                if self.record is not None:
+                    self.record.append([plan])
+                yield plan
             pos, j = after, j + 1
 
     def pass_steps(self, start: PackStart) -> int | None:
@@ -210,6 +214,12 @@ class _PackOrder:
             rows -= start.row if epoch == start.epoch else 0
             total += rows // self.step_samples
         return total
+
+    def __len__(self) -> int:
+        steps = self.pass_steps(self.next_pass())
+        if steps is None:
+            raise TypeError("an endless sampler (epochs=None) has no length")
+        return steps
 
     # -- state ----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -254,12 +264,3 @@ class _PackOrder:
         self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
         self._continue = True
 
-
-class PackSampler(_PackOrder):
-    __doc__ = _PackOrder.__doc__
-
-    def __len__(self) -> int:
-        steps = self.pass_steps(self.next_pass())
-        if steps is None:
-            raise TypeError("an endless sampler (epochs=None) has no length")
-        return steps

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -42,11 +43,28 @@ def _permutation(n: int, key: int) -> KeyedPermutation:
     return KeyedPermutation(n, key)
 
 
-class MaskSampler(WindowSampler):
+class RecordedStarts:
+    """Mixin: while ``record`` is a deque, each chunk of steps' starts computed is appended to it.
+
+    Without workers the loader gathers in the trainer's process, a chunk of 64 steps' starts at
+    a time; the trainer then takes the boundaries' plans from here instead of computing the
+    order twice (the keyed permutation is most of a step's order cost).
+    """
+
+    record: deque[Any] | None = None
+
+    def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
+        out = super().starts(epoch, samples)  # type: ignore[misc]
+        if self.record is not None and out.ndim == 2:  # (steps, batch_size): iter_steps' chunk
+            self.record.append(out)
+        return out
+
+
+class MaskSampler(RecordedStarts, WindowSampler):
     """The windows of :class:`WindowSampler`, unchanged (``documents="mask"``): same order, same state."""
 
 
-class DocStartSampler(WindowSampler):
+class DocStartSampler(RecordedStarts, WindowSampler):
     """Rows that begin at document starts, visited in the sampler's order (``documents="bos"``).
 
     Args:
@@ -73,7 +91,10 @@ class DocStartSampler(WindowSampler):
             )
 
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
-        return self.index.starts(document_order(self.index, self.mode, self.seed, epoch, samples, self.n_samples))
+        out = self.index.starts(document_order(self.index, self.mode, self.seed, epoch, samples, self.n_samples))
+        if self.record is not None and out.ndim == 2:
+            self.record.append(out)
+        return out
 
     def rebatch(self, batch_size: int) -> DocStartSampler:
         other = DocStartSampler(
