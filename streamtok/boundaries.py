@@ -63,6 +63,11 @@ def position_ids(cu_seqlens: torch.Tensor, batch_size: int, seq_len: int) -> tor
         out = np.repeat(cu[:-1], np.diff(cu))
         np.subtract(_arange(n), out, out=out)
         return torch.from_numpy(out.reshape(batch_size, seq_len))
+    return _position_ids_torch(cu_seqlens, batch_size, seq_len)
+
+
+def _position_ids_torch(cu_seqlens: torch.Tensor, batch_size: int, seq_len: int) -> torch.Tensor:
+    n = batch_size * seq_len
     cu = cu_seqlens.to(torch.int64)
     starts = torch.repeat_interleave(cu[:-1], cu[1:] - cu[:-1], output_size=n)  # no host sync
     return (torch.arange(n, device=cu.device) - starts).view(batch_size, seq_len)

@@ -1,11 +1,12 @@
 """Batches with document boundaries: ``(x, y, doc)`` for ``documents="mask" | "bos" | "pack"``.
 
 Workers gather the tokens as for windows (``"pack"``: one slice copy per piece of a row).
-The trainer's process computes each batch's ``doc`` itself: the order is a pure function, so
-it walks the same steps (``sampler.iter_steps``) in step with the batches it receives and
-looks the boundaries of 64 steps up in the document index at once (a few ``searchsorted``
-calls: ~15 µs per batch of 16 x 1024 on a shared 2-core machine); packed rows carry their
-pieces in the plan. Nothing but the tokens crosses the worker queue.
+The trainer's process computes each batch's ``doc`` itself from the step's plan (its window
+starts, or its packed pieces): without workers the sampler records the plans it computes for
+the gather (a chunk of 64 steps at a time); with workers the order is a pure function, so this
+process walks the same steps alongside the batches it receives. The boundaries of a chunk
+are looked up in the document index at once (a few sorted ``searchsorted`` calls, ~10 µs per
+batch of 32 x 1024). Nothing but the tokens crosses the worker queue.
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ class DocumentCollator(Collator):
                 out[row, col : col + n] = reader.shard_array(k)[local[i] : local[i] + n]
             else:  # a document that runs across a shard end
                 reader.gather(starts[i : i + 1], n, out[row : row + 1, col : col + n])
-        if self.vocab_size is not None:
-            first = np.searchsorted(plan[:, 0], np.arange(self.batch_size))
-            self._check_range(out, plan[first, 1])  # names the row's first piece
+        if self.vocab_size is not None and int(out.max()) >= self.vocab_size:
+            row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)
+            piece = np.flatnonzero(rows == row)[np.searchsorted(_columns(rows, lengths, self.batch_size)[rows == row], col, "right") - 1]
+            where = np.zeros(self.batch_size, dtype=np.int64)  # row starts that place the bad token right
+            where[row] = starts[piece] + col - _columns(rows, lengths, self.batch_size)[piece]
+            self._check_range(out, where)
         return into
 
     def step_documents(self, plan: np.ndarray) -> Documents:

@@ -203,6 +203,12 @@ class PackSampler:
                 yield plan
             pos, j = after, j + 1
 
+    def __iter__(self) -> Iterator[np.ndarray]:
+        start = self.begin_pass()
+        for plan in self.iter_steps(start):
+            self.advance()
+            yield plan
+
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""
         if start.end_epoch is None:

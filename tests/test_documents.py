@@ -1,6 +1,7 @@
 """The document index (sidecars, cache, stats) and the boundaries of "mask", "bos" and "pack" rows."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -231,6 +232,32 @@ def test_pack_block_crops_only_when_nothing_fits():
     assert pack_block(np.array([10, 20, 30]), 31) == [[(2, 30), (0, 1)]]
     # a long document fills a row by itself; rows keep the block order of their first document
     assert pack_block(np.array([40, 10, 21]), 31) == [[(0, 31)], [(2, 21), (1, 10)]]
+
+
+def test_position_ids_on_other_devices_match(doc_dir):
+    from streamtok.boundaries import _position_ids_torch
+
+    path, _, _ = doc_dir
+    for x, y, doc in streamtok.loader(path, seq_len=T, batch_size=B, split="all", documents="mask", metrics=False):
+        assert torch.equal(_position_ids_torch(doc.cu_seqlens, B, T), doc.position_ids)
+        moved = type(doc)(doc)  # what a prefetcher's tuple move makes: position ids made anew
+        assert torch.equal(moved.position_ids, doc.position_ids) and moved.max_seqlen == doc.max_seqlen
+
+
+def test_pack_collator_alone_and_vocab_check_names_the_token(doc_dir):
+    path, tokens, _ = doc_dir
+    kw = {"seq_len": T, "batch_size": B, "split": "all", "documents": "pack", "metrics": False}
+    collator = streamtok.loader(path, **kw).collator
+    x, y, doc = next(iter(collator))  # the collator iterates its sampler without a DataLoader
+    assert torch.equal(x, next(iter(streamtok.loader(path, **kw)))[0])
+    plan = next(collator.sampler.iter_steps(collator.sampler.next_pass()))
+    buf = collator.gather(plan).numpy()
+    top = int(buf.max())
+    checked = type(collator)(collator.sampler, index=collator.index, documents="pack", vocab_size=top)
+    with pytest.raises(streamtok.TokenRangeError) as err:
+        checked.gather(plan)
+    shard, offset = re.search(r"(docs_\d+\.bin): token \d+ at token offset (\d+)", str(err.value)).groups()
+    assert np.memmap(path / shard, np.uint16, "r", 1024)[int(offset)] == top
 
 
 def test_bad_documents_settings(doc_dir):
