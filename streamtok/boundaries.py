@@ -151,8 +151,8 @@ class DocumentIndex:
         last one ended, ~5x faster than for random windows' starts (cache misses).
         """
         positions = np.asarray(positions, dtype=np.int64)
-        order = np.argsort(positions)
-        ordered = positions[order]
+        order = np.argsort(positions, axis=None)
+        ordered = positions.reshape(-1)[order]
         side = "right" if strict else "left"
         k = np.minimum(self.reader.locate(ordered), len(self._shard_starts) - 1)
         bounds = np.searchsorted(k, np.arange(len(self._shard_starts) + 1)).tolist()

@@ -143,7 +143,11 @@ def document_collator(
         **sampler_kw: ``mode``, ``seed``, ``epochs``, ``rank``, ``world_size``.
     """
     if documents not in DOCUMENT_MODES[1:]:
+        if documents == "stream":
+            raise ConfigError("bos_id and block_docs take effect only with documents='mask', 'bos' or 'pack'")
         raise ConfigError(f"documents must be one of {DOCUMENT_MODES}, not {documents!r}")
+    if block_docs != 1000 and documents != "pack":
+        raise ConfigError(f"block_docs (the packer's buffer) takes effect only with documents='pack', not {documents!r}")
     if bos_id is not None and (int(bos_id) != bos_id or bos_id < 0):
         raise ConfigError(f"bos_id must be a non-negative token id or None, not {bos_id!r}")
     index = DocumentIndex(reader, bos_id)

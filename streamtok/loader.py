@@ -281,7 +281,7 @@ def loader(
         reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
     vocab_size = kw.pop("vocab_size", None)
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
-    if documents != "stream":
+    if documents != "stream" or bos_id is not None or "block_docs" in kw:  # streamtok.doc_batches
         collator = document_collator(
             reader, documents=documents, bos_id=bos_id, seq_len=seq_len, batch_size=batch_size,
             collate_kw={"dtype": dtype, "vocab_size": vocab_size}, mode=mode, seed=seed, epochs=epochs,

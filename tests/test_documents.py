@@ -266,3 +266,7 @@ def test_bad_documents_settings(doc_dir):
         streamtok.loader(path, seq_len=T, batch_size=B, documents="docs", metrics=False)
     with pytest.raises(ConfigError, match="bos_id"):
         streamtok.loader(path, seq_len=T, batch_size=B, documents="bos", bos_id=7, split="all", metrics=False)
+    with pytest.raises(ConfigError, match="take effect only with documents="):
+        streamtok.loader(path, seq_len=T, batch_size=B, bos_id=BOS, metrics=False)
+    with pytest.raises(ConfigError, match="block_docs"):
+        streamtok.loader(path, seq_len=T, batch_size=B, documents="mask", block_docs=10, metrics=False)

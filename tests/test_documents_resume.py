@@ -102,3 +102,11 @@ def test_resume_in_a_new_process(docs, documents, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert head + json.loads(out.stdout.strip().splitlines()[-1]) == full
+
+
+@pytest.mark.slow
+def test_spawned_workers_reopen_the_index(docs):
+    """Workers started by spawn get the index by pickle: it is reopened from the sidecars."""
+    ref = [digest(b) for b in make(docs, "pack", epochs=1)]
+    spawned = make(docs, "pack", epochs=1, num_workers=1, multiprocessing_context="spawn")
+    assert [digest(b) for b in spawned] == ref
