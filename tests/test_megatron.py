@@ -83,7 +83,8 @@ def test_document_modes_follow_the_idx(megatron_dir, documents):
     T = 16
     whole = {np.asarray(d, dtype=np.uint16).tobytes() for d in docs}
     view = np.lib.stride_tricks.sliding_window_view(tokens, T)
-    for x, y, doc in streamtok.loader(path, seq_len=T, batch_size=2, split="all", documents=documents, metrics=False, block_docs=20):
+    extra = {"block_docs": 20} if documents == "pack" else {}
+    for x, y, doc in streamtok.loader(path, seq_len=T, batch_size=2, split="all", documents=documents, metrics=False, **extra):
         pid = doc.position_ids.numpy()
         for r in range(2):
             restarts = np.flatnonzero(pid[r] == 0).tolist()
