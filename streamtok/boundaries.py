@@ -145,24 +145,14 @@ class DocumentIndex:
         return out
 
     def first_at_or_after(self, positions: np.ndarray, strict: bool = False) -> np.ndarray:
-        """Id of the first document starting at (``strict``: after) each global position.
-
-        The positions are sorted first: a binary search for sorted keys starts where the
-        last one ended, ~5x faster than for random windows' starts (cache misses).
-        """
+        """Id of the first document starting at (``strict``: after) each global position."""
         positions = np.asarray(positions, dtype=np.int64)
-        order = np.argsort(positions, axis=None)
-        ordered = positions.reshape(-1)[order]
         side = "right" if strict else "left"
-        k = np.minimum(self.reader.locate(ordered), len(self._shard_starts) - 1)
-        bounds = np.searchsorted(k, np.arange(len(self._shard_starts) + 1)).tolist()
-        found = np.empty(len(ordered), dtype=np.int64)
-        for shard in range(int(k[0]), int(k[-1]) + 1) if len(k) else ():
-            a, b = bounds[shard], bounds[shard + 1]
-            local = ordered[a:b] - self.reader.offsets[shard]
-            found[a:b] = np.searchsorted(self._shard_starts[shard], local, side=side) + self.doc_offsets[shard]
+        k = np.minimum(self.reader.locate(positions), len(self._shard_starts) - 1)
         out = np.empty(positions.shape, dtype=np.int64)
-        out.reshape(-1)[order] = found
+        for shard, sel in self._by_shard(k):
+            local = positions[sel] - self.reader.offsets[shard]
+            out[sel] = np.searchsorted(self._shard_starts[shard], local, side=side) + self.doc_offsets[shard]
         return out
 
     def lengths(self, doc_ids: np.ndarray) -> np.ndarray:
