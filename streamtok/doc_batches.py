@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .boundaries import DocumentIndex, Documents, documents_from_starts, split_documents
+from .boundaries import DocumentIndex, Documents, _arange, documents_from_starts, split_documents
 from .collate import Collator, _buffer, split
 from .errors import ConfigError
 from .packed_rows import PackSampler
@@ -57,14 +57,23 @@ class DocumentCollator(Collator):
             out = out.view(self._stored)
         reader = self.reader
         rows, starts, lengths = plan[:, 0], plan[:, 1], plan[:, 2]
+        # Pieces fill the rows in order, so token j of the flattened batch is token
+        # src[j] = start of its piece + (j - where the piece begins) of the data: one
+        # fancy-index copy per shard, not a slice copy per piece (~55 per 32 rows).
+        flat = out.reshape(-1)
+        src = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + _arange(len(flat))
         shards = reader.locate(starts)
-        inside = (starts + lengths <= reader.offsets[shards + 1]).tolist()
-        local = (starts - reader.offsets[shards]).tolist()
-        pieces = zip(rows.tolist(), _columns(rows, lengths, self.batch_size).tolist(), lengths.tolist(), shards.tolist())
-        for i, (row, col, n, k) in enumerate(pieces):
-            if inside[i]:  # one slice copy out of the shard's map
-                out[row, col : col + n] = reader.shard_array(k)[local[i] : local[i] + n]
-            else:  # a document that runs across a shard end
+        first, last = int(shards.min()), int(shards.max())
+        token_shard = np.repeat(shards, lengths) if first != last else None
+        for k in range(first, last + 1):
+            sel = slice(None) if token_shard is None else token_shard == k
+            arr = reader.shard_array(k)
+            flat[sel] = arr[np.minimum(src[sel] - reader.offsets[k], len(arr) - 1)]
+        crossing = np.flatnonzero(starts + lengths > reader.offsets[shards + 1])
+        if len(crossing):  # documents that run across a shard end: stitched by the reader
+            cols = _columns(rows, lengths, self.batch_size)
+            for i in crossing.tolist():
+                row, col, n = int(rows[i]), int(cols[i]), int(lengths[i])
                 reader.gather(starts[i : i + 1], n, out[row : row + 1, col : col + n])
         if self.vocab_size is not None and int(out.max()) >= self.vocab_size:
             row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)

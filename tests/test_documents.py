@@ -25,13 +25,14 @@ BOS = 50256
 T, B = 32, 4
 
 
-def make_doc_shards(directory, n_shards=3, docs=60, *, seed=0, median=20, lead=3):
-    """uint16 llm.c shards of documents that each start with BOS; the first shard starts with
-    ``lead`` tokens of a document begun elsewhere. Returns (all tokens, global document starts)."""
+def make_doc_shards(directory, n_shards=3, docs=60, *, seed=0, median=20, lead=3, lead_all=False):
+    """uint16 llm.c shards of documents that each start with BOS; the first shard (``lead_all``:
+    every shard) starts with ``lead`` tokens of a document begun before it. Returns (all
+    tokens, global document starts)."""
     rng = np.random.default_rng(seed)
     parts, starts, pos = [], [], 0
     for k in range(n_shards):
-        pieces = [rng.integers(0, 50000, lead if k == 0 else 0).astype(np.uint16)]
+        pieces = [rng.integers(0, 50000, lead if k == 0 or lead_all else 0).astype(np.uint16)]
         for _ in range(docs):
             n = 1 + int(rng.lognormal(np.log(median), 0.9))
             d = rng.integers(0, 50000, n).astype(np.uint16)
@@ -209,6 +210,19 @@ def test_pack_reads_each_document_at_most_once_per_epoch_over_ranks(doc_dir):
         seen += [s for plan in sampler.iter_steps(sampler.next_pass()) for s in plan[:, 1].tolist()]
     assert len(seen) == len(set(seen)) and set(seen) <= set(starts.tolist())
     assert len(seen) > len(starts) // 2  # most documents are used
+
+
+def test_packed_pieces_across_shard_ends_are_stitched(tmp_path):
+    tokens, _ = make_doc_shards(tmp_path, n_shards=8, docs=6, median=8, lead=12, lead_all=True)
+    loader = streamtok.loader(tmp_path, seq_len=T, batch_size=2, split="all", documents="pack", block_docs=40, metrics=False)
+    collator, crossing = loader.collator, 0
+    ends = collator.reader.offsets[1:]
+    for plan in collator.sampler.iter_steps(collator.sampler.next_pass()):
+        buf = collator.gather(plan).numpy()
+        expect = np.concatenate([tokens[s : s + n] for _, s, n in plan.tolist()]).reshape(2, T + 1)
+        assert np.array_equal(buf, expect)
+        crossing += int(sum(any(s < e < s + n for e in ends) for _, s, n in plan.tolist()))
+    assert crossing > 0
 
 
 def test_pack_block_crops_only_when_nothing_fits():
