@@ -17,6 +17,7 @@ a crash never leaves a half-written shard under the final name.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ def _check_not_orphan(path: str) -> None:
     if not path.endswith(".bin"):
         return
     try:
-        pairs = [n for n in os.listdir(directory) if n.endswith(".idx") and os.path.isfile(os.path.join(directory, n[:-4] + ".bin"))]
+        pairs = _megatron_pairs(directory, os.stat(directory).st_mtime_ns)
     except OSError:
         return
     if pairs:
@@ -187,6 +188,14 @@ def _probe_megatron(path: str, size: int, index_path: str) -> ShardInfo:
     if problem:
         raise ShardFormatError(f"{path}: inconsistent Megatron index {index_path}: {problem}; re-create the pair")
     return ShardInfo(path, "megatron", index.dtype, 0, n_tokens, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _megatron_pairs(directory: str, mtime_ns: int) -> list[str]:
+    """The ``.idx`` files with a ``.bin`` beside them (cached per directory state: one listing
+    for a directory of 1000 raw shards, not one per shard)."""
+    names = set(os.listdir(directory))
+    return sorted(n for n in names if n.endswith(".idx") and n[:-4] + ".bin" in names)
 
 
 def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:
