@@ -3,8 +3,8 @@
 A document starts at every boundary token (``bos_id``: GPT-2's ``<|endoftext|>`` written before
 each document, Llama 3's ``<|begin_of_text|>``); Megatron shards carry their document starts in
 their ``.idx``. For a token-delimited shard the index is one vectorised scan (``chunk ==
-bos_id`` over 64 MiB pieces of the memory map: ~0.3 s per GiB of uint16 tokens on one core)
-and is then cached as a sidecar ``<shard>.docidx`` beside the shard, or under
+bos_id`` over 64 MiB pieces of the memory map: 0.5-1.7 s per GiB of uint16 tokens on a
+shared 2-core machine, pages cached) and is then cached as a sidecar ``<shard>.docidx`` beside the shard, or under
 ``$STREAMTOK_CACHE_DIR`` (default ``~/.cache/streamtok/docidx``) when the shard's directory is
 read-only. The sidecar is an ``.npy`` of int64: an 8-word key (magic, version, bos_id, file
 size, mtime, a hash of three 64 KiB content samples, document count, 0) then the starts; a
@@ -60,13 +60,17 @@ def default_bos_id(info: ShardInfo) -> int | None:
 
 
 def _content_key(path: str, info: ShardInfo, bos_id: int | None) -> np.ndarray:
-    """What the index is valid for: the shard's size, mtime and three content samples."""
+    """What the index is valid for: the shard's size, mtime and three content samples (and
+    a Megatron shard's ``.idx`` size and mtime)."""
     st = os.stat(path)
     h = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         for at in (0, max(0, st.st_size // 2 - _SAMPLE_BYTES // 2), max(0, st.st_size - _SAMPLE_BYTES)):
             f.seek(at)
             h.update(f.read(_SAMPLE_BYTES))
+    if info.kind == "megatron":  # the starts come from the .idx: a new .idx is a new index
+        idx = os.stat(megatron_index_path(path))  # type: ignore[arg-type]
+        h.update(f"{idx.st_size}:{idx.st_mtime_ns}".encode())
     sample = int.from_bytes(h.digest(), "little") >> 1  # fits an int64
     return np.array([_MAGIC, _VERSION, -1 if bos_id is None else bos_id, st.st_size, st.st_mtime_ns, sample, 0, 0], dtype=np.int64)
 

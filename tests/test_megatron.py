@@ -122,3 +122,13 @@ def test_inconsistent_idx_is_named(tmp_path, damage, message):
     idx.write_bytes(damage(idx.read_bytes()))
     with pytest.raises(ShardFormatError, match=message):
         probe_shard(tmp_path / "c.bin")
+
+
+def test_a_new_idx_is_a_new_index(tmp_path):
+    write_megatron(tmp_path / "d", [[1, 2, 3, 4], [5, 6]])
+    assert document_starts(tmp_path / "d.bin").tolist() == [0, 4]
+    before = os.stat(tmp_path / "d.bin")
+    write_megatron(tmp_path / "d", [[1, 2], [3, 4, 5, 6]])  # same tokens, other documents
+    os.utime(tmp_path / "d.bin", ns=(before.st_atime_ns, before.st_mtime_ns))  # the .bin looks unchanged
+    os.utime(tmp_path / "d.idx", ns=(before.st_atime_ns + 1, before.st_mtime_ns + 1))
+    assert document_starts(tmp_path / "d.bin").tolist() == [0, 2]
