@@ -1,5 +1,6 @@
 """The document index (sidecars, cache, stats) and the boundaries of "mask", "bos" and "pack" rows."""
 
+import json
 import os
 import re
 
@@ -175,6 +176,11 @@ def test_mask_keeps_the_windows_and_the_state_of_stream(doc_dir):
     for (x0, y0), (x1, y1, _) in zip(stream, mask):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert len(stream) == len(mask)
+    half = streamtok.loader(path, **kw)
+    take = [b for _, b in zip(range(5), half)]
+    resumed = streamtok.loader(path, documents="mask", **kw)
+    resumed.load_state_dict(json.loads(json.dumps(half.state_dict())))  # a "stream" checkpoint
+    assert torch.equal(next(iter(resumed))[0], stream[len(take)][0])
 
 
 def test_pack_rows_are_whole_documents_from_bos(doc_dir):
