@@ -119,7 +119,7 @@ class PackSampler:
             return rows
         lo = block * self.block_docs
         k = np.arange(lo, min(lo + self.block_docs, self.n_samples), dtype=np.int64)
-        docs = document_order(self.index, self.mode, self.seed, epoch, k, self.n_samples)
+        docs = document_order(self.mode, self.seed, epoch, k, self.n_samples)
         starts = self.index.starts(docs).tolist()
         packed = pack_block(self.index.lengths(docs), self.window_len)
         rows = [[(starts[i], n) for i, n in row] for row in packed]

@@ -10,7 +10,7 @@
   more fills a row by itself (cropped to it); the others go best-fit: a row takes the longest
   document that fits what is left, and only when none fits is the shortest cropped to fill the
   row. A last row the block cannot fill is dropped. Cost: O(D log D) per block of ``D``
-  documents, about 1-2 µs per document.
+  documents, a few µs per document in Python (~4 per batch row at T=1024).
 """
 
 from __future__ import annotations
@@ -27,8 +27,15 @@ from .errors import ConfigError, StateMismatchError
 from .sampler import KeyedPermutation, WindowSampler, _key, _mix64
 
 
-def document_order(index: DocumentIndex, mode: str, seed: int, epoch: int, k: np.ndarray, n: int) -> np.ndarray:
-    """Document ids of samples ``k`` of ``epoch``, out of the first ``n`` documents."""
+def document_order(mode: str, seed: int, epoch: int, k: np.ndarray, n: int) -> np.ndarray:
+    """Document ids of samples ``k`` of ``epoch`` out of ``n`` documents (``random``: with replacement).
+
+    Args:
+        mode: ``"shuffle"`` (a keyed permutation), ``"random"`` or ``"sequential"``.
+        seed, epoch: pick the order.
+        k: sample indices in ``[0, n)``.
+        n: documents in the order.
+    """
     k = np.asarray(k, dtype=np.int64)
     if mode == "sequential":
         return k
@@ -91,7 +98,7 @@ class DocStartSampler(RecordedStarts, WindowSampler):
             )
 
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
-        out = self.index.starts(document_order(self.index, self.mode, self.seed, epoch, samples, self.n_samples))
+        out = self.index.starts(document_order(self.mode, self.seed, epoch, samples, self.n_samples))
         if self.record is not None and out.ndim == 2:
             self.record.append(out)
         return out

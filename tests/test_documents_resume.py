@@ -81,8 +81,7 @@ def test_states_of_other_modes_are_refused(docs):
 
 
 SCRIPT = """
-import hashlib, json, sys
-import streamtok
+import json, sys
 sys.path.insert(0, {tests!r})
 from test_documents_resume import digest, make
 loader = make({path!r}, {documents!r}, num_workers={workers})
