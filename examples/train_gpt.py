@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import streamtok
+from doc_attention import doc_to, document_attention
 
 
 @dataclass
@@ -50,11 +51,14 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, doc=None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if doc is None:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # --documents: attention stays inside each document
+            att = document_attention(q, k, v, doc)
         x = x + self.proj(att.transpose(1, 2).reshape(B, T, C))
         return x + self.mlp(self.ln2(x))
 
@@ -72,10 +76,11 @@ class GPT(nn.Module):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc=None) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device) if doc is None else doc.position_ids
+        x = self.tok(idx) + self.pos(pos)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, doc)
         logits = self.head(self.ln_f(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
@@ -102,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-batches", help="append 'step sha1' of every batch to this file (syncs every step: for tests)")
     p.add_argument("--mix", help="a mixture of DATA's subdirectories: name=weight,... (web=0.7,code=0.3)")
     p.add_argument("--anneal", help="with --mix, weights from a step on: STEP:name=weight,...")
+    p.add_argument("--documents", default="stream", choices=["stream", "mask", "bos", "pack"],
+                   help="rows and attention by document (see examples/doc_attention.py)")
     return p.parse_args(argv)
 
 
@@ -164,12 +171,12 @@ def main(argv: list[str] | None = None) -> None:
         source, mix["weights"] = mixture(args)
     train_loader = streamtok.loader(
         source, seq_len=args.seq_len, batch_size=args.batch_size, split="train", mode="shuffle",
-        seed=args.seed, epochs=None, num_workers=args.num_workers, pin_memory=cuda, **mix,
+        seed=args.seed, epochs=None, num_workers=args.num_workers, pin_memory=cuda, documents=args.documents, **mix,
     )
     val_loader = streamtok.loader(
         source, seq_len=args.seq_len, batch_size=args.batch_size, split="val", mode="sequential", **mix,
     )
-    train = streamtok.CUDAPrefetcher(train_loader, device=device, depth=2)
+    train = streamtok.CUDAPrefetcher(train_loader, device=device, depth=2)  # carries doc too
     val = streamtok.CUDAPrefetcher(val_loader, device=device, depth=2)
 
     cfg = GPTConfig(seq_len=args.seq_len, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
 
     batches = iter(train)
     while step < args.steps:
-        x, y = next(batches)
+        x, y, *doc = next(batches)
+        x, y, doc = x.to(device), y.to(device), doc_to(doc[0], device) if doc else None
         if batch_log:
             h = hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()
             batch_log.write(f"{step} {h}\n")
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         for group in optim.param_groups:
             group["lr"] = lr_at(step, args)
         with autocast():
-            loss = fwd(x, y)
+            loss = fwd(x, y, doc)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

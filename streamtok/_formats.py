@@ -6,6 +6,8 @@ Three layouts are read, all as one flat array of token ids at a byte offset:
   tokens. Magic 20240520 / version 1 holds uint16 ids (GPT-2); magic 20240801 / version 7
   holds uint32 ids (Llama 3).
 - ``.npy``: numpy's header is parsed and the data offset taken from it; any 1-D integer dtype.
+- Megatron ``.bin``: headerless tokens with a sibling ``.idx`` (``MMIDIDX`` index: version,
+  dtype code, sequence lengths, byte pointers, document index); dtype and size come from it.
 - anything else (raw ``.bin``): a headerless array of a configured dtype (uint16 by default).
 
 Opening costs one ``stat`` and at most one small header read; nothing is scanned.
@@ -15,6 +17,7 @@ a crash never leaves a half-written shard under the final name.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,16 @@ LLMC_FORMATS: dict[int, tuple[int, np.dtype]] = {
     MAGIC_GPT2: (1, np.dtype(np.uint16)),
     MAGIC_LLAMA3: (7, np.dtype(np.uint32)),
 }
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+# Megatron-LM's DType codes (megatron/core/datasets/indexed_dataset.py); the integer ones.
+MEGATRON_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.uint8),
+    2: np.dtype(np.int8),
+    3: np.dtype(np.int16),
+    4: np.dtype(np.int32),
+    5: np.dtype(np.int64),
+    8: np.dtype(np.uint16),
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class ShardInfo:
     """Where the tokens of one shard file lie: ``n_tokens`` ids of ``dtype`` from byte ``offset``."""
 
     path: str
-    kind: str  # "llmc", "npy" or "raw"
+    kind: str  # "llmc", "npy", "megatron" or "raw"
     dtype: np.dtype
     offset: int
     n_tokens: int
@@ -85,6 +98,9 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
             "index.json and chunk-*.bin), not a token shard; read it with litdata's "
             "StreamingDataset, or tokenize the text into shards with `streamtok tokenize`"
         )
+    index = megatron_index_path(path)
+    if index is not None:
+        return _probe_megatron(path, size, index)
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_BYTES)
@@ -99,6 +115,7 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
                 f"{path}: starts with llm.c magic {magic}: it is {LLMC_OTHER_FILES[magic]}, "
                 f"not a token shard (llm.c token shards have magic {MAGIC_GPT2} or {MAGIC_LLAMA3})"
             )
+    _check_not_orphan(path)
     return _probe_raw(path, size, np.dtype(raw_dtype))
 
 
@@ -111,6 +128,107 @@ def is_litdata_dir(directory: str | os.PathLike) -> bool:
         return any(n.startswith("chunk-") and n.endswith(".bin") for n in os.listdir(directory))
     except OSError:
         return False
+
+
+def megatron_index_path(path: str) -> str | None:
+    """The sibling ``.idx`` of a ``.bin`` shard (``None`` when there is none)."""
+    if not path.endswith(".bin"):
+        return None
+    index = path[: -len(".bin")] + ".idx"
+    return index if os.path.isfile(index) else None
+
+
+def _check_not_orphan(path: str) -> None:
+    """A headerless ``.bin`` beside Megatron pairs is a pair whose ``.idx`` is missing."""
+    directory = os.path.dirname(path) or "."
+    if not path.endswith(".bin"):
+        return
+    try:
+        pairs = _megatron_pairs(directory, os.stat(directory).st_mtime_ns)
+    except OSError:
+        return
+    if pairs:
+        raise ShardFormatError(
+            f"{path}: a headerless .bin beside Megatron .bin/.idx pairs (e.g. {pairs[0]}) but its own "
+            f"{os.path.basename(path)[:-4]}.idx is missing; copy the .idx next to it or remove the .bin"
+        )
+
+
+@dataclass(frozen=True)
+class MegatronIndex:
+    """The parsed ``MMIDIDX`` index of one Megatron shard (arrays are views of a memory map)."""
+
+    path: str
+    dtype: np.dtype
+    sequence_lengths: np.ndarray  # int32, tokens per sequence
+    sequence_pointers: np.ndarray  # int64, byte offset of each sequence in the .bin
+    document_indices: np.ndarray  # int64, sequence index where each document starts, then the count
+
+
+def read_megatron_index(index: str) -> MegatronIndex:
+    """Parse a Megatron ``.idx`` (layout of Megatron-LM's ``indexed_dataset.py``).
+
+    Args:
+        index: the ``.idx`` file.
+
+    Raises:
+        ShardFormatError: a bad magic, version or dtype code, or an index shorter than it says.
+    """
+    size = os.stat(index).st_size
+    fixed = len(MEGATRON_MAGIC) + 8 + 1 + 8 + 8
+    with open(index, "rb") as f:
+        head = f.read(fixed)
+    if len(head) < fixed or head[: len(MEGATRON_MAGIC)] != MEGATRON_MAGIC:
+        raise ShardFormatError(f"{index}: not a Megatron MMIDIDX index (bad magic or shorter than its header)")
+    pos = len(MEGATRON_MAGIC)
+    version = int.from_bytes(head[pos : pos + 8], "little")
+    code = head[pos + 8]
+    n_seq = int.from_bytes(head[pos + 9 : pos + 17], "little")
+    n_doc = int.from_bytes(head[pos + 17 : pos + 25], "little")
+    if version != 1:
+        raise ShardFormatError(f"{index}: Megatron index version {version} is not supported (expected 1)")
+    if code not in MEGATRON_DTYPES:
+        raise ShardFormatError(
+            f"{index}: Megatron dtype code {code} is not an integer token dtype "
+            f"(known: {', '.join(f'{c}={d.name}' for c, d in MEGATRON_DTYPES.items())})"
+        )
+    need = fixed + n_seq * (4 + 8) + n_doc * 8
+    if n_doc < 1 or size < need:
+        raise ShardFormatError(
+            f"{index}: Megatron index says {n_seq} sequences and {n_doc} document entries "
+            f"({need} bytes) but has {size} bytes; the index is truncated or corrupt"
+        )
+    mm = np.memmap(index, dtype=np.uint8, mode="r")
+    lengths = mm[fixed : fixed + 4 * n_seq].view("<i4")
+    pointers = mm[fixed + 4 * n_seq : fixed + 12 * n_seq].view("<i8")
+    documents = mm[fixed + 12 * n_seq : fixed + 12 * n_seq + 8 * n_doc].view("<i8")
+    return MegatronIndex(index, MEGATRON_DTYPES[code], lengths, pointers, documents)
+
+
+def _probe_megatron(path: str, size: int, index_path: str) -> ShardInfo:
+    index = read_megatron_index(index_path)
+    itemsize = index.dtype.itemsize
+    lengths, pointers, docs = index.sequence_lengths, index.sequence_pointers, index.document_indices
+    n_tokens = int(lengths.sum(dtype=np.int64))
+    expected = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64) * itemsize)) if len(lengths) else lengths
+    problem = None
+    if size != n_tokens * itemsize:
+        problem = f"its sequences hold {n_tokens} tokens of {index.dtype.name} ({n_tokens * itemsize} bytes) but the .bin has {size} bytes"
+    elif (lengths < 0).any() or not np.array_equal(pointers, expected):
+        problem = "its sequence pointers do not follow the sequence lengths (sequences must lie back to back)"
+    elif int(docs[0]) != 0 or int(docs[-1]) != len(lengths) or (np.diff(docs) < 0).any():
+        problem = f"its document index must rise from 0 to the sequence count {len(lengths)}"
+    if problem:
+        raise ShardFormatError(f"{path}: inconsistent Megatron index {index_path}: {problem}; re-create the pair")
+    return ShardInfo(path, "megatron", index.dtype, 0, n_tokens, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _megatron_pairs(directory: str, mtime_ns: int) -> list[str]:
+    """The ``.idx`` files with a ``.bin`` beside them (cached per directory state: one listing
+    for a directory of 1000 raw shards, not one per shard)."""
+    names = set(os.listdir(directory))
+    return sorted(n for n in names if n.endswith(".idx") and n[:-4] + ".bin" in names)
 
 
 def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:

@@ -32,6 +32,14 @@ _cuda: Any = torch.cuda
 Batch = Any
 
 
+def split_compact(item: Batch, dtype: torch.dtype) -> Batch:
+    """``(x, y)`` from a compact buffer, or ``(x, y, doc)`` from a document loader's ``(buf, doc)``."""
+    if isinstance(item, tuple):
+        buf, doc = item
+        return (*split(buf, dtype), doc)
+    return split(item, dtype)
+
+
 def to_device(item: Batch, device: torch.device, non_blocking: bool) -> Batch:
     """``item`` with every tensor in it (tuples, namedtuples, lists, dicts) moved to ``device``."""
     if isinstance(item, torch.Tensor):
@@ -107,7 +115,7 @@ class CPUStage:
     def stage(self, item: Batch, compact: bool, dtype: torch.dtype) -> Batch:
         """The batch as the consumer gets it."""
         if compact:
-            return split(item, dtype)
+            return split_compact(item, dtype)
         return to_device(item, self.device, non_blocking=False)
 
     def ready(self, staged: Batch) -> Batch:
@@ -131,7 +139,7 @@ class CUDAStage:
         """Queue the copy (and split) of ``item`` on the side stream; the batch and its event."""
         with _cuda.device(self.device.index), _cuda.stream(self.stream):
             moved = to_device(item, self.device, non_blocking=True)
-            batch = split(moved, dtype) if compact else moved
+            batch = split_compact(moved, dtype) if compact else moved
             done = _cuda.Event()
             done.record(self.stream)
         return batch, done

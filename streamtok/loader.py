@@ -29,6 +29,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ._chain import chained
 from ._ring import SlotRef, SlotRing
 from .collate import Collator, host_empty, new_buffer, split
+from .doc_batches import DocumentCollator, document_collator
 from .errors import ConfigError, PassActiveError, StateMismatchError
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
@@ -228,8 +229,11 @@ class StreamtokLoader(StatefulDataLoader):
         """Iterate ``(B, T+1)`` buffers in the stored dtype, advancing the same position.
 
         :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
-        split and upcast them there.
+        split and upcast them there. With ``documents``: ``(buf, doc)``, ``doc`` a tuple of its
+        compact boundaries (see :class:`streamtok.boundaries.Documents`).
         """
+        if isinstance(self.collator, DocumentCollator):
+            return self.collator.attach(self, self._batches(None), compact=True)
         return self._batches(None)
 
     def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
@@ -282,6 +286,11 @@ class StreamtokLoader(StatefulDataLoader):
                 if self._live_pass is token:
                     self._live_pass = None
 
+    @property
+    def pass_start(self) -> Any:
+        """Where the current (or last) pass began, as the sampler's ``begin_pass()`` gave it."""
+        return self._stream.current_pass()[0]
+
     def end_pass(self) -> None:
         """End the running pass, if any: its iterator yields nothing more and never moves the position."""
         with self._position_lock:
@@ -296,7 +305,10 @@ class StreamtokLoader(StatefulDataLoader):
         return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        return self._batches(self.collator.dtype)
+        batches = self._batches(self.collator.dtype)
+        if isinstance(self.collator, DocumentCollator):  # (x, y, doc): streamtok.doc_batches
+            return self.collator.attach(self, batches, compact=False)
+        return batches
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -411,6 +423,8 @@ def loader(
     group: Any = None,
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
+    documents: str = "stream",
+    bos_id: int | None = None,
     **kw: Any,
 ) -> StreamtokLoader:
     """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
@@ -437,6 +451,13 @@ def loader(
             ``rank``/``world_size`` from.
         dtype: dtype of ``x`` and ``y``.
         pin_memory: pin batches for asynchronous GPU copies.
+        documents: ``"stream"`` (windows of the flat token stream), ``"mask"`` (the same
+            windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
+            ``"pack"`` (rows of whole documents, best-fit; ``block_docs=`` sets the packer's
+            buffer, default 1000); other than ``"stream"`` batches are ``(x, y, doc)``,
+            see :mod:`streamtok.doc_batches`.
+        bos_id: the token that starts a document; ``None``: from the format (50256 for
+            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
         **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
             last two default by mode, see ``_PAGE_HINTS``), ``vocab_size``, and DataLoader
             options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
@@ -446,10 +467,15 @@ def loader(
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
     for key, value in _PAGE_HINTS.get(mode, {}).items():
         reader_kw.setdefault(key, value)
+    if documents == "pack":
+        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
     vocab_size = kw.pop("vocab_size", None)
+    if group is not None:  # the data-parallel place, for every kind of loader below
+        rank, world_size = resolve_rank(rank, world_size, group)
+        group = None
     if isinstance(source, Mapping):
-        if group is not None:
-            rank, world_size = resolve_rank(rank, world_size, group)
+        if documents != "stream" or bos_id is not None:
+            raise ConfigError("documents= and bos_id= do not work with a mixture yet: use documents='stream'")
         if epochs is _ONE_EPOCH:
             epochs = None if primary is None else 1
         mixture = build_mixture(
@@ -462,6 +488,13 @@ def loader(
         raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
     epochs = int(epochs) if epochs is not None else None
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
+    if documents != "stream" or bos_id is not None or "block_docs" in kw:  # streamtok.doc_batches
+        collator = document_collator(
+            reader, documents=documents, bos_id=bos_id, seq_len=seq_len, batch_size=batch_size,
+            collate_kw={"dtype": dtype, "vocab_size": vocab_size}, mode=mode, seed=seed, epochs=epochs,
+            rank=rank, world_size=world_size, **{k: kw.pop(k) for k in ("block_docs",) if k in kw},
+        )
+        return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
         batch_size=batch_size, rank=rank, world_size=world_size, group=group,

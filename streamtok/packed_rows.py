@@ -1,0 +1,273 @@
+"""PackSampler: the order of packed rows (``documents="pack"``), a pure function of the position.
+
+The epoch's documents (in :func:`~streamtok.packing.document_order`) are cut into blocks of
+``block_docs``; block ``b`` of epoch ``e`` packs into rows by :func:`~streamtok.packing.pack_block`,
+a function of ``(seed, e, b)`` alone. The epoch's rows are the blocks' rows in block order;
+global step ``g`` takes the next ``B*W`` of them and rank ``r`` its contiguous ``B``, as for
+windows (DESIGN §2), so the stream does not depend on ``num_workers`` and a saved position
+resumes under any world size or batch size.
+
+The position is ``(epoch, block, row)``: the next row to read, plus ``offset`` (rows of the
+epoch read so far, for display). Going to a position packs its block (and the next, when a
+step crosses it); each process keeps the last few packed blocks. An epoch's partial last step
+is dropped, as for windows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .boundaries import DocumentIndex
+from .errors import ConfigError, StateMismatchError
+from .packing import document_order, pack_block
+from ._order import MODES
+from .sampler import resolve_rank
+
+STATE_VERSION = 1
+_CACHED_BLOCKS = 4
+Row = list[tuple[int, int]]  # (global token start, tokens) per piece
+
+
+@dataclass(frozen=True)
+class PackStart:
+    """Where a pass over packed rows begins, and its last epoch (exclusive)."""
+
+    epoch: int
+    block: int
+    row: int
+    offset: int
+    end_epoch: int | None
+
+
+class PackSampler:
+    """Packed rows for one rank, step by step: per step an ``(n_pieces, 3)`` int64 plan.
+
+    Each plan row is ``(row in batch, global token start, tokens)``; a batch row's pieces
+    follow each other and fill ``T+1`` tokens.
+
+    Args:
+        source: the reader.
+        seq_len: tokens per row ``T``.
+        index: the documents of ``source``.
+        mode: document order: ``"shuffle"``, ``"random"`` or ``"sequential"``.
+        seed, epochs, batch_size, rank, world_size: as for :class:`~streamtok.WindowSampler`.
+        block_docs: documents per packed block: the packer's buffer.
+    """
+
+    def __init__(
+        self, source: Any, seq_len: int, *, index: DocumentIndex, mode: str = "shuffle", seed: int = 0,
+        epochs: int | None = 1, batch_size: int = 1, rank: int | None = None, world_size: int | None = None,
+        block_docs: int = 1000,
+    ):
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
+        for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("block_docs", block_docs)):
+            if int(value) != value or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if epochs is not None and epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer or None, not {epochs!r}")
+        self.source, self.index = source, index
+        self.seq_len, self.mode, self.seed, self.epochs = int(seq_len), mode, int(seed), epochs
+        self.batch_size, self.block_docs = int(batch_size), int(block_docs)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.n_samples = index.n_documents
+        if self.n_samples == 0:
+            raise ConfigError(f"{source.describe()}: no document starts (bos_id={index.bos_id}); check bos_id")
+        self.n_blocks = -(-self.n_samples // self.block_docs)
+        self.epoch, self.block, self.row, self.offset = 0, 0, 0, 0
+        self.end_epoch = epochs
+        self._continue = True
+        self._cache: OrderedDict[tuple[int, int], list[Row]] = OrderedDict()
+        self.record: deque[list[np.ndarray]] | None = None  # see packing.RecordedStarts
+        if self._take(0, 0, 0, self.step_samples) is None:
+            raise ConfigError(
+                f"{source.describe()}: the packed rows of one epoch cannot fill one global step of "
+                f"{self.step_samples} rows of {self.window_len} tokens; use a smaller batch or more data"
+            )
+
+    @property
+    def window_len(self) -> int:
+        return self.seq_len + 1
+
+    @property
+    def step_samples(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """An estimate (rows if every token were kept): the exact count packs the whole epoch."""
+        return max(1, self.source.n_tokens // self.window_len // self.step_samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"PackSampler(mode={self.mode!r}, seq_len={self.seq_len}, batch_size={self.batch_size}, "
+            f"block_docs={self.block_docs}, rank={self.rank}/{self.world_size}, epoch={self.epoch}, "
+            f"block={self.block}, row={self.row})"
+        )
+
+    # -- the pure order -------------------------------------------------------------------
+    def block_rows(self, epoch: int, block: int) -> list[Row]:
+        """The packed rows of ``block`` of ``epoch`` (cached per process)."""
+        key = (epoch, block)
+        rows = self._cache.get(key)
+        if rows is not None:
+            self._cache.move_to_end(key)
+            return rows
+        lo = block * self.block_docs
+        k = np.arange(lo, min(lo + self.block_docs, self.n_samples), dtype=np.int64)
+        docs = document_order(self.mode, self.seed, epoch, k, self.n_samples)
+        starts = self.index.starts(docs).tolist()
+        packed = pack_block(self.index.lengths(docs), self.window_len)
+        rows = [[(starts[i], n) for i, n in row] for row in packed]
+        self._cache[key] = rows
+        if len(self._cache) > _CACHED_BLOCKS:
+            self._cache.popitem(last=False)
+        return rows
+
+    def _take(self, epoch: int, block: int, row: int, n: int) -> tuple[list[Row], int, int] | None:
+        """``n`` rows of ``epoch`` from ``(block, row)`` and the position after, or ``None`` past its end."""
+        out: list[Row] = []
+        while len(out) < n:
+            if block >= self.n_blocks:
+                return None
+            rows = self.block_rows(epoch, block)
+            got = rows[row : row + n - len(out)]
+            out += got
+            row += len(got)
+            if row >= len(rows):
+                block, row = block + 1, 0
+        return out, block, row
+
+    def _step(self, epoch: int, block: int, row: int) -> tuple[int, list[Row], tuple[int, int, int]]:
+        """The epoch and rows of the step at a position, and the position after it."""
+        got = self._take(epoch, block, row, self.step_samples)
+        if got is None:  # the epoch's partial last step is dropped
+            epoch += 1
+            got = self._take(epoch, 0, 0, self.step_samples)
+            if got is None:
+                raise ConfigError(
+                    f"{self.source.describe()}: the packed rows of epoch {epoch} cannot fill one global "
+                    f"step of {self.step_samples} rows; use a smaller batch or more data"
+                )
+        return epoch, got[0], (epoch, got[1], got[2])
+
+    def plan(self, rows: list[Row]) -> np.ndarray:
+        """This rank's ``(n_pieces, 3)`` plan out of a global step's rows."""
+        mine = rows[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return np.array([(r, s, n) for r, row in enumerate(mine) for s, n in row], dtype=np.int64).reshape(-1, 3)
+
+    # -- positions ------------------------------------------------------------------------
+    def next_pass(self) -> PackStart:
+        """Where the next pass would start: the position if fresh or loaded, else a new pass."""
+        finished = self.end_epoch is not None and self.epoch >= self.end_epoch
+        if self._continue and not finished:
+            return PackStart(self.epoch, self.block, self.row, self.offset, self.end_epoch)
+        epoch = self.epoch + (1 if self.offset else 0)
+        return PackStart(epoch, 0, 0, 0, None if self.epochs is None else epoch + self.epochs)
+
+    def begin_pass(self) -> PackStart:
+        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
+        start = self.next_pass()
+        self.epoch, self.block, self.row, self.offset, self.end_epoch = (
+            start.epoch, start.block, start.row, start.offset, start.end_epoch,
+        )
+        self._continue = False
+        return start
+
+    def _normalise(self) -> None:
+        if self._take(self.epoch, self.block, self.row, self.step_samples) is None:
+            self.epoch, self.block, self.row, self.offset = self.epoch + 1, 0, 0, 0
+
+    def advance(self) -> None:
+        """Record that the consumer received one more step."""
+        epoch, _, (e, self.block, self.row) = self._step(self.epoch, self.block, self.row)
+        self.offset = (self.offset if epoch == self.epoch else 0) + self.step_samples
+        self.epoch = e
+        self._normalise()
+
+    def iter_steps(self, start: Any, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
+        """Plans of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
+        pos, j = (start.epoch, start.block, start.row), 0
+        while True:
+            epoch, rows, after = self._step(*pos)
+            if start.end_epoch is not None and epoch >= start.end_epoch:
+                return
+            if j % num_workers == worker_id:
+                plan = self.plan(rows)
+                if self.record is not None:
+                    self.record.append([plan])
+                yield plan
+            pos, j = after, j + 1
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        start = self.begin_pass()
+        for plan in self.iter_steps(start):
+            self.advance()
+            yield plan
+
+    def pass_steps(self, start: PackStart) -> int | None:
+        """Global steps from ``start`` to the end of its pass (packs every block it covers)."""
+        if start.end_epoch is None:
+            return None
+        total = 0
+        for epoch in range(start.epoch, start.end_epoch):
+            first = start.block if epoch == start.epoch else 0
+            rows = sum(len(self.block_rows(epoch, b)) for b in range(first, self.n_blocks))
+            rows -= start.row if epoch == start.epoch else 0
+            total += rows // self.step_samples
+        return total
+
+    def __len__(self) -> int:
+        steps = self.pass_steps(self.next_pass())
+        if steps is None:
+            raise TypeError("an endless sampler (epochs=None) has no length")
+        return steps
+
+    # -- state ----------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What a saved position is valid for."""
+        return {
+            "documents": "pack", "mode": self.mode, "seed": self.seed, "seq_len": self.seq_len,
+            "block_docs": self.block_docs, "bos_id": self.index.bos_id,
+            "data": self.source.fingerprint, "n_tokens": self.source.n_tokens,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position as plain ints (JSON-serialisable), with its configuration."""
+        return {
+            "version": STATE_VERSION, "config": self.config(), "epoch": self.epoch, "block": self.block,
+            "row": self.row, "offset": self.offset, "end_epoch": self.end_epoch,
+            "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position; the next pass resumes there.
+
+        Raises:
+            StateMismatchError: the state was made for another mode, data or settings.
+        """
+        saved, current = state["config"], self.config()
+        for key in current:
+            if saved.get(key, "<missing>") != current[key]:
+                raise StateMismatchError(
+                    f"state_dict was saved with {key}={saved.get(key, '<missing>')!r} but this loader has "
+                    f"{key}={current[key]!r}; load it into a loader built with the same settings and data"
+                )
+        if state["version"] != STATE_VERSION:
+            raise StateMismatchError(f"state version {state['version']} is not {STATE_VERSION}")
+        epoch, block, row = int(state["epoch"]), int(state["block"]), int(state["row"])
+        if epoch < 0 or not 0 <= block <= self.n_blocks or row < 0 or (
+            block < self.n_blocks and row >= len(self.block_rows(epoch, block))
+        ):
+            raise StateMismatchError(f"state position epoch={epoch}, block={block}, row={row} is out of range")
+        self.epoch, self.block, self.row, self.offset = epoch, block, row, int(state["offset"])
+        self._normalise()
+        end = state["end_epoch"]
+        self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
+        self._continue = True
+
