@@ -88,6 +88,10 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
         size = os.stat(path).st_size
     except FileNotFoundError:
         raise ShardNotFoundError(f"{path}: no such shard file") from None
+    except OSError as exc:  # a symlink loop, no permission...
+        raise ShardFormatError(f"{path}: cannot be opened as a shard ({exc.strerror})") from None
+    if os.path.isdir(path):
+        raise ShardFormatError(f"{path}: is a directory, not a shard file")
     if size == 0:
         raise ShardFormatError(f"{path}: the shard is empty (0 bytes); delete it or re-create it")
     if path.endswith(".npy"):
@@ -101,11 +105,8 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
     index = megatron_index_path(path)
     if index is not None:
         return _probe_megatron(path, size, index)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
-    except IsADirectoryError:
-        raise ShardFormatError(f"{path}: is a directory, not a shard file") from None
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
     if len(head) >= 4:
         magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
         if magic in LLMC_FORMATS:

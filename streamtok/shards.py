@@ -59,16 +59,26 @@ def _list(source: Source) -> tuple[str, ...]:
             if not names:
                 raise ShardNotFoundError(f"{text}: no files match this pattern")
             return tuple(sorted(names, key=natural_key))
-        if not os.path.exists(text):
+        if not os.path.lexists(text):
             raise ShardNotFoundError(f"{text}: no such file or directory")
+        _check_file(text)
         return (text,)
     paths = tuple(os.fspath(p) for p in source)
     if not paths:
         raise ShardNotFoundError("an empty list of shard paths was given")
     for p in paths:
-        if not os.path.isfile(p):
-            raise ShardNotFoundError(f"{p}: no such shard file")
+        _check_file(p)
     return paths
+
+
+def _check_file(path: str) -> None:
+    if os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        raise ShardFormatError(f"{path}: is a directory, not a shard file")
+    if os.path.lexists(path):
+        raise ShardFormatError(f"{path}: cannot be opened as a shard (a broken or looping symbolic link)")
+    raise ShardNotFoundError(f"{path}: no such shard file")
 
 
 class ShardLister(Stage):

@@ -109,3 +109,15 @@ def test_a_swapped_dataset_with_the_same_names_and_sizes_is_refused(tmp_path):
     shutil.copytree(tmp_path / "a", moved)
     os.utime(moved / "shard_000000.bin", (0, 0))  # another mtime: content is what counts
     streamtok.loader(moved, **kw).load_state_dict(state)  # moving the directory still resumes
+
+
+def test_a_directory_or_a_symlink_loop_named_like_a_shard_is_named(tmp_path):
+    make_shards(tmp_path / "d", [3000], dtype=np.uint16)
+    (tmp_path / "d" / "sub.bin").mkdir()
+    with pytest.raises(ShardFormatError, match=r"sub\.bin: is a directory"):
+        streamtok.loader(tmp_path / "d", seq_len=8, batch_size=2, split="all")
+    loop = tmp_path / "e" / "loop.bin"
+    loop.parent.mkdir()
+    os.symlink(loop, loop)
+    with pytest.raises(ShardFormatError, match=r"loop\.bin: cannot be opened as a shard"):
+        streamtok.MemmapReader(str(loop))
