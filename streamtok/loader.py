@@ -486,7 +486,8 @@ def loader(
         return StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw)  # type: ignore[arg-type]
     if weights is not None or primary is not None:
         raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
-    epochs = int(epochs) if epochs is not None else None
+    if epochs is _ONE_EPOCH:
+        epochs = 1
     reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
     if documents != "stream" or bos_id is not None or "block_docs" in kw:  # streamtok.doc_batches
         collator = document_collator(
