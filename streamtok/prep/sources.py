@@ -16,14 +16,15 @@ line. A parquet document is one non-null, non-empty value of the ``text`` column
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
-from ..errors import ConfigError, InputFormatError
+from ..errors import ConfigError, InputFormatError, StateMismatchError
 
 FORMATS = ("txt", "jsonl", "parquet")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -74,6 +75,7 @@ class Chunk:
     line: int
     nbytes: int
     payload: Any  # bytes (text formats) or a pyarrow array of strings (parquet)
+    prefix_sha256: str | None = None  # stdin only: sha256 of the bytes before ``start``
 
 
 def input_format(path: str, fmt: str = "auto") -> str:
@@ -88,7 +90,9 @@ def input_format(path: str, fmt: str = "auto") -> str:
     return _SUFFIXES.get(os.path.splitext(path)[1].lower(), "txt")
 
 
-def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, line: int = 1) -> Iterator[Chunk]:
+def iter_chunks(
+    path: str, source: int, opts: ReadOptions, *, start: int = 0, line: int = 1, stdin_sha256: str | None = None
+) -> Iterator[Chunk]:
     """The chunks of one input, from position ``start`` (a chunk boundary of an earlier run).
 
     Args:
@@ -97,6 +101,10 @@ def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, li
         opts: how to split documents.
         start: byte offset (text) or row (parquet) to begin at.
         line: the line number at ``start``.
+        stdin_sha256: for stdin, the sha256 the skipped bytes must have (an earlier run's).
+
+    Raises:
+        StateMismatchError: stdin's first ``start`` bytes are not the ones an earlier run read.
     """
     fmt = input_format(path, opts.fmt)
     if fmt == "parquet":
@@ -104,8 +112,7 @@ def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, li
         return
     sep = b"\n" if fmt == "jsonl" else opts.separator.encode("utf-8")
     if path == STDIN:
-        _skip(sys.stdin.buffer, start)
-        yield from _text_chunks(sys.stdin.buffer, source, sep, opts.block_bytes, start, line)
+        yield from _stdin_chunks(source, sep, opts.block_bytes, start, line, stdin_sha256)
         return
     try:
         f = open(path, "rb")
@@ -116,27 +123,59 @@ def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, li
         yield from _text_chunks(f, source, sep, opts.block_bytes, start, line)
 
 
-def _skip(f: BinaryIO, n: int) -> None:
-    while n > 0:
-        got = len(f.read(min(n, 1 << 20)))
-        if not got:
+def _stdin_chunks(source: int, sep: bytes, block: int, start: int, line: int, want: str | None) -> Iterator[Chunk]:
+    # Each chunk carries the sha256 of every stdin byte before it, for the resume checkpoint.
+    stream = sys.stdin.buffer
+    h = hashlib.sha256()
+    skipped = _skip(stream, start, h)
+    if want is not None and h.hexdigest() != want:
+        raise StateMismatchError(
+            f"stdin: its first {start:,} bytes are not the ones the interrupted run read "
+            f"(got {skipped:,} bytes, sha256 {h.hexdigest()[:16]}..., expected {want[:16]}...); "
+            "feed the same input to resume, or pass --overwrite to start over"
+        )
+    for chunk in _text_chunks(stream, source, sep, block, start, line):
+        yield replace(chunk, prefix_sha256=h.hexdigest())
+        h.update(chunk.payload)
+
+
+def _skip(f: BinaryIO, n: int, h: Any) -> int:
+    done = 0
+    while done < n:
+        data = f.read(min(n - done, 1 << 20))
+        if not data:
             break
-        n -= got
+        h.update(data)
+        done += len(data)
+    return done
 
 
 def _text_chunks(f: BinaryIO, source: int, sep: bytes, block: int, pos: int, line: int) -> Iterator[Chunk]:
-    buf = b""
+    # Only a new block (and the len(sep)-1 bytes before it) is searched, and blocks are joined
+    # once per chunk: a document of n bytes costs O(n) time and ~2n memory however it is cut.
+    parts: list[bytes] = []
+    tail = b""
+    keep = len(sep) - 1
     while True:
         data = f.read(block)
         if not data:
-            if buf:
+            if parts:
+                buf = b"".join(parts)
                 yield Chunk(source, pos, pos + len(buf), line, len(buf), buf)
             return
-        buf += data
-        cut = split_point(buf, sep)
-        if cut <= 0:
+        window = tail + data
+        parts.append(data)
+        tail = window[-keep:] if keep else b""
+        if sep not in window:
             continue
-        chunk, buf = buf[:cut], buf[cut:]
+        buf = b"".join(parts)
+        parts.clear()
+        cut = split_point(buf, sep)
+        chunk, rest = buf[:cut], buf[cut:]
+        del buf
+        if rest:
+            parts.append(rest)
+        tail = rest[-keep:] if keep else b""
         yield Chunk(source, pos, pos + cut, line, cut, chunk)
         pos += cut
         line += chunk.count(b"\n")
@@ -161,9 +200,21 @@ def split_point(buf: bytes, sep: bytes) -> int:
     if n == 1 or not any(sep[:k] == sep[-k:] for k in range(1, n)):
         return end
     if sep == sep[:1] * n:  # e.g. "\n\n": the run of that byte ending here is split from its start
-        start = len(buf[:end].rstrip(sep[:1]))
+        start = _run_start(buf, end, sep[:1])
         return start + n * ((end - start) // n)
     return len(buf) - len(buf.split(sep)[-1])
+
+
+def _run_start(buf: bytes, end: int, byte: bytes) -> int:
+    # Where the run of ``byte`` ending at ``end`` begins, copying only windows of the run
+    # (doubling), not the whole buffer.
+    width = 64
+    while True:
+        lo = max(end - width, 0)
+        kept = len(buf[lo:end].rstrip(byte))
+        if kept or lo == 0:
+            return lo + kept
+        width *= 2
 
 
 def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> Iterator[Chunk]:

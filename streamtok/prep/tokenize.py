@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -36,11 +37,13 @@ from ..errors import ConfigError, InputFormatError
 from ._encode import EncodeJob, EncodePool
 from .encoding import eot_token, load_encoding, token_dtype
 from .manifest import MANIFEST, Checkpoint, load_resume, source_entries, write_manifest
+from .outdir import clear_out_dir, foreign_entries, lock_out_dir, prepare_out_dir
 from .shardsink import ShardPlan, ShardSink
 from .sources import STDIN, Chunk, ReadOptions, iter_chunks
 
 # Text files hold no NUL bytes, so splitting on it keeps each file one document.
 FILE_SEPARATOR = "\0"
+_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 KILL_ENV = "STREAMTOK_TEST_KILL_AFTER_SHARD"  # "k" or "k:renamed": SIGKILL self, for tests
 
 
@@ -71,12 +74,20 @@ class TokenizeConfig:
             raise ConfigError(f"val_tokens must be >= 0, not {self.val_tokens}")
         if self.shard_format not in ("bin", "npy"):
             raise ConfigError(f"shard format must be 'bin' or 'npy', not {self.shard_format!r}")
-        if not self.prefix or os.sep in self.prefix:
-            raise ConfigError(f"prefix must be a plain file name part, not {self.prefix!r}")
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ConfigError(
+                f"prefix must be a plain file name part (letters, digits, '.', '_', '-', not starting with '.'), not {self.prefix!r}"
+            )
 
 
 def tokenize_files(
-    inputs: list[str], out_dir: str, *, config: TokenizeConfig, workers: int | None = None, progress: bool = True
+    inputs: list[str],
+    out_dir: str,
+    *,
+    config: TokenizeConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` into shards in ``out_dir``, resuming an interrupted run there.
 
@@ -86,13 +97,17 @@ def tokenize_files(
         config: the settings that decide the output.
         workers: encoding processes; default the CPUs this process may use.
         progress: show a progress bar on stderr.
+        overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` in
+            ``out_dir`` and start over, instead of refusing a directory that holds other files.
 
     Returns:
         The final manifest (also in ``<out_dir>/manifest.json``).
 
     Raises:
-        ConfigError: bad settings or inputs; StateMismatchError: ``out_dir`` holds a run made
-        with other settings; InputFormatError: an input cannot be parsed.
+        ConfigError: bad settings or inputs, ``out_dir`` not a directory, locked by another
+        run, or holding files of something else; StateMismatchError: ``out_dir`` holds a run
+        made with other settings or other stdin; InputFormatError: an input cannot be parsed,
+        or the inputs hold no document.
     """
     if not inputs:
         raise ConfigError("no inputs given")
@@ -104,7 +119,28 @@ def tokenize_files(
             raise InputFormatError(f"{path}: {what}; give text, .jsonl or .parquet files, or - for stdin")
     enc = load_encoding(config.encoding)
     settings = _settings(inputs, config, enc)
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_out_dir(out_dir)
+    lock = lock_out_dir(out_dir)
+    try:
+        return _tokenize_locked(inputs, out_dir, config, settings, workers, progress, overwrite)
+    finally:
+        lock.release()
+
+
+def _tokenize_locked(
+    inputs: list[str], out_dir: str, config: TokenizeConfig, settings: dict[str, Any],
+    workers: int | None, progress: bool, overwrite: bool,
+) -> dict[str, Any]:
+    if overwrite:
+        clear_out_dir(out_dir)  # other files stay: the loader reads only *.bin and *.npy
+    foreign = [] if overwrite else foreign_entries(out_dir, config.prefix, config.shard_format)
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"--out {out_dir}: holds files this run would not write ({listed}); the loader reads every "
+            "shard of a directory, so use an empty directory, or pass --overwrite to delete the old "
+            "manifest and *.bin/*.npy files there"
+        )
     done, ckpt = load_resume(os.path.join(out_dir, MANIFEST), settings)
     if done is not None:
         print(f"{out_dir}: already complete ({done['n_tokens']:,} tokens); nothing to do", file=sys.stderr)
@@ -121,6 +157,11 @@ def tokenize_files(
     job = EncodeJob(config.encoding, settings["dtype"], tuple(inputs), config.read)
     with EncodePool(job, workers or available_cpus()) as pool, _progress(settings, ckpt, progress) as bar:
         totals = _encode_all(pool, inputs, config, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    if sink.position == 0 and sink.fill == 0:
+        raise InputFormatError(
+            f"no documents in {', '.join('stdin' if p == STDIN else p for p in inputs)}: the input is empty or "
+            "only whitespace (check --format, --field and --separator)"
+        )
     sink.finish()
     shards.extend(sink.written)
     final = write_manifest(out_dir, settings, shards, None, totals={**totals, "n_tokens": sink.position})
@@ -158,16 +199,19 @@ def _encode_all(
     skip = ckpt.skip
     t0, tokens_run = time.perf_counter(), 0
     for chunk, enc_out in pool.map(_chunks(inputs, config.read, ckpt)):
-        tokens = enc_out.tokens[skip:]
+        # The checkpoint's tokens to skip were counted in the interrupted run's chunk, which
+        # may span several of this run's chunks (they are cut where this run's blocks end).
+        skipped = min(skip, len(enc_out.tokens))
+        skip -= skipped
+        tokens = enc_out.tokens[skipped:]
         for used in sink.feed(tokens):
             shards.extend(sink.written)
             sink.written.clear()
             if len(shards) - 1 == kill_at and kill_stage == "renamed":
                 os.kill(os.getpid(), signal.SIGKILL)
-            save(Checkpoint(chunk.source, chunk.start, chunk.line, skip + used, dict(totals), sink.state(), ()))
+            save(Checkpoint(chunk.source, chunk.start, chunk.line, skipped + used, dict(totals), sink.state(), (), chunk.prefix_sha256))
             if len(shards) - 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-        skip = 0
         totals["n_docs"] += enc_out.n_docs
         totals["n_chars"] += enc_out.n_chars
         totals["n_bytes"] += chunk.nbytes
@@ -180,7 +224,10 @@ def _encode_all(
 def _chunks(inputs: list[str], opts: ReadOptions, ckpt: Checkpoint) -> Iterator[Chunk]:
     for i in range(ckpt.source, len(inputs)):
         first = i == ckpt.source
-        yield from iter_chunks(inputs[i], i, opts, start=ckpt.start if first else 0, line=ckpt.line if first else 1)
+        yield from iter_chunks(
+            inputs[i], i, opts, start=ckpt.start if first else 0, line=ckpt.line if first else 1,
+            stdin_sha256=ckpt.stdin_sha256 if first else None,
+        )
 
 
 def _kill_hook() -> tuple[int | None, str]:
@@ -276,6 +323,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shard-format", default="bin", choices=["bin", "npy"], help="llm.c .bin (default) or .npy")
     p.add_argument("--prefix", default="data", help="shard names: PREFIX_train_000000.bin (default data)")
     p.add_argument("--workers", type=int, default=available_cpus(), help="encoding processes (default: the CPUs this process may use)")
+    p.add_argument("--overwrite", action="store_true", help="start over in a --out that holds other shards or another run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -297,5 +345,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
-    tokenize_files(args.inputs, args.out, config=config, workers=args.workers, progress=not args.no_progress)
+    tokenize_files(
+        args.inputs, args.out, config=config, workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite
+    )
     return 0
