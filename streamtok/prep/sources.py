@@ -91,7 +91,14 @@ def input_format(path: str, fmt: str = "auto") -> str:
 
 
 def iter_chunks(
-    path: str, source: int, opts: ReadOptions, *, start: int = 0, line: int = 1, stdin_sha256: str | None = None
+    path: str,
+    source: int,
+    opts: ReadOptions,
+    *,
+    start: int = 0,
+    line: int = 1,
+    stdin_sha256: str | None = None,
+    end: int | None = None,
 ) -> Iterator[Chunk]:
     """The chunks of one input, from position ``start`` (a chunk boundary of an earlier run).
 
@@ -102,13 +109,14 @@ def iter_chunks(
         start: byte offset (text) or row (parquet) to begin at.
         line: the line number at ``start``.
         stdin_sha256: for stdin, the sha256 the skipped bytes must have (an earlier run's).
+        end: stop at this byte offset or row (a split point; default the end of the input).
 
     Raises:
         StateMismatchError: stdin's first ``start`` bytes are not the ones an earlier run read.
     """
     fmt = input_format(path, opts.fmt)
     if fmt == "parquet":
-        yield from _parquet_chunks(path, source, opts, start)
+        yield from _parquet_chunks(path, source, opts, start, end)
         return
     sep = b"\n" if fmt == "jsonl" else opts.separator.encode("utf-8")
     if path == STDIN:
@@ -120,7 +128,19 @@ def iter_chunks(
         raise InputFormatError(f"{path}: cannot open input ({exc.strerror})") from None
     with f:
         f.seek(start)
-        yield from _text_chunks(f, source, sep, opts.block_bytes, start, line)
+        yield from _text_chunks(f if end is None else _Limited(f, end - start), source, sep, opts.block_bytes, start, line)
+
+
+class _Limited:
+    """The next ``n`` bytes of a file, as a file that ends there."""
+
+    def __init__(self, f: BinaryIO, n: int):
+        self.f, self.left = f, max(n, 0)
+
+    def read(self, size: int) -> bytes:
+        data = self.f.read(min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
 def _stdin_chunks(source: int, sep: bytes, block: int, start: int, line: int, want: str | None) -> Iterator[Chunk]:
@@ -217,7 +237,7 @@ def _run_start(buf: bytes, end: int, byte: bytes) -> int:
         width *= 2
 
 
-def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> Iterator[Chunk]:
+def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int, end: int | None = None) -> Iterator[Chunk]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -233,6 +253,7 @@ def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> It
     meta = pf.metadata
     size = os.path.getsize(path)
     rows_total = max(meta.num_rows, 1)
+    stop = meta.num_rows if end is None else min(end, meta.num_rows)
     group, first = 0, 0
     while group < meta.num_row_groups and first + meta.row_group(group).num_rows <= start:
         first += meta.row_group(group).num_rows
@@ -244,10 +265,14 @@ def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> It
     for batch in pf.iter_batches(batch_size=4096, row_groups=groups, columns=[opts.field]):
         col = batch.column(0)
         lo = max(start - row, 0)
-        if lo < len(col):
-            part = col.slice(lo)
-            yield Chunk(source, row + lo, row + len(col), 0, size * len(part) // rows_total, part)
+        hi = min(len(col), stop - row)
+        if lo < hi:
+            a, b = row + lo, row + hi
+            # Telescoping shares of the file size: any cut of the rows sums to the size exactly.
+            yield Chunk(source, a, b, 0, size * b // rows_total - size * a // rows_total, col.slice(lo, hi - lo))
         row += len(col)
+        if row >= stop:
+            return
 
 
 def documents(chunk: Chunk, path: str, fmt: str, opts: ReadOptions) -> list[str]:
@@ -277,21 +302,22 @@ def documents(chunk: Chunk, path: str, fmt: str, opts: ReadOptions) -> list[str]
         return [doc for doc in text.split(opts.separator) if doc and not doc.isspace()]
     docs = []
     for i, raw in enumerate(text.split("\n")):
-        value = _json_text(raw, path, chunk.line + i, opts.field)
+        where = f"{path}:{chunk.line + i}" if chunk.line else f"{path}:(line {i + 1} from byte {chunk.start})"
+        value = _json_text(raw, where, opts.field)
         if value:
             docs.append(value)
     return docs
 
 
-def _json_text(raw: str, path: str, line: int, key: str) -> str | None:
+def _json_text(raw: str, where: str, key: str) -> str | None:
     if not raw or raw.isspace():
         return None
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{path}:{line}: not a JSON line ({exc.msg} at column {exc.colno})") from None
+        raise InputFormatError(f"{where}: not a JSON line ({exc.msg} at column {exc.colno})") from None
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, str):
         keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-        raise InputFormatError(f"{path}:{line}: no string field {key!r} (found: {keys}); pass --field NAME")
+        raise InputFormatError(f"{where}: no string field {key!r} (found: {keys}); pass --field NAME")
     return value

@@ -29,22 +29,25 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, InputFormatError
-from ._encode import EncodeJob, EncodePool
+from ._encode import Encoded, EncodeJob, EncodePool
 from .encoding import eot_token, load_encoding, token_dtype
-from .manifest import MANIFEST, Checkpoint, load_resume, source_entries, write_manifest
+from .inputs import resolve_inputs
+from .manifest import MANIFEST, Checkpoint, load_resume, write_manifest
 from .outdir import clear_out_dir, foreign_entries, lock_out_dir, prepare_out_dir
 from .shardsink import ShardPlan, ShardSink
 from .sources import STDIN, Chunk, ReadOptions, iter_chunks
+from .units import UNIT_BYTES, Piece, check_separator, plan_units, resume_units
 
 # Text files hold no NUL bytes, so splitting on it keeps each file one document.
 FILE_SEPARATOR = "\0"
 _PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 KILL_ENV = "STREAMTOK_TEST_KILL_AFTER_SHARD"  # "k" or "k:renamed": SIGKILL self, for tests
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class TokenizeConfig:
 
     Args:
         encoding: a tiktoken encoding name.
+        tokenizer: a Hugging Face ``tokenizer.json`` (path, directory or Hub repo id) used
+            instead of ``encoding``.
         read: how inputs are split into documents.
         shard_tokens: tokens per shard.
         val_tokens: tokens (rounded up to a document end) written to ``val`` shards first.
@@ -61,6 +66,7 @@ class TokenizeConfig:
     """
 
     encoding: str = "gpt2"
+    tokenizer: str | None = None
     read: ReadOptions = field(default_factory=ReadOptions)
     shard_tokens: int = 100_000_000
     val_tokens: int = 0
@@ -88,17 +94,26 @@ def tokenize_files(
     workers: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    unit_bytes: int = UNIT_BYTES,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` into shards in ``out_dir``, resuming an interrupted run there.
 
     Args:
-        inputs: text, ``.jsonl`` or parquet files, or ``"-"`` for stdin (once).
+        inputs: text, ``.jsonl`` or parquet files, ``hf://datasets/REPO[/GLOB]``, or ``"-"``
+            for stdin (once).
         out_dir: the output directory (created if needed).
         config: the settings that decide the output.
-        workers: encoding processes; default the CPUs this process may use.
+        workers: encoding processes (local engine; with Ray and no ``address``, the CPUs of
+            the local cluster); default the CPUs this process may use.
         progress: show a progress bar on stderr.
         overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` in
             ``out_dir`` and start over, instead of refusing a directory that holds other files.
+        engine: ``"local"`` (a process pool) or ``"ray"`` (Ray tasks; the ``ray`` extra).
+        address: the Ray cluster to join (default: start a local one, or the one ``ray``
+            is already connected to).
+        unit_bytes: bytes of text per Ray task (the output does not depend on it).
 
     Returns:
         The final manifest (also in ``<out_dir>/manifest.json``).
@@ -109,28 +124,85 @@ def tokenize_files(
         made with other settings or other stdin; InputFormatError: an input cannot be parsed,
         or the inputs hold no document.
     """
-    if not inputs:
-        raise ConfigError("no inputs given")
-    if inputs.count(STDIN) > 1:
-        raise ConfigError("stdin ('-') can be given only once")
-    for path in inputs:
-        if path != STDIN and not os.path.isfile(path):
-            what = "a directory, not a file" if os.path.isdir(path) else "no such input file"
-            raise InputFormatError(f"{path}: {what}; give text, .jsonl or .parquet files, or - for stdin")
-    enc = load_encoding(config.encoding)
-    settings = _settings(inputs, config, enc)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if unit_bytes < 1:
+        raise ConfigError(f"unit_bytes must be positive, not {unit_bytes}")
+    run = prepare_run(inputs, config)
+    if engine == "ray":
+        check_separator(config.read, run.paths)
     prepare_out_dir(out_dir)
     lock = lock_out_dir(out_dir)
     try:
-        return _tokenize_locked(inputs, out_dir, config, settings, workers, progress, overwrite)
+        ckpt, done = _open_out(out_dir, config, run.settings, overwrite)
+        if done is not None:
+            return done
+        if engine == "local":
+            with EncodePool(run.job, workers or available_cpus()) as pool:
+                pieces = (_piece(c, e) for c, e in pool.map(_chunks(run.paths, config.read, ckpt)))
+                return _write_all(out_dir, run, ckpt, pieces, progress)
+        from .ray_engine import RayEncoder
+
+        units = resume_units(plan_units(run.paths, run.sizes, config.read, unit_bytes), ckpt.source, ckpt.start)
+        with RayEncoder(run.job, address=address, num_cpus=workers) as ray_pool:
+            return _write_all(out_dir, run, ckpt, ray_pool.map(units), progress)
     finally:
         lock.release()
 
 
-def _tokenize_locked(
-    inputs: list[str], out_dir: str, config: TokenizeConfig, settings: dict[str, Any],
-    workers: int | None, progress: bool, overwrite: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Run:
+    """A prepared run: the inputs as local paths, their sizes, the output settings and the encoding job."""
+
+    paths: list[str]
+    sizes: list[int]
+    settings: dict[str, Any]
+    job: EncodeJob
+
+
+def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
+    """Resolve and check the inputs and the tokenizer, and compute the settings a resume must match.
+
+    Args:
+        inputs: as for :func:`tokenize_files`.
+        config: the settings.
+    """
+    if not inputs:
+        raise ConfigError("no inputs given")
+    if inputs.count(STDIN) > 1:
+        raise ConfigError("stdin ('-') can be given only once")
+    resolved = resolve_inputs(inputs, config.read)
+    for src in resolved:
+        if src.path != STDIN and not os.path.isfile(src.path):
+            what = "a directory, not a file" if os.path.isdir(src.path) else "no such input file"
+            raise InputFormatError(f"{src.path}: {what}; give text, .jsonl or .parquet files, hf://datasets/REPO, or - for stdin")
+    paths = [src.path for src in resolved]
+    if config.tokenizer is not None:
+        from .hf_tokenizer import resolve_tokenizer
+
+        hf = resolve_tokenizer(config.tokenizer)
+        n_vocab, boundary, encoding = hf.n_vocab, hf.boundary_id, {"encoding": None, "tokenizer": hf.identity()}
+        job_extra = {"tokenizer_path": hf.path, "boundary": hf.boundary_id}
+    else:
+        enc = load_encoding(config.encoding)
+        n_vocab, boundary, encoding, job_extra = enc.n_vocab, eot_token(enc), {}, {}
+    dtype = token_dtype(n_vocab).name
+    settings = {
+        **{k: v for k, v in asdict(config).items() if k not in ("read", "tokenizer")},
+        **{k: v for k, v in asdict(config.read).items() if k != "block_bytes"},
+        **encoding,
+        "dtype": dtype,
+        "n_vocab": n_vocab,
+        "eot_token": boundary,
+        "eot_position": "before each document",
+        "sources": [src.entry for src in resolved],
+    }
+    sizes = [0 if p == STDIN else os.path.getsize(p) for p in paths]
+    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra))
+
+
+def _open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], overwrite: bool) -> tuple[Checkpoint, dict[str, Any] | None]:
+    # With the directory locked: refuse foreign files, then read the resume point (or the done run).
     if overwrite:
         clear_out_dir(out_dir)  # other files stay: the loader reads only *.bin and *.npy
     foreign = [] if overwrite else foreign_entries(out_dir, config.prefix, config.shard_format)
@@ -144,23 +216,27 @@ def _tokenize_locked(
     done, ckpt = load_resume(os.path.join(out_dir, MANIFEST), settings)
     if done is not None:
         print(f"{out_dir}: already complete ({done['n_tokens']:,} tokens); nothing to do", file=sys.stderr)
-        return done
+        return Checkpoint.start_of_run(), done
     _remove_stale_temps(out_dir, config.prefix)
+    return ckpt or Checkpoint.start_of_run(), None
+
+
+def _write_all(out_dir: str, run: Run, ckpt: Checkpoint, pieces: Iterable[Piece], progress: bool) -> dict[str, Any]:
+    # The one writer: pieces in stream order -> shards, a checkpoint after each, the final manifest.
+    settings = run.settings
     plan = ShardPlan(
-        out_dir, config.prefix, config.shard_format, config.shard_tokens, config.val_tokens,
+        out_dir, settings["prefix"], settings["shard_format"], settings["shard_tokens"], settings["val_tokens"],
         settings["dtype"], settings["eot_token"],
     )
-    sink = ShardSink(plan, ckpt.sink if ckpt else None)
-    ckpt = ckpt or Checkpoint.start_of_run()
+    sink = ShardSink(plan, ckpt.sink)
     shards = list(ckpt.shards)
     write_manifest(out_dir, settings, shards, ckpt)
-    job = EncodeJob(config.encoding, settings["dtype"], tuple(inputs), config.read)
-    with EncodePool(job, workers or available_cpus()) as pool, _progress(settings, ckpt, progress) as bar:
-        totals = _encode_all(pool, inputs, config, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
-    if sink.position == 0 and sink.fill == 0:
+    with _progress(settings, ckpt, progress) as bar:
+        totals = _encode_all(pieces, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    if sink.position == 0:
         raise InputFormatError(
-            f"no documents in {', '.join('stdin' if p == STDIN else p for p in inputs)}: the input is empty or "
-            "only whitespace (check --format, --field and --separator)"
+            f"no documents in {', '.join('stdin' if s['path'] == STDIN else s['path'] for s in settings['sources'])}: "
+            "the input is empty or only whitespace (check --format, --field and --separator)"
         )
     sink.finish()
     shards.extend(sink.written)
@@ -169,54 +245,46 @@ def _tokenize_locked(
     return final
 
 
-def _settings(inputs: list[str], config: TokenizeConfig, enc: Any) -> dict[str, Any]:
-    # Everything that decides the output bytes; a resumed run must match all of it.
-    return {
-        **{k: v for k, v in asdict(config).items() if k != "read"},
-        **{k: v for k, v in asdict(config.read).items() if k != "block_bytes"},
-        "dtype": token_dtype(enc.n_vocab).name,
-        "n_vocab": enc.n_vocab,
-        "eot_token": eot_token(enc),
-        "eot_position": "before each document",
-        "sources": source_entries(inputs, config.read.fmt),
-    }
+def _piece(chunk: Chunk, enc_out: Encoded) -> Piece:
+    return Piece(
+        chunk.source, chunk.start, chunk.end, enc_out.tokens, enc_out.n_docs, enc_out.n_chars, chunk.nbytes,
+        chunk.line, chunk.prefix_sha256,
+    )
 
 
 def _encode_all(
-    pool: EncodePool,
-    inputs: list[str],
-    config: TokenizeConfig,
+    pieces: Iterable[Piece],
     ckpt: Checkpoint,
     sink: ShardSink,
     shards: list[dict[str, Any]],
     bar: Any,
     save: Callable[[Checkpoint], Any],
 ) -> dict[str, int]:
-    # Feed the chunks' tokens to the sink in order; after each shard, save a checkpoint that
-    # points at this chunk's start and the tokens of it already in shards.
+    # Feed the pieces' tokens to the sink in order; after each shard, save a checkpoint that
+    # points at this piece's start and the tokens of it already in shards.
     kill_at, kill_stage = _kill_hook()
     totals = dict(ckpt.totals)
     skip = ckpt.skip
     t0, tokens_run = time.perf_counter(), 0
-    for chunk, enc_out in pool.map(_chunks(inputs, config.read, ckpt)):
-        # The checkpoint's tokens to skip were counted in the interrupted run's chunk, which
-        # may span several of this run's chunks (they are cut where this run's blocks end).
-        skipped = min(skip, len(enc_out.tokens))
+    for piece in pieces:
+        # The checkpoint's tokens to skip were counted in the interrupted run's piece, which
+        # may span several of this run's pieces (they are cut where this run's blocks end).
+        skipped = min(skip, len(piece.tokens))
         skip -= skipped
-        tokens = enc_out.tokens[skipped:]
+        tokens = piece.tokens[skipped:]
         for used in sink.feed(tokens):
             shards.extend(sink.written)
             sink.written.clear()
             if len(shards) - 1 == kill_at and kill_stage == "renamed":
                 os.kill(os.getpid(), signal.SIGKILL)
-            save(Checkpoint(chunk.source, chunk.start, chunk.line, skipped + used, dict(totals), sink.state(), (), chunk.prefix_sha256))
+            save(Checkpoint(piece.source, piece.start, piece.line, skipped + used, dict(totals), sink.state(), (), piece.prefix_sha256))
             if len(shards) - 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-        totals["n_docs"] += enc_out.n_docs
-        totals["n_chars"] += enc_out.n_chars
-        totals["n_bytes"] += chunk.nbytes
+        totals["n_docs"] += piece.n_docs
+        totals["n_chars"] += piece.n_chars
+        totals["n_bytes"] += piece.n_bytes
         tokens_run += len(tokens)
-        bar.update(chunk.nbytes)
+        bar.update(piece.n_bytes)
         bar.set_postfix_str(f"{tokens_run / max(time.perf_counter() - t0, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
     return totals
 
