@@ -19,6 +19,14 @@ the shards so far, and where the next shard's tokens start: an input, a chunk bo
 re-run with the same settings and unchanged inputs continues from there and writes the same
 files an uninterrupted run writes; other settings are refused, naming the difference. The
 final manifest has ``"complete": true``, totals and a sha256 per shard.
+
+Beyond one machine (:mod:`.units`): ``--engine ray`` encodes work units (32 MiB ranges cut at
+document boundaries) as Ray tasks that read their own ranges (:mod:`.ray_engine`), and
+``--num-tasks N --task-index I`` + ``--finalize`` runs them as N independent jobs
+(:mod:`.tasks`); both feed the same single writer in unit order, so their shards and manifest
+are byte-identical to this one-process run's. ``--tokenizer`` takes any Hugging Face
+``tokenizer.json`` (:mod:`.hf_tokenizer`); ``hf://datasets/REPO[/GLOB]`` inputs come from the
+Hub cache (:mod:`.inputs`).
 """
 
 from __future__ import annotations
