@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from prep_helpers import dir_bytes, make_hub_files, offline_hub, run_cli
 from streamtok import MemmapReader, ShardLister
 from streamtok._formats import MAGIC_GPT2, MAGIC_LLAMA3, probe_shard
 from streamtok.errors import ConfigError, EncodingUnavailableError
-from streamtok.prep.sources import ReadOptions
 from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
 
 tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
