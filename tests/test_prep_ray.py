@@ -81,3 +81,18 @@ def test_rerun_after_the_driver_was_killed(cluster, corpus, tmp_path):
     again = subprocess.run(cli_command("tokenize", *args), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "one")
+
+
+@pytest.mark.parametrize(
+    "address, says",
+    [("nonsense", "write HOST:PORT"), ("127.0.0.1:1", "no Ray head answers there"), (None, None), ("auto", None), ("ray://h:10001", None)],
+)
+def test_an_unreachable_address_fails_in_seconds(address, says):
+    from streamtok.errors import ConfigError
+    from streamtok.prep.ray_engine import _check_reachable
+
+    if says is None:
+        _check_reachable(address)  # left to ray.init
+    else:
+        with pytest.raises(ConfigError, match=says):
+            _check_reachable(address)

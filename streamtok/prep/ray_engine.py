@@ -17,6 +17,7 @@ flight: rerun the command and it resumes from the manifest's checkpoint, as the 
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from ._encode import EncodeJob
 from .units import Piece, Unit, run_unit
 
 MAX_RETRIES = 3
+CONNECT_TIMEOUT_S = 5.0
 
 
 class RayEncoder:
@@ -52,6 +54,7 @@ class RayEncoder:
             raise ConfigError("--engine ray needs the ray package; pip install 'streamtok[ray]'") from None
         self._ray = ray
         if not ray.is_initialized():
+            _check_reachable(self.address)
             kw: dict[str, Any] = {"address": self.address, "log_to_driver": False, "include_dashboard": False}
             if self.address is None and self.num_cpus:
                 kw["num_cpus"] = self.num_cpus
@@ -92,3 +95,16 @@ class RayEncoder:
             if isinstance(cause, StreamtokError):  # bad input found by a task: its own message
                 raise cause from None
             raise
+
+
+def _check_reachable(address: str | None) -> None:
+    # ray.init retries an unreachable GCS for minutes; a plain TCP connect answers in seconds.
+    if address is None or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: write HOST:PORT of the Ray head (e.g. 10.0.0.1:6379), 'auto', or ray://HOST:10001")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: no Ray head answers there ({exc.strerror or exc}); is `ray start --head` running?") from None
