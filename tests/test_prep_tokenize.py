@@ -341,3 +341,31 @@ def test_resume_skips_across_chunks_cut_differently(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["resume"]["skip"] > 0
     tok([path], tmp_path / "out", **opts)
     assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+
+
+def test_one_huge_document_is_encoded_in_bounded_memory(tmp_path):
+    # A 4 MB line: as a list of Python ints its ~1M ids take ~36 MB; as tiktoken's uint32
+    # array 4 MB. The whole run must stay within a few times the line's size.
+    import tracemalloc
+
+    words = [w for w in " ".join(make_docs(2000, seed=60, max_words=200)).split() if w.isascii()]
+    line = " ".join(words)
+    line = (line * (4_000_000 // len(line) + 1))[:4_000_000]
+    (tmp_path / "long.txt").write_text(line + "\n")
+    tracemalloc.start()
+    tok([tmp_path / "long.txt"], tmp_path / "out", shard_tokens=100_000, read=ReadOptions(separator="\n"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(_concat(tmp_path / "out", "all"), expected_tokens([line]))
+    assert peak < 8 * len(line), peak
+
+
+def test_small_and_huge_documents_mix_in_order(tmp_path, monkeypatch):
+    from streamtok.prep import _encode
+
+    monkeypatch.setattr(_encode, "BIG_DOC_CHARS", 40)  # every other document takes the array path
+    docs = make_docs(200, seed=61)
+    path = write_txt(tmp_path / "in.txt", docs)
+    tok([path], tmp_path / "out", workers=1)
+    np.testing.assert_array_equal(_concat(tmp_path / "out", "all"), expected_tokens(docs))
+    assert any(len(d) >= 40 for d in docs) and any(len(d) < 40 for d in docs)

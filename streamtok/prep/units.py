@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ._encode import EncodeJob, make_encoder
+from ._encode import EncodeJob, join_ids, make_encoder
 from .sources import STDIN, ReadOptions, documents, input_format, iter_chunks
 
 UNIT_BYTES = 32 << 20  # 32 MiB of text: ~2 s of one core's encoding, ~7M GPT-2 tokens
@@ -255,16 +255,15 @@ def encode_unit(unit: Unit, path: str, opts: ReadOptions, encode, boundary: int,
         start = unit.lo if unit.lo_exact else split_point_at(path, unit.lo, sep, size)
         end = max(split_point_at(path, unit.hi, sep, size), start)
         nbytes = end - start
-    ids: list[int] = []
+    parts = []
     n_docs = n_chars = 0
     for chunk in _unit_chunks(path, unit.source, opts, start, end, fmt):
         docs = documents(chunk, path, fmt, opts)
-        for row in encode(docs):
-            ids.append(boundary)
-            ids.extend(row)
+        parts.append(join_ids(encode(docs), boundary, dtype))
         n_docs += len(docs)
         n_chars += sum(map(len, docs))
-    return Piece(unit.source, start, end, np.array(ids, dtype=dtype), n_docs, n_chars, nbytes)
+    tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    return Piece(unit.source, start, end, tokens, n_docs, n_chars, nbytes)
 
 
 def _parquet_bytes(path: str, lo: int, hi: int) -> int:
