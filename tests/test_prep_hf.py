@@ -79,7 +79,7 @@ def _tok(inputs, out, tokenizer, workers=1, **kw):
 
 
 @pytest.mark.parametrize("big", [False, True])
-def test_trained_tokenizer_writes_its_ids_with_its_boundary(trained, plays, tmp_path, big):
+def test_trained_tokenizer_writes_its_ids_with_its_boundary(trained, plays, tmp_path, capsys, big):
     tok_dir = trained[big]
     boundary = "<|begin_of_text|>" if big else "<|endoftext|>"
     m = _tok([plays], tmp_path / "out", tok_dir / "tokenizer.json", workers=2)
@@ -96,6 +96,12 @@ def test_trained_tokenizer_writes_its_ids_with_its_boundary(trained, plays, tmp_
         assert (info.dtype, magic) == (np.dtype("uint16"), MAGIC_GPT2)
     assert m["tokenizer"]["boundary_token"] == boundary and m["encoding"] is None
     assert m["tokenizer"]["sha256"] and np.count_nonzero(got == m["eot_token"]) == m["n_docs"]  # spelled boundaries stay text
+    # inspect takes the vocabulary and boundary from the manifest beside the shards
+    capsys.readouterr()
+    assert run_cli(["inspect", str(tmp_path / "out"), "--check", "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["vocab_size"] for r in reports} == {m["n_vocab"]} and {r["head_text"] for r in reports} == {None}
+    assert sum(r["n_docs"] for r in reports) == m["n_docs"]
 
 
 def test_tokenizer_from_the_hub_cache_and_its_directory(trained, plays, tmp_path, monkeypatch):

@@ -7,10 +7,12 @@ stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails 
 ``[0, vocab)`` -- negative ids of a signed ``.npy`` as well as ids at or above the vocabulary
 size -- naming the first one's offset.
 
-The vocabulary follows the shard: an llm.c Llama-3 shard (magic 20240801) holds ids of
-Llama 3's 128,256-token vocabulary, whose documents start with ``<|begin_of_text|>`` (128000);
-it is checked against that and not decoded as GPT-2 text. Other shards use ``--encoding``
-(default gpt2). ``--vocab-size`` overrides both.
+The vocabulary follows the shard: a shard listed in the ``streamtok tokenize`` manifest beside
+it is checked against that run's vocabulary and document boundary (and decoded only if it was
+GPT-2); an llm.c Llama-3 shard (magic 20240801) holds ids of Llama 3's 128,256-token
+vocabulary, whose documents start with ``<|begin_of_text|>`` (128000), and is not decoded as
+GPT-2 text. Other shards use ``--encoding`` (default gpt2), which also overrides the above;
+``--vocab-size`` overrides every vocabulary size.
 
 Exit status: 0 all good; 1 ``--check`` found out-of-vocabulary ids; 2 a shard could not be
 read (its :class:`~streamtok.errors.ShardFormatError` is printed, the other shards still are).
@@ -194,11 +196,32 @@ def run(args: argparse.Namespace) -> int:
 def _vocabulary(path: str, args: argparse.Namespace, enc: Any) -> tuple[Any, int, int | None]:
     # (encoding to decode with or None, vocabulary size, document-start id) for one shard.
     info = probe_shard(path, raw_dtype=args.raw_dtype)
+    if args.encoding is None:
+        made = _tokenize_manifest(path)
+        if made is not None:
+            n_vocab, boundary, encoding = made
+            shard_enc = enc if encoding == "gpt2" else None
+            return shard_enc, args.vocab_size or n_vocab, boundary
     llama3 = info.kind == "llmc" and _header(info)["magic"] == MAGIC_LLAMA3
     if llama3 and args.encoding is None:
         return None, args.vocab_size or LLAMA3_VOCAB, LLAMA3_BOS
     eot = enc.eot_token if enc is not None else None
     return enc, args.vocab_size or enc.n_vocab, eot
+
+
+def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
+    # (n_vocab, boundary id, tiktoken encoding or None) from the streamtok tokenize manifest
+    # beside the shard, when it lists this shard; anything malformed is ignored.
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")) as f:
+            m = json.load(f)
+        names = {s["name"] for s in m["shards"]}
+        n_vocab, boundary, encoding = m["n_vocab"], m["eot_token"], m.get("encoding")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if os.path.basename(path) not in names or type(n_vocab) is not int or type(boundary) is not int:
+        return None
+    return n_vocab, boundary, encoding if isinstance(encoding, str) else None
 
 
 def _check_file(path: str) -> None:
