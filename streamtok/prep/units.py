@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputFormatError
 from ._encode import EncodeJob, join_ids, make_encoder
 from .sources import STDIN, ReadOptions, documents, input_format, iter_chunks
 
@@ -123,9 +123,14 @@ def resume_units(units: list[Unit], source: int, start: int) -> list[Unit]:
 
 
 def _row_groups(path: str) -> list[tuple[int, int]]:
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(path).metadata
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{path}: reading parquet needs pyarrow; pip install 'streamtok[parquet]'") from None
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a bad file
+        raise InputFormatError(f"{path}: not a readable parquet file ({exc})") from None
     out, row = [], 0
     for g in range(meta.num_row_groups):
         n = meta.row_group(g).num_rows
