@@ -123,3 +123,18 @@ def test_units_cover_each_input(tmp_path):
         mine = [u for u in units if u.source == s]
         assert mine[0].lo == 0 and mine[-1].hi == size and all(a.hi == b.lo for a, b in zip(mine, mine[1:]))
     assert np.all(np.diff([u.source for u in units]) >= 0)
+
+
+def test_parquet_units_are_row_groups_and_match_one_process(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    docs = make_docs(300, seed=34)
+    pq.write_table(pa.table({"text": docs}), tmp_path / "d.parquet", row_group_size=70)
+    cfg = TokenizeConfig(shard_tokens=700)
+    tokenize_files([str(tmp_path / "d.parquet")], str(tmp_path / "one"), config=cfg, workers=1, progress=False)
+    units = plan_units([str(tmp_path / "d.parquet")], [0], ReadOptions())
+    assert [(u.lo, u.hi) for u in units] == [(0, 70), (70, 140), (140, 210), (210, 280), (280, 300)]
+    for i in range(2):
+        tokenize_task([str(tmp_path / "d.parquet")], str(tmp_path / "out"), config=cfg, num_tasks=2, task_index=i, progress=False)
+    finalize(str(tmp_path / "out"), progress=False)
+    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "one")
