@@ -108,7 +108,9 @@ def test_tokenizer_from_the_hub_cache_and_its_directory(trained, plays, tmp_path
     tok_dir = trained[False]
     files = {name: (tok_dir / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}
     offline_hub(monkeypatch, make_hub_files(tmp_path / "hub", "someone/tiny-bpe", files, repo_type="model"))
-    _tok([plays], tmp_path / "by_dir", tok_dir)
+    by_dir = _tok([plays], tmp_path / "by_dir", tok_dir)
+    assert by_dir["tokenizer"]["source"] == str(tok_dir / "tokenizer.json")
+    assert _tok([plays], tmp_path / "by_dir", tok_dir / "tokenizer.json")["complete"]  # the same tokenizer: done
     m = _tok([plays], tmp_path / "by_repo", "someone/tiny-bpe")
     assert m["tokenizer"]["source"] == "someone/tiny-bpe"
     np.testing.assert_array_equal(_concat(tmp_path / "by_repo"), _concat(tmp_path / "by_dir"))

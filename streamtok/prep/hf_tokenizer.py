@@ -31,7 +31,7 @@ class HFTokenizer:
     """A resolved ``tokenizer.json``: where it is, what it is, and its document boundary.
 
     Args:
-        source: what the user gave (a path or a repo id).
+        source: the Hub repo id, or the absolute path of a local ``tokenizer.json``.
         path: the local ``tokenizer.json``.
         sha256: its digest (the tokenizer's identity in the manifest).
         boundary_token: the text of the token written before each document.
@@ -73,7 +73,9 @@ def resolve_tokenizer(source: str) -> HFTokenizer:
             f"has none{'' if config_path else ', and there is none beside tokenizer.json'}; known names "
             f"{', '.join(WELL_KNOWN_BOUNDARIES)} are not in its vocabulary)"
         )
-    return HFTokenizer(source, tok_path, sha, name, vocab[name], max(vocab.values()) + 1)
+    # A local tokenizer is named by its absolute file path, so "dir" and "dir/tokenizer.json" agree.
+    shown = tok_path if os.path.exists(source) else source
+    return HFTokenizer(shown, tok_path, sha, name, vocab[name], max(vocab.values()) + 1)
 
 
 def load_tokenizer(path: str) -> Any:
