@@ -405,7 +405,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--num-tasks", type=int, metavar="N", help="run as one of N independent tasks (Slurm/Kubernetes arrays); then --finalize")
     p.add_argument("--task-index", type=int, metavar="I", help="this task's index, 0..N-1 (default $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)")
     p.add_argument("--finalize", metavar="DIR", help="assemble the shards and manifest from the tasks' output in DIR")
-    p.add_argument("--unit-size", type=parse_count, default=UNIT_BYTES, metavar="BYTES", help="text bytes per Ray/array work unit (default 32M; the output does not depend on it)")
+    p.add_argument("--unit-size", type=parse_count, default=UNIT_BYTES, metavar="BYTES", help="text bytes per Ray/array work unit (default 32 MiB; the output does not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="start over in a --out that holds other shards or another run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
