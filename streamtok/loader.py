@@ -36,7 +36,7 @@ from .metrics import for_loader as metrics_for_loader
 from .mixture import Mixture, Weights
 from .mixture import build as build_mixture
 from .reader import MemmapReader
-from .sampler import PassStart, WindowSampler, as_int, resolve_rank
+from .sampler import WindowSampler, as_int, resolve_rank
 from .shards import ShardLister, Source
 
 LOADER_STATE_VERSION = 1

@@ -15,7 +15,7 @@ from streamtok import cli
 from streamtok._formats import write_shard
 from streamtok.prep.encoding import load_encoding
 
-PREP_COMMANDS = ("streamtok.prep.tokenize", "streamtok.prep.hub", "streamtok.prep.inspect")
+PREP_COMMANDS = ("streamtok.prep.tokenize_cli", "streamtok.prep.hub", "streamtok.prep.inspect")
 WORDS = "the quick brown fox jumps over a lazy dog . , ! café naïve 日本語 emoji 🙂 <|endoftext|> 42 1999".split()
 # Runs one prep subcommand in a fresh interpreter (streamtok.bench may not exist yet).
 CLI_SNIPPET = (
@@ -91,3 +91,27 @@ def make_hub_cache(root, repo, names, commit=COMMIT, n_tokens=100, seed=None):
         blob.write_bytes(data)
         os.symlink(os.path.join("..", "..", "blobs", blob.name), base / "snapshots" / commit / name)
     return root
+
+
+def make_hub_files(root, repo, files, repo_type="dataset", commit=COMMIT):
+    """A Hugging Face cache holding ``files`` ({path in repo: bytes}) of ``repo`` at ``commit`` (refs/main)."""
+    base = root / f"{repo_type}s--{repo.replace('/', '--')}"
+    (base / "blobs").mkdir(parents=True, exist_ok=True)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = base / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    return root
+
+
+def offline_hub(monkeypatch, cache):
+    """Point huggingface_hub at ``cache`` with downloads off, for this test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

@@ -176,3 +176,33 @@ def test_local_dir_offline_reuses_and_checks_files(tmp_path, monkeypatch):
     (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:-10])
     with pytest.raises(ShardFormatError, match="truncated"):
         hub.download_shards(REPO, "2", local_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["not a repo", "--shards", "1", "--pattern", "x_{split}_{index}.bin"], "'not a repo' is not a Hugging Face repo id"),
+        (["--shards", "../../evil.bin"], "shard name '../../evil.bin' is not a plain file path"),
+        (["--shards", "a/../../evil.bin"], "is not a plain file path"),
+        (["--shards", "/etc/passwd.bin"], "is not a plain file path"),
+        (["--shards", "sub/./x.bin"], "is not a plain file path"),
+        (["owner/../x", "--shards", "a.bin"], "is not a Hugging Face repo id"),
+    ],
+)
+def test_cli_bad_repo_or_name_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, says):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    work = tmp_path / "work"
+    (work / "dl").mkdir(parents=True)
+    monkeypatch.chdir(work / "dl")
+    assert run_cli(["download", *argv, "--dir", str(work / "dl"), "--cache-dir", str(work / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no lock file anywhere, in --dir or outside it
+
+
+def test_cli_download_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "f").write_text("")
+    assert run_cli(["download", "--shards", "1", "--dir", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create the download directory" in err

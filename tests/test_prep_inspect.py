@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -68,3 +69,60 @@ def test_bad_shards_are_clear_errors(tmp_path, shards, capsys):
     assert "trunc.bin: error: " in err.err and "the shard is truncated" in err.err
     assert "empty.bin: error: " in err.err and "Traceback" not in err.err
     assert "good_train_000000.bin" in err.out  # the good shard is still reported
+
+
+# (dtype, tokens, vocab, n_bad, n_negative, first_bad_offset): both bounds, every signed width.
+BOUNDS = [
+    ("int8", [1, -1, 2], 50257, 1, 1, 1),
+    ("int16", [-32768, 5, 32767], 50257, 1, 1, 0),
+    ("int32", [50256, 10, -5, 20, 70000], 50257, 2, 1, 2),
+    ("int64", [0, 2**40, -(2**40)], 50257, 2, 1, 1),
+    ("int32", [0, 99, 100, -1], 100, 2, 1, 2),
+    ("uint16", [0, 65535, 50257, 50256], 50257, 2, 0, 1),
+    ("uint32", [2**32 - 1, 3], 50257, 1, 0, 0),
+    ("int32", [0, 1, 2], 50257, 0, 0, None),
+]
+
+
+@pytest.mark.parametrize("dtype,tokens,vocab,n_bad,n_neg,first", BOUNDS)
+def test_check_counts_ids_outside_both_bounds(tmp_path, capsys, dtype, tokens, vocab, n_bad, n_neg, first):
+    path = tmp_path / "s.npy"
+    np.save(path, np.array(tokens, dtype=dtype))
+    r = inspect_mod.scan_shard(str(path), vocab_size=vocab, eot=None)
+    assert (r.n_bad, r.n_negative, r.first_bad_offset) == (n_bad, n_neg, first)
+    assert (r.min_token, r.max_token) == (min(tokens), max(tokens))
+    code = run_cli(["inspect", str(path), "--check", "--vocab-size", str(vocab)])
+    out = capsys.readouterr()
+    assert code == (1 if n_bad else 0) and "Traceback" not in out.err and "error" not in out.err
+    if n_neg:
+        assert f"({n_neg} negative, {n_bad - n_neg} >= {vocab})" in out.out
+
+
+def test_llama3_shard_uses_its_own_vocabulary(tmp_path, capsys):
+    ids = np.array([128000, 9906, 1917, 128000, 50300, 128255], dtype=np.uint32)
+    write_shard(tmp_path / "llama_train_000000.bin", ids)  # uint32 -> magic 20240801, version 7
+    assert run_cli(["inspect", str(tmp_path), "--check", "--json"]) == 0
+    (r,) = records(capsys)
+    assert r["header"]["magic"] == 20240801 and r["vocab_size"] == 128256
+    assert (r["n_bad"], r["n_docs"], r["head_text"]) == (0, 2, None)  # not decoded as GPT-2 text
+    ids[2] = 128256
+    write_shard(tmp_path / "llama_train_000000.bin", ids)
+    assert run_cli(["inspect", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "1 ids >= 128256; first at token offset 2 (id 128256)" in out and "decoded" not in out
+    assert run_cli(["inspect", str(tmp_path), "--check", "--vocab-size", "200000"]) == 0  # an explicit size wins
+
+
+@pytest.mark.parametrize("kind", ["directory", "loop", "dangling"])
+def test_non_files_named_bin_are_one_line_errors(tmp_path, capsys, kind):
+    path = tmp_path / "odd.bin"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "loop":
+        os.symlink(path, path)
+    else:
+        os.symlink(tmp_path / "gone", path)
+    for arg in (path, tmp_path):  # named, and found by listing its directory
+        assert run_cli(["inspect", str(arg)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "odd.bin" in err and "not a shard file" in err and "Traceback" not in err

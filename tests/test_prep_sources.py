@@ -103,3 +103,27 @@ def test_parquet_rows_and_resume(tmp_path):
     assert docs_of(tmp_path / "p.parquet", ReadOptions(), start=6500) == [t for t in texts[6500:] if t]
     with pytest.raises(InputFormatError, match="no column 'body'"):
         docs_of(tmp_path / "p.parquet", ReadOptions(field="body"))
+
+
+@pytest.mark.parametrize("sep", ["\n\n", "\n", "aba"])
+def test_one_long_line_is_read_in_linear_time_and_memory(tmp_path, monkeypatch, sep):
+    # 4 MB without a separator, read in 4 KiB blocks: the old reader searched the whole
+    # buffer after every block (1000 searches, 2 GB scanned) and rebuilt it each time.
+    import tracemalloc
+
+    from streamtok.prep import sources
+
+    n = 4 << 20
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"x" * n + sep.encode() + b"tail")
+    calls = []
+    real = sources.split_point
+    monkeypatch.setattr(sources, "split_point", lambda buf, s: calls.append(len(buf)) or real(buf, s))
+    opts = ReadOptions(separator=sep, block_bytes=4096)
+    tracemalloc.start()
+    chunks = [(c.start, c.end, len(c.payload)) for c in iter_chunks(str(path), 0, opts)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chunks == [(0, n + len(sep), n + len(sep)), (n + len(sep), n + len(sep) + 4, 4)]
+    assert len(calls) == 1  # searched once the separator came, not after every block
+    assert peak < 2.5 * n  # the blocks, their join, and the chunk cut from it

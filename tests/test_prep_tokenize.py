@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -34,9 +35,9 @@ def corpus(tmp_path):
     return write_txt(tmp_path / "corpus.txt", docs), docs
 
 
-def tok(inputs, out, workers=1, **kw):
+def tok(inputs, out, workers=1, overwrite=False, **kw):
     cfg = TokenizeConfig(**{"shard_tokens": 1500, **kw})
-    return tokenize_files([str(p) for p in inputs], str(out), config=cfg, workers=workers, progress=False)
+    return tokenize_files([str(p) for p in inputs], str(out), config=cfg, workers=workers, progress=False, overwrite=overwrite)
 
 
 def test_round_trip_matches_tiktoken(corpus, tmp_path):
@@ -211,3 +212,160 @@ def test_cli_separator_escapes_and_doc_per_line(tmp_path):
     (tmp_path / "b.txt").write_text("x\n\ny\n\n")
     assert run_cli(["tokenize", str(tmp_path / "b.txt"), "--out", str(tmp_path / "e"), "--separator", "\\n\\n", "--no-progress"]) == 0
     np.testing.assert_array_equal(_concat(tmp_path / "e", "all"), expected_tokens(["x", "y"]))
+
+
+def test_second_concurrent_run_fails_at_once(tmp_path):
+    # The first run reads stdin from a pipe held open, so it holds the lock until we close it.
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        cli_command("tokenize", "-", "--out", str(out), "--no-progress", "--workers", "1"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        first.stdin.write(b"a first document\n\n")
+        first.stdin.flush()
+        for _ in range(600):  # its first manifest is written under the lock
+            if (out / "manifest.json").exists() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        second = subprocess.run(
+            cli_command("tokenize", "-", "--out", str(out), "--no-progress"), input=b"x", capture_output=True, timeout=60
+        )
+        assert second.returncode == 2
+        err = second.stderr.decode()
+        assert err.count("\n") == 1 and "another streamtok tokenize is writing to this directory" in err
+    finally:
+        _, err = first.communicate(b"second document\n\n", timeout=60)
+    assert first.returncode == 0, err
+    np.testing.assert_array_equal(_concat(out, "all"), expected_tokens(["a first document", "second document"]))
+
+
+def test_foreign_files_in_out_refused_unless_overwrite(corpus, tmp_path):
+    path, docs = corpus
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "other_dataset_000.bin").write_bytes(b"\0" * 64)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds files this run would not write \(notes.txt, other_dataset_000.bin\).*--overwrite"):
+        tok([path], out)
+    assert sorted(os.listdir(out)) == [".streamtok-tokenize.lock", "notes.txt", "other_dataset_000.bin"]
+    tok([path], out, overwrite=True)
+    assert not (out / "other_dataset_000.bin").exists() and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    np.testing.assert_array_equal(_concat(out, "all"), expected_tokens(docs))
+    with pytest.raises(StateMismatchError, match="--overwrite"):  # another run's settings
+        tok([path], out, shard_tokens=700)
+    tok([path], out, shard_tokens=700, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["shard_tokens"] == 700
+    assert all(s["n_tokens"] <= 700 for s in json.loads((out / "manifest.json").read_text())["shards"])
+
+
+def _stop_after_first_shard(monkeypatch):
+    # Stand-in for kill -9 right after shard 0 was recorded (the SIGKILL tests do it for real).
+    from streamtok.prep import tokenize as tokenize_mod
+
+    class Killed(Exception):
+        pass
+
+    def kill(pid, sig):
+        raise Killed
+
+    monkeypatch.setenv(KILL_ENV, "0")
+    monkeypatch.setattr(tokenize_mod.os, "kill", kill)
+    return Killed
+
+
+def test_resume_with_other_stdin_is_refused(tmp_path, monkeypatch):
+    a = ("\n\n".join(make_docs(120, seed=21)) + "\n\n").encode()
+    b = a.replace(b"fox", b"cat")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a)))
+    tok(["-"], tmp_path / "clean", shard_tokens=400, read=ReadOptions(block_bytes=512))
+    killed = _stop_after_first_shard(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a)))
+    with pytest.raises(killed):
+        tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
+    monkeypatch.delenv(KILL_ENV)
+    resume = json.loads((tmp_path / "out" / "manifest.json").read_text())["resume"]
+    assert resume["source"] == 0 and resume["start"] > 0
+    assert resume["stdin_sha256"] == hashlib.sha256(a[: resume["start"]]).hexdigest()
+    for other in (b, a[: resume["start"] - 1]):  # other bytes, or too few of them
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(other)))
+        with pytest.raises(StateMismatchError, match=r"stdin: its first [\d,]+ bytes are not the ones the interrupted run read"):
+            tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a)))
+    tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
+    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n  \n\t\n"])
+def test_empty_input_exits_nonzero_with_a_message(tmp_path, monkeypatch, capsys, data):
+    (tmp_path / "empty.txt").write_bytes(data)
+    with pytest.raises(InputFormatError, match="no documents in .*empty.txt"):
+        tok([tmp_path / "empty.txt"], tmp_path / "o1")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert run_cli(["tokenize", "-", "--out", str(tmp_path / "o2"), "--no-progress", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no documents in stdin" in err
+    assert not list((tmp_path / "o2").glob("*.bin"))
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--out", "{tmp}/afile"], "exists and is not a directory"),
+        (["--out", "{tmp}/afile/sub"], "cannot create the directory"),
+        (["--out", "{tmp}/o", "--prefix", "../up"], "prefix must be a plain file name part"),
+        (["--out", "{tmp}/o", "--prefix", ".hidden"], "prefix must be a plain file name part"),
+        (["--out", "{tmp}/o", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_cli_bad_out_and_prefix_are_one_line(corpus, tmp_path, capsys, args, says):
+    path, _ = corpus
+    (tmp_path / "afile").write_text("")
+    argv = ["tokenize", str(path), *[a.format(tmp=tmp_path) for a in args], "--no-progress"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+
+
+def test_resume_skips_across_chunks_cut_differently(tmp_path, monkeypatch):
+    # The resumed run reads its blocks from the checkpoint's offset, so its chunks end elsewhere
+    # than the interrupted run's; the tokens to skip may span several of them.
+    path = write_txt(tmp_path / "in.txt", make_docs(120, seed=22))
+    opts = dict(shard_tokens=400, read=ReadOptions(block_bytes=300))
+    tok([path], tmp_path / "clean", **opts)
+    killed = _stop_after_first_shard(monkeypatch)
+    with pytest.raises(killed):
+        tok([path], tmp_path / "out", **opts)
+    monkeypatch.delenv(KILL_ENV)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["resume"]["skip"] > 0
+    tok([path], tmp_path / "out", **opts)
+    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+
+
+def test_one_huge_document_is_encoded_in_bounded_memory(tmp_path):
+    # A 4 MB line: as a list of Python ints its ~1M ids take ~36 MB; as tiktoken's uint32
+    # array 4 MB. The whole run must stay within a few times the line's size.
+    import tracemalloc
+
+    words = [w for w in " ".join(make_docs(2000, seed=60, max_words=200)).split() if w.isascii()]
+    line = " ".join(words)
+    line = (line * (4_000_000 // len(line) + 1))[:4_000_000]
+    (tmp_path / "long.txt").write_text(line + "\n")
+    tracemalloc.start()
+    tok([tmp_path / "long.txt"], tmp_path / "out", shard_tokens=100_000, read=ReadOptions(separator="\n"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(_concat(tmp_path / "out", "all"), expected_tokens([line]))
+    assert peak < 8 * len(line), peak
+
+
+def test_small_and_huge_documents_mix_in_order(tmp_path, monkeypatch):
+    from streamtok.prep import _encode
+
+    monkeypatch.setattr(_encode, "BIG_DOC_CHARS", 40)  # every other document takes the array path
+    docs = make_docs(200, seed=61)
+    path = write_txt(tmp_path / "in.txt", docs)
+    tok([path], tmp_path / "out", workers=1)
+    np.testing.assert_array_equal(_concat(tmp_path / "out", "all"), expected_tokens(docs))
+    assert any(len(d) >= 40 for d in docs) and any(len(d) < 40 for d in docs)

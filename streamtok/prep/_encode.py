@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +27,64 @@ from .sources import Chunk, ReadOptions, documents, input_format
 
 @dataclass(frozen=True)
 class EncodeJob:
-    """What every encoding process needs: the encoding, the inputs and how to read them."""
+    """What every encoding process needs: the encoding, the inputs and how to read them.
+
+    ``tokenizer_path`` (a ``tokenizer.json``) replaces the tiktoken ``encoding``; its
+    ``boundary`` id then precedes each document.
+    """
 
     encoding: str
     dtype: str
     paths: tuple[str, ...]
     opts: ReadOptions
+    tokenizer_path: str | None = None
+    boundary: int = -1
+
+
+def make_encoder(job: EncodeJob) -> tuple[Callable[[list[str]], list[list[int]]], int]:
+    """``(encode_docs, boundary_id)`` for ``job``: a function from documents to their ids.
+
+    Args:
+        job: the encoding settings.
+    """
+    if job.tokenizer_path is not None:
+        from .hf_tokenizer import load_tokenizer
+
+        tok = load_tokenizer(job.tokenizer_path)
+        return (lambda docs: [e.ids for e in tok.encode_batch(docs, add_special_tokens=False)]), job.boundary
+    enc = load_encoding(job.encoding)
+    ordinary = enc.encode_ordinary
+
+    def encode(docs: list[str]) -> list:
+        # A huge document (one long line) becomes a uint32 array straight from tiktoken: 4 bytes
+        # per token instead of a list of Python ints (~36); small ones are faster as lists.
+        return [ordinary(d) if len(d) < BIG_DOC_CHARS else enc.encode_to_numpy(d, disallowed_special=()) for d in docs]
+
+    return encode, eot_token(enc)
+
+
+def join_ids(rows: Iterable, boundary: int, dtype: str) -> np.ndarray:
+    """``[boundary] + row`` for each row (an id list or array), as one array of ``dtype``.
+
+    Args:
+        rows: each document's ids.
+        boundary: the id before each document.
+        dtype: the token dtype.
+    """
+    parts: list[np.ndarray] = []
+    ids: list[int] = []
+    for row in rows:
+        ids.append(boundary)
+        if isinstance(row, np.ndarray):
+            parts.append(np.array(ids, dtype=dtype))
+            parts.append(row.astype(dtype, copy=False))
+            ids = []
+        else:
+            ids.extend(row)
+    if not parts:
+        return np.array(ids, dtype=dtype)
+    parts.append(np.array(ids, dtype=dtype))
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -44,19 +96,20 @@ class Encoded:
     n_chars: int
 
 
+BIG_DOC_CHARS = 1 << 20
 _job: EncodeJob | None = None
-_enc = None
+_encode_docs: Callable[[list[str]], list[list[int]]] | None = None
 _eot = 0
 _formats: tuple[str, ...] = ()
 
 
 def _init(job: EncodeJob, parent: int | None = None) -> None:
-    global _job, _enc, _eot, _formats
+    global _job, _encode_docs, _eot, _formats
     if parent is not None:
         _die_with_parent(parent)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per pool process
     _job = job
-    _enc = load_encoding(job.encoding)
-    _eot = eot_token(_enc)
+    _encode_docs, _eot = make_encoder(job)
     _formats = tuple(input_format(p, job.opts.fmt) for p in job.paths)
 
 
@@ -79,12 +132,7 @@ def encode_chunk(chunk: Chunk) -> Encoded:
         chunk: whole documents from :func:`streamtok.prep.sources.iter_chunks`.
     """
     docs = documents(chunk, _job.paths[chunk.source], _formats[chunk.source], _job.opts)
-    ids: list[int] = []
-    append, extend, encode, eot = ids.append, ids.extend, _enc.encode_ordinary, _eot
-    for doc in docs:
-        append(eot)
-        extend(encode(doc))
-    return Encoded(np.array(ids, dtype=_job.dtype), len(docs), sum(map(len, docs)))
+    return Encoded(join_ids(_encode_docs(docs), _eot, _job.dtype), len(docs), sum(map(len, docs)))
 
 
 class EncodePool:

@@ -89,6 +89,7 @@ def shard_names(repo_id: str, shards: Spec = None, *, val: bool = False, pattern
     Raises:
         ConfigError: nothing asked for, or shard numbers for a repo with no known pattern.
     """
+    check_repo_id(repo_id)
     picks = parse_spec(shards)
     pattern = pattern or KNOWN_PATTERNS.get(repo_id)
     if pattern is None and (val or any(isinstance(p, int) for p in picks)):
@@ -100,6 +101,8 @@ def shard_names(repo_id: str, shards: Spec = None, *, val: bool = False, pattern
     names += [p if isinstance(p, str) else pattern.format(split="train", index=p) for p in picks]
     if not names:
         raise ConfigError(f"{repo_id}: no shards asked for; pass --shards (e.g. 1:3) and/or --val")
+    for name in names:
+        check_file_name(repo_id, name)
     return list(dict.fromkeys(names))
 
 
@@ -115,6 +118,44 @@ def hub_lister(repo_id: str = DEFAULT_REPO, shards: Spec = None, **kw: Any) -> S
         **kw: passed to :func:`download_shards` (``local_dir``, ``val``...).
     """
     return ShardLister(repo_id, resolver=lambda: download_shards(repo_id, shards=shards, **kw))
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id the Hub cannot have (``huggingface_hub``'s own rule), before any file is made.
+
+    Args:
+        repo_id: ``owner/name`` or ``name``.
+
+    Raises:
+        ConfigError: the id has characters, ``..`` or ``--`` the Hub does not allow.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ConfigError(
+            f"{repo_id!r} is not a Hugging Face repo id; write OWNER/NAME with letters, digits, '-', '_' or '.'"
+        ) from None
+
+
+def check_file_name(repo_id: str, name: str) -> None:
+    """Refuse a file name that could lead outside the download directory (``..``, absolute, empty parts).
+
+    Args:
+        repo_id: the repo (for the message).
+        name: a file path inside the repo, ``/``-separated.
+
+    Raises:
+        ConfigError: the name is not a plain relative path.
+    """
+    parts = name.split("/")
+    if "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(
+            f"{repo_id}: shard name {name!r} is not a plain file path in the repo "
+            "(no '..', '.', empty parts, leading '/' or backslashes)"
+        )
 
 
 def download_shards(
@@ -189,8 +230,12 @@ def _fetch(repo_id: str, name: str, i: int, n: int, *, local_files_only: bool, l
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     root = os.fspath(local_dir or cache_dir or constants.HF_HUB_CACHE)
-    lock_path = os.path.join(root, ".streamtok-locks", repo_id.replace("/", "--"), name + ".lock")
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    # Names were checked by shard_names; flattening them keeps every lock in one folder of root.
+    lock_path = os.path.join(root, ".streamtok-locks", repo_id.replace("/", "--"), name.replace("/", "--") + ".lock")
+    try:
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    except OSError as exc:
+        raise HubError(f"{root}: cannot create the download directory ({exc.strerror}); pass another --dir") from None
     print(f"[{i + 1}/{n}] {repo_id}/{name}", file=sys.stderr)
     try:
         with FileLock(lock_path):

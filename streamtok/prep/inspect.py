@@ -3,8 +3,16 @@
 Per shard: format, dtype, header, token count, document count (end-of-text ids), largest id,
 the first tokens decoded, and with ``--sha256`` the file's digest. The counts come from one
 pass over the memory-mapped tokens in 16M-token slices (32 MB of uint16 at a time, so memory
-stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails on ids at or
-above the vocabulary size, naming the first one's offset.
+stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails on ids outside
+``[0, vocab)`` -- negative ids of a signed ``.npy`` as well as ids at or above the vocabulary
+size -- naming the first one's offset.
+
+The vocabulary follows the shard: a shard listed in the ``streamtok tokenize`` manifest beside
+it is checked against that run's vocabulary and document boundary (and decoded only if it was
+GPT-2); an llm.c Llama-3 shard (magic 20240801) holds ids of Llama 3's 128,256-token
+vocabulary, whose documents start with ``<|begin_of_text|>`` (128000), and is not decoded as
+GPT-2 text. Other shards use ``--encoding`` (default gpt2), which also overrides the above;
+``--vocab-size`` overrides every vocabulary size.
 
 Exit status: 0 all good; 1 ``--check`` found out-of-vocabulary ids; 2 a shard could not be
 read (its :class:`~streamtok.errors.ShardFormatError` is printed, the other shards still are).
@@ -14,19 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .._formats import HEADER_INTS, ShardInfo, probe_shard
-from ..errors import EncodingUnavailableError, StreamtokError
+from .._formats import HEADER_INTS, MAGIC_LLAMA3, ShardInfo, probe_shard
+from ..errors import EncodingUnavailableError, ShardFormatError, ShardNotFoundError, StreamtokError
 from ..shards import ShardLister
 from .encoding import load_encoding
 from .shardsink import sha256_file
 
 SLICE_TOKENS = 1 << 24
+LLAMA3_VOCAB = 128_256
+LLAMA3_BOS = 128_000  # <|begin_of_text|>: llm.c's Llama-3 shards put it before each document
 
 
 @dataclass
@@ -40,9 +51,11 @@ class ShardReport:
     n_tokens: int = 0
     n_docs: int = 0
     max_token: int = -1
+    min_token: int = -1
     first_bad_offset: int | None = None
     first_bad_token: int | None = None
     n_bad: int = 0
+    n_negative: int = 0
     sha256: str | None = None
     head_tokens: list[int] = field(default_factory=list)
     head_text: str | None = None
@@ -56,7 +69,7 @@ def scan_shard(
 
     Args:
         path: the shard file.
-        vocab_size: ids must be below this.
+        vocab_size: ids must be in ``[0, vocab_size)``; others are counted in ``n_bad``.
         eot: the end-of-text id counted as documents (``None``: not counted).
         raw_dtype: the dtype of headerless ``.bin`` files.
         head: how many leading tokens to report.
@@ -68,12 +81,20 @@ def scan_shard(
     info = probe_shard(path, raw_dtype=raw_dtype)
     rep = ShardReport(path, info.kind, info.dtype.name, _header(info), info.n_tokens)
     tokens = np.memmap(path, dtype=info.dtype, mode="r", offset=info.offset, shape=(info.n_tokens,))
+    signed = info.dtype.kind == "i"
     for lo in range(0, info.n_tokens, SLICE_TOKENS):
         part = tokens[lo : lo + SLICE_TOKENS]
-        rep.max_token = max(rep.max_token, int(part.max()))
+        low, high = int(part.min()), int(part.max())
+        rep.max_token = max(rep.max_token, high)
+        rep.min_token = low if lo == 0 else min(rep.min_token, low)
         if eot is not None:
             rep.n_docs += int(np.count_nonzero(part == eot))
-        bad = part >= vocab_size
+        # Python ints compare exactly with any numpy integer dtype, so no cast can wrap here.
+        bad = part >= vocab_size if high >= vocab_size else np.zeros(len(part), dtype=bool)
+        if signed and low < 0:
+            negative = part < 0
+            rep.n_negative += int(np.count_nonzero(negative))
+            bad |= negative
         n_bad = int(np.count_nonzero(bad))
         if n_bad and rep.first_bad_offset is None:
             k = int(np.argmax(bad))
@@ -102,9 +123,14 @@ def _print_text(rep: ShardReport, vocab_size: int) -> None:
     hdr = ", ".join(f"{k} {v}" for k, v in rep.header.items())
     print(f"{rep.path}")
     print(f"  format {rep.format}, dtype {rep.dtype}, header: {hdr}")
-    print(f"  {rep.n_tokens:,} tokens, {rep.n_docs:,} documents, max token id {rep.max_token} (vocab {vocab_size})")
+    low = f"min token id {rep.min_token}, " if rep.min_token < 0 else ""
+    print(f"  {rep.n_tokens:,} tokens, {rep.n_docs:,} documents, {low}max token id {rep.max_token} (vocab {vocab_size})")
     if rep.n_bad:
-        print(f"  {rep.n_bad:,} ids >= {vocab_size}; first at token offset {rep.first_bad_offset} (id {rep.first_bad_token})")
+        if rep.n_negative:
+            what = f"ids outside 0..{vocab_size - 1} ({rep.n_negative:,} negative, {rep.n_bad - rep.n_negative:,} >= {vocab_size})"
+        else:
+            what = f"ids >= {vocab_size}"
+        print(f"  {rep.n_bad:,} {what}; first at token offset {rep.first_bad_offset} (id {rep.first_bad_token})")
     if rep.sha256:
         print(f"  sha256 {rep.sha256}")
     print(f"  first tokens {rep.head_tokens}")
@@ -123,7 +149,7 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[0].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="shard files, directories or globs")
-    p.add_argument("--encoding", default="gpt2", help="tiktoken encoding for decoding and the vocab size (default gpt2)")
+    p.add_argument("--encoding", help="tiktoken encoding for decoding and the vocab size (default gpt2; Llama-3 .bin shards: their 128256 ids, not decoded)")
     p.add_argument("--vocab-size", type=int, help="ids must be below this (default: the encoding's)")
     p.add_argument("--raw-dtype", default="uint16", help="dtype of headerless .bin files (default uint16)")
     p.add_argument("--head", type=int, default=16, metavar="N", help="decode the first N tokens (default 16)")
@@ -141,19 +167,21 @@ def run(args: argparse.Namespace) -> int:
     """
     enc = None
     try:
-        enc = load_encoding(args.encoding)
+        enc = load_encoding(args.encoding or "gpt2")
     except EncodingUnavailableError:
         if args.vocab_size is None:
             raise
-    vocab_size = args.vocab_size or enc.n_vocab
-    eot = enc.eot_token if enc is not None else None
     paths = [p for src in args.paths for p in _expand(src)]
     status = 0
     for path in paths:
+        vocab_size = args.vocab_size or (enc.n_vocab if enc is not None else 0)
         try:
+            _check_file(path)
+            shard_enc, vocab_size, eot = _vocabulary(path, args, enc)
             rep = scan_shard(path, vocab_size=vocab_size, eot=eot, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
-            if enc is not None:
-                rep.head_text = enc.decode([t for t in rep.head_tokens if t < enc.n_vocab], errors="replace")
+            if shard_enc is not None:
+                ids = [t for t in rep.head_tokens if 0 <= t < shard_enc.n_vocab]
+                rep.head_text = shard_enc.decode(ids, errors="replace")
         except StreamtokError as exc:
             rep, status = ShardReport(path, error=str(exc)), 2
         if rep.n_bad and args.check:
@@ -163,6 +191,50 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_text(rep, vocab_size)
     return status
+
+
+def _vocabulary(path: str, args: argparse.Namespace, enc: Any) -> tuple[Any, int, int | None]:
+    # (encoding to decode with or None, vocabulary size, document-start id) for one shard.
+    info = probe_shard(path, raw_dtype=args.raw_dtype)
+    if args.encoding is None:
+        made = _tokenize_manifest(path)
+        if made is not None:
+            n_vocab, boundary, encoding = made
+            shard_enc = enc if encoding == "gpt2" else None
+            return shard_enc, args.vocab_size or n_vocab, boundary
+    llama3 = info.kind == "llmc" and _header(info)["magic"] == MAGIC_LLAMA3
+    if llama3 and args.encoding is None:
+        return None, args.vocab_size or LLAMA3_VOCAB, LLAMA3_BOS
+    eot = enc.eot_token if enc is not None else None
+    return enc, args.vocab_size or enc.n_vocab, eot
+
+
+def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
+    # (n_vocab, boundary id, tiktoken encoding or None) from the streamtok tokenize manifest
+    # beside the shard, when it lists this shard; anything malformed is ignored.
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")) as f:
+            m = json.load(f)
+        names = {s["name"] for s in m["shards"]}
+        n_vocab, boundary, encoding = m["n_vocab"], m["eot_token"], m.get("encoding")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if os.path.basename(path) not in names or type(n_vocab) is not int or type(boundary) is not int:
+        return None
+    return n_vocab, boundary, encoding if isinstance(encoding, str) else None
+
+
+def _check_file(path: str) -> None:
+    # probe_shard opens the path; a directory or a symlink loop named *.bin must not get there.
+    if os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        raise ShardFormatError(f"{path}: a directory, not a shard file")
+    if os.path.islink(path):
+        raise ShardFormatError(f"{path}: a symlink that leads nowhere (dangling or a loop), not a shard file")
+    if not os.path.exists(path):
+        raise ShardNotFoundError(f"{path}: no such shard file")
+    raise ShardFormatError(f"{path}: not a regular file")
 
 
 def _expand(source: str) -> list[str]:

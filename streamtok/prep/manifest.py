@@ -5,12 +5,19 @@ While a run is unfinished it holds ``"complete": false`` and a ``"resume"`` bloc
 the chunk boundary in it and the tokens of that chunk already in shards, the totals before
 that chunk, and the shard sink's state. Nothing in it depends on time or on the number of
 workers, so an interrupted-and-resumed run ends with the same manifest as an uninterrupted one.
+
+Nothing read back is trusted: every shard name must be one this command writes
+(``<prefix>_{val,train}_NNNNNN.<format>``, no separators) and every number in the resume block
+must be a non-negative int in range, or the manifest is refused naming the key. When stdin is
+an input, the resume block holds the sha256 of the stdin bytes before the resume point, and a
+rerun fed other bytes is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +42,7 @@ class Checkpoint:
     totals: dict[str, int]
     sink: dict[str, Any] | None
     shards: tuple[dict[str, Any], ...]
+    stdin_sha256: str | None = None  # of stdin's bytes before ``start`` when ``source`` is stdin
 
     @classmethod
     def start_of_run(cls) -> Checkpoint:
@@ -43,8 +51,18 @@ class Checkpoint:
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source, "start": self.start, "line": self.line, "skip": self.skip,
-            "totals": self.totals, "sink": self.sink,
+            "totals": self.totals, "sink": self.sink, "stdin_sha256": self.stdin_sha256,
         }
+
+
+def shard_name_pattern(prefix: str, shard_format: str) -> re.Pattern[str]:
+    """The names this command writes: ``<prefix>_val_000000.bin``, ``<prefix>_train_000123.bin``.
+
+    Args:
+        prefix: the shard name prefix.
+        shard_format: ``"bin"`` or ``"npy"``.
+    """
+    return re.compile(rf"{re.escape(prefix)}_(val|train)_\d{{6}}\.{re.escape(shard_format)}")
 
 
 def source_entries(inputs: list[str], fmt: str) -> list[dict[str, Any]]:
@@ -93,15 +111,75 @@ def load_resume(path: str, settings: dict[str, Any]) -> tuple[dict[str, Any] | N
             key, old, value = f"input #{i} ({value[i]['path']})", old[i], value[i]
         raise StateMismatchError(
             f"{path}: this directory holds a tokenize run made with {key} = {old!r}, "
-            f"but this run has {value!r}; use another --out directory, or delete its shards "
-            "and manifest.json to start over"
+            f"but this run has {value!r}; use another --out directory, or pass --overwrite to start over"
         )
+    _check_shards(path, saved.get("shards"), settings)
     if saved["complete"]:
         return saved, None
     r = saved.get("resume")
     if r is None:
         return None, None
-    return None, Checkpoint(r["source"], r["start"], r["line"], r["skip"], r["totals"], r["sink"], tuple(saved["shards"]))
+    return None, _checkpoint(path, r, saved["shards"], len(settings["sources"]))
+
+
+def _refuse(path: str, key: str, value: Any, want: str) -> StateMismatchError:
+    return StateMismatchError(
+        f"{path}: {key} = {value!r} is not {want}; the manifest was edited or is corrupt; "
+        "delete it and the shards beside it to start over (or pass --overwrite)"
+    )
+
+
+def _count(path: str, key: str, value: Any, low: int = 0, high: int | None = None) -> int:
+    if type(value) is not int or value < low or (high is not None and value >= high):
+        span = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise _refuse(path, key, value, f"an int {span}")
+    return value
+
+
+def _check_shards(path: str, shards: Any, settings: dict[str, Any]) -> None:
+    own = shard_name_pattern(settings["prefix"], settings["shard_format"])
+    if not isinstance(shards, list):
+        raise _refuse(path, "shards", shards, "a list")
+    for i, shard in enumerate(shards):
+        name = shard.get("name") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not own.fullmatch(name):
+            raise _refuse(path, f"shards[{i}].name", name, f"a shard name of this run ({own.pattern})")
+        if shard.get("split") != name.split("_")[-2]:
+            raise _refuse(path, f"shards[{i}].split", shard.get("split"), "the split in its name")
+        _count(path, f"shards[{i}].n_tokens", shard.get("n_tokens"), 1)
+
+
+def _checkpoint(path: str, r: Any, shards: list[dict[str, Any]], n_sources: int) -> Checkpoint:
+    if not isinstance(r, dict):
+        raise _refuse(path, "resume", r, "an object")
+    for key in ("source", "start", "line", "skip", "totals", "sink"):
+        if key not in r:
+            raise _refuse(path, f"resume.{key}", None, "present")
+    _count(path, "resume.source", r["source"], 0, n_sources)
+    _count(path, "resume.start", r["start"])
+    _count(path, "resume.line", r["line"])
+    _count(path, "resume.skip", r["skip"])
+    totals = r["totals"]
+    if not isinstance(totals, dict) or set(totals) != set(_TOTALS):
+        raise _refuse(path, "resume.totals", totals, f"an object of {', '.join(_TOTALS)}")
+    for key in _TOTALS:
+        _count(path, f"resume.totals.{key}", totals[key])
+    sink = r["sink"]
+    if sink is not None:
+        if not isinstance(sink, dict) or set(sink) != {"split", "next", "position"}:
+            raise _refuse(path, "resume.sink", sink, "an object of split, next, position")
+        if sink["split"] not in ("val", "train"):
+            raise _refuse(path, "resume.sink.split", sink["split"], "'val' or 'train'")
+        nxt = sink["next"]
+        if not isinstance(nxt, dict) or set(nxt) != {"val", "train"}:
+            raise _refuse(path, "resume.sink.next", nxt, "an object of val, train")
+        for split in ("val", "train"):
+            _count(path, f"resume.sink.next.{split}", nxt[split], 0, 10**6)
+        _count(path, "resume.sink.position", sink["position"])
+    digest = r.get("stdin_sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise _refuse(path, "resume.stdin_sha256", digest, "a sha256 hex digest")
+    return Checkpoint(r["source"], r["start"], r["line"], r["skip"], dict(totals), sink, tuple(shards), digest)
 
 
 def write_manifest(

@@ -16,14 +16,15 @@ line. A parquet document is one non-null, non-empty value of the ``text`` column
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
-from ..errors import ConfigError, InputFormatError
+from ..errors import ConfigError, InputFormatError, StateMismatchError
 
 FORMATS = ("txt", "jsonl", "parquet")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -74,6 +75,7 @@ class Chunk:
     line: int
     nbytes: int
     payload: Any  # bytes (text formats) or a pyarrow array of strings (parquet)
+    prefix_sha256: str | None = None  # stdin only: sha256 of the bytes before ``start``
 
 
 def input_format(path: str, fmt: str = "auto") -> str:
@@ -88,7 +90,16 @@ def input_format(path: str, fmt: str = "auto") -> str:
     return _SUFFIXES.get(os.path.splitext(path)[1].lower(), "txt")
 
 
-def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, line: int = 1) -> Iterator[Chunk]:
+def iter_chunks(
+    path: str,
+    source: int,
+    opts: ReadOptions,
+    *,
+    start: int = 0,
+    line: int = 1,
+    stdin_sha256: str | None = None,
+    end: int | None = None,
+) -> Iterator[Chunk]:
     """The chunks of one input, from position ``start`` (a chunk boundary of an earlier run).
 
     Args:
@@ -97,15 +108,19 @@ def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, li
         opts: how to split documents.
         start: byte offset (text) or row (parquet) to begin at.
         line: the line number at ``start``.
+        stdin_sha256: for stdin, the sha256 the skipped bytes must have (an earlier run's).
+        end: stop at this byte offset or row (a split point; default the end of the input).
+
+    Raises:
+        StateMismatchError: stdin's first ``start`` bytes are not the ones an earlier run read.
     """
     fmt = input_format(path, opts.fmt)
     if fmt == "parquet":
-        yield from _parquet_chunks(path, source, opts, start)
+        yield from _parquet_chunks(path, source, opts, start, end)
         return
     sep = b"\n" if fmt == "jsonl" else opts.separator.encode("utf-8")
     if path == STDIN:
-        _skip(sys.stdin.buffer, start)
-        yield from _text_chunks(sys.stdin.buffer, source, sep, opts.block_bytes, start, line)
+        yield from _stdin_chunks(source, sep, opts.block_bytes, start, line, stdin_sha256)
         return
     try:
         f = open(path, "rb")
@@ -113,30 +128,74 @@ def iter_chunks(path: str, source: int, opts: ReadOptions, *, start: int = 0, li
         raise InputFormatError(f"{path}: cannot open input ({exc.strerror})") from None
     with f:
         f.seek(start)
-        yield from _text_chunks(f, source, sep, opts.block_bytes, start, line)
+        yield from _text_chunks(f if end is None else _Limited(f, end - start), source, sep, opts.block_bytes, start, line)
 
 
-def _skip(f: BinaryIO, n: int) -> None:
-    while n > 0:
-        got = len(f.read(min(n, 1 << 20)))
-        if not got:
+class _Limited:
+    """The next ``n`` bytes of a file, as a file that ends there."""
+
+    def __init__(self, f: BinaryIO, n: int):
+        self.f, self.left = f, max(n, 0)
+
+    def read(self, size: int) -> bytes:
+        data = self.f.read(min(size, self.left))
+        self.left -= len(data)
+        return data
+
+
+def _stdin_chunks(source: int, sep: bytes, block: int, start: int, line: int, want: str | None) -> Iterator[Chunk]:
+    # Each chunk carries the sha256 of every stdin byte before it, for the resume checkpoint.
+    stream = sys.stdin.buffer
+    h = hashlib.sha256()
+    skipped = _skip(stream, start, h)
+    if want is not None and h.hexdigest() != want:
+        raise StateMismatchError(
+            f"stdin: its first {start:,} bytes are not the ones the interrupted run read "
+            f"(got {skipped:,} bytes, sha256 {h.hexdigest()[:16]}..., expected {want[:16]}...); "
+            "feed the same input to resume, or pass --overwrite to start over"
+        )
+    for chunk in _text_chunks(stream, source, sep, block, start, line):
+        yield replace(chunk, prefix_sha256=h.hexdigest())
+        h.update(chunk.payload)
+
+
+def _skip(f: BinaryIO, n: int, h: Any) -> int:
+    done = 0
+    while done < n:
+        data = f.read(min(n - done, 1 << 20))
+        if not data:
             break
-        n -= got
+        h.update(data)
+        done += len(data)
+    return done
 
 
 def _text_chunks(f: BinaryIO, source: int, sep: bytes, block: int, pos: int, line: int) -> Iterator[Chunk]:
-    buf = b""
+    # Only a new block (and the len(sep)-1 bytes before it) is searched, and blocks are joined
+    # once per chunk: a document of n bytes costs O(n) time and ~2n memory however it is cut.
+    parts: list[bytes] = []
+    tail = b""
+    keep = len(sep) - 1
     while True:
         data = f.read(block)
         if not data:
-            if buf:
+            if parts:
+                buf = b"".join(parts)
                 yield Chunk(source, pos, pos + len(buf), line, len(buf), buf)
             return
-        buf += data
-        cut = split_point(buf, sep)
-        if cut <= 0:
+        window = tail + data
+        parts.append(data)
+        tail = window[-keep:] if keep else b""
+        if sep not in window:
             continue
-        chunk, buf = buf[:cut], buf[cut:]
+        buf = b"".join(parts)
+        parts.clear()
+        cut = split_point(buf, sep)
+        chunk, rest = buf[:cut], buf[cut:]
+        del buf
+        if rest:
+            parts.append(rest)
+        tail = rest[-keep:] if keep else b""
         yield Chunk(source, pos, pos + cut, line, cut, chunk)
         pos += cut
         line += chunk.count(b"\n")
@@ -161,12 +220,24 @@ def split_point(buf: bytes, sep: bytes) -> int:
     if n == 1 or not any(sep[:k] == sep[-k:] for k in range(1, n)):
         return end
     if sep == sep[:1] * n:  # e.g. "\n\n": the run of that byte ending here is split from its start
-        start = len(buf[:end].rstrip(sep[:1]))
+        start = _run_start(buf, end, sep[:1])
         return start + n * ((end - start) // n)
     return len(buf) - len(buf.split(sep)[-1])
 
 
-def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> Iterator[Chunk]:
+def _run_start(buf: bytes, end: int, byte: bytes) -> int:
+    # Where the run of ``byte`` ending at ``end`` begins, copying only windows of the run
+    # (doubling), not the whole buffer.
+    width = 64
+    while True:
+        lo = max(end - width, 0)
+        kept = len(buf[lo:end].rstrip(byte))
+        if kept or lo == 0:
+            return lo + kept
+        width *= 2
+
+
+def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int, end: int | None = None) -> Iterator[Chunk]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -182,6 +253,7 @@ def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> It
     meta = pf.metadata
     size = os.path.getsize(path)
     rows_total = max(meta.num_rows, 1)
+    stop = meta.num_rows if end is None else min(end, meta.num_rows)
     group, first = 0, 0
     while group < meta.num_row_groups and first + meta.row_group(group).num_rows <= start:
         first += meta.row_group(group).num_rows
@@ -193,10 +265,14 @@ def _parquet_chunks(path: str, source: int, opts: ReadOptions, start: int) -> It
     for batch in pf.iter_batches(batch_size=4096, row_groups=groups, columns=[opts.field]):
         col = batch.column(0)
         lo = max(start - row, 0)
-        if lo < len(col):
-            part = col.slice(lo)
-            yield Chunk(source, row + lo, row + len(col), 0, size * len(part) // rows_total, part)
+        hi = min(len(col), stop - row)
+        if lo < hi:
+            a, b = row + lo, row + hi
+            # Telescoping shares of the file size: any cut of the rows sums to the size exactly.
+            yield Chunk(source, a, b, 0, size * b // rows_total - size * a // rows_total, col.slice(lo, hi - lo))
         row += len(col)
+        if row >= stop:
+            return
 
 
 def documents(chunk: Chunk, path: str, fmt: str, opts: ReadOptions) -> list[str]:
@@ -226,21 +302,22 @@ def documents(chunk: Chunk, path: str, fmt: str, opts: ReadOptions) -> list[str]
         return [doc for doc in text.split(opts.separator) if doc and not doc.isspace()]
     docs = []
     for i, raw in enumerate(text.split("\n")):
-        value = _json_text(raw, path, chunk.line + i, opts.field)
+        where = f"{path}:{chunk.line + i}" if chunk.line else f"{path}:(line {i + 1} from byte {chunk.start})"
+        value = _json_text(raw, where, opts.field)
         if value:
             docs.append(value)
     return docs
 
 
-def _json_text(raw: str, path: str, line: int, key: str) -> str | None:
+def _json_text(raw: str, where: str, key: str) -> str | None:
     if not raw or raw.isspace():
         return None
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{path}:{line}: not a JSON line ({exc.msg} at column {exc.colno})") from None
+        raise InputFormatError(f"{where}: not a JSON line ({exc.msg} at column {exc.colno})") from None
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, str):
         keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-        raise InputFormatError(f"{path}:{line}: no string field {key!r} (found: {keys}); pass --field NAME")
+        raise InputFormatError(f"{where}: no string field {key!r} (found: {keys}); pass --field NAME")
     return value

@@ -19,29 +19,43 @@ the shards so far, and where the next shard's tokens start: an input, a chunk bo
 re-run with the same settings and unchanged inputs continues from there and writes the same
 files an uninterrupted run writes; other settings are refused, naming the difference. The
 final manifest has ``"complete": true``, totals and a sha256 per shard.
+
+Beyond one machine (:mod:`.units`): ``--engine ray`` encodes work units (32 MiB ranges cut at
+document boundaries) as Ray tasks that read their own ranges (:mod:`.ray_engine`), and
+``--num-tasks N --task-index I`` + ``--finalize`` runs them as N independent jobs
+(:mod:`.tasks`); both feed the same single writer in unit order, so their shards and manifest
+are byte-identical to this one-process run's. ``--tokenizer`` takes any Hugging Face
+``tokenizer.json`` (:mod:`.hf_tokenizer`); ``hf://datasets/REPO[/GLOB]`` inputs come from the
+Hub cache (:mod:`.inputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, InputFormatError
-from ._encode import EncodeJob, EncodePool
+from ._encode import Encoded, EncodeJob, EncodePool
 from .encoding import eot_token, load_encoding, token_dtype
-from .manifest import MANIFEST, Checkpoint, load_resume, source_entries, write_manifest
+from .inputs import resolve_inputs
+from .manifest import MANIFEST, Checkpoint, load_resume, write_manifest
+from .outdir import clear_out_dir, foreign_entries, lock_out_dir, prepare_out_dir
 from .shardsink import ShardPlan, ShardSink
 from .sources import STDIN, Chunk, ReadOptions, iter_chunks
+from .units import UNIT_BYTES, Piece, check_separator, plan_units, resume_units
 
 # Text files hold no NUL bytes, so splitting on it keeps each file one document.
 FILE_SEPARATOR = "\0"
+_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 KILL_ENV = "STREAMTOK_TEST_KILL_AFTER_SHARD"  # "k" or "k:renamed": SIGKILL self, for tests
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,8 @@ class TokenizeConfig:
 
     Args:
         encoding: a tiktoken encoding name.
+        tokenizer: a Hugging Face ``tokenizer.json`` (path, directory or Hub repo id) used
+            instead of ``encoding``.
         read: how inputs are split into documents.
         shard_tokens: tokens per shard.
         val_tokens: tokens (rounded up to a document end) written to ``val`` shards first.
@@ -58,6 +74,7 @@ class TokenizeConfig:
     """
 
     encoding: str = "gpt2"
+    tokenizer: str | None = None
     read: ReadOptions = field(default_factory=ReadOptions)
     shard_tokens: int = 100_000_000
     val_tokens: int = 0
@@ -71,56 +88,164 @@ class TokenizeConfig:
             raise ConfigError(f"val_tokens must be >= 0, not {self.val_tokens}")
         if self.shard_format not in ("bin", "npy"):
             raise ConfigError(f"shard format must be 'bin' or 'npy', not {self.shard_format!r}")
-        if not self.prefix or os.sep in self.prefix:
-            raise ConfigError(f"prefix must be a plain file name part, not {self.prefix!r}")
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ConfigError(
+                f"prefix must be a plain file name part (letters, digits, '.', '_', '-', not starting with '.'), not {self.prefix!r}"
+            )
 
 
 def tokenize_files(
-    inputs: list[str], out_dir: str, *, config: TokenizeConfig, workers: int | None = None, progress: bool = True
+    inputs: list[str],
+    out_dir: str,
+    *,
+    config: TokenizeConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    unit_bytes: int = UNIT_BYTES,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` into shards in ``out_dir``, resuming an interrupted run there.
 
     Args:
-        inputs: text, ``.jsonl`` or parquet files, or ``"-"`` for stdin (once).
+        inputs: text, ``.jsonl`` or parquet files, ``hf://datasets/REPO[/GLOB]``, or ``"-"``
+            for stdin (once).
         out_dir: the output directory (created if needed).
         config: the settings that decide the output.
-        workers: encoding processes; default the CPUs this process may use.
+        workers: encoding processes (local engine; with Ray and no ``address``, the CPUs of
+            the local cluster); default the CPUs this process may use.
         progress: show a progress bar on stderr.
+        overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` in
+            ``out_dir`` and start over, instead of refusing a directory that holds other files.
+        engine: ``"local"`` (a process pool) or ``"ray"`` (Ray tasks; the ``ray`` extra).
+        address: the Ray cluster to join (default: start a local one, or the one ``ray``
+            is already connected to).
+        unit_bytes: bytes of text per Ray task (the output does not depend on it).
 
     Returns:
         The final manifest (also in ``<out_dir>/manifest.json``).
 
     Raises:
-        ConfigError: bad settings or inputs; StateMismatchError: ``out_dir`` holds a run made
-        with other settings; InputFormatError: an input cannot be parsed.
+        ConfigError: bad settings or inputs, ``out_dir`` not a directory, locked by another
+        run, or holding files of something else; StateMismatchError: ``out_dir`` holds a run
+        made with other settings or other stdin; InputFormatError: an input cannot be parsed,
+        or the inputs hold no document.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if unit_bytes < 1:
+        raise ConfigError(f"unit_bytes must be positive, not {unit_bytes}")
+    run = prepare_run(inputs, config)
+    if engine == "ray":
+        check_separator(config.read, run.paths)
+    prepare_out_dir(out_dir)
+    lock = lock_out_dir(out_dir)
+    try:
+        ckpt, done = open_out(out_dir, config, run.settings, overwrite)
+        if done is not None:
+            return done
+        if engine == "local":
+            with EncodePool(run.job, workers or available_cpus()) as pool:
+                pieces = (_piece(c, e) for c, e in pool.map(_chunks(run.paths, config.read, ckpt)))
+                return write_all(out_dir, run, ckpt, pieces, progress)
+        from .ray_engine import RayEncoder
+
+        units = resume_units(plan_units(run.paths, run.sizes, config.read, unit_bytes), ckpt.source, ckpt.start)
+        with RayEncoder(run.job, address=address, num_cpus=workers) as ray_pool:
+            return write_all(out_dir, run, ckpt, ray_pool.map(units), progress)
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class Run:
+    """A prepared run: the inputs as local paths, their sizes, the output settings and the encoding job."""
+
+    paths: list[str]
+    sizes: list[int]
+    settings: dict[str, Any]
+    job: EncodeJob
+
+
+def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
+    """Resolve and check the inputs and the tokenizer, and compute the settings a resume must match.
+
+    Args:
+        inputs: as for :func:`tokenize_files`.
+        config: the settings.
     """
     if not inputs:
         raise ConfigError("no inputs given")
     if inputs.count(STDIN) > 1:
         raise ConfigError("stdin ('-') can be given only once")
-    for path in inputs:
-        if path != STDIN and not os.path.isfile(path):
-            what = "a directory, not a file" if os.path.isdir(path) else "no such input file"
-            raise InputFormatError(f"{path}: {what}; give text, .jsonl or .parquet files, or - for stdin")
-    enc = load_encoding(config.encoding)
-    settings = _settings(inputs, config, enc)
-    os.makedirs(out_dir, exist_ok=True)
+    resolved = resolve_inputs(inputs, config.read)
+    for src in resolved:
+        if src.path != STDIN and not os.path.isfile(src.path):
+            what = "a directory, not a file" if os.path.isdir(src.path) else "no such input file"
+            raise InputFormatError(f"{src.path}: {what}; give text, .jsonl or .parquet files, hf://datasets/REPO, or - for stdin")
+    paths = [src.path for src in resolved]
+    if config.tokenizer is not None:
+        from .hf_tokenizer import resolve_tokenizer
+
+        hf = resolve_tokenizer(config.tokenizer)
+        n_vocab, boundary, encoding = hf.n_vocab, hf.boundary_id, {"encoding": None, "tokenizer": hf.identity()}
+        job_extra = {"tokenizer_path": hf.path, "boundary": hf.boundary_id}
+    else:
+        enc = load_encoding(config.encoding)
+        n_vocab, boundary, encoding, job_extra = enc.n_vocab, eot_token(enc), {}, {}
+    dtype = token_dtype(n_vocab).name
+    settings = {
+        **{k: v for k, v in asdict(config).items() if k not in ("read", "tokenizer")},
+        **{k: v for k, v in asdict(config.read).items() if k != "block_bytes"},
+        **encoding,
+        "dtype": dtype,
+        "n_vocab": n_vocab,
+        "eot_token": boundary,
+        "eot_position": "before each document",
+        "sources": [src.entry for src in resolved],
+    }
+    sizes = [0 if p == STDIN else os.path.getsize(p) for p in paths]
+    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra))
+
+
+def open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], overwrite: bool) -> tuple[Checkpoint, dict[str, Any] | None]:
+    # With the directory locked: refuse foreign files, then read the resume point (or the done run).
+    if overwrite:
+        clear_out_dir(out_dir)  # other files stay: the loader reads only *.bin and *.npy
+    foreign = [] if overwrite else foreign_entries(out_dir, config.prefix, config.shard_format)
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"--out {out_dir}: holds files this run would not write ({listed}); the loader reads every "
+            "shard of a directory, so use an empty directory, or pass --overwrite to delete the old "
+            "manifest and *.bin/*.npy files there"
+        )
     done, ckpt = load_resume(os.path.join(out_dir, MANIFEST), settings)
     if done is not None:
         print(f"{out_dir}: already complete ({done['n_tokens']:,} tokens); nothing to do", file=sys.stderr)
-        return done
+        return Checkpoint.start_of_run(), done
     _remove_stale_temps(out_dir, config.prefix)
+    return ckpt or Checkpoint.start_of_run(), None
+
+
+def write_all(out_dir: str, run: Run, ckpt: Checkpoint, pieces: Iterable[Piece], progress: bool) -> dict[str, Any]:
+    # The one writer: pieces in stream order -> shards, a checkpoint after each, the final manifest.
+    settings = run.settings
     plan = ShardPlan(
-        out_dir, config.prefix, config.shard_format, config.shard_tokens, config.val_tokens,
+        out_dir, settings["prefix"], settings["shard_format"], settings["shard_tokens"], settings["val_tokens"],
         settings["dtype"], settings["eot_token"],
     )
-    sink = ShardSink(plan, ckpt.sink if ckpt else None)
-    ckpt = ckpt or Checkpoint.start_of_run()
+    sink = ShardSink(plan, ckpt.sink)
     shards = list(ckpt.shards)
     write_manifest(out_dir, settings, shards, ckpt)
-    job = EncodeJob(config.encoding, settings["dtype"], tuple(inputs), config.read)
-    with EncodePool(job, workers or available_cpus()) as pool, _progress(settings, ckpt, progress) as bar:
-        totals = _encode_all(pool, inputs, config, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    with _progress(settings, ckpt, progress) as bar:
+        totals = _encode_all(pieces, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    if sink.position == 0:
+        raise InputFormatError(
+            f"no documents in {', '.join('stdin' if s['path'] == STDIN else s['path'] for s in settings['sources'])}: "
+            "the input is empty or only whitespace (check --format, --field and --separator)"
+        )
     sink.finish()
     shards.extend(sink.written)
     final = write_manifest(out_dir, settings, shards, None, totals={**totals, "n_tokens": sink.position})
@@ -128,51 +253,46 @@ def tokenize_files(
     return final
 
 
-def _settings(inputs: list[str], config: TokenizeConfig, enc: Any) -> dict[str, Any]:
-    # Everything that decides the output bytes; a resumed run must match all of it.
-    return {
-        **{k: v for k, v in asdict(config).items() if k != "read"},
-        **{k: v for k, v in asdict(config.read).items() if k != "block_bytes"},
-        "dtype": token_dtype(enc.n_vocab).name,
-        "n_vocab": enc.n_vocab,
-        "eot_token": eot_token(enc),
-        "eot_position": "before each document",
-        "sources": source_entries(inputs, config.read.fmt),
-    }
+def _piece(chunk: Chunk, enc_out: Encoded) -> Piece:
+    return Piece(
+        chunk.source, chunk.start, chunk.end, enc_out.tokens, enc_out.n_docs, enc_out.n_chars, chunk.nbytes,
+        chunk.line, chunk.prefix_sha256,
+    )
 
 
 def _encode_all(
-    pool: EncodePool,
-    inputs: list[str],
-    config: TokenizeConfig,
+    pieces: Iterable[Piece],
     ckpt: Checkpoint,
     sink: ShardSink,
     shards: list[dict[str, Any]],
     bar: Any,
     save: Callable[[Checkpoint], Any],
 ) -> dict[str, int]:
-    # Feed the chunks' tokens to the sink in order; after each shard, save a checkpoint that
-    # points at this chunk's start and the tokens of it already in shards.
+    # Feed the pieces' tokens to the sink in order; after each shard, save a checkpoint that
+    # points at this piece's start and the tokens of it already in shards.
     kill_at, kill_stage = _kill_hook()
     totals = dict(ckpt.totals)
     skip = ckpt.skip
     t0, tokens_run = time.perf_counter(), 0
-    for chunk, enc_out in pool.map(_chunks(inputs, config.read, ckpt)):
-        tokens = enc_out.tokens[skip:]
+    for piece in pieces:
+        # The checkpoint's tokens to skip were counted in the interrupted run's piece, which
+        # may span several of this run's pieces (they are cut where this run's blocks end).
+        skipped = min(skip, len(piece.tokens))
+        skip -= skipped
+        tokens = piece.tokens[skipped:]
         for used in sink.feed(tokens):
             shards.extend(sink.written)
             sink.written.clear()
             if len(shards) - 1 == kill_at and kill_stage == "renamed":
                 os.kill(os.getpid(), signal.SIGKILL)
-            save(Checkpoint(chunk.source, chunk.start, chunk.line, skip + used, dict(totals), sink.state(), ()))
+            save(Checkpoint(piece.source, piece.start, piece.line, skipped + used, dict(totals), sink.state(), (), piece.prefix_sha256))
             if len(shards) - 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-        skip = 0
-        totals["n_docs"] += enc_out.n_docs
-        totals["n_chars"] += enc_out.n_chars
-        totals["n_bytes"] += chunk.nbytes
+        totals["n_docs"] += piece.n_docs
+        totals["n_chars"] += piece.n_chars
+        totals["n_bytes"] += piece.n_bytes
         tokens_run += len(tokens)
-        bar.update(chunk.nbytes)
+        bar.update(piece.n_bytes)
         bar.set_postfix_str(f"{tokens_run / max(time.perf_counter() - t0, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
     return totals
 
@@ -180,7 +300,10 @@ def _encode_all(
 def _chunks(inputs: list[str], opts: ReadOptions, ckpt: Checkpoint) -> Iterator[Chunk]:
     for i in range(ckpt.source, len(inputs)):
         first = i == ckpt.source
-        yield from iter_chunks(inputs[i], i, opts, start=ckpt.start if first else 0, line=ckpt.line if first else 1)
+        yield from iter_chunks(
+            inputs[i], i, opts, start=ckpt.start if first else 0, line=ckpt.line if first else 1,
+            stdin_sha256=ckpt.stdin_sha256 if first else None,
+        )
 
 
 def _kill_hook() -> tuple[int | None, str]:
@@ -239,63 +362,9 @@ def parse_count(text: str) -> int:
     return int(value)
 
 
-def _separator(text: str) -> str:
-    return text.encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8")
-
-
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def register(subparsers: Any) -> None:
-    """Add ``streamtok tokenize`` to the ``streamtok`` command.
-
-    Args:
-        subparsers: from ``ArgumentParser.add_subparsers``.
-    """
-    p = subparsers.add_parser(
-        "tokenize", help="tokenize text files into token shards",
-        description=__doc__.split("\n\n")[0].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl or .parquet files, or - for stdin")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it holds an unfinished run)")
-    p.add_argument("--encoding", default="gpt2", help="tiktoken encoding (default gpt2, works offline)")
-    p.add_argument("--format", default="auto", choices=["auto", "txt", "jsonl", "parquet"], help="input format (default: by suffix)")
-    p.add_argument("--separator", type=_separator, default="\n\n", help=r"text document separator, with \n escapes (default '\n\n': a blank line)")
-    per_doc = p.add_mutually_exclusive_group()
-    per_doc.add_argument("--doc-per-line", action="store_true", help=r"one document per line (same as --separator '\n')")
-    per_doc.add_argument("--doc-per-file", action="store_true", help="each text file is one document (read whole; same as --separator '\\0')")
-    p.add_argument("--field", default="text", help="JSON key / parquet column with the text (default text)")
-    p.add_argument("--utf8-errors", default="strict", choices=["strict", "replace", "ignore"], help="bad UTF-8: fail (default), replace or ignore")
-    p.add_argument("--shard-tokens", type=parse_count, default=100_000_000, metavar="N", help="tokens per shard (default 100M)")
-    p.add_argument("--val-tokens", type=parse_count, default=0, metavar="N", help="first N tokens (to a document end) go to *_val_* shards")
-    p.add_argument("--shard-format", default="bin", choices=["bin", "npy"], help="llm.c .bin (default) or .npy")
-    p.add_argument("--prefix", default="data", help="shard names: PREFIX_train_000000.bin (default data)")
-    p.add_argument("--workers", type=int, default=available_cpus(), help="encoding processes (default: the CPUs this process may use)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Handle ``streamtok tokenize`` (see ``--help``).
-
-    Args:
-        args: the parsed command line.
-    """
-    separator = "\n" if args.doc_per_line else FILE_SEPARATOR if args.doc_per_file else args.separator
-    read = ReadOptions(
-        fmt=args.format, separator=separator,
-        field=args.field, utf8_errors=args.utf8_errors,
-    )
-    config = TokenizeConfig(
-        encoding=args.encoding, read=read, shard_tokens=args.shard_tokens, val_tokens=args.val_tokens,
-        shard_format=args.shard_format, prefix=args.prefix,
-    )
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
-    tokenize_files(args.inputs, args.out, config=config, workers=args.workers, progress=not args.no_progress)
-    return 0
