@@ -155,7 +155,17 @@ class StreamtokLoader(StatefulDataLoader):
         return self._batches(None)
 
     def _batches(self, finish: Any) -> Iterator[Any]:
-        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself)."""
+        """Batches of one pass as ``finish(buf)`` (``None``: the compact buffer itself).
+
+        Metered as the caller sees them (streamtok.metrics: the wait timed includes the
+        split into ``(x, y)``; the pass start is published for the monitor's page replay).
+        """
+        batches = self._pass(finish)
+        if self._metrics is None:
+            return batches
+        return self._metrics.meter(batches, self.collator.source, start=lambda: self._stream.start)
+
+    def _pass(self, finish: Any) -> Iterator[Any]:
         sampler = self.collator.source
         self._stream.start = sampler.begin_pass()
         # Without workers the DataLoader's fetch machinery adds ~20 µs per batch (a third of
@@ -166,8 +176,6 @@ class StreamtokLoader(StatefulDataLoader):
         ring = self._stream.ring = self._make_ring() if self.num_workers else None
         pin = self.pin_memory and torch.cuda.is_available()
         batches = iter(self._stream) if direct else super().__iter__()
-        if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
-            batches = iter(self._metrics.meter(batches, sampler))
         for buf in batches:
             if ring is not None:
                 buf = ring.take(buf, finish, pin=pin)  # finish reads the slot before it is reused
