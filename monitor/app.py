@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Digits, Footer, Sparkline, Static
+from textual.widgets import Digits, Footer, Static
 
 from . import panels
 from .format import count_parts
@@ -28,20 +28,25 @@ from .watcher import Sampler, Watcher
 HELP = """\
 [b]streamtok-monitor[/b]   q quit · p pause/resume · ? this help
 
-[b]Throughput[/b]  tokens/s the training loop received; [i]waiting[/i] is the share of the \
-loop's time spent inside next() on the loader (on CUDAPrefetcher, when its thread iterates \
-the loader): above ~10% the GPU waits for data. [i]thread wait[/i] marks a run that publishes \
-only the prefetch thread's wait for the DataLoader (older streamtok).
+[b]Throughput[/b]  tokens/s the training loop received (decimal units; the line under it \
+starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
+loop's time spent inside next() on the loader, all of it (the x/y split included; on \
+CUDAPrefetcher, when its thread iterates the loader): above ~10% the GPU waits for data, \
+add workers. [i]thread[/i] marks a run that publishes only the prefetch thread's wait (older \
+streamtok). Per-worker figures count B·T tokens per batch, as the trainer does.
 
-[b]Memory[/b]  RSS counts memmapped shard pages ([cyan]file[/cyan]): that is page cache the kernel \
-can drop, not memory the loader holds. Forked workers share pages: add PSS, not RSS.
+[b]Memory[/b]  Σ anon is the anonymous PSS of the trainer and its workers: the memory the \
+loader really holds. [cyan]page cache[/cyan] is mapped shard pages the kernel can drop; in the \
+trainer, file pages are mostly shared libraries (torch), not shards. CPU is % of one core.
 
 [b]Page cache[/b]  hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page bytes \
 the reader touched. Under ~90% on a warm run, the dataset does not fit in free memory or is \
-being evicted (recently evicted pages are thrashing). amp = disk bytes per token byte \
-delivered (readahead makes it > 1 on random reads).
+being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
+windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
+below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 
-[b]Run[/b]  position in the epoch and the time left at the current rate.
+[b]Run[/b]  position in the epoch and the time left at the current rate. Slow probes (PSS, \
+residency) refresh every 5 s; the rest every interval (in the title).
 
 Press any key to close."""
 
@@ -105,8 +110,8 @@ class MonitorApp(App[None]):
                 with Horizontal(id="rate-row"):
                     yield Digits("0", id="tokens-rate")
                     yield Static("tokens/s", id="rate-unit")
-                yield Sparkline([], id="history")
-                yield Static("", id="throughput-detail")
+                yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
+                yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w), id="throughput-detail")
             yield Panel(lambda snap, w, h: panels.memory_panel(snap, w), id="memory", classes="panel")
         with Horizontal(classes="row"):
             yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 4)), id="cache", classes="panel")
@@ -147,8 +152,6 @@ class MonitorApp(App[None]):
         number, unit = count_parts(tp["tokens_per_s"]) if tp else ("-", "")
         main.query_one("#tokens-rate", Digits).update(number)
         main.query_one("#rate-unit", Static).update(f"{unit} tokens/s")
-        main.query_one("#history", Sparkline).data = (tp["history"] if tp else []) or [0.0]
-        main.query_one("#throughput-detail", Static).update(panels.throughput_detail(snap))
         for panel in main.query(Panel):
             panel.show(snap)
         self._title(snap)
@@ -158,7 +161,7 @@ class MonitorApp(App[None]):
         where = run.get("dir") or f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
-        title.update(Text(f"streamtok-monitor  {where}  [{state}]"))
+        title.update(Text(f"streamtok-monitor  {where}  [{state}]  every {self.interval_s:g}s"))
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import datetime
@@ -57,9 +58,17 @@ def busiest(live: list[metrics.RunInfo]) -> metrics.RunInfo:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.interval <= 0:
-        print("streamtok-monitor: --interval must be positive", file=sys.stderr)
+    if not (math.isfinite(args.interval) and args.interval > 0):
+        print(f"streamtok-monitor: --interval must be a positive number of seconds, not {args.interval}", file=sys.stderr)
         return 2
+    try:
+        return _main(args)
+    except metrics.RunDirError as e:  # a run root that is a file, a malformed run: one line
+        print(f"streamtok-monitor: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.list:
         _print_runs(metrics.list_runs(), out=sys.stdout)
         return 0
@@ -78,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = busiest(live).dir
     try:
         sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # RunDirError names the file and the key
         print(f"streamtok-monitor: cannot open {run_dir or pid}: {e}", file=sys.stderr)
         return 2
-    if pid is not None and not metrics.pid_alive(pid):
+    if pid is not None and (pid <= 0 or not metrics.pid_alive(pid)):
         print(f"streamtok-monitor: no process {pid}", file=sys.stderr)
         return 2
     if args.once or args.json:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from streamtok import MemmapReader, WindowSampler
+from streamtok.reader import MemmapReader  # numpy only: the monitor never imports torch
+from streamtok.sampler import WindowSampler
 
 PAGE = 4096
 
@@ -37,6 +38,7 @@ class PageCounter:
             batch_size=manifest["batch_size"], rank=manifest["rank"], world_size=manifest["world_size"],
         )
         self.max_windows = max_windows
+        self._step_bytes: float | None = None
 
     def pages_of(self, starts: np.ndarray) -> int:
         """Page bytes spanned by windows at token ``starts`` (each ``seq_len + 1`` tokens)."""
@@ -44,6 +46,23 @@ class PageCounter:
         size = self.reader.layout[2][k]  # bytes per token of each window's shard
         pages = ((first & (PAGE - 1)) + self.sampler.window_len * size + PAGE - 1) >> 12
         return int(pages.sum()) * PAGE
+
+    def steps_between(self, start: tuple[int, int], end: tuple[int, int]) -> int:
+        """Steps from position ``start`` to ``end``, each ``(epoch, offset)``."""
+        if end <= start:
+            return 0
+        s = self.sampler
+        per_epoch = s.steps_per_epoch
+        return (end[0] - start[0]) * per_epoch + (end[1] - start[1]) // s.step_samples
+
+    def step_bytes(self) -> float:
+        """Average page bytes of one step (over the first 64 steps of epoch 0)."""
+        if self._step_bytes is None:
+            s = self.sampler
+            steps = max(1, min(64, s.steps_per_epoch))
+            offsets = np.arange(0, steps * s.step_samples, s.step_samples, dtype=np.int64)
+            self._step_bytes = self.pages_of(s.starts(0, s.rank_samples(offsets))) / steps
+        return self._step_bytes
 
     def between(self, start: tuple[int, int], end: tuple[int, int]) -> int:
         """Page bytes of the steps from position ``start`` to ``end``, each ``(epoch, offset)``."""

@@ -3,8 +3,11 @@
 :class:`Sampler` keeps the previous readings and turns cumulative counters into rates over
 the last interval. Per-PID bookkeeping: worker PIDs change every pass, and when a reaped
 worker's I/O counters are added to its parent's, the worker's last reading is subtracted
-from the parent's next jump, so no byte is counted twice. :class:`Watcher` is the thread
-that calls it every ``interval_s`` and posts each snapshot to the app.
+from the parent's next jump, so no byte is counted twice. Cost per sample: the stats slots,
+``/proc/PID/{status,stat,io}`` of each process (~20 µs each) and the page replay; the
+expensive probes, ``smaps_rollup`` (PSS, a walk of every mapping: ~28 ms for a worker with
+1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only.
+:class:`Watcher` is the thread that calls it every ``interval_s`` and posts each snapshot.
 """
 
 from __future__ import annotations
@@ -55,21 +58,32 @@ class Sampler:
         history: tokens/s values kept for the sparkline.
     """
 
-    def __init__(self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120):
+    def __init__(
+        self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120,
+        slow_interval_s: float = 5.0,
+    ):
         if run_dir is None and pid is None:
             raise ValueError("give a run directory or a pid")
         self.run_dir = run_dir
-        self.manifest: dict[str, Any] = metrics.read_manifest(run_dir) if run_dir else {}
+        # Checked whole before use (metrics.RunDirError names the file and the key).
+        self.manifest: dict[str, Any] = metrics.read_manifest(run_dir, full=True) if run_dir else {}
         self.stats = metrics.StatsReader(run_dir) if run_dir else None
         self.pid = int(self.manifest["pid"]) if run_dir else int(pid)  # type: ignore[arg-type]
         self.files = files
+        self.slow_interval_s = slow_interval_s
         self.history: deque[float] = deque(maxlen=history)
+        self.histories: dict[str, deque[float]] = {k: deque(maxlen=history) for k in ("wait", "disk", "hit")}
+        self._slow_at = 0.0
+        self._rollup: dict[int, dict[str, int]] = {}
+        self._cpu: dict[int, float] = {}
+        self._shards: list[dict[str, Any]] = []
+        self._final: Snapshot | None = None
         self._prev_t: float | None = None
         self._prev_slots: dict[int, dict[str, int]] = {}
         self._io: dict[int, int] = {}
         self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
         self._last: Snapshot | None = None
-        self._pos: tuple[int, int] | None = None
+        self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
         try:
             self.pages: PageCounter | None = PageCounter(self.manifest) if self.manifest else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
@@ -85,16 +99,33 @@ class Sampler:
         return out
 
     def _pages(self, trainer: dict[str, int] | None, batches: int) -> tuple[int, int]:
-        """Page bytes the reader touched, and token bytes it read, since the last sample."""
-        if trainer is None:
+        """Page bytes the reader touched, and token bytes it read, since the last sample.
+
+        Replays the windows between the last two published positions. A new pass (a
+        ``break`` and a new ``iter()``, or the next epoch's iteration) restarts at its
+        published start: the last pass counts up to where it stopped, the new one from where
+        it began. Passes begun and ended between two samples left no positions: their
+        batches count at the average page bytes of a step.
+        """
+        if trainer is None:  # not iterated yet: the first pass will count from its start
+            self._pos = (0, 0, (0, 0), 0)
             return 0, 0
-        pos, prev = (trainer["epoch"], trainer["offset"]), self._pos
-        self._pos = pos
         m = self.manifest
         gathered = batches * m["batch_size"] * (m["seq_len"] + 1) * m["token_bytes"]
-        if prev is None or self.pages is None:
+        pos = (trainer["epoch"], trainer["offset"])
+        prev, self._pos = self._pos, (trainer["pid"], trainer["passes"], pos, trainer["batches"])
+        if prev is None or self.pages is None or prev[0] not in (0, trainer["pid"]):
             return 0, gathered
-        return self.pages.between(prev, pos), gathered
+        _, passes0, pos0, batches0 = prev
+        new = trainer["passes"] - passes0
+        if new <= 0:
+            return self.pages.between(pos0, pos), gathered
+        start = (trainer["pass_epoch"], trainer["pass_offset"])
+        total = self.pages.between(start, pos)
+        if new == 1:
+            return total + self.pages.between(pos0, (trainer["ended_epoch"], trainer["ended_offset"])), gathered
+        unknown = max(0, trainer["batches"] - batches0 - self.pages.steps_between(start, pos))
+        return total + int(unknown * self.pages.step_bytes()), gathered
 
     def _throughput(self, slots: list[dict[str, int]], dt: float) -> tuple[dict[str, Any], int, int]:
         """Rates of what the training loop took, and the pages and bytes the loader read.
@@ -165,24 +196,45 @@ class Sampler:
         self._io = seen
         return total
 
-    def _memory(self, pids: list[int], slots: list[dict[str, int]]) -> dict[str, Any]:
+    def _memory(self, pids: list[int], slots: list[dict[str, int]], dt: float, slow: bool) -> dict[str, Any]:
+        """Per process: RSS split, PSS (refreshed when ``slow``), faults, CPU share; totals.
+
+        The headline is Σ anon (anonymous PSS: the memory the loader really holds); file
+        pages are shard page cache (droppable) and, in the trainer, shared libraries.
+        """
         workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
-        procs = []
+        procs, cpu_now = [], {}
         for pid in pids:
             try:
-                mem, flt = probes.memory(pid), probes.faults(pid)
+                mem = probes.memory(pid, rollup=slow or pid not in self._rollup)
+                flt = probes.faults(pid)
             except (ProcessLookupError, PermissionError):
                 continue
-            role = "trainer" if pid == self.pid else (f"worker {workers[pid]}" if pid in workers else "child")
-            procs.append({"pid": pid, "role": role, **mem, **flt})
+            if "pss" in mem:
+                self._rollup[pid] = {k: mem[k] for k in ("pss", "pss_anon", "pss_file", "uss")}
+            else:
+                mem.update(self._rollup[pid])
+            cpu_now[pid] = flt["cpu_s"]
+            cpu = max(0.0, flt["cpu_s"] - self._cpu[pid]) / dt if pid in self._cpu and dt > 0 else None
+            if not self.run_dir:
+                role = "process" if pid == self.pid else "child"
+            else:
+                role = "trainer" if pid == self.pid else (f"worker {workers[pid]}" if pid in workers else "child")
+            procs.append({"pid": pid, "role": role, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
+        self._cpu = cpu_now
+        self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
         info = probes.meminfo()
+        cpus = [p["cpu"] for p in procs if p["cpu"] is not None]
         return {
             "processes": procs,
             "rss_total": sum(p["rss"] for p in procs),
             "pss_total": sum(p["pss"] for p in procs),
+            "pss_anon_total": sum(p["pss_anon"] for p in procs),
+            "pss_file_total": sum(p["pss_file"] for p in procs),
             "uss_total": sum(p["uss"] for p in procs),
             "rss_anon_total": sum(p["rss_anon"] for p in procs),
             "rss_file_total": sum(p["rss_file"] for p in procs),
+            "cpu_total": sum(cpus) if cpus else None,
             "mem_available": info.get("MemAvailable", 0),
             "mem_total": info.get("MemTotal", 0),
         }
@@ -192,17 +244,26 @@ class Sampler:
             return [s["path"] for s in self.manifest.get("shards", [])]
         return sorted({p for g in self.files for p in glob.glob(g) if os.path.isfile(p)})
 
-    def _page_cache(self, disk: int, page_bytes: int, gathered: int, dt: float) -> dict[str, Any]:
+    def _residency(self) -> list[dict[str, Any]]:
         shards = []
         for path in self._paths():
             try:
                 r = probes.residency(path)
             except OSError:
                 continue
-            shards.append({"path": path, "size": r.size, "cached": r.cached, "fraction": r.fraction,
-                           "evicted": r.evicted, "recently_evicted": r.recently_evicted, "method": r.method})
-        evicted = [s["evicted"] for s in shards if s["evicted"] is not None]
-        recent = [s["recently_evicted"] for s in shards if s["recently_evicted"] is not None]
+            shards.append({
+                "path": path, "size": r.size, "cached": r.cached, "fraction": r.fraction, "method": r.method,
+                "evicted_bytes": None if r.evicted is None else r.evicted * probes.PAGE,
+                "recently_evicted_bytes": None if r.recently_evicted is None else r.recently_evicted * probes.PAGE,
+            })
+        return shards
+
+    def _page_cache(self, disk: int, page_bytes: int, gathered: int, dt: float, slow: bool) -> dict[str, Any]:
+        if slow:
+            self._shards = self._residency()
+        shards = self._shards
+        evicted = [s["evicted_bytes"] for s in shards if s["evicted_bytes"] is not None]
+        recent = [s["recently_evicted_bytes"] for s in shards if s["recently_evicted_bytes"] is not None]
         return {
             "hit_ratio": None if page_bytes <= 0 else max(0.0, 1.0 - disk / page_bytes),
             "disk_read_bytes": disk,
@@ -210,24 +271,27 @@ class Sampler:
             "page_bytes": page_bytes,
             "page_bytes_per_s": _rate(page_bytes, dt),
             "read_amplification": None if gathered <= 0 else disk / gathered,
+            # A cold read cannot fetch less than the whole pages its windows span: for 2 KiB
+            # windows ~1.5 pages each, so amp >= ~3 on a cold random epoch.
+            "page_floor": None if gathered <= 0 or page_bytes <= 0 else page_bytes / gathered,
             "dataset_bytes": sum(s["size"] for s in shards),
             "resident_bytes": sum(s["cached"] for s in shards),
-            "evicted_pages": sum(evicted) if evicted else None,
-            "recently_evicted_pages": sum(recent) if recent else None,
+            "evicted_bytes": sum(evicted) if evicted else None,
+            "recently_evicted_bytes": sum(recent) if recent else None,
             "method": shards[0]["method"] if shards else None,
             "shards": shards,
         }
 
-    def _run(self, slots: list[dict[str, int]], alive: bool, bps: float) -> dict[str, Any]:
+    def _run(self, slots: list[dict[str, int]], alive: bool, bps: float | None) -> dict[str, Any]:
         m = self.manifest
         trainer = _loop_slot(slots)  # the training loop's position, not the prefetch thread's
+        if not m:  # --pid mode: nothing says whether it iterates
+            return {"dir": None, "pid": self.pid, "alive": alive, "status": "attached" if alive else "ended"}
         iterating = bool(trainer and trainer["iterating"])
         out: dict[str, Any] = {
             "dir": self.run_dir, "pid": self.pid, "alive": alive,
             "status": ("running" if iterating else "idle") if alive else "ended",
         }
-        if not m:
-            return out
         for k in ("mode", "seq_len", "batch_size", "num_workers", "rank", "world_size", "seed", "epochs", "steps_per_epoch"):
             out[k] = m.get(k)
         out["prefetch"] = m.get("prefetch")
@@ -235,18 +299,44 @@ class Sampler:
         epoch = trainer["epoch"] if trainer else 0
         step = (trainer["offset"] // step_samples) if trainer else 0
         out.update(epoch=epoch, step=step, progress=step / spe if spe else 0.0,
-                   eta_s=(spe - step) / bps if bps > 0 else None)
+                   eta_s=(spe - step) / bps if bps else None)
         return out
 
+    def _ended(self, now: float) -> Snapshot:
+        """The last snapshot with the final counters (the stats file read once more); rates blank."""
+        last = self._last
+        assert last is not None
+        snap = {**last, "time": now, "interval_s": 0.0}
+        slots = self.stats.slots() if self.stats else []
+        tp = last.get("throughput")
+        if tp is not None:
+            loop = _loop_slot(slots)
+            snap["throughput"] = {
+                **tp, "tokens": loop["tokens"] if loop else tp["tokens"], "batches": loop["batches"] if loop else tp["batches"],
+                "tokens_per_s": None, "batches_per_s": None, "wait_fraction": None, "prefetch_thread_wait_fraction": None,
+                "workers": [{**w, "alive": False, "batches_per_s": None, "tokens_per_s": None} for w in tp["workers"]],
+            }
+        snap["run"] = {**self._run(slots, False, None), "eta_s": None} if self.manifest else {**last["run"], "alive": False, "status": "ended"}
+        pc = last["page_cache"]
+        snap["page_cache"] = {**pc, "hit_ratio": None, "disk_read_bytes_per_s": None, "page_bytes_per_s": None, "read_amplification": None}
+        snap["memory"] = {**last["memory"], "processes": [], "cpu_total": None}
+        return snap
+
     def sample(self) -> Snapshot:
-        """One snapshot; rates are over the time since the previous call (0 on the first)."""
+        """One snapshot; rates are over the time since the previous call (0 on the first).
+
+        Once the trainer is gone: the final counters, read once more, with rates blanked.
+        """
         now = time.time()
         alive = metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
         if not alive and self._last is not None:
-            ended = dict(self._last)  # the process is gone: keep its last figures
-            ended["time"], ended["run"] = now, {**self._last["run"], "alive": False, "status": "ended"}
-            return ended
+            if self._final is None:
+                self._final = self._ended(now)
+            return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
+        slow = now >= self._slow_at
+        if slow:
+            self._slow_at = now + self.slow_interval_s
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
         if self.stats:
@@ -254,13 +344,23 @@ class Sampler:
         else:
             throughput, page_bytes, gathered = None, 0, 0
         disk = self._disk_read(pids)
+        cache = self._page_cache(disk, page_bytes, gathered, dt, slow)
+        if self._prev_t is not None:
+            h = self.histories
+            if throughput is not None:
+                h["wait"].append(throughput["wait_fraction"])
+            h["disk"].append(cache["disk_read_bytes_per_s"])
+            if cache["hit_ratio"] is not None:
+                h["hit"].append(cache["hit_ratio"])
         snap = {
             "time": now,
             "interval_s": dt,
-            "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else 0.0),
+            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s},
+            "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else None),
             "throughput": throughput,
-            "memory": self._memory(pids, slots),
-            "page_cache": self._page_cache(disk, page_bytes, gathered, dt),
+            "memory": self._memory(pids, slots, dt, slow),
+            "page_cache": cache,
+            "histories": {k: list(v) for k, v in self.histories.items()},
         }
         self._prev_t = now
         self._last = snap
