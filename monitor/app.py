@@ -112,9 +112,9 @@ class MonitorApp(App[None]):
                     yield Static("tokens/s", id="rate-unit")
                 yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
                 yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w), id="throughput-detail")
-            yield Panel(lambda snap, w, h: panels.memory_panel(snap, w), id="memory", classes="panel")
+            yield Panel(lambda snap, w, h: panels.memory_panel(snap, w, rows=max(1, h - 5)), id="memory", classes="panel")
         with Horizontal(classes="row"):
-            yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 4)), id="cache", classes="panel")
+            yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 5)), id="cache", classes="panel")
             yield Panel(lambda snap, w, h: panels.run_panel(snap, w), id="run", classes="panel")
         yield Footer()
 
@@ -149,9 +149,14 @@ class MonitorApp(App[None]):
         """Redraw every panel from ``snap`` (on the dashboard, even under the help screen)."""
         main = self.screen_stack[0]
         tp = snap.get("throughput")
-        number, unit = count_parts(tp["tokens_per_s"]) if tp else ("-", "")
+        if tp is not None:
+            number, unit = count_parts(tp["tokens_per_s"])
+            unit = f"{unit} tokens/s"
+        else:  # --pid mode: the disk read rate is what is known
+            disk = snap["page_cache"]["disk_read_bytes_per_s"]
+            number, unit = ("-" if disk is None else f"{disk / (1 << 20):.1f}"), "MiB/s read from disk"
         main.query_one("#tokens-rate", Digits).update(number)
-        main.query_one("#rate-unit", Static).update(f"{unit} tokens/s")
+        main.query_one("#rate-unit", Static).update(unit)
         for panel in main.query(Panel):
             panel.show(snap)
         self._title(snap)
@@ -161,7 +166,7 @@ class MonitorApp(App[None]):
         where = run.get("dir") or f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
-        title.update(Text(f"streamtok-monitor  {where}  [{state}]  every {self.interval_s:g}s"))
+        title.update(Text(f"streamtok-monitor [{state}] every {self.interval_s:g}s  {where}"))
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:

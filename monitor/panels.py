@@ -39,7 +39,7 @@ def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
     hist = snap.get("histories") or {}
     if not tp:
         mem, pc = snap["memory"], snap["page_cache"]
-        t = Text("no streamtok counters: OS figures of the process tree", style="dim")
+        t = Text("OS figures (no streamtok counters)", style="dim")
         cpu = mem.get("cpu_total")
         t.append("\nCPU ", style="dim").append("-" if cpu is None else f"{100 * cpu:.0f}% of a core")
         _rate_line(t, "disk", hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
@@ -53,7 +53,9 @@ def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
     # thread's wait for the DataLoader, not the training loop's: say so.
     thread = tp.get("wait_source", "loop") == "prefetch_thread"
     style = "bold" if wait is None else ("bold red" if wait > 0.1 else "bold green")
-    _rate_line(t, "thread" if thread else "waiting", hist.get("wait", []), percent(wait), width, top=1.0, style=style)
+    waits = hist.get("wait", [])
+    # Scaled to at least 10%, the level worth acting on: a 1% wait stays a flat line.
+    _rate_line(t, "thread" if thread else "waiting", waits, percent(wait), width, top=max([0.1, *waits]), style=style)
     t.append("\ntotal ", style="dim").append(f"{human_count(tp['tokens'])} tok, {tp['batches']:,} batches")
     if ended:
         t.append(" (final)", style="dim")
@@ -66,7 +68,7 @@ def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
     return t
 
 
-def memory_panel(snap: Snapshot, width: int = 36) -> Text:
+def memory_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     """Per process: CPU share, anonymous and file-backed PSS; Σ anon (what the loader holds),
     the shard page cache apart; system memory.
 
@@ -80,7 +82,9 @@ def memory_panel(snap: Snapshot, width: int = 36) -> Text:
     t = Text()
     t.append(f"{'process':<{name_w}}" + "".join(f"{label:>{w}}" for label, w in columns) + "\n", style="bold")
     procs = mem["processes"]
-    shown = procs[:4]
+    shown = procs[: max(1, rows)] if len(procs) > rows else procs
+    if len(procs) > len(shown) and len(shown) > 1:
+        shown = shown[:-1]  # room for the "more" line
     for p in shown:
         t.append(f"{shorten(p['role'], name_w - 1):<{name_w}}")
         cpu = p.get("cpu")
@@ -108,16 +112,19 @@ def cache_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     hist = snap.get("histories") or {}
     t = Text()
     hit = pc["hit_ratio"]
-    t.append("hit ", style="dim").append(percent(hit), style="bold" if hit is None else ("bold green" if hit >= 0.9 else "bold red"))
-    amp, floor = pc["read_amplification"], pc.get("page_floor")
-    t.append("  amp ", style="dim").append("-" if amp is None else f"{amp:.2f}")
-    t.append(" floor ", style="dim").append("-" if floor is None else f"{floor:.2f}")
-    _rate_line(t, "hit", hist.get("hit", []), percent(hit), width, top=1.0)
+    style = "bold" if hit is None else ("bold green" if hit >= 0.9 else "bold red")
+    t.append(f"{'hit':<8}", style="dim").append(f"{percent(hit):>8} ", style=style)
+    t.append(spark(hist.get("hit", []), max(4, width - 17), 1.0), style="cyan")
     _rate_line(t, "disk", hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
-    t.append("\nresident ", style="dim").append(f"{human_bytes(pc['resident_bytes'])} of {human_bytes(pc['dataset_bytes'])}")
+    amp, floor = pc["read_amplification"], pc.get("page_floor")
+    t.append("\namp ", style="dim").append("-" if amp is None else f"{amp:.2f}")
+    t.append("  page floor ", style="dim").append("-" if floor is None else f"{floor:.2f}")
+    resident = f"{human_bytes(pc['resident_bytes'])}/{human_bytes(pc['dataset_bytes'])}"
+    t.append("\nresident ", style="dim").append(resident)
     ev, rev = pc.get("evicted_bytes"), pc.get("recently_evicted_bytes")
     if ev is not None:
-        t.append("  evicted ", style="dim").append(f"{human_bytes(ev)}", style="bold red" if rev else "")
+        t.append("\n" if len(resident) + 26 > width else "  ")
+        t.append("evicted ", style="dim").append(human_bytes(ev), style="bold red" if rev else "")
     shards = pc["shards"]
     name_w = max(6, width - 20)
     for s in shards[:rows]:
