@@ -8,6 +8,7 @@ panels from it (``panels.py`` turns a snapshot into text). Given ``snapshot`` an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,10 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Digits, Footer, Static
+from textual.widgets import Digits, Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from streamtok import metrics
 
 from . import panels
 from .format import count_parts
@@ -26,7 +30,9 @@ from .messages import SampleFailed, SnapshotReady
 from .watcher import Sampler, Watcher
 
 HELP = """\
-[b]streamtok-monitor[/b]   q quit · p pause/resume · ? this help
+[b]streamtok-monitor[/b]   q quit · p pause/resume · r pick a run · ? this help
+
+When the run shown ends and another starts, the monitor follows it (the title says so).
 
 [b]Throughput[/b]  tokens/s the training loop received (decimal units; the line under it \
 starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
@@ -61,6 +67,29 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss()
 
 
+class RunPicker(ModalScreen["str | None"]):
+    """The runs under the run root, live first; Enter shows the one highlighted, Escape keeps."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "keep")]
+
+    def __init__(self, runs: list[metrics.RunInfo]):
+        super().__init__()
+        self.runs = runs
+
+    def compose(self) -> ComposeResult:
+        options = [
+            Option(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {os.path.basename(r.dir)}", id=r.dir)
+            for r in self.runs
+        ]
+        yield OptionList(*options, id="runs") if options else Static("no runs under the run root", id="runs")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
 class Panel(Static):
     """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized."""
 
@@ -92,13 +121,18 @@ class MonitorApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("p", "toggle_pause", "pause"),
+        Binding("r", "pick_run", "runs"),
         Binding("question_mark", "help", "help", key_display="?"),
     ]
     paused: reactive[bool] = reactive(False)
 
-    def __init__(self, sampler: Sampler | None = None, *, interval_s: float = 1.0, snapshot: dict[str, Any] | None = None):
+    def __init__(
+        self, sampler: Sampler | None = None, *, interval_s: float = 1.0, snapshot: dict[str, Any] | None = None,
+        follow: Callable[[str | None], Sampler | None] | None = None,
+    ):
         super().__init__()
         self.sampler = sampler
+        self.follow = follow
         self.interval_s = interval_s
         self.snapshot = snapshot
         self.watcher: Watcher | None = None
@@ -126,7 +160,7 @@ class MonitorApp(App[None]):
         if self.sampler is not None:
             self.watcher = Watcher(
                 self.sampler, lambda snap: self.post_message(SnapshotReady(snap)), self.interval_s,
-                on_error=lambda e: self.post_message(SampleFailed(f"{type(e).__name__}: {e}")),
+                on_error=lambda e: self.post_message(SampleFailed(f"{type(e).__name__}: {e}")), follow=self.follow,
             )
             self.watcher.start()
 
@@ -166,7 +200,8 @@ class MonitorApp(App[None]):
         where = run.get("dir") or f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
-        title.update(Text(f"streamtok-monitor [{state}] every {self.interval_s:g}s  {where}"))
+        note = f"  ({snap['note']})" if snap.get("note") else ""
+        title.update(Text(f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"))
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:
@@ -180,6 +215,27 @@ class MonitorApp(App[None]):
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
+
+    def action_pick_run(self) -> None:
+        if self.watcher is None or self.sampler is None or self.sampler.run_dir is None:
+            self.notify("no run directory to pick from (--pid mode or a fixed snapshot)")
+            return
+        try:
+            runs = sorted(metrics.list_runs(), key=lambda r: not r.alive)  # live first, newest first
+        except metrics.RunDirError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.push_screen(RunPicker(runs), callback=self._switch_to)
+
+    def _switch_to(self, run_dir: str | None) -> None:
+        if run_dir is None or self.watcher is None:
+            return
+        try:
+            sampler = Sampler(run_dir=run_dir)
+        except (OSError, ValueError) as e:
+            self.notify(str(e), title="cannot show that run", severity="error")
+            return
+        self.watcher.switch(sampler, f"picked {os.path.basename(run_dir)}")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

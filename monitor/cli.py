@@ -17,7 +17,10 @@ from datetime import datetime
 
 from streamtok import metrics
 
+from .runs import busiest, next_run, wait_for_run
 from .watcher import Sampler
+
+__all__ = ["busiest", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one snapshot (rates over one interval) and exit")
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON (implies --once)")
     p.add_argument("--list", action="store_true", help="list the runs under the run directory and exit")
+    p.add_argument("--wait", action="store_true", help="wait for a run to start (start the monitor before training)")
+    p.add_argument("--no-follow", dest="follow", action="store_false",
+                   help="stay on the run shown when it ends (default: switch to the next live run)")
     return p
 
 
@@ -37,22 +43,6 @@ def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
     for r in runs:
         when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {when}  {r.dir}", file=out)
-
-
-def _batches(run: metrics.RunInfo) -> int:
-    try:
-        return metrics.StatsReader(run.dir).slot(0)["batches"]
-    except (OSError, ValueError):
-        return 0
-
-
-def busiest(live: list[metrics.RunInfo]) -> metrics.RunInfo:
-    """The live run to open by default: the one that has delivered the most batches.
-
-    A training script often builds a validation loader after its training loader; the newest
-    run alone would then be the mostly idle validation one. Ties go to the newest.
-    """
-    return max(live, key=lambda r: (_batches(r), r.created))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +65,16 @@ def _main(args: argparse.Namespace) -> int:
     run_dir, pid = args.run, args.pid
     if run_dir is None and pid is None:
         live = [r for r in metrics.list_runs() if r.alive]
+        if not live and args.wait:
+            print(f"streamtok-monitor: waiting for a run under {metrics.run_root()} (Ctrl-C to stop)", file=sys.stderr)
+            try:
+                live = wait_for_run(args.interval)
+            except KeyboardInterrupt:
+                return 130
         if not live:
             print(
                 f"streamtok-monitor: no live streamtok run under {metrics.run_root()}; start training "
-                "(metrics are on by default), or pass --run DIR or --pid PID",
+                "(metrics are on by default) or pass --wait, --run DIR or --pid PID",
                 file=sys.stderr,
             )
             return 2
@@ -112,7 +108,8 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     from .app import MonitorApp
 
-    MonitorApp(sampler, interval_s=args.interval).run()
+    follow = (lambda current: next_run(current)) if args.follow and pid is None else None
+    MonitorApp(sampler, interval_s=args.interval, follow=follow).run()
     return 0
 
 

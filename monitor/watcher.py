@@ -368,22 +368,50 @@ class Sampler:
 
 
 class Watcher(threading.Thread):
-    """Calls ``sampler.sample()`` every ``interval_s`` and hands each snapshot to ``post``."""
+    """Calls ``sampler.sample()`` every ``interval_s`` and hands each snapshot to ``post``.
+
+    With ``follow``: when the shown run has ended, ``follow(run_dir)`` is asked for a
+    sampler of another live run, and the watcher switches to it; every later snapshot says
+    so under ``"note"``. :meth:`switch` changes the run by hand (the app's run picker).
+    """
 
     def __init__(
         self, sampler: Sampler, post: Callable[[Snapshot], None], interval_s: float = 1.0,
         on_error: Callable[[BaseException], None] | None = None,
+        follow: Callable[[str | None], Sampler | None] | None = None,
     ):
         super().__init__(name="streamtok-monitor-watcher", daemon=True)
         self.sampler, self.post, self.interval_s, self.on_error = sampler, post, interval_s, on_error
+        self.follow = follow
+        self.note: str | None = None
         self.paused = threading.Event()
         self.stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def switch(self, sampler: Sampler, note: str) -> None:
+        """Show ``sampler``'s run from the next sample on."""
+        with self._lock:
+            self.sampler, self.note = sampler, note
+
+    def _sample(self) -> Snapshot:
+        with self._lock:
+            sampler = self.sampler
+        snap = sampler.sample()
+        if self.follow is not None and snap["run"]["status"] == "ended":
+            nxt = self.follow(sampler.run_dir)
+            if nxt is not None:
+                name = os.path.basename(sampler.run_dir or "")
+                self.switch(nxt, f"followed: {name} ended")
+                snap = nxt.sample()
+        if self.note:
+            snap["note"] = self.note
+        return snap
 
     def run(self) -> None:
         while not self.stopped.is_set():
             if not self.paused.is_set():
                 try:
-                    snap = self.sampler.sample()
+                    snap = self._sample()
                 except Exception as e:  # reported to the app, which stays up with its last figures
                     if self.on_error is None:
                         raise
