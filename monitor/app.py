@@ -38,7 +38,7 @@ When the run shown ends and another starts, the monitor follows it (the title sa
 starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
 loop's time spent inside next() on the loader, all of it (the x/y split included; on \
 CUDAPrefetcher, when its thread iterates the loader): above ~10% the GPU waits for data, \
-add workers. [i]thread[/i] marks a run that publishes only the prefetch thread's wait (older \
+add workers. [i]thread wait[/i] marks a run that publishes only the prefetch thread's wait (older \
 streamtok). Per-worker figures count B·T tokens per batch, as the trainer does.
 
 [b]Memory[/b]  Σ anon is the anonymous PSS of the trainer and its workers: the memory the \

@@ -27,7 +27,7 @@ def history_line(snap: Snapshot, width: int = 36) -> Text:
 
 def _rate_line(t: Text, label: str, values: list[float], text: str, width: int, top: float | None = None, style: str = "") -> None:
     t.append(f"\n{label:<8}", style="dim").append(f"{text:>8} ", style=style)
-    t.append(spark(values, max(4, width - 17), top), style="cyan")
+    t.append(spark(values, max(4, width - 9 - max(8, len(label))), top), style="cyan")
 
 
 def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
@@ -55,7 +55,7 @@ def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
     style = "bold" if wait is None else ("bold red" if wait > 0.1 else "bold green")
     waits = hist.get("wait", [])
     # Scaled to at least 10%, the level worth acting on: a 1% wait stays a flat line.
-    _rate_line(t, "thread" if thread else "waiting", waits, percent(wait), width, top=max([0.1, *waits]), style=style)
+    _rate_line(t, "thread wait" if thread else "waiting", waits, percent(wait), width, top=max([0.1, *waits]), style=style)
     t.append("\ntotal ", style="dim").append(f"{human_count(tp['tokens'])} tok, {tp['batches']:,} batches")
     if ended:
         t.append(" (final)", style="dim")
