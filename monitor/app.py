@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Digits, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -90,16 +91,27 @@ class RunPicker(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
-class Panel(Static):
-    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized."""
+class Panel(Widget):
+    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized.
+
+    A new snapshot repaints the panel in place (``refresh()``, no layout pass): re-laying out
+    the screen every second was most of the monitor's CPU time.
+    """
+
+    DEFAULT_CSS = "Panel { height: auto; }"
 
     def __init__(self, draw: Callable[[dict[str, Any], int, int], Any], **kw: Any):
-        super().__init__("", **kw)
+        super().__init__(**kw)
         self.draw = draw
+        self.text = Text("")
+
+    def render(self) -> Text:
+        return self.text
 
     def show(self, snap: dict[str, Any]) -> None:
         region = self.content_region
-        self.update(self.draw(snap, max(20, region.width or 36), max(3, region.height or 9)))
+        self.text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
+        self.refresh()
 
     def on_resize(self) -> None:
         snap = getattr(self.app, "snapshot", None)
@@ -189,8 +201,12 @@ class MonitorApp(App[None]):
         else:  # --pid mode: the disk read rate is what is known
             disk = snap["page_cache"]["disk_read_bytes_per_s"]
             number, unit = ("-" if disk is None else f"{disk / (1 << 20):.1f}"), "MiB/s read from disk"
-        main.query_one("#tokens-rate", Digits).update(number)
-        main.query_one("#rate-unit", Static).update(unit)
+        digits = main.query_one("#tokens-rate", Digits)
+        if digits.value != number:  # a changed width re-lays out the row: only when needed
+            digits.update(number)
+        label = main.query_one("#rate-unit", Static)
+        if str(label.content) != unit:
+            label.update(unit)
         for panel in main.query(Panel):
             panel.show(snap)
         self._title(snap)
@@ -201,7 +217,10 @@ class MonitorApp(App[None]):
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
         note = f"  ({snap['note']})" if snap.get("note") else ""
-        title.update(Text(f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"))
+        text = f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"
+        if getattr(title, "shown", None) != text:  # an update re-lays out the screen: only on a change
+            title.shown = text  # type: ignore[attr-defined]
+            title.update(Text(text))  # Text: "[RUNNING]" is not markup
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:
@@ -245,5 +264,6 @@ class MonitorApp(App[None]):
         main = self.screen_stack[0]
         if panel_id == "tokens-rate":
             return main.query_one("#tokens-rate", Digits).value
-        content = main.query_one(f"#{panel_id}", Static).content
+        widget = main.query_one(f"#{panel_id}")
+        content = widget.text if isinstance(widget, Panel) else widget.content  # type: ignore[attr-defined]
         return content.plain if isinstance(content, Text) else str(content)

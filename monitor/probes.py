@@ -182,8 +182,44 @@ def residency(path: str) -> Residency:
     return cachestat(path) or mincore(path)
 
 
+def _children(pid: int) -> list[int] | None:
+    """Child PIDs from ``/proc/PID/task/*/children`` (~20 µs per thread); ``None`` if the
+    kernel lacks that file (CONFIG_PROC_CHILDREN)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    out: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended meanwhile
+            return None
+    return out
+
+
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (DataLoader workers, pin-memory threads are threads)."""
+    """``pid`` and all its descendants (DataLoader workers; pin-memory threads are threads).
+
+    Walks ``/proc/PID/task/*/children`` (a few reads) rather than scanning every process on
+    the machine (psutil's way, ~8 ms with a few hundred processes), which is the fallback.
+    """
+    if not os.path.exists(f"/proc/{pid}"):
+        return []
+    tree, todo = [pid], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        if kids is None:
+            return _process_tree_psutil(pid)
+        tree.extend(kids)
+        todo.extend(kids)
+    return tree
+
+
+def _process_tree_psutil(pid: int) -> list[int]:
     import psutil
 
     try:
