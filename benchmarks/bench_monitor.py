@@ -3,9 +3,9 @@
     python benchmarks/bench_monitor.py [--gib 1.0] [--workers 0 2] [--seconds 12] [--interval 1]
 
 Builds ``--gib`` GiB of llm.c uint16 shards (sparse files: all-zero tokens, no disk writes;
-the reader maps and touches them like any other) in a temporary directory. Per worker count:
+the reader maps and touches them like any other) in a temporary directory and reads them once (warm page cache). Per worker count:
 
-1. the trainer alone: a flat-out loop (B=32, T=1024, shuffle, endless, no model) counts its
+1. the trainer alone (before and after 2., averaged): a flat-out loop (B=32, T=1024, shuffle, endless, no model) counts its
    own tokens per second after a 2 s warm-up;
 2. the same with the full-screen monitor attached to its run (``streamtok-monitor --run DIR``
    on a 120x40 pseudo-terminal, every ``--interval`` s): the monitor's CPU time over the
@@ -76,6 +76,14 @@ def make_shards(directory: str, gib: float, n_shards: int = 8) -> list[str]:
             f.truncate(HEADER * 4 + 2 * n_tokens)
         paths.append(path)
     return paths
+
+
+def warm(paths: list[str]) -> None:
+    """Read every shard once, so that no measurement pays the first touch of the page cache."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
 
 
 def _monitor_cmd() -> list[str]:
@@ -150,6 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
         data = os.path.join(tmp, "data")
         paths = make_shards(data, args.gib)
+        warm(paths)
         size = sum(os.path.getsize(p) for p in paths)
         env = {**os.environ, "STREAMTOK_RUN_DIR": os.path.join(tmp, "runs")}
         env.pop("STREAMTOK_METRICS", None)
@@ -158,13 +167,17 @@ def main() -> None:
         print("| workers | trainer alone (tok/s) | with monitor (tok/s) | ratio | monitor CPU (% of a core) | monitor peak RSS (MiB) | --once (s) |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for workers in args.workers:
+            # Alone before and after the monitored run, so that drift of a shared machine
+            # hits both sides alike.
             proc, _ = _start_trainer(data, workers, args.seconds, env)
-            alone = _finish_trainer(proc)
+            before = _finish_trainer(proc)
             proc, run_dir = _start_trainer(data, workers, args.seconds + 5, env)
             time.sleep(1.0)
             mon = _watch_monitor(run_dir, args.seconds, args.interval, env)
             once = once_wall(run_dir, env)
             watched = _finish_trainer(proc)
+            proc, _ = _start_trainer(data, workers, args.seconds, env)
+            alone = (before + _finish_trainer(proc)) / 2
             print(f"| {workers} | {alone / 1e6:.0f}M | {watched / 1e6:.0f}M | {watched / alone:.2f} | "
                   f"{mon['cpu_pct']:.2f} | {mon['rss_mib']:.0f} | {once:.2f} |", flush=True)
 
