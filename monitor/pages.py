@@ -7,9 +7,9 @@ manifest: the same :class:`~streamtok.WindowSampler` over the same shards. Each 
 its shard file; a window stitched across a shard end is counted as if it were all in the
 first shard (off by at most one page). Cost: ~0.5 µs per window with the order's own
 arithmetic (a cached 400M tokens/s run delivers ~400k windows/s: 0.2 s of CPU per second);
-above ``max_windows`` (8192) per call an even sample of the steps is counted and scaled, so a
-sample costs at most ~4 ms. A window spans 1-2 pages, so 8192 of them put the mean within
-~0.5% (the error of a mean of 8192 draws bounded by 1 page each).
+above ``max_windows`` (4096) per call an even sample of the steps is counted and scaled, so a
+sample costs at most ~2 ms. A window spans 1-2 pages, so 4096 of them put the mean within
+~1% (the error of a mean of 4096 draws that differ by at most 1 page).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PageCounter:
         max_windows: most windows computed per call before sampling steps.
     """
 
-    def __init__(self, manifest: dict[str, Any], *, max_windows: int = 1 << 13):
+    def __init__(self, manifest: dict[str, Any], *, max_windows: int = 1 << 12):
         paths = [s["path"] for s in manifest["shards"]]
         self.reader = MemmapReader(paths, raw_dtype=manifest.get("raw_dtype", "uint16"))
         self.sampler = WindowSampler(

@@ -6,7 +6,9 @@ worker's I/O counters are added to its parent's, the worker's last reading is su
 from the parent's next jump, so no byte is counted twice. Cost per sample: the stats slots,
 ``/proc/PID/{status,stat,io}`` of each process (~20 µs each) and the page replay; the
 expensive probes, ``smaps_rollup`` (PSS, a walk of every mapping: ~28 ms for a worker with
-1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only.
+1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only, and less
+often still when they take longer: a round that took ``d`` seconds of CPU waits at least
+``400 d`` (at most 0.25% of a core).
 :class:`Watcher` is the thread that calls it every ``interval_s`` and posts each snapshot.
 """
 
@@ -127,7 +129,7 @@ class Sampler:
         unknown = max(0, trainer["batches"] - batches0 - self.pages.steps_between(start, pos))
         return total + int(unknown * self.pages.step_bytes()), gathered
 
-    def _throughput(self, slots: list[dict[str, int]], dt: float) -> tuple[dict[str, Any], int, int]:
+    def _throughput(self, slots: list[dict[str, int]], dt: float, pids: list[int]) -> tuple[dict[str, Any], int, int]:
         """Rates of what the training loop took, and the pages and bytes the loader read.
 
         Behind a background prefetch thread the loader's slot (0) is that thread's: then the
@@ -149,7 +151,7 @@ class Sampler:
                 continue
             d = deltas[s["slot"]]
             workers.append({
-                "worker_id": s["worker_id"], "pid": s["pid"], "alive": metrics.pid_alive(s["pid"]),
+                "worker_id": s["worker_id"], "pid": s["pid"], "alive": s["pid"] in pids,  # in the trainer's tree
                 "batches": s["batches"], "batches_per_s": _rate(d["batches"], dt), "tokens_per_s": _rate(d["tokens"], dt),
             })
         page_bytes, gathered = self._pages(trainer, d0["batches"])
@@ -335,12 +337,11 @@ class Sampler:
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
         slow = now >= self._slow_at
-        if slow:
-            self._slow_at = now + self.slow_interval_s
+        cpu0 = time.thread_time() if slow else 0.0
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
         if self.stats:
-            throughput, page_bytes, gathered = self._throughput(slots, dt)
+            throughput, page_bytes, gathered = self._throughput(slots, dt, pids)
         else:
             throughput, page_bytes, gathered = None, 0, 0
         disk = self._disk_read(pids)
@@ -362,6 +363,8 @@ class Sampler:
             "page_cache": cache,
             "histories": {k: list(v) for k, v in self.histories.items()},
         }
+        if slow:  # the slow probes ran in this sample: most of its CPU time
+            self._slow_at = now + max(self.slow_interval_s, 400 * (time.thread_time() - cpu0))
         self._prev_t = now
         self._last = snap
         return snap
