@@ -10,7 +10,7 @@ the reader maps and touches them like any other) in a temporary directory and re
 2. the same with the full-screen monitor attached to its run (``streamtok-monitor --run DIR``
    on a 120x40 pseudo-terminal, every ``--interval`` s): the monitor's CPU time over the
    measured window (its start-up excluded) as % of one core, its peak RSS, and the trainer's
-   tokens per second again.
+   tokens per second over that same window (from marks it takes every 0.25 s).
 
 Also the wall time of ``streamtok-monitor --once --interval 0.1`` (start-up, two samples and
 the 0.1 s between them) and of importing the monitor. The monitor competes with the trainer
@@ -45,18 +45,17 @@ print(loader._metrics.dir, flush=True)
 it = iter(loader)
 next(it)
 start = time.monotonic()
-t0, n = None, 0
+marks, n, due = [], 0, start + 2.0
 while True:
     next(it)
+    n += 1
     now = time.monotonic()
-    if t0 is None:
-        if now >= start + 2.0:
-            t0, n = now, 0
-    else:
-        n += 1
+    if now >= due:  # (wall clock, batches so far) every 0.25 s after a 2 s warm-up
+        marks.append((time.time(), n))
+        due = now + 0.25
     if now >= start + secs:
         break
-print(json.dumps({"tokens_per_s": n * 32 * 1024 / (now - t0)}), flush=True)
+print(json.dumps(marks), flush=True)
 """
 
 
@@ -97,9 +96,14 @@ def _start_trainer(data: str, workers: int, seconds: float, env: dict[str, str])
     return proc, run_dir
 
 
-def _finish_trainer(proc: subprocess.Popen) -> float:
+def _finish_trainer(proc: subprocess.Popen, window: tuple[float, float] | None = None) -> float:
+    """The trainer's tokens/s over its marks (within ``window``, wall-clock times, if given)."""
     out, _ = proc.communicate(timeout=600)
-    return json.loads(out.strip().splitlines()[-1])["tokens_per_s"]
+    marks = json.loads(out.strip().splitlines()[-1])
+    if window is not None:
+        marks = [m for m in marks if window[0] <= m[0] <= window[1]]
+    (t0, n0), (t1, n1) = marks[0], marks[-1]
+    return (n1 - n0) * 32 * 1024 / (t1 - t0)
 
 
 def _watch_monitor(run_dir: str, seconds: float, interval: float, env: dict[str, str]) -> dict[str, float]:
@@ -122,17 +126,18 @@ def _watch_monitor(run_dir: str, seconds: float, interval: float, env: dict[str,
     threading.Thread(target=drain, daemon=True).start()
     p = psutil.Process(mon.pid)
     time.sleep(min(3.0, seconds / 3))  # start-up (imports, first samples) excluded
-    c0, t0, peak = sum(p.cpu_times()[:2]), time.monotonic(), 0
+    c0, t0, wall0, peak = sum(p.cpu_times()[:2]), time.monotonic(), time.time(), 0
     end = t0 + seconds - min(3.0, seconds / 3)
     while time.monotonic() < end:
         peak = max(peak, p.memory_info().rss)
         time.sleep(0.25)
     cpu = (sum(p.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
+    wall1 = time.time()
     mon.kill()
     mon.wait()
     stop.set()
     os.close(master)
-    return {"cpu_pct": 100 * cpu, "rss_mib": peak / (1 << 20)}
+    return {"cpu_pct": 100 * cpu, "rss_mib": peak / (1 << 20), "window": (wall0, wall1)}
 
 
 def once_wall(run_dir: str, env: dict[str, str]) -> float:
@@ -175,7 +180,7 @@ def main() -> None:
             time.sleep(1.0)
             mon = _watch_monitor(run_dir, args.seconds, args.interval, env)
             once = once_wall(run_dir, env)
-            watched = _finish_trainer(proc)
+            watched = _finish_trainer(proc, mon["window"])  # while the monitor ran, start-up excluded
             proc, _ = _start_trainer(data, workers, args.seconds, env)
             alone = (before + _finish_trainer(proc)) / 2
             print(f"| {workers} | {alone / 1e6:.0f}M | {watched / 1e6:.0f}M | {watched / alone:.2f} | "

@@ -251,6 +251,11 @@ class RunPublisher:
                 its first batch; default: the position when iteration starts.
         """
         slot = self.slot(0, ROLE_TRAINER)
+        if slot is not None and not os.path.exists(os.path.join(self.dir, STATS)):
+            # Removed under a running loader: say so once here, before this pass's workers
+            # start (they inherit `off` and stay quiet), rather than once in each of them.
+            self._turn_off(FileNotFoundError(f"{self.dir} was removed"))
+            return batches
         return batches if slot is None else iter(Meter(batches, slot, sampler, start=start))
 
     def consumer(self, state: Callable[[], dict[str, Any]]) -> Callable[[Iterator[Any]], Iterator[Any]] | None:
