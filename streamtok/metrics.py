@@ -17,13 +17,20 @@ JSON rewrite costs 30-160 µs; a loader batch of 32x1024 tokens 40-90 µs). Even
 does not store per batch: it counts in local variables, times a sample of the batches (see
 :class:`Meter`) and stores at most every 5 ms. Workers store one count per batch. The map
 outlives its writer: a killed trainer leaves its last values, and the monitor sees the PID
-gone. Counters are cumulative; the monitor takes differences for rates.
+gone. Counters are cumulative; the monitor takes differences for rates. Each pass stores
+where it began and where the one before stopped, so the monitor's replay (below) follows a
+``break`` and a new ``iter()``.
 
 The pages the reader touched (the denominator of the page-cache hit ratio) are not counted
 here: the order of windows is a pure function of the configuration, so the monitor replays
 the windows between two published positions and counts their pages itself, exactly, at no
 cost to the training process (counting them per batch here measured 1-1.5% of the loader's
 throughput at ``num_workers=0``, over the 1% budget).
+
+Metrics never stop training: any I/O error after start-up (the run directory removed, a full
+disk) turns them off with one warning (see :class:`RunPublisher`); run directories that are
+not this host's, or not streamtok's, are never read as runs nor deleted (:mod:`._runs`).
+This module imports neither torch nor numpy, so the monitor can use it.
 
 Off with ``streamtok.loader(..., metrics=False)`` or ``STREAMTOK_METRICS=0``.
 """
