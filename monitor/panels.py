@@ -103,6 +103,8 @@ def memory_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     t.append("\npage cache ", style="dim").append(human_bytes(mem.get("pss_file_total")), style="cyan")
     t.append(" mapped, droppable", style="dim")
     t.append("\navailable ", style="dim").append(f"{human_bytes(mem['mem_available'])} of {human_bytes(mem['mem_total'])}")
+    if any(p["role"] == "trainer" for p in shown) and rows >= len(shown) + (len(procs) > len(shown)):
+        t.append("\ntrainer file: libs, not shards", style="dim")  # torch etc. are file-backed
     return t
 
 
