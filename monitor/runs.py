@@ -10,7 +10,7 @@ import time
 
 from streamtok import metrics
 
-from .watcher import Sampler
+from .snapshot import Sampler
 
 
 def _batches(run: metrics.RunInfo) -> int:

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _atomic
+from ._meter import Consumed, Meter, counting_gather
 from ._runs import (
     LAYOUT_VERSION,
     MANIFEST,
@@ -62,36 +63,42 @@ from ._runs import (
     read_manifest,
     run_root,
 )
-
-MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
-HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, 3 spare
-SLOT_FIELDS = (
-    "seq",  # seqlock word: odd while the writer is inside an update
-    "pid",
-    "role",  # ROLE_TRAINER, ROLE_WORKER or ROLE_CONSUMER; 0 = never claimed
-    "worker_id",
-    "batches",  # trainer, consumer: batches handed out by the loader / taken by the loop; worker: gathered
-    "tokens",  # trainer, consumer: input tokens (B*T per batch); worker: tokens gathered (B*(T+1))
-    "wait_ns",  # trainer: time spent inside next() on the loader; consumer: on the prefetcher
-    "epoch",
-    "offset",  # samples into the epoch after the last delivered batch
-    "start_ns",  # time.time_ns() when the slot was claimed
-    "iterating",  # 1 inside a pass over the loader, 0 between passes
-    "passes",  # passes begun (iterations over the loader)
-    "pass_epoch",  # where the current (or last) pass began
-    "pass_offset",
-    "ended_epoch",  # where the pass before it stopped (the monitor replays up to here, then
-    "ended_offset",  # restarts at the pass start; a `break` leaves the rest of an epoch unread)
+from ._stats import (
+    BATCHES,
+    ENDED_EPOCH,
+    ENDED_OFFSET,
+    EPOCH,
+    HEADER_WORDS,
+    ITERATING,
+    MAGIC,
+    OFFSET,
+    PASS_EPOCH,
+    PASS_OFFSET,
+    PASSES,
+    PID,
+    ROLE,
+    ROLE_CONSUMER,
+    ROLE_TRAINER,
+    ROLE_WORKER,
+    SEQ,
+    SLOT_FIELDS,
+    SLOT_WORDS,
+    START_NS,
+    TOKENS,
+    WAIT_NS,
+    WORKER_ID,
+    SlotWriter,
+    StatsReader,
 )
-SLOT_WORDS = len(SLOT_FIELDS)
-(SEQ, PID, ROLE, WORKER_ID, BATCHES, TOKENS, WAIT_NS, EPOCH, OFFSET, START_NS, ITERATING, PASSES,
- PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET) = range(SLOT_WORDS)
-ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
+
 _counter = itertools.count()
-__all__ = [
-    "LAYOUT_VERSION", "MANIFEST", "STATS", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher",
-    "SlotWriter", "StatsReader", "counting_gather", "enabled", "for_loader", "list_runs", "pid_alive",
-    "prune_runs", "read_manifest", "run_root",
+__all__ = [  # the publishing side, and what the monitor reads, from one place
+    "BATCHES", "ENDED_EPOCH", "ENDED_OFFSET", "EPOCH", "HEADER_WORDS", "ITERATING", "LAYOUT_VERSION", "MAGIC",
+    "MANIFEST", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
+    "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "START_NS", "STATS", "TOKENS",
+    "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
+    "StatsReader", "counting_gather", "enabled", "for_loader", "list_runs", "pid_alive", "prune_runs",
+    "read_manifest", "run_root",
 ]
 
 
@@ -109,70 +116,6 @@ def _process_start(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except Exception:  # psutil missing or process gone: identity unknown
         return None
-
-
-class SlotWriter:
-    """The one writer of one slot, in the process that owns it; every update is a seqlock write.
-
-    Counters live in Python ints and are only stored (never read back) into the map: a
-    store into a ``memoryview`` costs ~30 ns, a read-modify-write twice that.
-    """
-
-    def __init__(self, words: memoryview):
-        self.w = words
-        self.seq = self.batches = self.tokens = self.wait_ns = self.passes = 0
-        self.epoch = self.offset = 0  # the position last stored
-
-    def claim(self, role: int, worker_id: int) -> None:
-        w = self.w
-        self.seq = (w[SEQ] + 1) | 1  # odd while writing, even if a killed writer left it odd
-        w[SEQ] = self.seq
-        for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
-            w[i] = 0
-        w[PID], w[ROLE], w[WORKER_ID], w[START_NS] = os.getpid(), role, worker_id, time.time_ns()
-        self.seq += 1
-        w[SEQ] = self.seq
-
-    def publish(self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int) -> None:
-        """Trainer: totals so far (batches and tokens handed out, time waited) and the position."""
-        w, seq = self.w, self.seq
-        w[SEQ] = seq + 1
-        w[BATCHES] = self.batches = batches
-        w[TOKENS] = self.tokens = tokens
-        w[WAIT_NS] = self.wait_ns = wait_ns
-        w[EPOCH] = self.epoch = epoch
-        w[OFFSET] = self.offset = offset
-        w[SEQ] = self.seq = seq + 2
-
-    def new_pass(self, start_epoch: int, start_offset: int) -> None:
-        """Trainer: a pass began at ``(start_epoch, start_offset)``; the last one stopped where
-        the position was last stored. One write, so a reader sees all of it or none."""
-        w, seq = self.w, self.seq
-        w[SEQ] = seq + 1
-        self.passes += 1
-        w[PASSES] = self.passes
-        w[ENDED_EPOCH], w[ENDED_OFFSET] = self.epoch, self.offset
-        w[PASS_EPOCH], w[PASS_OFFSET] = start_epoch, start_offset
-        w[EPOCH] = self.epoch = start_epoch
-        w[OFFSET] = self.offset = start_offset
-        w[SEQ] = self.seq = seq + 2
-
-    def gathered(self, tokens: int) -> None:
-        """Worker: one more batch of ``tokens`` tokens gathered."""
-        w, seq = self.w, self.seq
-        w[SEQ] = seq + 1
-        self.batches += 1
-        self.tokens += tokens
-        w[BATCHES] = self.batches
-        w[TOKENS] = self.tokens
-        w[SEQ] = self.seq = seq + 2
-
-    def set_iterating(self, on: bool) -> None:
-        """Trainer: inside a pass over the loader (``True``) or between passes."""
-        w, seq = self.w, self.seq
-        w[SEQ] = seq + 1
-        w[ITERATING] = int(on)
-        w[SEQ] = self.seq = seq + 2
 
 
 def _remove_run(path: str, owner_pid: int) -> None:
@@ -321,112 +264,6 @@ class RunPublisher:
         return writer
 
 
-class Meter:
-    """The trainer's side: iterates the loop's batches, timing the training loop's wait.
-
-    A batch's wait is all the time the loop spends inside ``next()``: from the moment it
-    asks for a batch until it holds it, the split into ``(x, y)`` and the first batch's
-    worker start included (with workers, mostly the queue wait; without, the gather itself).
-    Clock reads are what cost here (in a VM, cold after each batch's 64 KiB of copying), so
-    only every ``k``-th batch is timed and stands for ``k`` batches; ``k`` adapts so that
-    timed batches come about every 1-4 ms: every batch when the loop is slow (a real model),
-    1 in 16-64 when the loader runs flat out. Totals are stored into the slot at most every
-    ``PUBLISH_NS`` (5 ms) and at the end of the pass; ``batches`` has advanced the position
-    past each batch before handing it out, so position and count always match. At its
-    first batch (or its end, if empty) a pass stores where it began, with the pass count.
-    Per untimed batch: one generator step, a test and an add. The same class meters a
-    background prefetcher's iterator for the training loop (see :class:`Consumed`).
-
-    Args:
-        batches: the batches as the loop receives them.
-        slot: the slot to write.
-        sampler: ``batch_size``, ``seq_len`` and the position ``epoch``, ``offset``.
-        start: where the pass began (``epoch``, ``offset``), asked at its first batch;
-            default: the position when iteration starts.
-    """
-
-    PUBLISH_NS = 5_000_000
-    MAX_STRIDE = 64
-
-    def __init__(self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None):
-        self.batches, self.slot, self.sampler, self.start = batches, slot, sampler, start
-
-    def _begin(self, entry: tuple[int, int]) -> None:
-        where = self.start() if self.start is not None else None
-        self.slot.new_pass(*((where.epoch, where.offset) if where is not None else entry))
-
-    def __iter__(self) -> Iterator[Any]:
-        clock, slot, s = time.perf_counter_ns, self.slot, self.sampler
-        tokens = s.batch_size * s.seq_len
-        # Totals continue from earlier passes in this process (the slot is claimed once).
-        n, wait, tokens0, n0 = slot.batches, slot.wait_ns, slot.tokens, slot.batches
-        entry, begun = (s.epoch, s.offset), False
-        slot.set_iterating(True)
-        stride, timed_at = 1, n  # time batch number n + 1 (the first), then every `stride`
-        t0 = last = clock()
-        due = t0 + self.PUBLISH_NS
-        try:
-            for buf in self.batches:
-                if t0:
-                    t1 = clock()
-                    # Stands for `stride` batches, but they cannot have waited longer than
-                    # they took (a timed batch that was preempted must not count 64 times).
-                    wait += min((t1 - t0) * stride, t1 - last)
-                    if t1 - last < 1_000_000 and stride < self.MAX_STRIDE:
-                        stride *= 2
-                    elif t1 - last > 4_000_000 and stride > 1:
-                        stride //= 2
-                    last, t0 = t1, 0
-                    if not begun:
-                        begun = True
-                        self._begin(entry)
-                    n += 1
-                    if t1 >= due:
-                        due = t1 + self.PUBLISH_NS
-                        slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset)
-                else:
-                    n += 1
-                yield buf
-                if n - timed_at >= stride:
-                    timed_at, t0 = n, clock()
-        finally:  # end of the pass, or left early (break, exception, close)
-            if not begun:
-                self._begin(entry)
-            slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset)
-            slot.set_iterating(False)
-
-
-class Consumed:
-    """The position a consumer :class:`Meter` publishes: that of the training loop.
-
-    ``CUDAPrefetcher(background=True)`` iterates the loader on its own thread, so the
-    loader's :class:`Meter` (slot 0) times that thread's wait for the DataLoader, and its
-    count and position run ahead of the loop by the batches in flight. A second Meter,
-    around the prefetcher's iterator in the training loop's thread, writes the consumer
-    slot: the loop's wait inside ``next()``, the batches it took, and their position, from
-    ``state()`` (the prefetcher's state as of the last batch handed out). It samples as the
-    loader's Meter does, so it costs the loop the same per batch (a generator step, a test
-    and an add), small next to the queue get it times; the position is read only when the
-    totals are stored (at most every 5 ms).
-
-    Args:
-        batch_size: rows per batch ``B``.
-        seq_len: tokens per row ``T`` (a batch counts ``B * T`` tokens, as the loader's).
-        state: the loader state as of the last batch the loop took.
-    """
-
-    def __init__(self, batch_size: int, seq_len: int, state: Callable[[], dict[str, Any]]):
-        self.batch_size, self.seq_len, self._state = batch_size, seq_len, state
-
-    @property
-    def epoch(self) -> int:
-        return int(self._state()["sampler"]["epoch"])
-
-    @property
-    def offset(self) -> int:
-        return int(self._state()["sampler"]["offset"])
-
-
 def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **facts: Any) -> RunPublisher | None:
     """A publisher for a loader over ``collator``, or ``None`` when metrics are off.
 
@@ -464,63 +301,5 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
         return None
 
 
-def counting_gather(gather: Callable[..., Any], slot: SlotWriter, *, tokens: int) -> Callable[..., Any]:
-    """Wrap a worker's ``collator.gather`` so that its slot counts the batches it builds."""
-
-    def counted(starts: Any, shared: bool = False, **kw: Any) -> Any:
-        buf = gather(starts, shared=shared, **kw) if kw else gather(starts, shared=shared)
-        slot.gathered(tokens)
-        return buf
-
-    return counted
 
 
-# -- reading side (the monitor) -------------------------------------------------------------
-
-
-class StatsReader:
-    """Consistent copies of a run's slots (a torn copy is retried; a writer killed mid-update
-    leaves an odd ``seq``, and its last values are returned after a few retries).
-
-    Raises:
-        RunDirError: the stats file is missing, empty, or not of this layout.
-    """
-
-    def __init__(self, run_dir: str):
-        path = os.path.join(run_dir, STATS)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < HEADER_WORDS * 8:
-                    raise RunDirError(f"{path}: {size} bytes, shorter than a stats header ({HEADER_WORDS * 8})")
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as e:
-            raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
-        words = memoryview(self._map).cast("q")
-        magic, version, n_slots, slot_words = words[0], words[1], words[2], words[3]
-        if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS:
-            raise RunDirError(f"{path}: not a streamtok stats file of layout {LAYOUT_VERSION}")
-        if n_slots <= 0 or len(words) != HEADER_WORDS + n_slots * SLOT_WORDS:
-            raise RunDirError(f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots its header says")
-        self.n_slots = n_slots
-        self._words = words
-
-    def slot(self, index: int, retries: int = 1000) -> dict[str, int]:
-        """A consistent copy of slot ``index`` as ``{field: value}``."""
-        lo = HEADER_WORDS + index * SLOT_WORDS
-        row = self._words[lo : lo + SLOT_WORDS]
-        copy = row.tolist()
-        for _ in range(retries):
-            copy = row.tolist()
-            if copy[SEQ] % 2 == 0 and row[SEQ] == copy[SEQ]:
-                break
-        return dict(zip(SLOT_FIELDS, copy))
-
-    def slots(self) -> list[dict[str, int]]:
-        """Every claimed slot, with its index."""
-        out = []
-        for i in range(self.n_slots):
-            s = self.slot(i)
-            if s["role"]:
-                out.append({"slot": i, **s})
-        return out
