@@ -82,6 +82,7 @@ def test_cpu_share_per_process_and_anon_headline(shard):
     assert me["role"] == "trainer" and 0.2 < me["cpu"] <= 1.5 * os.cpu_count()
     mem = snap["memory"]
     assert 0 < mem["pss_anon_total"] < mem["pss_total"] and mem["pss_file_total"] > 0
+    assert len(snap["histories"]["wait"]) == 1 and len(snap["histories"]["disk"]) == 1  # issue 10.10
     text = panels.memory_panel(snap, 40).plain
     assert "Σ anon" in text and "page cache" in text and "%" in text.splitlines()[1]
 
