@@ -15,8 +15,6 @@ import os
 import platform
 from dataclasses import dataclass
 
-import numpy as np
-
 PAGE = mmap.PAGESIZE
 _CACHESTAT_NR = 451  # the same number on every architecture (the unified syscall table)
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -171,6 +169,8 @@ def mincore(path: str) -> Residency:
         vec = (ctypes.c_ubyte * pages)()
         if _libc.mincore(addr, size, vec) != 0:
             raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
+        import numpy as np  # here only: --pid and --list start without it (~0.15 s)
+
         resident = int((np.frombuffer(vec, dtype=np.uint8) & 1).sum())
     finally:
         _libc.munmap(addr, size)

@@ -18,12 +18,14 @@ import glob
 import os
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamtok import metrics
 
 from . import probes
-from .pages import PageCounter
+
+if TYPE_CHECKING:
+    from .pages import PageCounter
 
 Snapshot = dict[str, Any]
 
@@ -84,6 +86,8 @@ class Sampler:
         self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
         self._last: Snapshot | None = None
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
+        from .pages import PageCounter  # numpy: only for a streamtok run
+
         try:
             self.pages: PageCounter | None = PageCounter(self.manifest) if self.manifest else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
