@@ -81,6 +81,8 @@ class Meter:
                 yield buf
                 if n - timed_at >= stride:
                     timed_at, t0 = n, clock()
+            if t0:  # the call that ended the pass (with workers: their shutdown), when timed
+                wait += clock() - t0
         finally:  # end of the pass, or left early (break, exception, close)
             if not begun:
                 self._begin(entry)

@@ -28,9 +28,10 @@ def shard(tmp_path):
     return path
 
 
-def test_waiting_is_all_the_time_the_loop_spends_in_next(shard):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_waiting_is_all_the_time_the_loop_spends_in_next(shard, workers):
     """Issue 10.2: the published wait against the loop's own timing of next() (split included)."""
-    loader = streamtok.loader(shard, seq_len=512, batch_size=16, split="all", epochs=2)
+    loader = streamtok.loader(shard, seq_len=512, batch_size=16, split="all", epochs=2, num_workers=workers)
     it, own = iter(loader), 0
     while True:
         t0 = time.perf_counter_ns()
