@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
     for r in runs:
         when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {when}  {r.dir}", file=out)
+        state = "live " if r.alive else ("ended" if r.local else "other")  # other: another host's
+        print(f"{state}  pid {r.pid:<8} {when}  {r.dir}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

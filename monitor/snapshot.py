@@ -71,6 +71,8 @@ class Sampler:
         self.manifest: dict[str, Any] = metrics.read_manifest(run_dir, full=True) if run_dir else {}
         self.stats = metrics.StatsReader(run_dir) if run_dir else None
         self.pid = int(self.manifest["pid"]) if run_dir else int(pid)  # type: ignore[arg-type]
+        # Another host's (or PID namespace's) run: its PID means nothing here, never "alive".
+        self.local = metrics.is_local(self.manifest) if run_dir else True
         self.files = files
         self.slow_interval_s = slow_interval_s
         self.history: deque[float] = deque(maxlen=history)
@@ -332,7 +334,7 @@ class Sampler:
         Once the trainer is gone: the final counters, read once more, with rates blanked.
         """
         now = time.time()
-        alive = metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
+        alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
         if not alive and self._last is not None:
             if self._final is None:
                 self._final = self._ended(now)

@@ -57,6 +57,7 @@ from ._runs import (
     RunDirError,
     RunInfo,
     identity,
+    is_local,
     list_runs,
     pid_alive,
     prune_runs,
@@ -97,7 +98,7 @@ __all__ = [  # the publishing side, and what the monitor reads, from one place
     "MANIFEST", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
     "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
-    "StatsReader", "counting_gather", "enabled", "for_loader", "list_runs", "pid_alive", "prune_runs",
+    "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "pid_alive", "prune_runs",
     "read_manifest", "run_root",
 ]
 

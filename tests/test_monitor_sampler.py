@@ -165,3 +165,17 @@ def test_amp_floor_is_the_pages_the_windows_span(shard):
     pc = watch.sample()["page_cache"]
     assert pc["page_floor"] == pytest.approx(pc["page_bytes"] / (50 * 4 * 1024 * 2))
     assert 2.0 <= pc["page_floor"] <= 4.0  # a 2 KiB window spans 1-2 pages of 4 KiB: ~3x
+
+
+def test_another_hosts_run_is_never_called_alive(shard, capsys):
+    """Issue 9.2: a run root shared over NFS; a PID of another node means nothing here."""
+    from streamtok._atomic import write_json_atomic
+    from streamtok_monitor import cli
+
+    loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all")
+    path = os.path.join(loader._metrics.dir, metrics.MANIFEST)
+    write_json_atomic(path, {**metrics.read_manifest(loader._metrics.dir), "host": "node-17"})
+    watch = Sampler(run_dir=loader._metrics.dir)
+    assert watch.sample()["run"]["status"] == "ended"  # although this PID (ours) is alive
+    assert cli.main(["--list"]) == 0
+    assert capsys.readouterr().out.startswith("other")
