@@ -26,6 +26,11 @@ def spark(values: list[float], width: int, top: float | None = None) -> str:
 
     Starting at zero (not at the values' own minimum) keeps ±3% noise a flat line; ``top``
     defaults to the largest value shown. Empty cells pad the left edge.
+
+    Args:
+        values: the history, oldest first (negative values count as zero).
+        width: cells.
+        top: the value of a full cell; default the largest value shown.
     """
     if width <= 0:
         return ""

@@ -33,7 +33,11 @@ def busiest(live: list[metrics.RunInfo]) -> metrics.RunInfo:
 
 
 def live_runs(root: str | None = None) -> list[metrics.RunInfo]:
-    """The runs under ``root`` whose trainer is alive on this host, newest first."""
+    """The runs under ``root`` whose trainer is alive on this host, newest first.
+
+    Args:
+        root: the run root; default :func:`streamtok.metrics.run_root`.
+    """
     return [r for r in metrics.list_runs(root) if r.alive]
 
 
@@ -57,7 +61,13 @@ def next_run(current: str | None, root: str | None = None) -> Sampler | None:
 
 
 def wait_for_run(interval_s: float, root: str | None = None, timeout_s: float | None = None) -> list[metrics.RunInfo]:
-    """Poll every ``interval_s`` until a live run appears; its list (empty after ``timeout_s``)."""
+    """Poll every ``interval_s`` until a live run appears; its list (empty after ``timeout_s``).
+
+    Args:
+        interval_s: seconds between looks.
+        root: the run root; default :func:`streamtok.metrics.run_root`.
+        timeout_s: give up after this long (``None``: wait forever).
+    """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         live = live_runs(root)

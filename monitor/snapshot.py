@@ -57,7 +57,9 @@ class Sampler:
         run_dir: a streamtok run directory (see :mod:`streamtok.metrics`).
         pid: a process to watch when there is no run directory.
         files: glob patterns of files whose page-cache residency to show (``--pid`` mode).
-        history: tokens/s values kept for the sparkline.
+        history: values kept for each sparkline (tokens/s, waiting, disk, hit).
+        slow_interval_s: least seconds between two rounds of the expensive probes (PSS,
+            residency); longer when a round costs more (see the module docstring).
     """
 
     def __init__(

@@ -37,7 +37,12 @@ class Watcher(threading.Thread):
         self._lock = threading.Lock()
 
     def switch(self, sampler: Sampler, note: str) -> None:
-        """Show ``sampler``'s run from the next sample on."""
+        """Show ``sampler``'s run from the next sample on.
+
+        Args:
+            sampler: the new run's sampler.
+            note: what the title says about the switch.
+        """
         with self._lock:
             self.sampler, self.note = sampler, note
 

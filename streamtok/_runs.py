@@ -128,6 +128,10 @@ def manifest_problem(m: Any, *, full: bool = False) -> str | None:
 def read_manifest(run_dir: str, *, full: bool = False) -> dict[str, Any]:
     """The manifest of ``run_dir``, checked (see :func:`manifest_problem`).
 
+    Args:
+        run_dir: a run directory.
+        full: also check the keys the monitor shows.
+
     Raises:
         RunDirError: unreadable, not JSON, or not a streamtok run manifest.
     """
@@ -144,7 +148,12 @@ def read_manifest(run_dir: str, *, full: bool = False) -> dict[str, Any]:
 
 
 def pid_alive(pid: int, pid_start: float | None = None) -> bool:
-    """Whether ``pid`` runs here and is the same process (start time within 1 s) as recorded."""
+    """Whether ``pid`` runs here and is the same process (start time within 1 s) as recorded.
+
+    Args:
+        pid: a process id of this PID namespace.
+        pid_start: its recorded start time (seconds since the epoch), or ``None``.
+    """
     if pid <= 0:
         return False
     try:
@@ -177,6 +186,10 @@ def is_local(m: dict[str, Any], me: dict[str, Any] | None = None) -> bool:
     """Whether the run of manifest ``m`` was made on this host, boot and PID namespace.
 
     A manifest without these facts (an older streamtok) counts as foreign: never pruned.
+
+    Args:
+        m: a checked run manifest.
+        me: this process's :func:`identity` (computed if not given).
     """
     me = me or identity()
     return m.get("host") == me["host"] and all(m.get(k) == me[k] for k in ("boot_id", "pid_ns"))
@@ -184,6 +197,9 @@ def is_local(m: dict[str, Any], me: dict[str, Any] | None = None) -> bool:
 
 def list_runs(root: str | None = None) -> list[RunInfo]:
     """Every streamtok run under ``root``, newest first; anything else there is skipped.
+
+    Args:
+        root: the run root; default :func:`run_root`.
 
     Raises:
         RunDirError: ``root`` exists but is not a directory, or cannot be listed.
@@ -209,7 +225,12 @@ def list_runs(root: str | None = None) -> list[RunInfo]:
 
 
 def prune_runs(root: str, keep: int = 32) -> None:
-    """Delete this host's ended runs beyond the ``keep`` newest (never a foreign directory)."""
+    """Delete this host's ended runs beyond the ``keep`` newest (never a foreign directory).
+
+    Args:
+        root: the run root.
+        keep: ended runs of this host to keep, newest first.
+    """
     try:
         ended = [r for r in list_runs(root) if r.local and not r.alive]
     except RunDirError:
