@@ -157,7 +157,7 @@ class MonitorApp(App[None]):
                     yield Digits("0", id="tokens-rate")
                     yield Static("tokens/s", id="rate-unit")
                 yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
-                yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w), id="throughput-detail")
+                yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w, rows=h), id="throughput-detail")
             yield Panel(lambda snap, w, h: panels.memory_panel(snap, w, rows=max(1, h - 5)), id="memory", classes="panel")
         with Horizontal(classes="row"):
             yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 5)), id="cache", classes="panel")

@@ -30,10 +30,11 @@ def _rate_line(t: Text, label: str, values: list[float], text: str, width: int, 
     t.append(spark(values, max(4, width - 9 - max(8, len(label))), top), style="cyan")
 
 
-def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
+def throughput_detail(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     """Batches/s, the share of the training loop's time spent waiting for data, per-worker rates.
 
-    ``--pid`` mode (no streamtok counters): what the OS shows instead, CPU and disk reads.
+    With ``rows`` lines to spare, one line per worker (batches/s and tokens/s), else one line
+    for all. ``--pid`` mode (no streamtok counters): what the OS shows instead, CPU and disk.
     """
     tp = snap.get("throughput")
     hist = snap.get("histories") or {}
@@ -60,7 +61,11 @@ def throughput_detail(snap: Snapshot, width: int = 36) -> Text:
     if ended:
         t.append(" (final)", style="dim")
     workers = tp["workers"]
-    if workers:
+    if workers and rows >= 3 + len(workers) and width >= 44:
+        for w in workers:
+            t.append(f"\nworker {w['worker_id']:<3}", style="dim" if w["alive"] else "dim strike")
+            t.append(f"{human_count(w['batches_per_s']):>6} batches/s {human_count(w['tokens_per_s']):>6} tok/s")
+    elif workers:
         t.append("\n")
         for w in workers:
             t.append(f"w{w['worker_id']} ", style="dim" if w["alive"] else "dim strike")
