@@ -1,4 +1,4 @@
-"""Re-take ``docs/monitor.svg``: the dashboard at 80x24 beside the demo's training run.
+"""Re-take ``docs/monitor.svg`` (80x24) and ``docs/monitor-120x40.svg`` beside the demo's run.
 
     python docs/make_screenshot.py        # after the README's first command made data/shards
 
@@ -19,13 +19,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-async def shoot(run_dir: str, out: str) -> None:
+SHOTS = (((80, 24), "monitor.svg"), ((120, 40), "monitor-120x40.svg"))
+
+
+async def shoot(run_dir: str, size: tuple[int, int], out: str) -> None:
     from streamtok_monitor.app import MonitorApp
     from streamtok_monitor.watcher import Sampler
 
-    app = MonitorApp(Sampler(run_dir=run_dir), interval_s=1.0)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(6.0)  # a few samples, so rates and the sparkline have data
+    app = MonitorApp(Sampler(run_dir=run_dir, slow_interval_s=2.0), interval_s=1.0)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(12.0)  # a dozen samples, so rates and the sparklines have data
         app.save_screenshot(filename=os.path.basename(out), path=os.path.dirname(out))
 
 
@@ -49,7 +52,9 @@ def main() -> None:
         from streamtok_monitor.cli import busiest
 
         live = [r for r in metrics.list_runs() if r.alive]
-        asyncio.run(shoot(busiest(live).dir, os.path.join(ROOT, "docs", "monitor.svg")))
+        run_dir = busiest(live).dir
+        for size, name in SHOTS:
+            asyncio.run(shoot(run_dir, size, os.path.join(ROOT, "docs", name)))
     finally:
         train.kill()
         train.wait()

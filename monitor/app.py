@@ -8,6 +8,7 @@ panels from it (``panels.py`` turns a snapshot into text). Given ``snapshot`` an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,11 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Digits, Footer, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import Digits, Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from streamtok import metrics
 
 from . import panels
 from .format import count_parts
@@ -26,22 +31,29 @@ from .messages import SampleFailed, SnapshotReady
 from .watcher import Sampler, Watcher
 
 HELP = """\
-[b]streamtok-monitor[/b]   q quit · p pause/resume · ? this help
+[b]streamtok-monitor[/b]   q quit · p pause/resume · r pick a run · ? this help
 
-[b]Throughput[/b]  tokens/s the training loop received; [i]waiting[/i] is the share of the \
-loop's time spent inside next() on the loader (on CUDAPrefetcher, when its thread iterates \
-the loader): above ~10% the GPU waits for data. [i]thread wait[/i] marks a run that publishes \
-only the prefetch thread's wait for the DataLoader (older streamtok).
+When the run shown ends and another starts, the monitor follows it (the title says so).
 
-[b]Memory[/b]  RSS counts memmapped shard pages ([cyan]file[/cyan]): that is page cache the kernel \
-can drop, not memory the loader holds. Forked workers share pages: add PSS, not RSS.
+[b]Throughput[/b]  tokens/s the training loop received (decimal units; the line under it \
+starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
+loop's time spent inside next() on the loader, all of it (the x/y split included; on \
+CUDAPrefetcher, when its thread iterates the loader): above ~10% the GPU waits for data, \
+add workers. [i]thread wait[/i] marks a run that publishes only the prefetch thread's wait (older \
+streamtok). Per-worker figures count B·T tokens per batch, as the trainer does.
+
+[b]Memory[/b]  Σ anon is the anonymous PSS of the trainer and its workers: the memory the \
+loader really holds. [cyan]page cache[/cyan] is mapped shard pages the kernel can drop; in the \
+trainer, file pages are mostly shared libraries (torch), not shards. CPU is % of one core.
 
 [b]Page cache[/b]  hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page bytes \
 the reader touched. Under ~90% on a warm run, the dataset does not fit in free memory or is \
-being evicted (recently evicted pages are thrashing). amp = disk bytes per token byte \
-delivered (readahead makes it > 1 on random reads).
+being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
+windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
+below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 
-[b]Run[/b]  position in the epoch and the time left at the current rate.
+[b]Run[/b]  position in the epoch and the time left at the current rate. Slow probes (PSS, \
+residency) refresh every 5 s; the rest every interval (in the title).
 
 Press any key to close."""
 
@@ -56,16 +68,50 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss()
 
 
-class Panel(Static):
-    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized."""
+class RunPicker(ModalScreen["str | None"]):
+    """The runs under the run root, live first; Enter shows the one highlighted, Escape keeps."""
+
+    BINDINGS = [Binding("escape", "dismiss_none", "keep")]
+
+    def __init__(self, runs: list[metrics.RunInfo]):
+        super().__init__()
+        self.runs = runs
+
+    def compose(self) -> ComposeResult:
+        options = [
+            Option(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {os.path.basename(r.dir)}", id=r.dir)
+            for r in self.runs
+        ]
+        yield OptionList(*options, id="runs") if options else Static("no runs under the run root", id="runs")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class Panel(Widget):
+    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized.
+
+    A new snapshot repaints the panel in place (``refresh()``, no layout pass): re-laying out
+    the screen every second was most of the monitor's CPU time.
+    """
+
+    DEFAULT_CSS = "Panel { height: auto; }"
 
     def __init__(self, draw: Callable[[dict[str, Any], int, int], Any], **kw: Any):
-        super().__init__("", **kw)
+        super().__init__(**kw)
         self.draw = draw
+        self.text = Text("")
+
+    def render(self) -> Text:
+        return self.text
 
     def show(self, snap: dict[str, Any]) -> None:
         region = self.content_region
-        self.update(self.draw(snap, max(20, region.width or 36), max(3, region.height or 9)))
+        self.text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
+        self.refresh()
 
     def on_resize(self) -> None:
         snap = getattr(self.app, "snapshot", None)
@@ -87,13 +133,18 @@ class MonitorApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("p", "toggle_pause", "pause"),
+        Binding("r", "pick_run", "runs"),
         Binding("question_mark", "help", "help", key_display="?"),
     ]
     paused: reactive[bool] = reactive(False)
 
-    def __init__(self, sampler: Sampler | None = None, *, interval_s: float = 1.0, snapshot: dict[str, Any] | None = None):
+    def __init__(
+        self, sampler: Sampler | None = None, *, interval_s: float = 1.0, snapshot: dict[str, Any] | None = None,
+        follow: Callable[[str | None], Sampler | None] | None = None,
+    ):
         super().__init__()
         self.sampler = sampler
+        self.follow = follow
         self.interval_s = interval_s
         self.snapshot = snapshot
         self.watcher: Watcher | None = None
@@ -105,11 +156,11 @@ class MonitorApp(App[None]):
                 with Horizontal(id="rate-row"):
                     yield Digits("0", id="tokens-rate")
                     yield Static("tokens/s", id="rate-unit")
-                yield Sparkline([], id="history")
-                yield Static("", id="throughput-detail")
-            yield Panel(lambda snap, w, h: panels.memory_panel(snap, w), id="memory", classes="panel")
+                yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
+                yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w, rows=h), id="throughput-detail")
+            yield Panel(lambda snap, w, h: panels.memory_panel(snap, w, rows=max(1, h - 5)), id="memory", classes="panel")
         with Horizontal(classes="row"):
-            yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 4)), id="cache", classes="panel")
+            yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 5)), id="cache", classes="panel")
             yield Panel(lambda snap, w, h: panels.run_panel(snap, w), id="run", classes="panel")
         yield Footer()
 
@@ -121,7 +172,7 @@ class MonitorApp(App[None]):
         if self.sampler is not None:
             self.watcher = Watcher(
                 self.sampler, lambda snap: self.post_message(SnapshotReady(snap)), self.interval_s,
-                on_error=lambda e: self.post_message(SampleFailed(f"{type(e).__name__}: {e}")),
+                on_error=lambda e: self.post_message(SampleFailed(f"{type(e).__name__}: {e}")), follow=self.follow,
             )
             self.watcher.start()
 
@@ -144,11 +195,18 @@ class MonitorApp(App[None]):
         """Redraw every panel from ``snap`` (on the dashboard, even under the help screen)."""
         main = self.screen_stack[0]
         tp = snap.get("throughput")
-        number, unit = count_parts(tp["tokens_per_s"]) if tp else ("-", "")
-        main.query_one("#tokens-rate", Digits).update(number)
-        main.query_one("#rate-unit", Static).update(f"{unit} tokens/s")
-        main.query_one("#history", Sparkline).data = (tp["history"] if tp else []) or [0.0]
-        main.query_one("#throughput-detail", Static).update(panels.throughput_detail(snap))
+        if tp is not None:
+            number, unit = count_parts(tp["tokens_per_s"])
+            unit = f"{unit} tokens/s"
+        else:  # --pid mode: the disk read rate is what is known
+            disk = snap["page_cache"]["disk_read_bytes_per_s"]
+            number, unit = ("-" if disk is None else f"{disk / (1 << 20):.1f}"), "MiB/s read from disk"
+        digits = main.query_one("#tokens-rate", Digits)
+        if digits.value != number:  # a changed width re-lays out the row: only when needed
+            digits.update(number)
+        label = main.query_one("#rate-unit", Static)
+        if str(label.content) != unit:
+            label.update(unit)
         for panel in main.query(Panel):
             panel.show(snap)
         self._title(snap)
@@ -158,7 +216,11 @@ class MonitorApp(App[None]):
         where = run.get("dir") or f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
-        title.update(Text(f"streamtok-monitor  {where}  [{state}]"))
+        note = f"  ({snap['note']})" if snap.get("note") else ""
+        text = f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"
+        if getattr(title, "shown", None) != text:  # an update re-lays out the screen: only on a change
+            title.shown = text  # type: ignore[attr-defined]
+            title.update(Text(text))  # Text: "[RUNNING]" is not markup
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:
@@ -173,6 +235,27 @@ class MonitorApp(App[None]):
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
 
+    def action_pick_run(self) -> None:
+        if self.watcher is None or self.sampler is None or self.sampler.run_dir is None:
+            self.notify("no run directory to pick from (--pid mode or a fixed snapshot)")
+            return
+        try:
+            runs = sorted(metrics.list_runs(), key=lambda r: not r.alive)  # live first, newest first
+        except metrics.RunDirError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.push_screen(RunPicker(runs), callback=self._switch_to)
+
+    def _switch_to(self, run_dir: str | None) -> None:
+        if run_dir is None or self.watcher is None:
+            return
+        try:
+            sampler = Sampler(run_dir=run_dir)
+        except (OSError, ValueError) as e:
+            self.notify(str(e), title="cannot show that run", severity="error")
+            return
+        self.watcher.switch(sampler, f"picked {os.path.basename(run_dir)}")
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -181,5 +264,6 @@ class MonitorApp(App[None]):
         main = self.screen_stack[0]
         if panel_id == "tokens-rate":
             return main.query_one("#tokens-rate", Digits).value
-        content = main.query_one(f"#{panel_id}", Static).content
+        widget = main.query_one(f"#{panel_id}")
+        content = widget.text if isinstance(widget, Panel) else widget.content  # type: ignore[attr-defined]
         return content.plain if isinstance(content, Text) else str(content)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import datetime
 
 from streamtok import metrics
 
+from .runs import busiest, next_run, wait_for_run
 from .watcher import Sampler
+
+__all__ = ["busiest", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,47 +33,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one snapshot (rates over one interval) and exit")
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON (implies --once)")
     p.add_argument("--list", action="store_true", help="list the runs under the run directory and exit")
+    p.add_argument("--wait", action="store_true", help="wait for a run to start (start the monitor before training)")
+    p.add_argument("--no-follow", dest="follow", action="store_false",
+                   help="stay on the run shown when it ends (default: switch to the next live run)")
     return p
 
 
 def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
     for r in runs:
         when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{'live ' if r.alive else 'ended'}  pid {r.pid:<8} {when}  {r.dir}", file=out)
-
-
-def _batches(run: metrics.RunInfo) -> int:
-    try:
-        return metrics.StatsReader(run.dir).slot(0)["batches"]
-    except (OSError, ValueError):
-        return 0
-
-
-def busiest(live: list[metrics.RunInfo]) -> metrics.RunInfo:
-    """The live run to open by default: the one that has delivered the most batches.
-
-    A training script often builds a validation loader after its training loader; the newest
-    run alone would then be the mostly idle validation one. Ties go to the newest.
-    """
-    return max(live, key=lambda r: (_batches(r), r.created))
+        state = "live " if r.alive else ("ended" if r.local else "other")  # other: another host's
+        print(f"{state}  pid {r.pid:<8} {when}  {r.dir}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.interval <= 0:
-        print("streamtok-monitor: --interval must be positive", file=sys.stderr)
+    if not (math.isfinite(args.interval) and args.interval > 0):
+        print(f"streamtok-monitor: --interval must be a positive number of seconds, not {args.interval}", file=sys.stderr)
         return 2
+    try:
+        return _main(args)
+    except metrics.RunDirError as e:  # a run root that is a file, a malformed run: one line
+        print(f"streamtok-monitor: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.list:
         _print_runs(metrics.list_runs(), out=sys.stdout)
         return 0
     run_dir, pid = args.run, args.pid
     if run_dir is None and pid is None:
         live = [r for r in metrics.list_runs() if r.alive]
+        if not live and args.wait:
+            print(f"streamtok-monitor: waiting for a run under {metrics.run_root()} (Ctrl-C to stop)", file=sys.stderr)
+            try:
+                live = wait_for_run(args.interval)
+            except KeyboardInterrupt:
+                return 130
         if not live:
             print(
                 f"streamtok-monitor: no live streamtok run under {metrics.run_root()}; start training "
-                "(metrics are on by default), or pass --run DIR or --pid PID",
+                "(metrics are on by default) or pass --wait, --run DIR or --pid PID",
                 file=sys.stderr,
             )
             return 2
@@ -78,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = busiest(live).dir
     try:
         sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # RunDirError names the file and the key
         print(f"streamtok-monitor: cannot open {run_dir or pid}: {e}", file=sys.stderr)
         return 2
-    if pid is not None and not metrics.pid_alive(pid):
+    if pid is not None and (pid <= 0 or not metrics.pid_alive(pid)):
         print(f"streamtok-monitor: no process {pid}", file=sys.stderr)
         return 2
     if args.once or args.json:
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .app import MonitorApp
 
-    MonitorApp(sampler, interval_s=args.interval).run()
+    follow = (lambda current: next_run(current)) if args.follow and pid is None else None
+    MonitorApp(sampler, interval_s=args.interval, follow=follow).run()
     return 0
 
 

@@ -1,12 +1,16 @@
-"""Formatters for the dashboard, plain functions of numbers (tested as such)."""
+"""Formatters for the dashboard, plain functions of numbers (tested as such).
+
+Units: bytes in binary units (KiB, MiB, GiB), counts and rates in decimal (K, M, G).
+"""
 
 from __future__ import annotations
 
-_UNITS = ("B", "K", "M", "G", "T")
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_SPARKS = " ▁▂▃▄▅▆▇█"
 
 
 def human_bytes(n: float | None) -> str:
-    """``1536 -> '1.5K'``, binary units, at most 4 significant characters plus the unit."""
+    """``1536 -> '1.5KiB'``, binary units, at most 4 significant characters plus the unit."""
     if n is None:
         return "-"
     n = float(n)
@@ -15,6 +19,25 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f}{unit}" if unit == "B" or abs(n) >= 100 else f"{n:.1f}{unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def spark(values: list[float], width: int, top: float | None = None) -> str:
+    """The last ``width`` values as a one-line sparkline scaled from zero to ``top``.
+
+    Starting at zero (not at the values' own minimum) keeps ±3% noise a flat line; ``top``
+    defaults to the largest value shown. Empty cells pad the left edge.
+
+    Args:
+        values: the history, oldest first (negative values count as zero).
+        width: cells.
+        top: the value of a full cell; default the largest value shown.
+    """
+    if width <= 0:
+        return ""
+    shown = [max(0.0, float(v)) for v in values[-width:]]
+    hi = top if top is not None else max(shown, default=0.0)
+    cells = [_SPARKS[min(8, int(round(8 * v / hi)))] if hi > 0 else _SPARKS[0] for v in shown]
+    return "".join(cells).rjust(width)
 
 
 def human_count(n: float | None) -> str:

@@ -10,26 +10,62 @@ from typing import Any
 
 from rich.text import Text
 
-from .format import bar, duration, human_bytes, human_count, percent, shorten
+from .format import bar, duration, human_bytes, human_count, percent, shorten, spark
 
 Snapshot = dict[str, Any]
 
 
-def throughput_detail(snap: Snapshot) -> Text:
-    """Batches/s, the share of the training loop's time spent waiting for data, per-worker rates."""
+def history_line(snap: Snapshot, width: int = 36) -> Text:
+    """Tokens/s over the kept history, from zero, with its span and maximum labelled."""
     tp = snap.get("throughput")
+    values = (tp or {}).get("history") or []
+    dt = (snap.get("sampling") or {}).get("interval_s") or snap.get("interval_s") or 1.0
+    label = f" 0-{human_count(max(values, default=0))}/s, {duration(len(values) * dt)}" if values else ""
+    t = Text(spark(values, max(4, width - len(label))), style="green")
+    return t.append(label, style="dim")
+
+
+def _rate_line(t: Text, label: str, values: list[float], text: str, width: int, top: float | None = None, style: str = "") -> None:
+    t.append(f"\n{label:<8}", style="dim").append(f"{text:>8} ", style=style)
+    t.append(spark(values, max(4, width - 9 - max(8, len(label))), top), style="cyan")
+
+
+def throughput_detail(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
+    """Batches/s, the share of the training loop's time spent waiting for data, per-worker rates.
+
+    With ``rows`` lines to spare, one line per worker (batches/s and tokens/s), else one line
+    for all. ``--pid`` mode (no streamtok counters): what the OS shows instead, CPU and disk.
+    """
+    tp = snap.get("throughput")
+    hist = snap.get("histories") or {}
     if not tp:
-        return Text("no streamtok counters (--pid mode)", style="dim")
+        mem, pc = snap["memory"], snap["page_cache"]
+        t = Text("OS figures (no streamtok counters)", style="dim")
+        cpu = mem.get("cpu_total")
+        t.append("\nCPU ", style="dim").append("-" if cpu is None else f"{100 * cpu:.0f}% of a core")
+        _rate_line(t, "disk", hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
+        t.append("\nresident ", style="dim").append(f"{human_bytes(pc['resident_bytes'])} of {human_bytes(pc['dataset_bytes'])}")
+        return t
+    ended = snap["run"]["status"] == "ended"
     t = Text()
     t.append("batches/s ", style="dim").append(human_count(tp["batches_per_s"]))
     wait = tp["wait_fraction"]
     # A run without a consumer slot behind a background prefetch thread publishes only that
     # thread's wait for the DataLoader, not the training loop's: say so.
     thread = tp.get("wait_source", "loop") == "prefetch_thread"
-    t.append("  thread wait " if thread else "  waiting ", style="dim").append(percent(wait), style="bold red" if wait > 0.1 else "bold green")
+    style = "bold" if wait is None else ("bold red" if wait > 0.1 else "bold green")
+    waits = hist.get("wait", [])
+    # Scaled to at least 10%, the level worth acting on: a 1% wait stays a flat line.
+    _rate_line(t, "thread wait" if thread else "waiting", waits, percent(wait), width, top=max([0.1, *waits]), style=style)
     t.append("\ntotal ", style="dim").append(f"{human_count(tp['tokens'])} tok, {tp['batches']:,} batches")
+    if ended:
+        t.append(" (final)", style="dim")
     workers = tp["workers"]
-    if workers:
+    if workers and rows >= 3 + len(workers) and width >= 44:
+        for w in workers:
+            t.append(f"\nworker {w['worker_id']:<3}", style="dim" if w["alive"] else "dim strike")
+            t.append(f"{human_count(w['batches_per_s']):>6} batches/s {human_count(w['tokens_per_s']):>6} tok/s")
+    elif workers:
         t.append("\n")
         for w in workers:
             t.append(f"w{w['worker_id']} ", style="dim" if w["alive"] else "dim strike")
@@ -37,51 +73,65 @@ def throughput_detail(snap: Snapshot) -> Text:
     return t
 
 
-_MEMORY_COLUMNS = (("RSS", "rss"), ("anon", "rss_anon"), ("file", "rss_file"), ("PSS", "pss"))
+def memory_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
+    """Per process: CPU share, anonymous and file-backed PSS; Σ anon (what the loader holds),
+    the shard page cache apart; system memory.
 
-
-def memory_panel(snap: Snapshot, width: int = 36) -> Text:
-    """Per-process RSS split into anonymous and file-backed, PSS; totals; system memory.
-
-    Narrower than 36 columns, the anon and then the file column are left out.
+    Narrower than 36 columns the file column is left out.
     """
     mem = snap["memory"]
-    columns = list(_MEMORY_COLUMNS)
-    while len(columns) > 2 and width < 12 + 6 * len(columns):
-        columns.pop(1)
-    name_w = max(8, width - 6 * len(columns))
+    columns = [("CPU", 5), ("anon", 8), ("file", 8)]
+    if width < 36:
+        columns.pop()
+    name_w = max(8, width - sum(w for _, w in columns))
     t = Text()
-    t.append(f"{'process':<{name_w}}" + "".join(f"{label:>6}" for label, _ in columns) + "\n", style="bold")
+    t.append(f"{'process':<{name_w}}" + "".join(f"{label:>{w}}" for label, w in columns) + "\n", style="bold")
     procs = mem["processes"]
-    shown = procs[:4]
+    shown = procs[: max(1, rows)] if len(procs) > rows else procs
+    if len(procs) > len(shown) and len(shown) > 1:
+        shown = shown[:-1]  # room for the "more" line
     for p in shown:
         t.append(f"{shorten(p['role'], name_w - 1):<{name_w}}")
-        for label, key in columns:
-            t.append(f"{human_bytes(p[key]):>6}", style="cyan" if label == "file" else "")
+        cpu = p.get("cpu")
+        t.append(f"{'-' if cpu is None else f'{100 * cpu:.0f}%':>5}")
+        t.append(f"{human_bytes(p['pss_anon']):>8}")
+        if len(columns) > 2:
+            t.append(f"{human_bytes(p['pss_file']):>8}", style="cyan")
         t.append("\n")
     if len(procs) > len(shown):
         t.append(f"… {len(procs) - len(shown)} more\n", style="dim")
-    t.append("Σ PSS ", style="dim").append(human_bytes(mem["pss_total"]), style="bold")
-    t.append("  USS ", style="dim").append(human_bytes(mem["uss_total"]))
-    t.append("  RSS ", style="dim").append(human_bytes(mem["rss_total"]))
+    if not procs:
+        t.append("no processes (ended)\n", style="dim")
+    t.append("Σ anon ", style="dim").append(human_bytes(mem.get("pss_anon_total")), style="bold")
+    cpu = mem.get("cpu_total")
+    t.append("  CPU ", style="dim").append("-" if cpu is None else f"{100 * cpu:.0f}%")
+    t.append("\npage cache ", style="dim").append(human_bytes(mem.get("pss_file_total")), style="cyan")
+    t.append(" mapped, droppable", style="dim")
     t.append("\navailable ", style="dim").append(f"{human_bytes(mem['mem_available'])} of {human_bytes(mem['mem_total'])}")
-    t.append("\nfile RSS = page cache, droppable", style="cyan dim")
+    if any(p["role"] == "trainer" for p in shown) and rows >= len(shown) + (len(procs) > len(shown)):
+        t.append("\ntrainer file: libs, not shards", style="dim")  # torch etc. are file-backed
     return t
 
 
 def cache_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
-    """Hit ratio, disk rate, read amplification, dataset residency and per-shard bars."""
+    """Hit ratio, disk rate, read amplification and its page floor, residency, per-shard bars."""
     pc = snap["page_cache"]
+    hist = snap.get("histories") or {}
     t = Text()
     hit = pc["hit_ratio"]
-    t.append("hit ", style="dim").append(percent(hit), style="bold" if hit is None else ("bold green" if hit >= 0.9 else "bold red"))
-    t.append("  disk ", style="dim").append(f"{human_bytes(pc['disk_read_bytes_per_s'])}/s")
-    amp = pc["read_amplification"]
-    t.append("  amp ", style="dim").append("-" if amp is None else f"{amp:.2f}")
-    t.append("\nresident ", style="dim").append(f"{human_bytes(pc['resident_bytes'])} of {human_bytes(pc['dataset_bytes'])}")
-    ev, rev = pc["evicted_pages"], pc["recently_evicted_pages"]
+    style = "bold" if hit is None else ("bold green" if hit >= 0.9 else "bold red")
+    t.append(f"{'hit':<8}", style="dim").append(f"{percent(hit):>8} ", style=style)
+    t.append(spark(hist.get("hit", []), max(4, width - 17), 1.0), style="cyan")
+    _rate_line(t, "disk", hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
+    amp, floor = pc["read_amplification"], pc.get("page_floor")
+    t.append("\namp ", style="dim").append("-" if amp is None else f"{amp:.2f}")
+    t.append("  page floor ", style="dim").append("-" if floor is None else f"{floor:.2f}")
+    resident = f"{human_bytes(pc['resident_bytes'])}/{human_bytes(pc['dataset_bytes'])}"
+    t.append("\nresident ", style="dim").append(resident)
+    ev, rev = pc.get("evicted_bytes"), pc.get("recently_evicted_bytes")
     if ev is not None:
-        t.append("\nevicted ", style="dim").append(f"{ev:,} pages, {rev:,} recently", style="bold red" if rev else "")
+        t.append("\n" if len(resident) + 26 > width else "  ")
+        t.append("evicted ", style="dim").append(human_bytes(ev), style="bold red" if rev else "")
     shards = pc["shards"]
     name_w = max(6, width - 20)
     for s in shards[:rows]:
@@ -101,10 +151,10 @@ def run_panel(snap: Snapshot, width: int = 36) -> Text:
     run = snap["run"]
     t = Text()
     status = run["status"]
-    style = {"running": "bold green", "idle": "bold yellow", "ended": "bold white on red"}[status]
+    style = {"running": "bold green", "idle": "bold yellow", "attached": "bold cyan", "ended": "bold white on red"}[status]
     t.append(f" {status.upper()} ", style=style).append(f" pid {run['pid']}")
     if status == "ended":
-        t.append("\ntrainer exited; last values kept", style="red")
+        t.append("\nexited; final counters, no rates", style="red")
     if "mode" not in run:
         t.append("\nnot a streamtok run: OS figures only", style="dim")
         return t

@@ -1,289 +1,70 @@
-"""Sample a run (its published counters and what the OS says) into plain-dict snapshots.
+"""The thread that samples a run every interval and posts each snapshot to the app.
 
-:class:`Sampler` keeps the previous readings and turns cumulative counters into rates over
-the last interval. Per-PID bookkeeping: worker PIDs change every pass, and when a reaped
-worker's I/O counters are added to its parent's, the worker's last reading is subtracted
-from the parent's next jump, so no byte is counted twice. :class:`Watcher` is the thread
-that calls it every ``interval_s`` and posts each snapshot to the app.
+It also follows: when the shown run has ended it asks for another live run and switches.
+Snapshots themselves are made by :class:`~streamtok_monitor.snapshot.Sampler`.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from streamtok import metrics
+from .snapshot import Sampler, Snapshot
 
-from . import probes
-from .pages import PageCounter
-
-Snapshot = dict[str, Any]
-
-
-_COUNTERS = ("batches", "tokens", "wait_ns")
-
-
-def _rate(delta: float, dt: float) -> float:
-    return delta / dt if dt > 0 else 0.0
-
-
-def _role(slots: list[dict[str, int]], role: int) -> dict[str, int] | None:
-    return next((s for s in slots if s["role"] == role), None)
-
-
-def _loop_slot(slots: list[dict[str, int]]) -> dict[str, int] | None:
-    """The slot the training loop writes: the consumer's behind a background prefetch thread
-    (unless a later pass iterates the loader directly), else the trainer's."""
-    trainer, consumer = _role(slots, metrics.ROLE_TRAINER), _role(slots, metrics.ROLE_CONSUMER)
-    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
-        return consumer
-    return trainer
-
-
-class Sampler:
-    """Snapshots of one run (``run_dir``) or of any process (``pid``, with ``files`` globs).
-
-    Args:
-        run_dir: a streamtok run directory (see :mod:`streamtok.metrics`).
-        pid: a process to watch when there is no run directory.
-        files: glob patterns of files whose page-cache residency to show (``--pid`` mode).
-        history: tokens/s values kept for the sparkline.
-    """
-
-    def __init__(self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120):
-        if run_dir is None and pid is None:
-            raise ValueError("give a run directory or a pid")
-        self.run_dir = run_dir
-        self.manifest: dict[str, Any] = metrics.read_manifest(run_dir) if run_dir else {}
-        self.stats = metrics.StatsReader(run_dir) if run_dir else None
-        self.pid = int(self.manifest["pid"]) if run_dir else int(pid)  # type: ignore[arg-type]
-        self.files = files
-        self.history: deque[float] = deque(maxlen=history)
-        self._prev_t: float | None = None
-        self._prev_slots: dict[int, dict[str, int]] = {}
-        self._io: dict[int, int] = {}
-        self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
-        self._last: Snapshot | None = None
-        self._pos: tuple[int, int] | None = None
-        try:
-            self.pages: PageCounter | None = PageCounter(self.manifest) if self.manifest else None
-        except Exception:  # shards moved or unreadable: no hit ratio, everything else works
-            self.pages = None
-
-    # -- the run's own counters -------------------------------------------------------------
-    def _slot_deltas(self, slots: list[dict[str, int]]) -> dict[int, dict[str, int]]:
-        out = {}
-        for s in slots:
-            prev = self._prev_slots.get(s["slot"])
-            same = prev is not None and prev["pid"] == s["pid"]
-            out[s["slot"]] = {k: s[k] - (prev[k] if same else 0) for k in _COUNTERS}  # type: ignore[index]
-        return out
-
-    def _pages(self, trainer: dict[str, int] | None, batches: int) -> tuple[int, int]:
-        """Page bytes the reader touched, and token bytes it read, since the last sample."""
-        if trainer is None:
-            return 0, 0
-        pos, prev = (trainer["epoch"], trainer["offset"]), self._pos
-        self._pos = pos
-        m = self.manifest
-        gathered = batches * m["batch_size"] * (m["seq_len"] + 1) * m["token_bytes"]
-        if prev is None or self.pages is None:
-            return 0, gathered
-        return self.pages.between(prev, pos), gathered
-
-    def _throughput(self, slots: list[dict[str, int]], dt: float) -> tuple[dict[str, Any], int, int]:
-        """Rates of what the training loop took, and the pages and bytes the loader read.
-
-        Behind a background prefetch thread the loader's slot (0) is that thread's: then the
-        consumer slot, written by the training loop, gives the tokens, batches and wait.
-        """
-        deltas = self._slot_deltas(slots) if self._prev_t is not None else {s["slot"]: dict.fromkeys(_COUNTERS, 0) for s in slots}
-        zero = dict.fromkeys(_COUNTERS, 0)
-        trainer, loop = _role(slots, metrics.ROLE_TRAINER), _loop_slot(slots)
-        d0 = deltas.get(0, zero)
-        dl = deltas[loop["slot"]] if loop else zero
-        consumer = loop is not None and loop["role"] == metrics.ROLE_CONSUMER
-        background = bool((self.manifest.get("prefetch") or {}).get("background"))
-        tps = _rate(dl["tokens"], dt)
-        if self._prev_t is not None:
-            self.history.append(tps)
-        workers = []
-        for s in slots:
-            if s["role"] != metrics.ROLE_WORKER:
-                continue
-            d = deltas[s["slot"]]
-            workers.append({
-                "worker_id": s["worker_id"], "pid": s["pid"], "alive": metrics.pid_alive(s["pid"]),
-                "batches": s["batches"], "batches_per_s": _rate(d["batches"], dt), "tokens_per_s": _rate(d["tokens"], dt),
-            })
-        page_bytes, gathered = self._pages(trainer, d0["batches"])
-        self._prev_slots = {s["slot"]: s for s in slots}
-        out = {
-            "tokens": loop["tokens"] if loop else 0,
-            "batches": loop["batches"] if loop else 0,
-            "tokens_per_s": tps,
-            "batches_per_s": _rate(dl["batches"], dt),
-            "wait_fraction": min(1.0, _rate(dl["wait_ns"] / 1e9, dt)),
-            # Whose wait that is: the training loop's, or (a run without a consumer slot) the
-            # background prefetch thread's wait for the DataLoader.
-            "wait_source": "prefetch_thread" if background and not consumer else "loop",
-            "prefetch_thread_wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)) if consumer else None,
-            "history": list(self.history),
-            "workers": workers,
-        }
-        return out, page_bytes, gathered
-
-    # -- the OS ----------------------------------------------------------------------------
-    def _disk_read(self, pids: list[int]) -> int:
-        """Bytes read from disk by the tree since the last call, each PID counted once."""
-        first = not self._io
-        for pid, last in self._io.items():  # reaped: its reads now show in the parent's counter
-            if pid not in pids and pid != self.pid:
-                self._reaped += last
-        seen, total = {}, 0
-        for pid in pids:
-            try:
-                cur = probes.io(pid)["read_bytes"]
-            except (ProcessLookupError, PermissionError, KeyError):
-                continue
-            last = self._io.get(pid)
-            if last is None:
-                # A new child starts from zero at fork: all of it is new. The first sample is a baseline.
-                delta = 0 if first or pid == self.pid else cur
-            else:
-                delta = max(0, cur - last)
-            if pid == self.pid and delta and self._reaped:
-                absorbed = min(delta, self._reaped)  # the kernel added a reaped worker's reads
-                delta, self._reaped = delta - absorbed, self._reaped - absorbed
-            seen[pid] = max(cur, last or 0)
-            total += delta
-        self._io = seen
-        return total
-
-    def _memory(self, pids: list[int], slots: list[dict[str, int]]) -> dict[str, Any]:
-        workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
-        procs = []
-        for pid in pids:
-            try:
-                mem, flt = probes.memory(pid), probes.faults(pid)
-            except (ProcessLookupError, PermissionError):
-                continue
-            role = "trainer" if pid == self.pid else (f"worker {workers[pid]}" if pid in workers else "child")
-            procs.append({"pid": pid, "role": role, **mem, **flt})
-        info = probes.meminfo()
-        return {
-            "processes": procs,
-            "rss_total": sum(p["rss"] for p in procs),
-            "pss_total": sum(p["pss"] for p in procs),
-            "uss_total": sum(p["uss"] for p in procs),
-            "rss_anon_total": sum(p["rss_anon"] for p in procs),
-            "rss_file_total": sum(p["rss_file"] for p in procs),
-            "mem_available": info.get("MemAvailable", 0),
-            "mem_total": info.get("MemTotal", 0),
-        }
-
-    def _paths(self) -> list[str]:
-        if self.manifest:
-            return [s["path"] for s in self.manifest.get("shards", [])]
-        return sorted({p for g in self.files for p in glob.glob(g) if os.path.isfile(p)})
-
-    def _page_cache(self, disk: int, page_bytes: int, gathered: int, dt: float) -> dict[str, Any]:
-        shards = []
-        for path in self._paths():
-            try:
-                r = probes.residency(path)
-            except OSError:
-                continue
-            shards.append({"path": path, "size": r.size, "cached": r.cached, "fraction": r.fraction,
-                           "evicted": r.evicted, "recently_evicted": r.recently_evicted, "method": r.method})
-        evicted = [s["evicted"] for s in shards if s["evicted"] is not None]
-        recent = [s["recently_evicted"] for s in shards if s["recently_evicted"] is not None]
-        return {
-            "hit_ratio": None if page_bytes <= 0 else max(0.0, 1.0 - disk / page_bytes),
-            "disk_read_bytes": disk,
-            "disk_read_bytes_per_s": _rate(disk, dt),
-            "page_bytes": page_bytes,
-            "page_bytes_per_s": _rate(page_bytes, dt),
-            "read_amplification": None if gathered <= 0 else disk / gathered,
-            "dataset_bytes": sum(s["size"] for s in shards),
-            "resident_bytes": sum(s["cached"] for s in shards),
-            "evicted_pages": sum(evicted) if evicted else None,
-            "recently_evicted_pages": sum(recent) if recent else None,
-            "method": shards[0]["method"] if shards else None,
-            "shards": shards,
-        }
-
-    def _run(self, slots: list[dict[str, int]], alive: bool, bps: float) -> dict[str, Any]:
-        m = self.manifest
-        trainer = _loop_slot(slots)  # the training loop's position, not the prefetch thread's
-        iterating = bool(trainer and trainer["iterating"])
-        out: dict[str, Any] = {
-            "dir": self.run_dir, "pid": self.pid, "alive": alive,
-            "status": ("running" if iterating else "idle") if alive else "ended",
-        }
-        if not m:
-            return out
-        for k in ("mode", "seq_len", "batch_size", "num_workers", "rank", "world_size", "seed", "epochs", "steps_per_epoch"):
-            out[k] = m.get(k)
-        out["prefetch"] = m.get("prefetch")
-        spe, step_samples = m["steps_per_epoch"], m["step_samples"]
-        epoch = trainer["epoch"] if trainer else 0
-        step = (trainer["offset"] // step_samples) if trainer else 0
-        out.update(epoch=epoch, step=step, progress=step / spe if spe else 0.0,
-                   eta_s=(spe - step) / bps if bps > 0 else None)
-        return out
-
-    def sample(self) -> Snapshot:
-        """One snapshot; rates are over the time since the previous call (0 on the first)."""
-        now = time.time()
-        alive = metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
-        if not alive and self._last is not None:
-            ended = dict(self._last)  # the process is gone: keep its last figures
-            ended["time"], ended["run"] = now, {**self._last["run"], "alive": False, "status": "ended"}
-            return ended
-        dt = now - self._prev_t if self._prev_t is not None else 0.0
-        slots = self.stats.slots() if self.stats else []
-        pids = probes.process_tree(self.pid) if alive else []
-        if self.stats:
-            throughput, page_bytes, gathered = self._throughput(slots, dt)
-        else:
-            throughput, page_bytes, gathered = None, 0, 0
-        disk = self._disk_read(pids)
-        snap = {
-            "time": now,
-            "interval_s": dt,
-            "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else 0.0),
-            "throughput": throughput,
-            "memory": self._memory(pids, slots),
-            "page_cache": self._page_cache(disk, page_bytes, gathered, dt),
-        }
-        self._prev_t = now
-        self._last = snap
-        return snap
+__all__ = ["Sampler", "Snapshot", "Watcher"]
 
 
 class Watcher(threading.Thread):
-    """Calls ``sampler.sample()`` every ``interval_s`` and hands each snapshot to ``post``."""
+    """Calls ``sampler.sample()`` every ``interval_s`` and hands each snapshot to ``post``.
+
+    With ``follow``: when the shown run has ended, ``follow(run_dir)`` is asked for a
+    sampler of another live run, and the watcher switches to it; every later snapshot says
+    so under ``"note"``. :meth:`switch` changes the run by hand (the app's run picker).
+    """
 
     def __init__(
         self, sampler: Sampler, post: Callable[[Snapshot], None], interval_s: float = 1.0,
         on_error: Callable[[BaseException], None] | None = None,
+        follow: Callable[[str | None], Sampler | None] | None = None,
     ):
         super().__init__(name="streamtok-monitor-watcher", daemon=True)
         self.sampler, self.post, self.interval_s, self.on_error = sampler, post, interval_s, on_error
+        self.follow = follow
+        self.note: str | None = None
         self.paused = threading.Event()
         self.stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def switch(self, sampler: Sampler, note: str) -> None:
+        """Show ``sampler``'s run from the next sample on.
+
+        Args:
+            sampler: the new run's sampler.
+            note: what the title says about the switch.
+        """
+        with self._lock:
+            self.sampler, self.note = sampler, note
+
+    def _sample(self) -> Snapshot:
+        with self._lock:
+            sampler = self.sampler
+        snap = sampler.sample()
+        if self.follow is not None and snap["run"]["status"] == "ended":
+            nxt = self.follow(sampler.run_dir)
+            if nxt is not None:
+                name = os.path.basename(sampler.run_dir or "")
+                self.switch(nxt, f"followed: {name} ended")
+                snap = nxt.sample()
+        if self.note:
+            snap["note"] = self.note
+        return snap
 
     def run(self) -> None:
         while not self.stopped.is_set():
             if not self.paused.is_set():
                 try:
-                    snap = self.sampler.sample()
+                    snap = self._sample()
                 except Exception as e:  # reported to the app, which stays up with its last figures
                     if self.on_error is None:
                         raise

@@ -239,6 +239,21 @@ class StreamtokLoader(StatefulDataLoader):
     def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
         """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers.
 
+        Metered as the caller sees them (streamtok.metrics: the wait timed includes the
+        split into ``(x, y)``; the pass start is published for the monitor's page replay).
+        """
+        batches = self._pass(dtype)
+        if self._metrics is None:
+            return batches
+        return self._metrics.meter(batches, self.collator.source, start=self._pass_position)
+
+    def _pass_position(self) -> Any:
+        start = self.pass_start  # a window sampler's PassStart; other samplers' starts differ
+        return start if hasattr(start, "epoch") and hasattr(start, "offset") else None
+
+    def _pass(self, dtype: torch.dtype | None) -> Iterator[Any]:
+        """One pass, unmetered (see :meth:`_batches`).
+
         A pass holds a token while it runs: a newer pass or :meth:`end_pass` takes it away,
         and from then on the older pass yields nothing and never moves the position again
         (checked under a lock, so not even a prefetch thread that is mid-batch can).
@@ -266,8 +281,6 @@ class StreamtokLoader(StatefulDataLoader):
         self._stream.pin = pin and dtype is None
         try:
             batches = iter(self._stream) if direct else super().__iter__()
-            if self._metrics is not None:  # streamtok.metrics: times the wait, publishes counts
-                batches = iter(self._metrics.meter(batches, sampler))
             for buf in batches:
                 if ring is not None:
                     buf = ring.take(buf, finish, pin=pin)  # a private (pinned) copy, then the release

@@ -13,6 +13,7 @@ import pytest
 
 import streamtok
 from streamtok import metrics
+from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
 
 
@@ -58,7 +59,7 @@ def test_workers_write_their_own_slots(one_shard):
     assert [w["worker_id"] for w in workers] == [0, 1]
     assert len({w["pid"] for w in workers} | {os.getpid()}) == 3
     assert sum(w["batches"] for w in workers) == got
-    assert sum(w["tokens"] for w in workers) == got * 4 * 101
+    assert sum(w["tokens"] for w in workers) == got * 4 * 100  # B*T, as the trainer counts (issue 10.5)
 
 
 def test_manifest_names_config_and_shards(one_shard):
@@ -156,7 +157,7 @@ def test_prune_keeps_live_and_newest_ended(tmp_path):
     for d in (p.dir for p in publishers):
         m = metrics.read_manifest(d)
         m["pid"] = 999_999_999  # a PID that cannot exist: an ended run
-        metrics.write_json_atomic(os.path.join(d, metrics.MANIFEST), m)
+        write_json_atomic(os.path.join(d, metrics.MANIFEST), m)
     live = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
     metrics.prune_runs(str(tmp_path), keep=2)
     runs = metrics.list_runs(str(tmp_path))
@@ -252,3 +253,126 @@ def test_consumer_slot_unused_without_a_background_thread(one_shard):
     reader = metrics.StatsReader(loader._metrics.dir)
     assert reader.n_slots == 3 and [s["role"] for s in reader.slots()] == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER]
     assert reader.slot(0)["batches"] == n
+
+
+# -- metrics never stop training (issue 9, items 1-3) ---------------------------------------
+
+TOKENIZE_MANIFEST = {
+    "version": 1, "complete": True, "settings": {"encoding": "gpt2", "shard_tokens": 100_000_000},
+    "shards": [{"name": "fw_train_000000.bin", "n_tokens": 1000}], "totals": {"tokens": 1000},
+}
+LOCAL_RUN = {"layout_version": 1, "pid": 1, "created": 1.0}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {}, [], [LOCAL_RUN], "a string", 42, None, TOKENIZE_MANIFEST,
+        {"layout_version": 1, "created": 1.0},  # no pid
+        {"layout_version": 1, "pid": 1},  # no created
+        {"layout_version": 1, "pid": "1", "created": 1.0},
+        {"layout_version": 1, "pid": True, "created": 1.0},
+        {"layout_version": 1, "pid": -5, "created": 1.0},
+        {"layout_version": 1, "pid": 1, "created": "yesterday"},
+        {"layout_version": 1, "pid": 1, "created": 1.0, "pid_start": "x"},
+        {"layout_version": 2, "pid": 1, "created": 1.0},
+        {"pid": 1, "created": 1.0},  # no layout_version
+        b"\x00not json{",
+        b"",
+    ],
+    ids=lambda c: repr(c)[:40],
+)
+def test_foreign_or_malformed_manifests_are_skipped_and_kept(one_shard, run_root, content):
+    foreign = run_root / "not-a-run"
+    foreign.mkdir(parents=True)
+    raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+    (foreign / "manifest.json").write_bytes(raw)
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    assert loader._metrics is not None and sum(1 for _ in loader) > 0
+    runs = metrics.list_runs()
+    assert [r.dir for r in runs] == [loader._metrics.dir]
+    metrics.prune_runs(str(run_root), keep=0)
+    assert (foreign / "manifest.json").read_bytes() == raw  # not ours: never deleted
+    with pytest.raises(metrics.RunDirError, match="not-a-run"):
+        metrics.read_manifest(str(foreign))
+
+
+def test_a_manifest_that_is_a_directory_is_skipped(one_shard, run_root):
+    (run_root / "odd" / "manifest.json").mkdir(parents=True)
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    assert [r.dir for r in metrics.list_runs()] == [loader._metrics.dir]
+
+
+@pytest.mark.parametrize("other", [{"host": "another-node"}, {"boot_id": "0000-earlier-boot"}, {"pid_ns": 1}, {"host": None}])
+def test_prune_deletes_only_ended_runs_of_this_host_boot_and_namespace(tmp_path, other):
+    dead = 999_999_999  # a PID that cannot exist
+    ours = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
+    theirs = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
+    for pub, extra in ((ours, {}), (theirs, other)):
+        m = {**pub.manifest, "pid": dead, **extra}
+        if extra.get("host", "") is None:
+            del m["host"]  # a manifest of an older streamtok: no identity, so never judged here
+        write_json_atomic(os.path.join(pub.dir, metrics.MANIFEST), m)
+    runs = {r.dir: r for r in metrics.list_runs(str(tmp_path))}
+    assert runs[ours.dir].local and not runs[theirs.dir].local and not runs[theirs.dir].alive
+    metrics.prune_runs(str(tmp_path), keep=0)
+    assert not os.path.exists(ours.dir) and os.path.exists(theirs.dir)
+
+
+def test_manifest_records_where_the_pid_lives(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    m = metrics.read_manifest(loader._metrics.dir)
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        assert m["boot_id"] == f.read().strip()
+    assert m["host"] == __import__("socket").gethostname() and m["pid_ns"] == os.stat("/proc/self/ns/pid").st_ino
+
+
+def _two_passes(loader, wrap, during=None):
+    """Every x of two passes over ``loader`` (through ``wrap``); ``during()`` after 3 batches."""
+    out = []
+    for p in range(2):
+        for i, batch in enumerate(wrap(loader)):
+            out.append(batch[0].clone())
+            if p == 0 and i == 2 and during is not None:
+                during()
+    return out
+
+
+_WRAPS = {
+    "direct": (0, lambda ld: ld),
+    "workers2": (2, lambda ld: ld),
+    "prefetcher": (0, lambda ld: streamtok.CUDAPrefetcher(ld, device="cpu", depth=2)),
+    "prefetcher-thread": (2, lambda ld: streamtok.CUDAPrefetcher(ld, device="cpu", depth=2, background=True)),
+}
+
+
+@pytest.mark.parametrize("fault", ["run-dir-removed", "disk-full"])
+@pytest.mark.parametrize("how", list(_WRAPS))
+def test_training_finishes_with_the_same_batches_whatever_happens_to_metrics(one_shard, monkeypatch, capfd, how, fault):
+    workers, wrap = _WRAPS[how]
+
+    def make(metrics_on):
+        return streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=workers, metrics=metrics_on)
+
+    clean = _two_passes(make(False), wrap)
+    loader = make(True)
+    run_dir = loader._metrics.dir
+    during = None
+    if fault == "run-dir-removed":  # a tmp cleaner, or another node's pruning, in another process
+        def during():
+            subprocess.run(["rm", "-rf", run_dir], check=True)
+    else:  # ENOSPC from now on, on every metrics write (inherited by forked workers)
+        def full(*a, **kw):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(metrics._atomic, "write_json_atomic", full)
+        monkeypatch.setattr(metrics, "open", full, raising=False)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _two_passes(loader, wrap, during)
+    assert len(got) == len(clean) > 6 and all(np.array_equal(a, b) for a, b in zip(got, clean))
+    off = [w for w in caught if "metrics are off" in str(w.message)]
+    assert len(off) == 1 and loader._metrics.off  # said once, by the trainer
+    assert "metrics are off" not in capfd.readouterr().err  # and not again by each worker

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from streamtok import metrics
 from streamtok_monitor import cli
 from streamtok_monitor.app import HelpScreen, MonitorApp
 from streamtok_monitor.watcher import Sampler
@@ -92,9 +93,11 @@ def test_app_shows_live_tokens_and_memory(trainer):
             assert app.panel_text("tokens-rate")[0].isdigit()
             memory = app.panel_text("memory")
             trainer_row = next(line for line in memory.splitlines() if line.startswith("trainer"))
-            assert trainer_row.split()[1].endswith("M")  # RSS in MiB on screen
-            assert "file RSS = page cache" in memory
+            assert trainer_row.split()[1].endswith("%")  # CPU share
+            assert trainer_row.split()[2].endswith("MiB")  # anonymous PSS, binary units
+            assert "Σ anon" in memory and "page cache" in memory
             assert "running" in app.panel_text("run").lower() and "train_000.bin" in app.panel_text("cache")
+            assert "every 0.2s" in str(app.query_one("#title").content)  # the sampling interval, stated
             await pilot.press("p")
             assert "PAUSED" in str(app.query_one("#title").content)
             await pilot.press("p")
@@ -121,10 +124,12 @@ def test_monitor_survives_the_trainer_being_killed(trainer):
             os.kill(trainer.pid, signal.SIGKILL)
             trainer.proc.wait(timeout=10)
             assert await _until(pilot, lambda: "ENDED" in app.panel_text("run"))
-            assert "trainer exited" in app.panel_text("run")
+            assert "final counters" in app.panel_text("run")
             assert "ENDED" in str(app.query_one("#title").content)
-            assert app.panel_text("tokens-rate")[0].isdigit()  # the last values stay on screen
-            assert "trainer" in app.panel_text("memory")
+            assert app.panel_text("tokens-rate") == "-"  # no rate for an ended run
+            final = metrics.StatsReader(trainer.run_dir).slot(0)
+            assert app.snapshot["throughput"]["batches"] == final["batches"]  # the final counters
+            assert f"{final['batches']:,} batches (final)" in app.panel_text("throughput-detail")
             await pilot.pause(0.5)  # and it keeps running
             assert app.is_running
 
@@ -159,11 +164,11 @@ def test_once_json_has_every_figure(trainer, capsys):
     assert [os.path.basename(s["path"]) for s in pc["shards"]] == ["train_000.bin", "train_001.bin"]
     assert pc["dataset_bytes"] == sum(os.path.getsize(s["path"]) for s in pc["shards"])
     assert pc["page_bytes"] > 0 and pc["hit_ratio"] is not None and 0 <= pc["hit_ratio"] <= 1
-    for key in ("disk_read_bytes_per_s", "read_amplification", "resident_bytes", "evicted_pages", "recently_evicted_pages"):
+    for key in ("disk_read_bytes_per_s", "read_amplification", "page_floor", "resident_bytes", "evicted_bytes", "recently_evicted_bytes"):
         assert key in pc
     assert cli.main(["--run", trainer.run_dir, "--once", "--interval", "0.2"]) == 0  # the same as text
     text = capsys.readouterr().out
-    assert "tokens/s" in text and "trainer" in text and "train_001.bin" in text and "RUNNING" in text
+    assert "tokens/s" in text and "trainer" in text and "Σ anon" in text and "train_001.bin" in text and "RUNNING" in text
 
 
 def test_pid_mode_shows_os_figures_and_files(trainer, capsys):
@@ -209,3 +214,79 @@ def test_default_run_is_the_busiest_live_one(tmp_path, monkeypatch):
     live = [r for r in streamtok.metrics.list_runs() if r.alive]
     assert len(live) == 2 and live[0].dir == val._metrics.dir  # newest first
     assert busiest(live).dir == train._metrics.dir
+
+
+GOOD_MANIFEST = {
+    "layout_version": 1, "pid": 1, "created": 1.0, "mode": "shuffle", "seq_len": 8, "batch_size": 2, "seed": 0,
+    "epochs": 1, "rank": 0, "world_size": 1, "steps_per_epoch": 10, "step_samples": 2, "num_workers": 0,
+    "token_bytes": 2, "shards": [{"path": "/x.bin", "n_tokens": 100, "offset": 0, "size": 200}],
+}
+
+
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        ({"batch_size": 0}, "'batch_size' is 0"),
+        ({"seq_len": "8"}, "'seq_len' is '8'"),
+        ({"shards": "x"}, "'shards'"),
+        ({"shards": [{"path": 3}]}, "'shards'"),
+        ({"mode": None}, "'mode'"),
+        ({"rank": 1}, "'rank' 1 is not below"),
+        ({"pid": "1"}, "'pid'"),
+        ({"step_samples": None}, "'step_samples'"),
+        ({"token_bytes": 3}, "'token_bytes'"),
+        (None, "no 'steps_per_epoch'"),
+        ([], "a JSON list"),
+    ],
+)
+def test_cli_names_a_malformed_manifest_in_one_line(tmp_path, capsys, change, problem):
+    run = tmp_path / "run"
+    run.mkdir()
+    if change is None:
+        m = {k: v for k, v in GOOD_MANIFEST.items() if k != "steps_per_epoch"}
+    elif isinstance(change, list):
+        m = change
+    else:
+        m = {**GOOD_MANIFEST, **change}
+    (run / "manifest.json").write_text(json.dumps(m))
+    assert cli.main(["--run", str(run), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err and "manifest.json" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv,problem",
+    [
+        (["--interval", "nan"], "--interval must be a positive number"),
+        (["--interval", "inf"], "--interval must be a positive number"),
+        (["--interval", "0"], "--interval must be a positive number"),
+        (["--pid", "-3", "--once"], "no process -3"),
+    ],
+)
+def test_cli_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys, argv, problem):
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "none"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+
+
+@pytest.mark.parametrize("args", [["--once"], ["--list"]])
+def test_cli_run_root_that_is_a_file(tmp_path, monkeypatch, capsys, args):
+    root = tmp_path / "runs"
+    root.write_text("a file")
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(root))
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(root) in err and "Not a directory" in err
+
+
+def test_cli_stats_file_missing_or_short(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps(GOOD_MANIFEST))
+    assert cli.main(["--run", str(run), "--once"]) == 2
+    assert "stats.bin" in capsys.readouterr().err
+    (run / "stats.bin").write_bytes(b"\0" * 24)
+    assert cli.main(["--run", str(run), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shorter than a stats header" in err

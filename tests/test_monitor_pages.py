@@ -63,3 +63,59 @@ def test_many_windows_are_sampled_and_scaled(gpt2_dir):
     sampled = PageCounter(manifest, max_windows=64).between((0, 0), (1, 0))
     assert sampled != exact and abs(sampled - exact) < 0.1 * exact
     assert os.path.exists(manifest["shards"][0]["path"])
+
+
+def _disk_read_bytes():
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("read_bytes"))
+
+
+def test_replay_follows_breaks_and_new_passes(tmp_path):
+    """A loop that breaks and re-iterates (issue 10.1): the monitor's page bytes and hit ratio
+    against the truth, computed from the starts the loop consumed and /proc/self/io."""
+    from _util import make_shards
+
+    from streamtok_monitor.watcher import Sampler
+
+    make_shards(tmp_path / "d", [30_000, 20_000], dtype=np.uint16)  # token i is i: x[:, 0] is the start
+    loader = streamtok.loader(tmp_path / "d", seq_len=64, batch_size=4, split="all", epochs=None, num_workers=0)
+    reader = loader.collator.reader
+    watch = Sampler(run_dir=loader._metrics.dir, slow_interval_s=1e9)
+    watch.sample()  # baseline
+    consumed, page_bytes, disk = [], 0, 0
+
+    def take(n):
+        for i, (x, _) in enumerate(loader):
+            consumed.append(x[:, 0].numpy().astype(np.int64))
+            if i + 1 == n:
+                break
+
+    def drop_cache():
+        for s in reader.infos:
+            fd = os.open(s.path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+    def sample():
+        nonlocal page_bytes, disk
+        snap = watch.sample()
+        page_bytes += snap["page_cache"]["page_bytes"]
+        disk += snap["page_cache"]["disk_read_bytes"]
+
+    drop_cache()
+    io0 = _disk_read_bytes()
+    take(10)
+    sample()  # one pass so far
+    take(7)
+    sample()  # a break, then a new pass (the next epoch)
+    truth = _brute(reader, np.concatenate(consumed), 65)
+    assert page_bytes == truth  # exact while at most one new pass falls between two samples
+    take(5)
+    take(6)  # two passes between samples: their batches are counted at the average step's pages
+    sample()
+    truth = _brute(reader, np.concatenate(consumed), 65)
+    assert abs(page_bytes - truth) <= 0.05 * truth
+    truth_hit = max(0.0, 1 - (_disk_read_bytes() - io0) / truth)
+    assert abs(max(0.0, 1 - disk / page_bytes) - truth_hit) <= 0.03
+    run = watch.sample()["run"]  # progress follows the pass, not the old epoch's end
+    assert run["epoch"] == 3 and run["step"] == 6

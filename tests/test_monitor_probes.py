@@ -92,7 +92,7 @@ def test_meminfo_and_missing_process():
 
 @pytest.mark.parametrize(
     "n,text",
-    [(None, "-"), (0, "0B"), (1023, "1023B"), (1536, "1.5K"), (150 << 20, "150M"), (3 << 30, "3.0G")],
+    [(None, "-"), (0, "0B"), (1023, "1023B"), (1536, "1.5KiB"), (150 << 20, "150MiB"), (3 << 30, "3.0GiB")],
 )
 def test_human_bytes(n, text):
     assert fmt.human_bytes(n) == text
@@ -108,6 +108,20 @@ def test_human_count(n, text):
 @pytest.mark.parametrize("s,text", [(None, "-"), (-1, "-"), (45, "45s"), (185, "3m05s"), (7620, "2h07m")])
 def test_duration(s, text):
     assert fmt.duration(s) == text
+
+
+@pytest.mark.parametrize(
+    "values,width,top,text",
+    [
+        ([100, 97, 103], 3, None, "███"),  # ±3% noise from zero: flat, not a stall
+        ([0, 50, 100], 3, None, " ▄█"),
+        ([10, 10], 4, 80, "  ▁▁"),
+        ([], 3, None, "   "),
+        ([0, 0], 2, None, "  "),
+    ],
+)
+def test_spark_starts_at_zero(values, width, top, text):
+    assert fmt.spark(values, width, top) == text
 
 
 def test_bar_and_percent_and_shorten():

@@ -1,0 +1,191 @@
+"""Cost of leaving ``streamtok-monitor`` open: its CPU and memory, and the trainer's speed with it.
+
+    python benchmarks/bench_monitor.py [--gib 1.0] [--workers 0 2] [--seconds 12] [--interval 1]
+
+Builds ``--gib`` GiB of llm.c uint16 shards (sparse files: all-zero tokens, no disk writes;
+the reader maps and touches them like any other) in a temporary directory and reads them once (warm page cache). Per worker count:
+
+1. the trainer alone (before and after 2., averaged): a flat-out loop (B=32, T=1024, shuffle, endless, no model) counts its
+   own tokens per second after a 2 s warm-up;
+2. the same with the full-screen monitor attached to its run (``streamtok-monitor --run DIR``
+   on a 120x40 pseudo-terminal, every ``--interval`` s): the monitor's CPU time over the
+   measured window (its start-up excluded) as % of one core, its peak RSS, and the trainer's
+   tokens per second over that same window (from marks it takes every 0.25 s).
+
+Also the wall time of ``streamtok-monitor --once --interval 0.1`` (start-up, two samples and
+the 0.1 s between them) and of importing the monitor. The monitor competes with the trainer
+for the same cores: on a shared 2-core machine the with/without ratio is within noise unless
+the monitor costs more than a few % of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+
+import psutil
+
+HEADER = 256  # int32 words of an llm.c shard header
+TRAINER = """
+import json, sys, time
+import streamtok
+data, workers, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+loader = streamtok.loader(data, seq_len=1024, batch_size=32, split="all", num_workers=workers, epochs=None)
+print(loader._metrics.dir, flush=True)
+it = iter(loader)
+next(it)
+start = time.monotonic()
+marks, n, due = [], 0, start + 2.0
+while True:
+    next(it)
+    n += 1
+    now = time.monotonic()
+    if now >= due:  # (wall clock, batches so far) every 0.25 s after a 2 s warm-up
+        marks.append((time.time(), n))
+        due = now + 0.25
+    if now >= start + secs:
+        break
+print(json.dumps(marks), flush=True)
+"""
+
+
+def make_shards(directory: str, gib: float, n_shards: int = 8) -> list[str]:
+    """Sparse llm.c uint16 shards totalling ``gib`` GiB."""
+    import numpy as np
+
+    os.makedirs(directory, exist_ok=True)
+    n_tokens = int(gib * (1 << 30)) // 2 // n_shards
+    paths = []
+    for k in range(n_shards):
+        path = os.path.join(directory, f"bench_train_{k:06d}.bin")
+        header = np.zeros(HEADER, dtype=np.int32)
+        header[:3] = (20240520, 1, n_tokens)
+        with open(path, "wb") as f:
+            f.write(header.tobytes())
+            f.truncate(HEADER * 4 + 2 * n_tokens)
+        paths.append(path)
+    return paths
+
+
+def warm(paths: list[str]) -> None:
+    """Read every shard once, so that no measurement pays the first touch of the page cache."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def _monitor_cmd() -> list[str]:
+    return [sys.executable, "-m", "streamtok_monitor.cli"]
+
+
+def _start_trainer(data: str, workers: int, seconds: float, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", TRAINER, data, str(workers), str(seconds)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    run_dir = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    return proc, run_dir
+
+
+def _finish_trainer(proc: subprocess.Popen, window: tuple[float, float] | None = None) -> float:
+    """The trainer's tokens/s over its marks (within ``window``, wall-clock times, if given)."""
+    out, _ = proc.communicate(timeout=600)
+    marks = json.loads(out.strip().splitlines()[-1])
+    if window is not None:
+        marks = [m for m in marks if window[0] <= m[0] <= window[1]]
+    (t0, n0), (t1, n1) = marks[0], marks[-1]
+    return (n1 - n0) * 32 * 1024 / (t1 - t0)
+
+
+def _watch_monitor(run_dir: str, seconds: float, interval: float, env: dict[str, str]) -> dict[str, float]:
+    """Run the full-screen monitor on a pty for ``seconds``; its CPU share and peak RSS."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    mon = subprocess.Popen(_monitor_cmd() + ["--run", run_dir, "--interval", str(interval)],
+                           stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"}, close_fds=True)
+    os.close(slave)
+    stop = threading.Event()
+
+    def drain() -> None:  # the terminal must be read, or the app blocks on a full pty
+        while not stop.is_set():
+            try:
+                if not os.read(master, 65536):
+                    return
+            except OSError:
+                return
+
+    threading.Thread(target=drain, daemon=True).start()
+    p = psutil.Process(mon.pid)
+    time.sleep(min(3.0, seconds / 3))  # start-up (imports, first samples) excluded
+    c0, t0, wall0, peak = sum(p.cpu_times()[:2]), time.monotonic(), time.time(), 0
+    end = t0 + seconds - min(3.0, seconds / 3)
+    while time.monotonic() < end:
+        peak = max(peak, p.memory_info().rss)
+        time.sleep(0.25)
+    cpu = (sum(p.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
+    wall1 = time.time()
+    mon.kill()
+    mon.wait()
+    stop.set()
+    os.close(master)
+    return {"cpu_pct": 100 * cpu, "rss_mib": peak / (1 << 20), "window": (wall0, wall1)}
+
+
+def once_wall(run_dir: str, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(_monitor_cmd() + ["--run", run_dir, "--once", "--interval", "0.1"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def import_wall(env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import streamtok_monitor.app, streamtok_monitor.cli"], env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--interval", type=float, default=1.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        data = os.path.join(tmp, "data")
+        paths = make_shards(data, args.gib)
+        warm(paths)
+        size = sum(os.path.getsize(p) for p in paths)
+        env = {**os.environ, "STREAMTOK_RUN_DIR": os.path.join(tmp, "runs")}
+        env.pop("STREAMTOK_METRICS", None)
+        print(f"data: {len(paths)} shards, {size / (1 << 30):.2f} GiB; {os.cpu_count()} CPUs; interval {args.interval} s")
+        print(f"import monitor: {import_wall(env):.2f} s")
+        print("| workers | trainer alone (tok/s) | with monitor (tok/s) | ratio | monitor CPU (% of a core) | monitor peak RSS (MiB) | --once (s) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for workers in args.workers:
+            # Alone before and after the monitored run, so that drift of a shared machine
+            # hits both sides alike.
+            proc, _ = _start_trainer(data, workers, args.seconds, env)
+            before = _finish_trainer(proc)
+            proc, run_dir = _start_trainer(data, workers, args.seconds + 5, env)
+            time.sleep(1.0)
+            mon = _watch_monitor(run_dir, args.seconds, args.interval, env)
+            once = once_wall(run_dir, env)
+            watched = _finish_trainer(proc, mon["window"])  # while the monitor ran, start-up excluded
+            proc, _ = _start_trainer(data, workers, args.seconds, env)
+            alone = (before + _finish_trainer(proc)) / 2
+            print(f"| {workers} | {alone / 1e6:.0f}M | {watched / 1e6:.0f}M | {watched / alone:.2f} | "
+                  f"{mon['cpu_pct']:.2f} | {mon['rss_mib']:.0f} | {once:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

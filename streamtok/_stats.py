@@ -1,0 +1,152 @@
+"""The stats file's layout, its one writer per slot, and a consistent reader.
+
+``stats.bin`` is a header of ``HEADER_WORDS`` int64 words (magic, layout version, slots,
+words per slot, creation time) and one ``SLOT_WORDS`` slot per writer. A writer makes its
+slot's ``seq`` word odd, stores, and makes it even again (a seqlock); a reader copies the
+slot and retries while ``seq`` was odd or changed under it. No torch, no numpy.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+
+from ._runs import LAYOUT_VERSION, STATS, RunDirError
+
+MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
+HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, 3 spare
+SLOT_FIELDS = (
+    "seq",  # seqlock word: odd while the writer is inside an update
+    "pid",
+    "role",  # ROLE_TRAINER, ROLE_WORKER or ROLE_CONSUMER; 0 = never claimed
+    "worker_id",
+    "batches",  # trainer, consumer: batches handed out by the loader / taken by the loop; worker: gathered
+    "tokens",  # trainer, consumer: input tokens (B*T per batch); worker: tokens gathered (B*(T+1))
+    "wait_ns",  # trainer: time spent inside next() on the loader; consumer: on the prefetcher
+    "epoch",
+    "offset",  # samples into the epoch after the last delivered batch
+    "start_ns",  # time.time_ns() when the slot was claimed
+    "iterating",  # 1 inside a pass over the loader, 0 between passes
+    "passes",  # passes begun (iterations over the loader)
+    "pass_epoch",  # where the current (or last) pass began
+    "pass_offset",
+    "ended_epoch",  # where the pass before it stopped (the monitor replays up to here, then
+    "ended_offset",  # restarts at the pass start; a `break` leaves the rest of an epoch unread)
+)
+SLOT_WORDS = len(SLOT_FIELDS)
+(SEQ, PID, ROLE, WORKER_ID, BATCHES, TOKENS, WAIT_NS, EPOCH, OFFSET, START_NS, ITERATING, PASSES,
+ PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET) = range(SLOT_WORDS)
+ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
+
+
+class SlotWriter:
+    """The one writer of one slot, in the process that owns it; every update is a seqlock write.
+
+    Counters live in Python ints and are only stored (never read back) into the map: a
+    store into a ``memoryview`` costs ~30 ns, a read-modify-write twice that.
+    """
+
+    def __init__(self, words: memoryview):
+        self.w = words
+        self.seq = self.batches = self.tokens = self.wait_ns = self.passes = 0
+        self.epoch = self.offset = 0  # the position last stored
+
+    def claim(self, role: int, worker_id: int) -> None:
+        w = self.w
+        self.seq = (w[SEQ] + 1) | 1  # odd while writing, even if a killed writer left it odd
+        w[SEQ] = self.seq
+        for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
+            w[i] = 0
+        w[PID], w[ROLE], w[WORKER_ID], w[START_NS] = os.getpid(), role, worker_id, time.time_ns()
+        self.seq += 1
+        w[SEQ] = self.seq
+
+    def publish(self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int) -> None:
+        """Trainer: totals so far (batches and tokens handed out, time waited) and the position."""
+        w, seq = self.w, self.seq
+        w[SEQ] = seq + 1
+        w[BATCHES] = self.batches = batches
+        w[TOKENS] = self.tokens = tokens
+        w[WAIT_NS] = self.wait_ns = wait_ns
+        w[EPOCH] = self.epoch = epoch
+        w[OFFSET] = self.offset = offset
+        w[SEQ] = self.seq = seq + 2
+
+    def new_pass(self, start_epoch: int, start_offset: int) -> None:
+        """Trainer: a pass began at ``(start_epoch, start_offset)``; the last one stopped where
+        the position was last stored. One write, so a reader sees all of it or none."""
+        w, seq = self.w, self.seq
+        w[SEQ] = seq + 1
+        self.passes += 1
+        w[PASSES] = self.passes
+        w[ENDED_EPOCH], w[ENDED_OFFSET] = self.epoch, self.offset
+        w[PASS_EPOCH], w[PASS_OFFSET] = start_epoch, start_offset
+        w[EPOCH] = self.epoch = start_epoch
+        w[OFFSET] = self.offset = start_offset
+        w[SEQ] = self.seq = seq + 2
+
+    def gathered(self, tokens: int) -> None:
+        """Worker: one more batch of ``tokens`` tokens gathered."""
+        w, seq = self.w, self.seq
+        w[SEQ] = seq + 1
+        self.batches += 1
+        self.tokens += tokens
+        w[BATCHES] = self.batches
+        w[TOKENS] = self.tokens
+        w[SEQ] = self.seq = seq + 2
+
+    def set_iterating(self, on: bool) -> None:
+        """Trainer: inside a pass over the loader (``True``) or between passes."""
+        w, seq = self.w, self.seq
+        w[SEQ] = seq + 1
+        w[ITERATING] = int(on)
+        w[SEQ] = self.seq = seq + 2
+
+
+class StatsReader:
+    """Consistent copies of a run's slots (a torn copy is retried; a writer killed mid-update
+    leaves an odd ``seq``, and its last values are returned after a few retries).
+
+    Raises:
+        RunDirError: the stats file is missing, empty, or not of this layout.
+    """
+
+    def __init__(self, run_dir: str):
+        path = os.path.join(run_dir, STATS)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < HEADER_WORDS * 8:
+                    raise RunDirError(f"{path}: {size} bytes, shorter than a stats header ({HEADER_WORDS * 8})")
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
+        words = memoryview(self._map).cast("q")
+        magic, version, n_slots, slot_words = words[0], words[1], words[2], words[3]
+        if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS:
+            raise RunDirError(f"{path}: not a streamtok stats file of layout {LAYOUT_VERSION}")
+        if n_slots <= 0 or len(words) != HEADER_WORDS + n_slots * SLOT_WORDS:
+            raise RunDirError(f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots its header says")
+        self.n_slots = n_slots
+        self._words = words
+
+    def slot(self, index: int, retries: int = 1000) -> dict[str, int]:
+        """A consistent copy of slot ``index`` as ``{field: value}``."""
+        lo = HEADER_WORDS + index * SLOT_WORDS
+        row = self._words[lo : lo + SLOT_WORDS]
+        copy = row.tolist()
+        for _ in range(retries):
+            copy = row.tolist()
+            if copy[SEQ] % 2 == 0 and row[SEQ] == copy[SEQ]:
+                break
+        return dict(zip(SLOT_FIELDS, copy))
+
+    def slots(self) -> list[dict[str, int]]:
+        """Every claimed slot, with its index."""
+        out = []
+        for i in range(self.n_slots):
+            s = self.slot(i)
+            if s["role"]:
+                out.append({"slot": i, **s})
+        return out
