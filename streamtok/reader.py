@@ -123,6 +123,7 @@ class MemmapReader(Stage):
         self._maps: OrderedDict[int, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
         self._pid = os.getpid()
         self._hints = PageHints()
+        self._file_sizes = [i.offset + i.nbytes for i in self.infos]  # what each file's size must stay
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -193,11 +194,11 @@ class MemmapReader(Stage):
         avoids it entirely, since the old file stays mapped.
         """
         mm, arr = self._entry(k)
-        if mm.size() != self.infos[k].offset + self.infos[k].nbytes:
+        if mm.size() != self._file_sizes[k]:
             info = self.infos[k]
             raise ShardFormatError(
                 f"{info.path}: the file changed while the loader was reading it ({mm.size()} bytes, "
-                f"expected {info.offset + info.nbytes}); it was truncated or rewritten in place. "
+                f"expected {self._file_sizes[k]}); it was truncated or rewritten in place. "
                 "Replace shards by writing a new file and renaming it, then rebuild the loader"
             )
         return arr
