@@ -37,6 +37,7 @@ from .reader import MemmapReader
 from .sampler import WindowSampler
 
 NODE_STATE_VERSION = 1
+_CHUNK = 256  # window starts computed per vectorised call
 
 
 class WindowNode(BaseNode[int]):
@@ -75,7 +76,11 @@ class WindowNode(BaseNode[int]):
             )
         else:
             raise ConfigError(f"WindowNode reads a MemmapReader or a WindowSampler, not {type(source).__name__}")
-        self._steps: Any = None
+        self._start: Any = None
+        self._computed = 0
+        self._taken = 0
+        self._buffer = []
+        self._at = 0
 
     @property
     def reader(self) -> MemmapReader:
@@ -87,21 +92,66 @@ class WindowNode(BaseNode[int]):
 
     def reset(self, initial_state: dict[str, Any] | None = None) -> None:
         super().reset(initial_state)
+        self._sync()  # where the last pass stopped decides where the next one starts
         if initial_state is not None:
-            if initial_state.get("streamtok_node") != NODE_STATE_VERSION:
+            if not isinstance(initial_state, dict) or initial_state.get("streamtok_node") != NODE_STATE_VERSION:
                 raise StateMismatchError(
                     "this is not a streamtok WindowNode state (no 'streamtok_node' version key); pass "
                     "the state torchdata's Loader.state_dict() returned for this pipeline"
                 )
             self.sampler.load_state_dict(initial_state[self.POSITION_KEY])
-        self._steps = self.sampler.iter_steps(self.sampler.begin_pass())
+        self._start = self.sampler.begin_pass()
+        self._computed = 0  # windows (steps) of this pass computed so far
+        self._taken = 0  # windows handed out in this pass (one per step: one window per rank)
+        self._buffer: list[int] = []
+        self._at = 0
+
+    def _refill(self) -> bool:
+        """Compute the next chunk of starts at once: one vectorised call for up to ``_CHUNK`` windows."""
+        sampler, j = self.sampler, self._computed
+        total = sampler.pass_steps(self._start)
+        n = _CHUNK if total is None else min(_CHUNK, total - j)
+        if n <= 0:
+            self._buffer, self._at = [], 0
+            return False
+        epoch, offset = sampler.position_after(self._start, j)
+        n = min(n, (sampler.n_samples - offset) // sampler.step_samples)  # stay inside the epoch
+        samples = offset + sampler.rank + np.arange(n, dtype=np.int64) * sampler.step_samples
+        self._buffer, self._at = sampler.starts(epoch, samples).tolist(), 0
+        self._computed = j + n
+        return True
 
     def next(self) -> int:
-        starts = next(self._steps)  # StopIteration ends the pass
-        self.sampler.advance()
-        return int(starts[0])
+        if self._at == len(self._buffer) and not self._refill():
+            self.sampler.pass_ended = True
+            raise StopIteration
+        self._at += 1
+        self._taken += 1
+        return self._buffer[self._at - 1]
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` starts at once (what :class:`BatchNode` asks); ``StopIteration`` if fewer remain."""
+        out = np.empty(n, dtype=np.int64)
+        filled = 0
+        while filled < n:
+            if self._at == len(self._buffer) and not self._refill():
+                self.sampler.pass_ended = True
+                raise StopIteration
+            k = min(n - filled, len(self._buffer) - self._at)
+            out[filled : filled + k] = self._buffer[self._at : self._at + k]
+            self._at += k
+            filled += k
+        self._taken += n
+        return out
+
+    def _sync(self) -> None:
+        """Bring the sampler's position up to the windows handed out, in O(1)."""
+        if self._start is None:
+            return
+        self.sampler.epoch, self.sampler.offset = self.sampler.position_after(self._start, self._taken)
 
     def get_state(self) -> dict[str, Any]:
+        self._sync()
         return {"streamtok_node": NODE_STATE_VERSION, self.POSITION_KEY: self.sampler.state_dict()}
 
 
@@ -152,9 +202,13 @@ class BatchNode(BaseNode[Any]):
         self.source.reset(None if initial_state is None else initial_state[self.SOURCE_KEY])
 
     def next(self) -> Any:
-        starts = np.empty(self.batch_size, dtype=np.int64)
-        for i in range(self.batch_size):
-            starts[i] = next(self.source)  # StopIteration inside a batch drops it
+        take = getattr(self.source, "take", None)
+        if take is not None:  # a WindowNode: the whole batch's starts in one call
+            starts = take(self.batch_size)
+        else:
+            starts = np.empty(self.batch_size, dtype=np.int64)
+            for i in range(self.batch_size):
+                starts[i] = next(self.source)  # StopIteration inside a batch drops it
         if self.compact:
             return self.collator.gather(starts)
         return self.collator(starts)
