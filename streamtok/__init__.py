@@ -50,6 +50,9 @@ _LAZY = {
     "loader": "loader",
     "Mixture": "mixture",
     "MixtureSampler": "mixture",
+    "Documents": "boundaries",
+    "document_stats": "documents",
+    "write_document_index": "documents",
 }
 _STAGES = ("reader", "sampler", "collate", "mixture", "loader", "prefetch")
 
