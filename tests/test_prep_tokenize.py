@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, run_cli, write_txt
+from prep_helpers import cli_command, output_bytes, expected_tokens, make_docs, run_cli, write_txt
 
 import streamtok
 from streamtok import MemmapReader, ShardLister
@@ -88,7 +88,7 @@ def test_parallel_output_is_byte_identical(tmp_path, workers):
     opts = dict(read=ReadOptions(block_bytes=2000), val_tokens=700)
     tok(inputs, tmp_path / "one", workers=1, **opts)
     tok(inputs, tmp_path / "many", workers=workers, **opts)
-    one, many = dir_bytes(tmp_path / "one"), dir_bytes(tmp_path / "many")
+    one, many = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "many")
     assert len(one) > 5 and one == many
 
 
@@ -139,9 +139,9 @@ def test_bad_input_names_file_and_line(tmp_path):
 def test_rerun_is_noop_and_other_settings_refused(corpus, tmp_path):
     path, _ = corpus
     tok([path], tmp_path / "out")
-    before = dir_bytes(tmp_path / "out")
+    before = output_bytes(tmp_path / "out")
     assert tok([path], tmp_path / "out")["complete"]
-    assert dir_bytes(tmp_path / "out") == before
+    assert output_bytes(tmp_path / "out") == before
     with pytest.raises(StateMismatchError, match=r"shard_tokens = 1500, but this run has 999"):
         tok([path], tmp_path / "out", shard_tokens=999)
     path.write_text(path.read_text() + "one more document\n")
@@ -187,11 +187,11 @@ def test_resume_after_sigkill_gives_identical_files(tmp_path, stage):
     inodes = {p.name: p.stat().st_ino for p in (tmp_path / "resumed").glob("data_*")}
     again = subprocess.run(cli_command("tokenize", *args, "--out", str(tmp_path / "resumed")), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    clean_files, resumed_files = dir_bytes(tmp_path / "clean"), dir_bytes(tmp_path / "resumed")
+    clean_files, resumed_files = output_bytes(tmp_path / "clean"), output_bytes(tmp_path / "resumed")
     assert len(clean_files) > 8 and clean_files == resumed_files
     # the shards recorded before the kill were kept, not rewritten: the run resumed after them
     kept = {p.name for p in (tmp_path / "resumed").glob("data_*") if inodes.get(p.name) == p.stat().st_ino}
-    assert kept == {s["name"] for s in partial["shards"]}
+    assert kept == {n for s in partial["shards"] for n in (s["name"], s["docidx"])}
 
 
 def test_parquet_in_two_processes(tmp_path):
@@ -294,7 +294,7 @@ def test_resume_with_other_stdin_is_refused(tmp_path, monkeypatch):
             tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a)))
     tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "clean")
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n  \n\t\n"])
@@ -340,7 +340,7 @@ def test_resume_skips_across_chunks_cut_differently(tmp_path, monkeypatch):
     monkeypatch.delenv(KILL_ENV)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["resume"]["skip"] > 0
     tok([path], tmp_path / "out", **opts)
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "clean")
 
 
 def test_one_huge_document_is_encoded_in_bounded_memory(tmp_path):
