@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import time
 
 import numpy as np
 import pytest
-from prep_helpers import cli_command, output_bytes, expected_tokens, make_docs, run_cli, write_txt
+from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, output_bytes, run_cli, write_txt
 
 import streamtok
 from streamtok import MemmapReader, ShardLister
+from streamtok import documents as documents_module
 from streamtok._formats import MAGIC_GPT2, probe_shard
 from streamtok.errors import ConfigError, InputFormatError, StateMismatchError
 from streamtok.prep.shardsink import ShardPlan, ShardSink
@@ -66,6 +68,27 @@ def test_loader_reads_tokenized_windows(corpus, tmp_path):
     x, y = next(iter(dl))
     np.testing.assert_array_equal(x.numpy().ravel(), want[: 4 * 32])
     np.testing.assert_array_equal(y[0].numpy(), want[1:33])
+
+
+def test_loader_and_inspect_take_the_document_index_tokenize_wrote(corpus, tmp_path, monkeypatch, capsys):
+    path, docs = corpus
+    manifest = tok([path], tmp_path / "out")
+    copied = tmp_path / "copied"  # new mtimes: the index is keyed by the shards' content
+    shutil.copytree(tmp_path / "out", copied, copy_function=shutil.copyfile)
+    before = output_bytes(copied)
+    monkeypatch.setattr(documents_module, "scan_document_starts", lambda *a, **k: pytest.fail("index rebuilt"))
+    dl = streamtok.loader(str(copied), seq_len=32, batch_size=4, split="all", mode="sequential", documents="mask", metrics=False)
+    x, _, doc = next(iter(dl))
+    want = expected_tokens(docs)
+    np.testing.assert_array_equal(x.numpy().ravel(), want[: 4 * 32])
+    eot, starts = manifest["eot_token"], doc.position_ids.numpy() == 0
+    assert starts[:, 0].all() and np.array_equal(starts[:, 1:], x.numpy()[:, 1:] == eot)
+    capsys.readouterr()
+    assert run_cli(["inspect", str(copied), "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(reports) > 1 and manifest["n_docs"] == len(docs)
+    assert all(r["documents"]["n_documents"] == r["n_docs"] + (r["head_tokens"][0] != eot) for r in reports)
+    assert dir_bytes(copied) == before  # nothing was rewritten
 
 
 def test_val_split_is_whole_first_documents(corpus, tmp_path):
