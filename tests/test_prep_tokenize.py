@@ -281,6 +281,9 @@ def test_foreign_files_in_out_refused_unless_overwrite(corpus, tmp_path):
     tok([path], out, shard_tokens=700, overwrite=True)
     assert json.loads((out / "manifest.json").read_text())["shard_tokens"] == 700
     assert all(s["n_tokens"] <= 700 for s in json.loads((out / "manifest.json").read_text())["shards"])
+    tok([path], out, shard_tokens=10**6, overwrite=True)  # fewer shards: the old indexes went with the old shards
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 1
+    output_bytes(out)
 
 
 def _stop_after_first_shard(monkeypatch):

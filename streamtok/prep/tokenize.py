@@ -222,7 +222,7 @@ def open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], ove
         raise ConfigError(
             f"--out {out_dir}: holds files this run would not write ({listed}); the loader reads every "
             "shard of a directory, so use an empty directory, or pass --overwrite to delete the old "
-            "manifest and *.bin/*.npy files there"
+            "manifest and the *.bin/*.npy files (and their .docidx indexes) there"
         )
     done, ckpt = load_resume(os.path.join(out_dir, MANIFEST), settings)
     if done is not None:
