@@ -78,6 +78,7 @@ CRAFTED = [
     ("shards", [{**GOOD_SHARD, "docidx": "../../PWNED.docidx"}], "shards[0].docidx"),
     ("shards", [{**GOOD_SHARD, "docidx": "data_train_000001.bin.docidx"}], "shards[0].docidx"),
     ("shards", [{k: v for k, v in GOOD_SHARD.items() if k != "docidx"}], "shards[0].docidx"),
+    ("shards", [{k: v for k, v in GOOD_SHARD.items() if k != "docidx_sha256"}], "shards[0].docidx_sha256"),
     ("shards", [{**GOOD_SHARD, "docidx_sha256": "../x"}], "shards[0].docidx_sha256"),
     ("shards", [{**GOOD_SHARD, "sha256": None}], "shards[0].sha256"),
     ("shards", {"a": 1}, "shards"),
@@ -104,3 +105,14 @@ def test_the_untouched_manifest_resumes_to_the_clean_output(unfinished, tmp_path
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     _tok(path, tmp_path / "out")
     assert output_bytes(tmp_path / "out") == output_bytes(root / "clean")
+
+
+def test_a_manifest_from_before_the_document_indexes_is_still_complete(unfinished, tmp_path):
+    # Written by a streamtok whose tokenize wrote no .docidx: a rerun finds it done, not corrupt.
+    path, root, _ = unfinished
+    old = json.loads((root / "clean" / "manifest.json").read_text())
+    for shard in old["shards"]:
+        del shard["docidx"], shard["docidx_sha256"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(old))
+    assert _tok(path, tmp_path / "out") == old

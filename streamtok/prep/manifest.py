@@ -7,7 +7,8 @@ that chunk, and the shard sink's state. Nothing in it depends on time or on the 
 workers, so an interrupted-and-resumed run ends with the same manifest as an uninterrupted one.
 
 Each shard's entry lists its document index beside it (``"docidx": "<shard>.docidx"`` and
-``"docidx_sha256"``; see :mod:`.shardsink`).
+``"docidx_sha256"``; see :mod:`.shardsink`). Entries of a manifest written before tokenize wrote
+indexes have neither; they are still accepted (the loader builds those indexes on first use).
 
 Nothing read back is trusted: every shard name must be one this command writes
 (``<prefix>_{val,train}_NNNNNN.<format>``, no separators), with its own sidecar name, every
@@ -152,9 +153,10 @@ def _check_shards(path: str, shards: Any, settings: dict[str, Any]) -> None:
         if shard.get("split") != name.split("_")[-2]:
             raise _refuse(path, f"shards[{i}].split", shard.get("split"), "the split in its name")
         _count(path, f"shards[{i}].n_tokens", shard.get("n_tokens"), 1)
-        if shard.get("docidx") != name + SIDECAR_SUFFIX:
+        indexed = "docidx" in shard or "docidx_sha256" in shard  # absent: written before tokenize wrote indexes
+        if indexed and shard.get("docidx") != name + SIDECAR_SUFFIX:
             raise _refuse(path, f"shards[{i}].docidx", shard.get("docidx"), f"{name + SIDECAR_SUFFIX!r}, the document index beside it")
-        for key in ("sha256", "docidx_sha256"):
+        for key in ("sha256", "docidx_sha256") if indexed else ("sha256",):
             digest = shard.get(key)
             if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
                 raise _refuse(path, f"shards[{i}].{key}", digest, "a sha256 hex digest")
