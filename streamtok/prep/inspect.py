@@ -3,13 +3,14 @@
 Per shard: format, dtype, header, token count, document count (end-of-text ids), largest id,
 the first tokens decoded, and with ``--sha256`` the file's digest. The counts come from one
 pass over the memory-mapped tokens in 16M-token slices (32 MB of uint16 at a time, so memory
-stays flat; ~0.1 s per 100M tokens from the page cache). The documents' length distribution
-(count, median, p90, max) comes from the shard's document index
-(:func:`streamtok.documents.document_stats`): the ``.docidx`` that ``streamtok tokenize`` wrote
-or an earlier loader cached, else one more scan that caches it; a Megatron shard's from its
-``.idx``. A leading partial document (a shard cut mid-document) counts as one. ``--check`` also fails on ids outside
+stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails on ids outside
 ``[0, vocab)`` -- negative ids of a signed ``.npy`` as well as ids at or above the vocabulary
 size -- naming the first one's offset.
+
+The documents' length distribution (count, median, p90, max) comes from the shard's document
+index (:func:`streamtok.documents.document_stats`): the ``.docidx`` that ``streamtok tokenize``
+wrote or a loader cached, else one more vectorised scan (~1 s per GiB) that caches it; for a
+Megatron shard, its ``.idx``. A leading partial document (begun in the shard before) counts.
 
 The vocabulary follows the shard: a shard listed in the ``streamtok tokenize`` manifest beside
 it is checked against that run's vocabulary and document boundary (and decoded only if it was

@@ -120,7 +120,8 @@ def tokenize_files(
             the local cluster); default the CPUs this process may use.
         progress: show a progress bar on stderr.
         overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` (and its
-            ``.docidx``) in ``out_dir`` and start over, instead of refusing a directory that holds other files.
+            ``.docidx``) in ``out_dir`` and start over, instead of refusing a directory that
+            holds other files.
         engine: ``"local"`` (a process pool) or ``"ray"`` (Ray tasks; the ``ray`` extra).
         address: the Ray cluster to join (default: start a local one, or the one ``ray``
             is already connected to).
