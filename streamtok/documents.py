@@ -9,7 +9,10 @@ shared 2-core machine, pages cached) and is then cached as a sidecar ``<shard>.d
 read-only. The sidecar is an ``.npy`` of int64: an 8-word key (magic, version, bos_id, file
 size, mtime, a hash of three 64 KiB content samples, document count, 0) then the starts; a
 key that does not match the shard means the shard changed, and the index is rebuilt. (Not
-named ``*.npy``: a directory's ``*.npy`` files are read as shards.)
+named ``*.npy``: a directory's ``*.npy`` files are read as shards.) A *portable* sidecar
+(``streamtok tokenize`` writes these) holds -1 for the mtime and is keyed by size and content
+samples alone: the same shard always gives the same sidecar bytes (its sha256 goes in the
+tokenize manifest), and it stays valid when the dataset is copied or downloaded elsewhere.
 
 Memory is O(documents): 8 bytes per document on disk, mapped, never copied whole.
 """
@@ -31,6 +34,7 @@ SIDECAR_SUFFIX = ".docidx"
 _MAGIC = 0x5354444F43494458  # "STDOCIDX"
 _VERSION = 1
 _KEY_WORDS = 8
+_ANY_MTIME = -1  # the mtime word of a portable sidecar
 _SAMPLE_BYTES = 1 << 16
 _SCAN_TOKENS = 1 << 25  # tokens compared per numpy call (64 MiB of uint16)
 GPT2_EOT = 50256
@@ -119,18 +123,24 @@ def _load_sidecar(candidate: Path, key: np.ndarray) -> np.ndarray | None:
     if arr.dtype != np.int64 or arr.ndim != 1 or len(arr) < _KEY_WORDS:
         return None
     head = np.asarray(arr[:_KEY_WORDS])
-    if not np.array_equal(head[:6], key[:6]) or int(head[6]) != len(arr) - _KEY_WORDS:
+    same = np.array_equal(head[:4], key[:4]) and head[5] == key[5] and head[4] in (key[4], _ANY_MTIME)
+    if not same or int(head[6]) != len(arr) - _KEY_WORDS:
         return None
     return arr[_KEY_WORDS:]
 
 
-def write_document_index(path: str | os.PathLike, *, bos_id: int | None = None, raw_dtype: str = "uint16") -> Path:
+def write_document_index(
+    path: str | os.PathLike, *, bos_id: int | None = None, raw_dtype: str = "uint16", portable: bool = False
+) -> Path:
     """Scan one shard and write its index sidecar atomically (for ``streamtok tokenize``).
 
     Args:
         path: the shard file.
         bos_id: the boundary token; default from the format (see :func:`default_bos_id`).
         raw_dtype: the dtype of headerless files.
+        portable: key the sidecar by the shard's size and content samples, not its mtime, so
+            equal shards get byte-equal sidecars that survive a copy (a Megatron shard's key
+            still holds its ``.idx``'s mtime).
 
     Returns:
         The sidecar written: ``<shard>.docidx``, or one in :func:`cache_dir` when the shard's
@@ -143,6 +153,8 @@ def write_document_index(path: str | os.PathLike, *, bos_id: int | None = None, 
     starts = scan_document_starts(path, bos_id, raw_dtype=raw_dtype)
     key = _content_key(path, info, None if info.kind == "megatron" else bos_id)
     key[6] = len(starts)
+    if portable:
+        key[4] = _ANY_MTIME
     beside, cached = sidecar_paths(path)
     target = beside if os.access(beside.parent, os.W_OK) else cached
     target.parent.mkdir(parents=True, exist_ok=True)

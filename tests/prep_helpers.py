@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import random
 import sys
@@ -12,7 +14,7 @@ from unittest import mock
 import numpy as np
 
 from streamtok import cli
-from streamtok._formats import write_shard
+from streamtok._formats import probe_shard, write_shard
 from streamtok.prep.encoding import load_encoding
 
 PREP_COMMANDS = ("streamtok.prep.tokenize_cli", "streamtok.prep.hub", "streamtok.prep.inspect")
@@ -65,6 +67,29 @@ def cli_command(*args: str) -> list[str]:
 def dir_bytes(directory: Path) -> dict[str, bytes]:
     """Every visible file of ``directory`` by name, with its bytes."""
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def output_bytes(directory: Path) -> dict[str, bytes]:
+    """:func:`dir_bytes` of a finished tokenize output, after checking that each shard has its
+    document index beside it: listed in the manifest with its sha256, portable (no mtime in
+    its key) and holding exactly the shard's end-of-text offsets."""
+    directory = Path(directory)
+    files = dir_bytes(directory)
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["complete"]
+    listed = set()
+    for shard in manifest["shards"]:
+        name = shard["docidx"]
+        assert name == shard["name"] + ".docidx"
+        assert hashlib.sha256(files[name]).hexdigest() == shard["docidx_sha256"]
+        arr = np.load(io.BytesIO(files[name]), allow_pickle=False)
+        info = probe_shard(directory / shard["name"])
+        tokens = np.memmap(directory / shard["name"], dtype=info.dtype, mode="r", offset=info.offset, shape=(info.n_tokens,))
+        assert arr[2] == manifest["eot_token"] and arr[4] == -1 and arr[6] == shard["n_docs"]  # bos, portable, count
+        np.testing.assert_array_equal(arr[8:], np.flatnonzero(tokens == manifest["eot_token"]))
+        listed.add(name)
+    assert {n for n in files if n.endswith(".docidx")} == listed
+    return files
 
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prep_helpers import dir_bytes, make_hub_files, offline_hub, run_cli
+from prep_helpers import dir_bytes, make_hub_files, offline_hub, output_bytes, run_cli
 
 from streamtok import MemmapReader, ShardLister
 from streamtok._formats import MAGIC_GPT2, MAGIC_LLAMA3, probe_shard
@@ -102,6 +102,11 @@ def test_trained_tokenizer_writes_its_ids_with_its_boundary(trained, plays, tmp_
     reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["vocab_size"] for r in reports} == {m["n_vocab"]} and {r["head_text"] for r in reports} == {None}
     assert sum(r["n_docs"] for r in reports) == m["n_docs"]
+    # each shard's document index starts documents at the tokenizer's boundary, as the manifest says
+    output_bytes(tmp_path / "out")
+    assert len(reports) > 1 and all(
+        r["documents"]["n_documents"] == r["n_docs"] + (r["head_tokens"][0] != m["eot_token"]) for r in reports
+    )  # the index counts a document begun in the shard before
 
 
 def test_tokenizer_from_the_hub_cache_and_its_directory(trained, plays, tmp_path, monkeypatch):

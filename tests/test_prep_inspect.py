@@ -126,3 +126,43 @@ def test_non_files_named_bin_are_one_line_errors(tmp_path, capsys, kind):
         assert run_cli(["inspect", str(arg)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "odd.bin" in err and "not a shard file" in err and "Traceback" not in err
+
+
+LENGTHS = [5, 10, 20, 40, 100]  # median 20, p90 40 + 0.6 * 60 = 76, max 100
+
+
+def _write_documents(tmp_path, kind):
+    # The five documents of LENGTHS in one shard of ``kind``; returns the shard's path.
+    if kind == "megatron":
+        from test_megatron import write_megatron
+
+        write_megatron(tmp_path / "mega", [np.ones(n, dtype=np.uint16) for n in LENGTHS])
+        return tmp_path / "mega.bin"
+    boundary, dtype, name = {
+        "gpt2": (50256, np.uint16, "gpt2_train_000000.bin"),
+        "llama3": (128000, np.uint32, "llama_train_000000.bin"),
+        "npy": (50256, np.uint16, "tokens.npy"),
+    }[kind]
+    tokens = np.concatenate([np.r_[boundary, np.ones(n - 1)] for n in LENGTHS]).astype(dtype)
+    write_shard(tmp_path / name, tokens)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama3", "npy", "megatron"])
+def test_documents_and_their_lengths_per_format(tmp_path, capsys, kind):
+    shard = _write_documents(tmp_path, kind)
+    assert run_cli(["inspect", str(tmp_path), "--json"]) == 0
+    (r,) = records(capsys)  # one shard: neither its .docidx nor a Megatron .idx is listed as one
+    assert r["path"].endswith(shard.name) and (shard.parent / (shard.name + ".docidx")).exists()
+    assert r["documents"] == {"n_documents": 5, "median": 20.0, "p90": pytest.approx(76.0), "max": 100}
+    assert r["n_docs"] == 5
+    assert run_cli(["inspect", str(tmp_path)]) == 0  # the second time from the cached index
+    out = capsys.readouterr().out
+    assert "5 documents by the index, length median 20, p90 76, max 100 tokens" in out
+    assert out.count(shard.name) == 1
+
+
+def test_document_lengths_unknown_without_a_boundary(tmp_path, capsys):
+    write_shard(tmp_path / "ids.npy", np.array([3, 1, 2, 3], dtype=np.int32))
+    assert inspect_mod.document_lengths(str(tmp_path / "ids.npy"), bos_id=None) is None  # int32 .npy: no default
+    assert inspect_mod.document_lengths(str(tmp_path / "ids.npy"), bos_id=3) == {"n_documents": 2, "median": 2.0, "p90": pytest.approx(2.8), "max": 3}

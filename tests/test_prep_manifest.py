@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from prep_helpers import dir_bytes, make_docs, write_txt
+from prep_helpers import make_docs, output_bytes, write_txt
 
 from streamtok.errors import StateMismatchError
 from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
@@ -43,7 +43,10 @@ def _set(m, key, value):
     m[last] = value
 
 
-GOOD_SHARD = {"name": "data_train_000000.bin", "split": "train", "n_tokens": 5, "n_docs": 1, "sha256": "0" * 64}
+GOOD_SHARD = {
+    "name": "data_train_000000.bin", "split": "train", "n_tokens": 5, "n_docs": 1, "sha256": "0" * 64,
+    "docidx": "data_train_000000.bin.docidx", "docidx_sha256": "1" * 64,
+}
 # (key to set, value, what the error names)
 CRAFTED = [
     ("resume.sink", _sink(split="x/../../../PWNED"), "resume.sink.split"),
@@ -72,6 +75,12 @@ CRAFTED = [
     ("shards", [{**GOOD_SHARD, "split": "val"}], "shards[0].split"),
     ("shards", [{**GOOD_SHARD, "n_tokens": 0}], "shards[0].n_tokens"),
     ("shards", [GOOD_SHARD, "data_train_000001.bin"], "shards[1].name"),
+    ("shards", [{**GOOD_SHARD, "docidx": "../../PWNED.docidx"}], "shards[0].docidx"),
+    ("shards", [{**GOOD_SHARD, "docidx": "data_train_000001.bin.docidx"}], "shards[0].docidx"),
+    ("shards", [{k: v for k, v in GOOD_SHARD.items() if k != "docidx"}], "shards[0].docidx"),
+    ("shards", [{k: v for k, v in GOOD_SHARD.items() if k != "docidx_sha256"}], "shards[0].docidx_sha256"),
+    ("shards", [{**GOOD_SHARD, "docidx_sha256": "../x"}], "shards[0].docidx_sha256"),
+    ("shards", [{**GOOD_SHARD, "sha256": None}], "shards[0].sha256"),
     ("shards", {"a": 1}, "shards"),
 ]
 
@@ -95,4 +104,15 @@ def test_the_untouched_manifest_resumes_to_the_clean_output(unfinished, tmp_path
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     _tok(path, tmp_path / "out")
-    assert dir_bytes(tmp_path / "out") == dir_bytes(root / "clean")
+    assert output_bytes(tmp_path / "out") == output_bytes(root / "clean")
+
+
+def test_a_manifest_from_before_the_document_indexes_is_still_complete(unfinished, tmp_path):
+    # Written by a streamtok whose tokenize wrote no .docidx: a rerun finds it done, not corrupt.
+    path, root, _ = unfinished
+    old = json.loads((root / "clean" / "manifest.json").read_text())
+    for shard in old["shards"]:
+        del shard["docidx"], shard["docidx_sha256"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(old))
+    assert _tok(path, tmp_path / "out") == old

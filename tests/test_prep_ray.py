@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 import pytest
-from prep_helpers import cli_command, dir_bytes, make_docs, write_txt
+from prep_helpers import cli_command, output_bytes, make_docs, write_txt
 
 from streamtok.prep.sources import ReadOptions
 from streamtok.prep.tokenize import KILL_ENV, TokenizeConfig, tokenize_files
@@ -56,7 +56,7 @@ def test_ray_output_is_the_one_process_output(cluster, corpus, tmp_path):
     marker.unlink(missing_ok=True)
     for unit_bytes in (600, 5000):  # 40 and 6 tasks
         _tok(inputs, tmp_path / f"ray{unit_bytes}", engine="ray", unit_bytes=unit_bytes)
-        assert dir_bytes(tmp_path / f"ray{unit_bytes}") == dir_bytes(tmp_path / "one")
+        assert output_bytes(tmp_path / f"ray{unit_bytes}") == output_bytes(tmp_path / "one")
     assert marker.exists()  # a worker was SIGKILLed while encoding unit 3, and Ray retried it
 
 
@@ -80,7 +80,7 @@ def test_rerun_after_the_driver_was_killed(cluster, corpus, tmp_path):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
     again = subprocess.run(cli_command("tokenize", *args), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "one")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "one")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import time
 
 import numpy as np
 import pytest
-from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, run_cli, write_txt
+from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, output_bytes, run_cli, write_txt
 
 import streamtok
 from streamtok import MemmapReader, ShardLister
+from streamtok import documents as documents_module
 from streamtok._formats import MAGIC_GPT2, probe_shard
 from streamtok.errors import ConfigError, InputFormatError, StateMismatchError
 from streamtok.prep.shardsink import ShardPlan, ShardSink
@@ -68,6 +70,27 @@ def test_loader_reads_tokenized_windows(corpus, tmp_path):
     np.testing.assert_array_equal(y[0].numpy(), want[1:33])
 
 
+def test_loader_and_inspect_take_the_document_index_tokenize_wrote(corpus, tmp_path, monkeypatch, capsys):
+    path, docs = corpus
+    manifest = tok([path], tmp_path / "out")
+    copied = tmp_path / "copied"  # new mtimes: the index is keyed by the shards' content
+    shutil.copytree(tmp_path / "out", copied, copy_function=shutil.copyfile)
+    before = output_bytes(copied)
+    monkeypatch.setattr(documents_module, "scan_document_starts", lambda *a, **k: pytest.fail("index rebuilt"))
+    dl = streamtok.loader(str(copied), seq_len=32, batch_size=4, split="all", mode="sequential", documents="mask", metrics=False)
+    x, _, doc = next(iter(dl))
+    want = expected_tokens(docs)
+    np.testing.assert_array_equal(x.numpy().ravel(), want[: 4 * 32])
+    eot, starts = manifest["eot_token"], doc.position_ids.numpy() == 0
+    assert starts[:, 0].all() and np.array_equal(starts[:, 1:], x.numpy()[:, 1:] == eot)
+    capsys.readouterr()
+    assert run_cli(["inspect", str(copied), "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(reports) > 1 and manifest["n_docs"] == len(docs)
+    assert all(r["documents"]["n_documents"] == r["n_docs"] + (r["head_tokens"][0] != eot) for r in reports)
+    assert dir_bytes(copied) == before  # nothing was rewritten
+
+
 def test_val_split_is_whole_first_documents(corpus, tmp_path):
     path, docs = corpus
     manifest = tok([path], tmp_path / "out", val_tokens=2000, shard_tokens=1000)
@@ -88,7 +111,7 @@ def test_parallel_output_is_byte_identical(tmp_path, workers):
     opts = dict(read=ReadOptions(block_bytes=2000), val_tokens=700)
     tok(inputs, tmp_path / "one", workers=1, **opts)
     tok(inputs, tmp_path / "many", workers=workers, **opts)
-    one, many = dir_bytes(tmp_path / "one"), dir_bytes(tmp_path / "many")
+    one, many = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "many")
     assert len(one) > 5 and one == many
 
 
@@ -139,9 +162,9 @@ def test_bad_input_names_file_and_line(tmp_path):
 def test_rerun_is_noop_and_other_settings_refused(corpus, tmp_path):
     path, _ = corpus
     tok([path], tmp_path / "out")
-    before = dir_bytes(tmp_path / "out")
+    before = output_bytes(tmp_path / "out")
     assert tok([path], tmp_path / "out")["complete"]
-    assert dir_bytes(tmp_path / "out") == before
+    assert output_bytes(tmp_path / "out") == before
     with pytest.raises(StateMismatchError, match=r"shard_tokens = 1500, but this run has 999"):
         tok([path], tmp_path / "out", shard_tokens=999)
     path.write_text(path.read_text() + "one more document\n")
@@ -187,11 +210,11 @@ def test_resume_after_sigkill_gives_identical_files(tmp_path, stage):
     inodes = {p.name: p.stat().st_ino for p in (tmp_path / "resumed").glob("data_*")}
     again = subprocess.run(cli_command("tokenize", *args, "--out", str(tmp_path / "resumed")), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    clean_files, resumed_files = dir_bytes(tmp_path / "clean"), dir_bytes(tmp_path / "resumed")
+    clean_files, resumed_files = output_bytes(tmp_path / "clean"), output_bytes(tmp_path / "resumed")
     assert len(clean_files) > 8 and clean_files == resumed_files
     # the shards recorded before the kill were kept, not rewritten: the run resumed after them
     kept = {p.name for p in (tmp_path / "resumed").glob("data_*") if inodes.get(p.name) == p.stat().st_ino}
-    assert kept == {s["name"] for s in partial["shards"]}
+    assert kept == {n for s in partial["shards"] for n in (s["name"], s["docidx"])}
 
 
 def test_parquet_in_two_processes(tmp_path):
@@ -258,6 +281,9 @@ def test_foreign_files_in_out_refused_unless_overwrite(corpus, tmp_path):
     tok([path], out, shard_tokens=700, overwrite=True)
     assert json.loads((out / "manifest.json").read_text())["shard_tokens"] == 700
     assert all(s["n_tokens"] <= 700 for s in json.loads((out / "manifest.json").read_text())["shards"])
+    tok([path], out, shard_tokens=10**6, overwrite=True)  # fewer shards: the old indexes went with the old shards
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 1
+    output_bytes(out)
 
 
 def _stop_after_first_shard(monkeypatch):
@@ -294,7 +320,7 @@ def test_resume_with_other_stdin_is_refused(tmp_path, monkeypatch):
             tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(a)))
     tok(["-"], tmp_path / "out", shard_tokens=400, read=ReadOptions(block_bytes=512))
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "clean")
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n  \n\t\n"])
@@ -340,7 +366,7 @@ def test_resume_skips_across_chunks_cut_differently(tmp_path, monkeypatch):
     monkeypatch.delenv(KILL_ENV)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["resume"]["skip"] > 0
     tok([path], tmp_path / "out", **opts)
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "clean")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "clean")
 
 
 def test_one_huge_document_is_encoded_in_bounded_memory(tmp_path):

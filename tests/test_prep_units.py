@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prep_helpers import dir_bytes, make_docs, run_cli, write_txt
+from prep_helpers import output_bytes, make_docs, run_cli, write_txt
 
 from streamtok.errors import ConfigError, StateMismatchError
 from streamtok.prep.sources import ReadOptions
@@ -64,7 +64,7 @@ def test_array_tasks_then_finalize_equal_one_process(corpus, tmp_path, num_tasks
     for i in reversed(range(num_tasks)):  # any order
         tokenize_task([str(p) for p in inputs], str(out), config=cfg, num_tasks=num_tasks, task_index=i, unit_bytes=unit_bytes, progress=False)
     finalize(str(out), progress=False)
-    assert dir_bytes(out) == dir_bytes(root / "one") and not (out / TASK_DIR).exists()
+    assert output_bytes(out) == output_bytes(root / "one") and not (out / TASK_DIR).exists()
 
 
 def test_finalize_refuses_missing_units_and_resumes_after_a_kill(corpus, tmp_path, monkeypatch, capsys):
@@ -94,7 +94,7 @@ def test_finalize_refuses_missing_units_and_resumes_after_a_kill(corpus, tmp_pat
     monkeypatch.delenv(KILL_ENV)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
     assert run_cli(["tokenize", "--finalize", str(tmp_path / "out"), "--no-progress"]) == 0
-    assert dir_bytes(tmp_path / "out") == dir_bytes(root / "one")
+    assert output_bytes(tmp_path / "out") == output_bytes(root / "one")
 
 
 def test_task_arguments_checked(corpus, tmp_path, capsys):
@@ -137,4 +137,4 @@ def test_parquet_units_are_row_groups_and_match_one_process(tmp_path):
     for i in range(2):
         tokenize_task([str(tmp_path / "d.parquet")], str(tmp_path / "out"), config=cfg, num_tasks=2, task_index=i, progress=False)
     finalize(str(tmp_path / "out"), progress=False)
-    assert dir_bytes(tmp_path / "out") == dir_bytes(tmp_path / "one")
+    assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "one")

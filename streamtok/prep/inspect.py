@@ -7,6 +7,11 @@ stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails 
 ``[0, vocab)`` -- negative ids of a signed ``.npy`` as well as ids at or above the vocabulary
 size -- naming the first one's offset.
 
+The documents' length distribution (count, median, p90, max) comes from the shard's document
+index (:func:`streamtok.documents.document_stats`): the ``.docidx`` that ``streamtok tokenize``
+wrote or a loader cached, else one more vectorised scan (~1 s per GiB) that caches it; for a
+Megatron shard, its ``.idx``. A leading partial document (begun in the shard before) counts.
+
 The vocabulary follows the shard: a shard listed in the ``streamtok tokenize`` manifest beside
 it is checked against that run's vocabulary and document boundary (and decoded only if it was
 GPT-2); an llm.c Llama-3 shard (magic 20240801) holds ids of Llama 3's 128,256-token
@@ -30,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from .._formats import HEADER_INTS, MAGIC_LLAMA3, ShardInfo, probe_shard
-from ..errors import EncodingUnavailableError, ShardFormatError, ShardNotFoundError, StreamtokError
+from ..documents import document_stats
+from ..errors import ConfigError, EncodingUnavailableError, ShardFormatError, ShardNotFoundError, StreamtokError
 from ..shards import ShardLister
 from .encoding import load_encoding
 from .shardsink import sha256_file
@@ -59,6 +65,7 @@ class ShardReport:
     sha256: str | None = None
     head_tokens: list[int] = field(default_factory=list)
     head_text: str | None = None
+    documents: dict[str, Any] | None = None  # n_documents, median, p90, max (tokens); None: unknown
     error: str | None = None
 
 
@@ -107,6 +114,26 @@ def scan_shard(
     return rep
 
 
+def document_lengths(path: str, *, bos_id: int | None, raw_dtype: str = "uint16") -> dict[str, Any] | None:
+    """Documents of one shard and their length distribution, from its document index.
+
+    Args:
+        path: the shard file.
+        bos_id: the token that starts a document (ignored for Megatron shards); ``None``:
+            the format's default.
+        raw_dtype: the dtype of headerless ``.bin`` files.
+
+    Returns:
+        ``{"n_documents", "median", "p90", "max"}`` (lengths in tokens), or ``None`` when no
+        boundary token is known for the shard.
+    """
+    try:
+        stats = document_stats(path, bos_id=bos_id, raw_dtype=raw_dtype)
+    except ConfigError:  # uint32/int tokens without a header and no --encoding: no boundary known
+        return None
+    return {"n_documents": stats.n_documents, "median": stats.median, "p90": stats.p90, "max": stats.max}
+
+
 def _header(info: ShardInfo) -> dict[str, Any]:
     if info.kind == "llmc":
         ints = np.fromfile(info.path, dtype="<i4", count=HEADER_INTS)
@@ -131,6 +158,15 @@ def _print_text(rep: ShardReport, vocab_size: int) -> None:
         else:
             what = f"ids >= {vocab_size}"
         print(f"  {rep.n_bad:,} {what}; first at token offset {rep.first_bad_offset} (id {rep.first_bad_token})")
+    if rep.documents is not None:
+        d = rep.documents
+        partial = " (one begun before the shard)" if d["n_documents"] == rep.n_docs + 1 and rep.format != "megatron" else ""
+        print(
+            f"  {d['n_documents']:,} documents by the index{partial}, length median {d['median']:g}, "
+            f"p90 {d['p90']:g}, max {d['max']:,} tokens"
+        )
+    else:
+        print("  document lengths: – (no document boundary token known; pass --encoding)")
     if rep.sha256:
         print(f"  sha256 {rep.sha256}")
     print(f"  first tokens {rep.head_tokens}")
@@ -179,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
             _check_file(path)
             shard_enc, vocab_size, eot = _vocabulary(path, args, enc)
             rep = scan_shard(path, vocab_size=vocab_size, eot=eot, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
+            rep.documents = document_lengths(path, bos_id=eot, raw_dtype=args.raw_dtype)
+            if rep.format == "megatron" and rep.documents is not None:
+                rep.n_docs = rep.documents["n_documents"]  # its .idx, not a boundary token, says where documents start
             if shard_enc is not None:
                 ids = [t for t in rep.head_tokens if 0 <= t < shard_enc.n_vocab]
                 rep.head_text = shard_enc.decode(ids, errors="replace")

@@ -6,8 +6,13 @@ the chunk boundary in it and the tokens of that chunk already in shards, the tot
 that chunk, and the shard sink's state. Nothing in it depends on time or on the number of
 workers, so an interrupted-and-resumed run ends with the same manifest as an uninterrupted one.
 
+Each shard's entry lists its document index beside it (``"docidx": "<shard>.docidx"`` and
+``"docidx_sha256"``; see :mod:`.shardsink`). Entries of a manifest written before tokenize wrote
+indexes have neither; they are still accepted (the loader builds those indexes on first use).
+
 Nothing read back is trusted: every shard name must be one this command writes
-(``<prefix>_{val,train}_NNNNNN.<format>``, no separators) and every number in the resume block
+(``<prefix>_{val,train}_NNNNNN.<format>``, no separators), with its own sidecar name, every
+digest a sha256 hex string, and every number in the resume block
 must be a non-negative int in range, or the manifest is refused naming the key. When stdin is
 an input, the resume block holds the sha256 of the stdin bytes before the resume point, and a
 rerun fed other bytes is refused.
@@ -23,6 +28,7 @@ from typing import Any
 
 from ..errors import StateMismatchError
 from .._atomic import write_json_atomic
+from ..documents import SIDECAR_SUFFIX
 from .sources import STDIN, input_format
 
 MANIFEST = "manifest.json"
@@ -147,6 +153,13 @@ def _check_shards(path: str, shards: Any, settings: dict[str, Any]) -> None:
         if shard.get("split") != name.split("_")[-2]:
             raise _refuse(path, f"shards[{i}].split", shard.get("split"), "the split in its name")
         _count(path, f"shards[{i}].n_tokens", shard.get("n_tokens"), 1)
+        indexed = "docidx" in shard or "docidx_sha256" in shard  # absent: written before tokenize wrote indexes
+        if indexed and shard.get("docidx") != name + SIDECAR_SUFFIX:
+            raise _refuse(path, f"shards[{i}].docidx", shard.get("docidx"), f"{name + SIDECAR_SUFFIX!r}, the document index beside it")
+        for key in ("sha256", "docidx_sha256") if indexed else ("sha256",):
+            digest = shard.get(key)
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                raise _refuse(path, f"shards[{i}].{key}", digest, "a sha256 hex digest")
 
 
 def _checkpoint(path: str, r: Any, shards: list[dict[str, Any]], n_sources: int) -> Checkpoint:

@@ -6,11 +6,11 @@ temporary files. The lock is advisory (``flock``) and released by the kernel whe
 dies, so a kill -9 never leaves a stale lock behind.
 
 A directory is accepted when it is empty, or holds only this command's own files
-(``manifest.json`` and ``<prefix>_{val,train}_NNNNNN.<format>`` shards, plus hidden temporary
-files); anything else -- another dataset's ``*.bin``, a manifest of other settings -- is
-refused unless ``overwrite`` is given, because the loader would read every ``*.bin`` in it.
-``overwrite`` deletes the old manifest and every shard-like file (``*.bin``, ``*.npy``) and
-leaves other files alone.
+(``manifest.json``, ``<prefix>_{val,train}_NNNNNN.<format>`` shards and their ``.docidx``
+document indexes, plus hidden temporary files); anything else -- another dataset's ``*.bin``,
+a manifest of other settings -- is refused unless ``overwrite`` is given, because the loader
+would read every ``*.bin`` in it. ``overwrite`` deletes the old manifest, every shard-like file
+(``*.bin``, ``*.npy``) and their ``.docidx`` indexes, and leaves other files alone.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..documents import SIDECAR_SUFFIX
 from ..errors import ConfigError
 from ..shards import SHARD_SUFFIXES
 from .manifest import MANIFEST, shard_name_pattern
@@ -75,7 +76,7 @@ def foreign_entries(out_dir: str, prefix: str, shard_format: str) -> list[str]:
     own = shard_name_pattern(prefix, shard_format)
     return sorted(
         name for name in os.listdir(out_dir)
-        if not name.startswith(".") and name != MANIFEST and not own.fullmatch(name)
+        if not name.startswith(".") and name != MANIFEST and not own.fullmatch(name.removesuffix(SIDECAR_SUFFIX))
     )
 
 
@@ -91,7 +92,8 @@ def clear_out_dir(out_dir: str) -> list[str]:
     gone = []
     for name in sorted(os.listdir(out_dir)):
         path = os.path.join(out_dir, name)
-        if (name == MANIFEST or name.endswith(SHARD_SUFFIXES)) and (os.path.islink(path) or os.path.isfile(path)):
+        shard_like = name.removesuffix(SIDECAR_SUFFIX).endswith(SHARD_SUFFIXES)
+        if (name == MANIFEST or shard_like) and (os.path.islink(path) or os.path.isfile(path)):
             os.unlink(path)
             gone.append(name)
     return gone

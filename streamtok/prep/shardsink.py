@@ -12,6 +12,12 @@ start (an end-of-text token, which precedes every document) at or after ``val_to
 tokens, so no document is cut between val and train. Val shards are named
 ``<prefix>_val_000000.bin``, train shards ``<prefix>_train_000000.bin``, each split numbered
 from 0, which is what :meth:`streamtok.ShardLister.split` recognises.
+
+Beside each shard goes its document index, ``<shard>.docidx`` (:mod:`streamtok.documents`:
+the offsets of its end-of-text ids, 8 bytes per document, one scan of the shard just written,
+its pages still cached). It is *portable*, keyed by the shard's size and content rather than
+its mtime, so a rerun, another worker count or engine, or a resume writes the same bytes, and
+the loader accepts it after a copy; the manifest lists it with its sha256 next to the shard.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._formats import write_shard
+from ..documents import write_document_index
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,9 @@ class ShardSink:
         path = os.path.join(self.plan.out_dir, name)
         tokens = self.buf[: self.fill]
         write_shard(path, tokens, kind="npy" if self.plan.shard_format == "npy" else "llmc")
+        index = write_document_index(path, bos_id=self.plan.eot, portable=True)
+        if index.parent != Path(os.path.abspath(path)).parent:
+            raise ConfigError(f"--out {self.plan.out_dir}: cannot write the document index {index.name} beside {name}")
         self.written.append(
             {
                 "name": name,
@@ -125,6 +137,8 @@ class ShardSink:
                 "n_tokens": int(self.fill),
                 "n_docs": int(np.count_nonzero(tokens == self.plan.eot)),
                 "sha256": sha256_file(path),
+                "docidx": index.name,
+                "docidx_sha256": sha256_file(str(index)),
             }
         )
         self.next[self.split] += 1

@@ -12,6 +12,9 @@ Output: each document is preceded by the end-of-text token, as llm.c writes it; 
 uint16 when the vocabulary fits, else uint32; shards hold ``--shard-tokens`` ids (the last of
 each split fewer). With ``--val-tokens N`` the first documents -- up to the first document
 start at or after N tokens -- go to ``<prefix>_val_*`` shards, the rest to ``<prefix>_train_*``.
+Beside each shard goes its document index ``<shard>.docidx`` (the end-of-text offsets, which
+``documents="mask"|"bos"|"pack"`` loaders read instead of scanning the shard), listed with its
+sha256 in the manifest; it is keyed by content, not mtime, so it is byte-identical too.
 
 Resume: ``<out>/manifest.json`` is rewritten (atomically) after every shard with the settings,
 the shards so far, and where the next shard's tokens start: an input, a chunk boundary in it
@@ -116,8 +119,9 @@ def tokenize_files(
         workers: encoding processes (local engine; with Ray and no ``address``, the CPUs of
             the local cluster); default the CPUs this process may use.
         progress: show a progress bar on stderr.
-        overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` in
-            ``out_dir`` and start over, instead of refusing a directory that holds other files.
+        overwrite: delete an earlier run's manifest and every ``*.bin``/``*.npy`` (and its
+            ``.docidx``) in ``out_dir`` and start over, instead of refusing a directory that
+            holds other files.
         engine: ``"local"`` (a process pool) or ``"ray"`` (Ray tasks; the ``ray`` extra).
         address: the Ray cluster to join (default: start a local one, or the one ``ray``
             is already connected to).
@@ -219,7 +223,7 @@ def open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], ove
         raise ConfigError(
             f"--out {out_dir}: holds files this run would not write ({listed}); the loader reads every "
             "shard of a directory, so use an empty directory, or pass --overwrite to delete the old "
-            "manifest and *.bin/*.npy files there"
+            "manifest and the *.bin/*.npy files (and their .docidx indexes) there"
         )
     done, ckpt = load_resume(os.path.join(out_dir, MANIFEST), settings)
     if done is not None:
