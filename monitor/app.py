@@ -161,7 +161,7 @@ class MonitorApp(App[None]):
             yield Panel(lambda snap, w, h: panels.memory_panel(snap, w, rows=max(1, h - 5)), id="memory", classes="panel")
         with Horizontal(classes="row"):
             yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 5)), id="cache", classes="panel")
-            yield Panel(lambda snap, w, h: panels.run_panel(snap, w), id="run", classes="panel")
+            yield Panel(lambda snap, w, h: panels.run_panel(snap, w, rows=h), id="run", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:

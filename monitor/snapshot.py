@@ -92,8 +92,11 @@ class Sampler:
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
         from .pages import PageCounter  # numpy: only for a streamtok run
 
+        # A mixture's order is not one WindowSampler's: its pages are not replayed, and its
+        # hit ratio shows as unknown rather than as that of another order.
+        replay = bool(self.manifest) and not self.manifest.get("mixture")
         try:
-            self.pages: PageCounter | None = PageCounter(self.manifest) if self.manifest else None
+            self.pages: PageCounter | None = PageCounter(self.manifest) if replay else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
             self.pages = None
 
@@ -303,12 +306,51 @@ class Sampler:
         for k in ("mode", "seq_len", "batch_size", "num_workers", "rank", "world_size", "seed", "epochs", "steps_per_epoch"):
             out[k] = m.get(k)
         out["prefetch"] = m.get("prefetch")
+        if m.get("mixture"):
+            out.update(self._mixture(m, trainer))
+            return out
         spe, step_samples = m["steps_per_epoch"], m["step_samples"]
         epoch = trainer["epoch"] if trainer else 0
         step = (trainer["offset"] // step_samples) if trainer else 0
         out.update(epoch=epoch, step=step, progress=step / spe if spe else 0.0,
                    eta_s=(spe - step) / bps if bps else None)
         return out
+
+    def _mixture(self, m: dict[str, Any], loop: dict[str, Any] | None) -> dict[str, Any]:
+        """A mixture's position: global step, the primary source's epoch and progress, and one
+        row per source (its windows, tokens and source-epoch, the share realised and the share
+        the schedule asked for so far, its weight now), from the loop's slot.
+
+        Counts the slot does not hold (not iterated yet, a stats file without a source block
+        for each source of the manifest) are ``None``: shown as unknown, never as zero.
+        """
+        mix, seq_len = m["mixture"], m["seq_len"]
+        names = [s["name"] for s in mix["sources"]]
+        block = (loop or {}).get("sources")
+        rows = block["rows"] if block and len(block["rows"]) == len(names) and loop and loop["batches"] else None
+        total = block["windows"] if rows is not None else None
+        sources = []
+        for i, src in enumerate(mix["sources"]):
+            r = rows[i] if rows is not None else None
+            sources.append({
+                "name": src["name"],
+                "windows": None if r is None else r["windows"],
+                "tokens": None if r is None else r["windows"] * seq_len,
+                "epoch": None if r is None else r["windows"] // src["windows_per_epoch"],
+                "share": None if r is None or not total else r["windows"] / total,
+                "target": None if r is None else r["target"],
+                "weight": None if r is None else r["weight"],
+            })
+        primary = mix.get("primary")
+        progress = epoch = None
+        if primary is not None and loop is not None:
+            per_epoch = mix["sources"][names.index(primary)]["windows_per_epoch"]
+            epoch, progress = loop["epoch"], min(1.0, loop["offset"] / per_epoch)
+        return {
+            "mixture": {"primary": primary, "sources": sources},
+            "epoch": epoch, "step": None if total is None else total // m["step_samples"],
+            "progress": progress, "eta_s": None,  # the primary's rate is not measured: unknown
+        }
 
     def _ended(self, now: float) -> Snapshot:
         """The last snapshot with the final counters (the stats file read once more); rates blank."""
