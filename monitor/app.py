@@ -52,7 +52,10 @@ being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the who
 windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
 below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 
-[b]Run[/b]  position in the epoch and the time left at the current rate. Slow probes (PSS, \
+[b]Run[/b]  position in the epoch and the time left at the current rate. A mixture shows its \
+global step and per source the share of windows realised ([i]real[/i]) next to the share its \
+weight schedule asked for so far ([i]target[/i]), its own epoch, and when wide its weight now \
+and tokens; its hit ratio is not replayed (shown as -). Slow probes (PSS, \
 residency) refresh every 5 s; the rest every interval (in the title).
 
 Press any key to close."""

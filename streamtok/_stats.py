@@ -91,7 +91,9 @@ class SlotWriter:
         self.seq += 1
         w[SEQ] = self.seq
 
-    def publish(self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int, sources: SourceRows | None = None) -> None:
+    def publish(
+        self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int, sources: SourceRows | None = None,
+    ) -> None:
         """Trainer: totals so far (batches and tokens handed out, time waited) and the position;
         a mixture's per-source counts at that position, in the same write."""
         w, seq = self.w, self.seq
@@ -166,7 +168,9 @@ class StatsReader:
         if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS:
             raise RunDirError(f"{path}: not a streamtok stats file of layout {LAYOUT_VERSION}")
         if n_slots <= 0 or not 0 <= n_sources < 1 << 16 or len(words) != stats_words(n_slots, n_sources):
-            raise RunDirError(f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots and {n_sources} sources its header says")
+            raise RunDirError(
+                f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots and {n_sources} sources its header says"
+            )
         self.n_slots, self.n_sources = n_slots, n_sources
         self._words = words
         self._doubles = memoryview(self._map).cast("d")

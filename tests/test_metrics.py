@@ -429,7 +429,8 @@ def test_mixture_publishes_per_source_counts(three_sources, num_workers):
 
 
 def test_mixture_behind_a_background_prefetcher_publishes_the_loops_counts(three_sources):
-    loader = streamtok.loader(three_sources, weights={"web": 1, "code": 1, "math": 2}, seq_len=50, batch_size=4, split="all", num_workers=1)
+    weights = {"web": 1, "code": 1, "math": 2}
+    loader = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=4, split="all", num_workers=1)
     pf = streamtok.CUDAPrefetcher(loader, device="cpu", background=True)
     it = iter(pf)
     for _ in range(25):
