@@ -348,7 +348,7 @@ class Sampler:
             epoch, progress = loop["epoch"], min(1.0, loop["offset"] / per_epoch)
         return {
             "mixture": {"primary": primary, "sources": sources},
-            "epoch": epoch, "step": None if total is None else total // m["step_samples"],
+            "epoch": epoch, "step": None if rows is None else block["step"],
             "progress": progress, "eta_s": None,  # the primary's rate is not measured: unknown
         }
 

@@ -127,7 +127,7 @@ class Consumed:
         s = self._state()["sampler"]
         windows = int(s["windows"])
         counts = [int(s["sources"][n]["windows"]) for n in self.mixture.names]
-        return source_rows(self.mixture.report_at(windows, counts), windows)
+        return source_rows(self.mixture.report_at(windows, counts), int(s["step"]), windows)
 
     @property
     def epoch(self) -> int:
@@ -138,14 +138,14 @@ class Consumed:
         return int(self._state()["sampler"]["offset"])
 
 
-def source_rows(report: list[dict[str, Any]], windows: int) -> SourceRows:
-    """A mixture report (see ``MixtureSampler.report``) as the words a slot stores."""
-    return windows, [(r["windows"], r["tokens"], r["target"], float(r["weight"])) for r in report]
+def source_rows(report: list[dict[str, Any]], step: int, windows: int) -> SourceRows:
+    """A mixture report (see ``MixtureSampler.report``) at global ``step`` as the words a slot stores."""
+    return step, windows, [(r["windows"], r["tokens"], r["target"], float(r["weight"])) for r in report]
 
 
 def mixture_sources(mixture: Any) -> Callable[[], SourceRows]:
     """The per-source counts of ``mixture`` (a ``MixtureSampler``) at its current position."""
-    return lambda: source_rows(mixture.report(), mixture.windows)
+    return lambda: source_rows(mixture.report(), mixture.step, mixture.windows)
 
 
 def counting_gather(gather: Callable[..., Any], slot: SlotWriter, *, tokens: int) -> Callable[..., Any]:

@@ -3,7 +3,7 @@
 ``stats.bin`` is a header of ``HEADER_WORDS`` int64 words (magic, layout version, slots,
 words per slot, creation time, mixture sources ``S``) and one ``SLOT_WORDS`` slot per
 writer; a mixture's run then holds one source block per slot (:func:`source_block_words`):
-the windows so far over all ranks, then per source its windows, tokens, target share and
+the global step and the windows so far over all ranks, then per source its windows, tokens, target share and
 weight (the last two float64; NaN: no target yet), as of the slot's position. A writer makes
 its slot's ``seq`` word odd, stores (the slot and its source block), and makes it even again
 (a seqlock); a reader copies both and retries while ``seq`` was odd or changed under it. A
@@ -47,11 +47,12 @@ SLOT_WORDS = len(SLOT_FIELDS)
  PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET) = range(SLOT_WORDS)
 ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
 SOURCE_FIELDS = ("windows", "tokens", "target", "weight")  # per source in a slot's block; the last two float64
+BLOCK_HEAD = 2  # a block's first words: the global step and the windows so far (all ranks)
 
 
 def source_block_words(n_sources: int) -> int:
-    """Words of one slot's source block: the windows so far, then ``SOURCE_FIELDS`` per source."""
-    return 1 + len(SOURCE_FIELDS) * n_sources if n_sources else 0
+    """Words of one slot's source block: the global step, the windows so far, then ``SOURCE_FIELDS`` per source."""
+    return BLOCK_HEAD + len(SOURCE_FIELDS) * n_sources if n_sources else 0
 
 
 def stats_words(n_slots: int, n_sources: int) -> int:
@@ -59,9 +60,9 @@ def stats_words(n_slots: int, n_sources: int) -> int:
     return HEADER_WORDS + n_slots * (SLOT_WORDS + source_block_words(n_sources))
 
 
-# What a mixture publishes at a publish point: the windows so far (all ranks), then per
-# source (windows, tokens, target share or None, weight now).
-SourceRows = tuple[int, list[tuple[int, int, float | None, float]]]
+# What a mixture publishes at a publish point: the global step, the windows so far (all
+# ranks), then per source (windows, tokens, target share or None, weight now).
+SourceRows = tuple[int, int, list[tuple[int, int, float | None, float]]]
 
 
 class SlotWriter:
@@ -105,10 +106,10 @@ class SlotWriter:
         w[OFFSET] = self.offset = offset
         q, d = self.bq, self.bd
         if sources is not None and q is not None and d is not None:
-            total, rows = sources
-            q[0] = total
-            for i, (windows, toks, target, weight) in enumerate(rows[: (len(q) - 1) // len(SOURCE_FIELDS)]):
-                j = 1 + len(SOURCE_FIELDS) * i
+            step, total, rows = sources
+            q[0], q[1] = step, total
+            for i, (windows, toks, target, weight) in enumerate(rows[: (len(q) - BLOCK_HEAD) // len(SOURCE_FIELDS)]):
+                j = BLOCK_HEAD + len(SOURCE_FIELDS) * i
                 q[j], q[j + 1] = windows, toks
                 d[j + 2] = float("nan") if target is None else target
                 d[j + 3] = weight
@@ -178,7 +179,7 @@ class StatsReader:
     def slot(self, index: int, retries: int = 1000) -> dict[str, Any]:
         """A consistent copy of slot ``index`` as ``{field: value}``.
 
-        In a mixture's run also ``"sources"``: ``{"windows": so far, "rows": [{windows,
+        In a mixture's run also ``"sources"``: ``{"step", "windows": so far, "rows": [{windows,
         tokens, target, weight}, ...]}`` in source order (``target`` ``None``: none yet).
         """
         lo = HEADER_WORDS + index * SLOT_WORDS
@@ -196,11 +197,12 @@ class StatsReader:
         if block_n:
             n = len(SOURCE_FIELDS)
             out["sources"] = {
-                "windows": ints[0],
+                "step": ints[0],
+                "windows": ints[1],
                 "rows": [
                     {"windows": ints[j], "tokens": ints[j + 1], "target": None if math.isnan(floats[j + 2]) else floats[j + 2],
                      "weight": floats[j + 3]}
-                    for j in range(1, block_n, n)
+                    for j in range(BLOCK_HEAD, block_n, n)
                 ],
             }
         return out

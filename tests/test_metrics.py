@@ -394,11 +394,11 @@ def three_sources(tmp_path):
 
 
 def _published(slot):
-    return slot["sources"]["windows"], [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in slot["sources"]["rows"]]
+    return slot["sources"]["step"], slot["sources"]["windows"], [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in slot["sources"]["rows"]]
 
 
-def _reported(report, windows):
-    return windows, [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in report]
+def _reported(report, step, windows):
+    return step, windows, [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in report]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -414,12 +414,12 @@ def test_mixture_publishes_per_source_counts(three_sources, num_workers):
         if k % 10 == 0:  # mid-pass: whatever was stored last is one position's, all of it
             slot = reader.slot(0)
             if slot["batches"]:
-                total, rows = _published(slot)
-                assert total == slot["batches"] * 6 == sum(r[0] for r in rows)
-                assert (total, rows) == _reported(mix.report_at(total, [r[0] for r in rows]), total)
+                step, total, rows = _published(slot)
+                assert total == slot["batches"] * 6 == step * 6 == sum(r[0] for r in rows)
+                assert (step, total, rows) == _reported(mix.report_at(total, [r[0] for r in rows]), step, total)
     it.close()
     slot = reader.slot(0)
-    assert slot["batches"] == 40 and _published(slot) == _reported(mix.report(), mix.windows)
+    assert slot["batches"] == 40 and _published(slot) == _reported(mix.report(), mix.step, mix.windows)
     assert [r["windows"] for r in slot["sources"]["rows"]] == list(loader.windows_by_source().values())
     workers = [s for s in reader.slots() if s["role"] == metrics.ROLE_WORKER]
     assert len(workers) == num_workers and all(not any(r["windows"] for r in w["sources"]["rows"]) for w in workers)
@@ -443,7 +443,7 @@ def test_mixture_behind_a_background_prefetcher_publishes_the_loops_counts(three
     loop, thread = slots[metrics.ROLE_CONSUMER], slots[metrics.ROLE_TRAINER]
     counts = [state["sources"][n]["windows"] for n in loader.collator.source.names]
     assert loop["batches"] == 25 and state["windows"] == 25 * 4
-    assert _published(loop) == _reported(loader.collator.source.report_at(state["windows"], counts), 100)
+    assert _published(loop) == _reported(loader.collator.source.report_at(state["windows"], counts), 25, 100)
     assert thread["sources"]["windows"] > 100  # the thread's own count includes the batches in flight
 
 
@@ -473,3 +473,22 @@ def test_a_malformed_mixture_manifest_is_named(three_sources, mixture, problem):
     write_json_atomic(path, {**m, "mixture": mixture})
     with pytest.raises(metrics.RunDirError, match=problem):
         metrics.read_manifest(loader._metrics.dir, full=True)
+
+
+def test_mixture_resumed_with_another_batch_size_publishes_its_global_step(three_sources):
+    weights = {"web": 0.5, "code": 0.3, "math": 0.2}
+    first = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=6, split="all")
+    it = iter(first)
+    for _ in range(7):
+        next(it)
+    it.close()
+    second = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=4, split="all")
+    second.load_state_dict(first.state_dict())
+    it = iter(second)
+    for _ in range(5):
+        next(it)
+    it.close()
+    mix = second.collator.source
+    slot = metrics.StatsReader(second._metrics.dir).slot(0)
+    assert slot["sources"]["step"] == mix.step == 12 and slot["sources"]["windows"] == 7 * 6 + 5 * 4
+    assert _published(slot) == _reported(mix.report(), 12, 62)
