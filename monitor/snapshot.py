@@ -41,13 +41,7 @@ def _role(slots: list[dict[str, int]], role: int) -> dict[str, int] | None:
     return next((s for s in slots if s["role"] == role), None)
 
 
-def _loop_slot(slots: list[dict[str, int]]) -> dict[str, int] | None:
-    """The slot the training loop writes: the consumer's behind a background prefetch thread
-    (unless a later pass iterates the loader directly), else the trainer's."""
-    trainer, consumer = _role(slots, metrics.ROLE_TRAINER), _role(slots, metrics.ROLE_CONSUMER)
-    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
-        return consumer
-    return trainer
+_loop_slot = metrics.loop_slot  # the slot the training loop writes
 
 
 class Sampler:
@@ -324,23 +318,11 @@ class Sampler:
         Counts the slot does not hold (not iterated yet, a stats file without a source block
         for each source of the manifest) are ``None``: shown as unknown, never as zero.
         """
-        mix, seq_len = m["mixture"], m["seq_len"]
+        mix = m["mixture"]
         names = [s["name"] for s in mix["sources"]]
-        block = (loop or {}).get("sources")
-        rows = block["rows"] if block and len(block["rows"]) == len(names) and loop and loop["batches"] else None
-        total = block["windows"] if rows is not None else None
-        sources = []
-        for i, src in enumerate(mix["sources"]):
-            r = rows[i] if rows is not None else None
-            sources.append({
-                "name": src["name"],
-                "windows": None if r is None else r["windows"],
-                "tokens": None if r is None else r["windows"] * seq_len,
-                "epoch": None if r is None else r["windows"] // src["windows_per_epoch"],
-                "share": None if r is None or not total else r["windows"] / total,
-                "target": None if r is None else r["target"],
-                "weight": None if r is None else r["weight"],
-            })
+        report = metrics.mixture_report(m, loop)
+        unknown = dict.fromkeys(("windows", "tokens", "epoch", "weight", "target", "share"))
+        sources = report if report is not None else [{"name": n, **unknown} for n in names]
         primary = mix.get("primary")
         progress = epoch = None
         if primary is not None and loop is not None:
@@ -348,7 +330,7 @@ class Sampler:
             epoch, progress = loop["epoch"], min(1.0, loop["offset"] / per_epoch)
         return {
             "mixture": {"primary": primary, "sources": sources},
-            "epoch": epoch, "step": None if rows is None else block["step"],
+            "epoch": epoch, "step": None if report is None else loop["sources"]["step"],  # type: ignore[index]
             "progress": progress, "eta_s": None,  # the primary's rate is not measured: unknown
         }
 

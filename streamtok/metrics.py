@@ -32,6 +32,10 @@ disk) turns them off with one warning (see :class:`RunPublisher`); run directori
 not this host's, or not streamtok's, are never read as runs nor deleted (:mod:`._runs`).
 This module imports neither torch nor numpy, so the monitor can use it.
 
+A mixture's run also publishes, per source, the windows and tokens given so far, the share
+its schedule asked for and its weight (a source block per slot, stored with the slot's
+totals; :func:`source_report` reads them back in ``MixtureSampler.report()``'s form).
+
 Off with ``streamtok.loader(..., metrics=False)`` or ``STREAMTOK_METRICS=0``.
 """
 
@@ -102,8 +106,8 @@ __all__ = [  # the publishing side, and what the monitor reads, from one place
     "MANIFEST", "N_SOURCES", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
     "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
-    "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "pid_alive", "prune_runs",
-    "read_manifest", "run_root", "source_block_words", "stats_words",
+    "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "loop_slot", "mixture_report",
+    "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
 ]
 
 
@@ -331,5 +335,54 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
         return None
 
 
+def loop_slot(slots: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The slot the training loop writes: the consumer's behind a background prefetch thread
+    (unless a later pass iterates the loader directly), else the trainer's.
+
+    Args:
+        slots: :meth:`StatsReader.slots`.
+    """
+    trainer = next((s for s in slots if s["role"] == ROLE_TRAINER), None)
+    consumer = next((s for s in slots if s["role"] == ROLE_CONSUMER), None)
+    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
+        return consumer
+    return trainer
 
 
+def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """A mixture's per-source counts as stored in ``slot``, in ``MixtureSampler.report()``'s form.
+
+    ``None`` when they are unknown: not a mixture, no slot, nothing stored yet (no batch
+    counted), or a source block that does not match the manifest's sources.
+
+    Args:
+        manifest: the run's checked manifest (``read_manifest(..., full=True)``).
+        slot: a slot from :meth:`StatsReader.slot`.
+    """
+    mix = manifest.get("mixture")
+    block = (slot or {}).get("sources")
+    if not mix or not block or not slot or not slot["batches"] or len(block["rows"]) != len(mix["sources"]):
+        return None
+    total = block["windows"]
+    return [
+        {
+            "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
+            "epoch": r["windows"] // src["windows_per_epoch"], "weight": r["weight"], "target": r["target"],
+            "share": r["windows"] / total if total else None,
+        }
+        for src, r in zip(mix["sources"], block["rows"])
+    ]
+
+
+def source_report(run_dir: str) -> list[dict[str, Any]] | None:
+    """A mixture run's per-source counts as of the last batches the training loop took (see
+    :func:`loop_slot`), in ``MixtureSampler.report()``'s form; ``None`` when unknown.
+
+    Args:
+        run_dir: a run directory.
+
+    Raises:
+        RunDirError: its manifest or stats file is missing or malformed.
+    """
+    manifest = read_manifest(run_dir, full=True)
+    return mixture_report(manifest, loop_slot(StatsReader(run_dir).slots()))

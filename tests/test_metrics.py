@@ -420,6 +420,7 @@ def test_mixture_publishes_per_source_counts(three_sources, num_workers):
     it.close()
     slot = reader.slot(0)
     assert slot["batches"] == 40 and _published(slot) == _reported(mix.report(), mix.step, mix.windows)
+    assert metrics.source_report(loader._metrics.dir) == mix.report()
     assert [r["windows"] for r in slot["sources"]["rows"]] == list(loader.windows_by_source().values())
     workers = [s for s in reader.slots() if s["role"] == metrics.ROLE_WORKER]
     assert len(workers) == num_workers and all(not any(r["windows"] for r in w["sources"]["rows"]) for w in workers)
@@ -444,6 +445,7 @@ def test_mixture_behind_a_background_prefetcher_publishes_the_loops_counts(three
     counts = [state["sources"][n]["windows"] for n in loader.collator.source.names]
     assert loop["batches"] == 25 and state["windows"] == 25 * 4
     assert _published(loop) == _reported(loader.collator.source.report_at(state["windows"], counts), 25, 100)
+    assert metrics.source_report(loader._metrics.dir) == loader.collator.source.report_at(100, counts)
     assert thread["sources"]["windows"] > 100  # the thread's own count includes the batches in flight
 
 
