@@ -3,8 +3,9 @@
 ``stats.bin`` is a header of ``HEADER_WORDS`` int64 words (magic, layout version, slots,
 words per slot, creation time, mixture sources ``S``) and one ``SLOT_WORDS`` slot per
 writer; a mixture's run then holds one source block per slot (:func:`source_block_words`):
-the global step and the windows so far over all ranks, then per source its windows, tokens, target share and
-weight (the last two float64; NaN: no target yet), as of the slot's position. A writer makes
+the global step and the windows so far over all ranks, then per source its windows, tokens,
+target share and weight (the last two float64; NaN: no target yet), as of the slot's
+position. A writer makes
 its slot's ``seq`` word odd, stores (the slot and its source block), and makes it even again
 (a seqlock); a reader copies both and retries while ``seq`` was odd or changed under it. A
 run of one source has ``S = 0`` and no blocks: the file of earlier streamtok versions.
@@ -51,7 +52,7 @@ BLOCK_HEAD = 2  # a block's first words: the global step and the windows so far 
 
 
 def source_block_words(n_sources: int) -> int:
-    """Words of one slot's source block: the global step, the windows so far, then ``SOURCE_FIELDS`` per source."""
+    """Words of one slot's source block: global step, windows so far, ``SOURCE_FIELDS`` per source."""
     return BLOCK_HEAD + len(SOURCE_FIELDS) * n_sources if n_sources else 0
 
 
