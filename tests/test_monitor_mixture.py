@@ -61,3 +61,15 @@ def test_source_lines_fit_the_rows_given():
     assert short.count("\n") == 3 and "src0" in short and "… 3 more" in short
     assert "tokens" in panels.mixture_lines(rows, 60, rows=5).plain
     assert "tokens" not in panels.mixture_lines(rows, 36, rows=5).plain
+
+
+def test_counts_that_do_not_match_the_manifest_are_unknown():
+    from streamtok import metrics
+
+    manifest = {"seq_len": 10, "mixture": {"sources": [{"name": "a", "windows_per_epoch": 4}, {"name": "b", "windows_per_epoch": 4}]}}
+    row = {"windows": 2, "tokens": 20, "target": 0.5, "weight": 0.5}
+    slot = {"batches": 1, "sources": {"step": 1, "windows": 4, "rows": [row, row]}}
+    assert [r["share"] for r in metrics.mixture_report(manifest, slot)] == [0.5, 0.5]
+    assert metrics.mixture_report(manifest, {**slot, "sources": {**slot["sources"], "rows": [row] * 3}}) is None
+    assert metrics.mixture_report(manifest, {**slot, "batches": 0}) is None  # nothing stored yet
+    assert metrics.mixture_report(manifest, None) is None
