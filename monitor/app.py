@@ -186,6 +186,8 @@ class MonitorApp(App[None]):
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self.snapshot = message.snapshot
+        if not self.screen_stack:  # a snapshot posted while the app was closing
+            return
         try:
             self.show(message.snapshot)
         except NoMatches:  # composed once and never removed: only while the app is closing
