@@ -52,7 +52,10 @@ being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the who
 windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
 below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 
-[b]Run[/b]  position in the epoch and the time left at the current rate. Slow probes (PSS, \
+[b]Run[/b]  position in the epoch and the time left at the current rate. A mixture shows its \
+global step and per source the share of windows realised ([i]real[/i]) next to the share its \
+weight schedule asked for so far ([i]target[/i]), its own epoch, and when wide its weight now \
+and tokens; its pages are not replayed, so its hit ratio shows as -. Slow probes (PSS, \
 residency) refresh every 5 s; the rest every interval (in the title).
 
 Press any key to close."""
@@ -161,7 +164,7 @@ class MonitorApp(App[None]):
             yield Panel(lambda snap, w, h: panels.memory_panel(snap, w, rows=max(1, h - 5)), id="memory", classes="panel")
         with Horizontal(classes="row"):
             yield Panel(lambda snap, w, h: panels.cache_panel(snap, w, rows=max(1, h - 5)), id="cache", classes="panel")
-            yield Panel(lambda snap, w, h: panels.run_panel(snap, w), id="run", classes="panel")
+            yield Panel(lambda snap, w, h: panels.run_panel(snap, w, rows=h), id="run", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -183,6 +186,8 @@ class MonitorApp(App[None]):
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self.snapshot = message.snapshot
+        if not self.screen_stack:  # a snapshot posted while the app was closing
+            return
         try:
             self.show(message.snapshot)
         except NoMatches:  # composed once and never removed: only while the app is closing

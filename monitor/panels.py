@@ -146,8 +146,12 @@ def cache_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     return t
 
 
-def run_panel(snap: Snapshot, width: int = 36) -> Text:
-    """Mode and shape of the run, its position in the epoch, ETA; or that it has ended."""
+def run_panel(snap: Snapshot, width: int = 36, rows: int = 9) -> Text:
+    """Mode and shape of the run, its position in the epoch, ETA; or that it has ended.
+
+    A mixture shows its global step (and its primary source's epoch) and, in the ``rows``
+    left, one line per source (see :func:`mixture_lines`).
+    """
     run = snap["run"]
     t = Text()
     status = run["status"]
@@ -168,8 +172,50 @@ def run_panel(snap: Snapshot, width: int = 36) -> Text:
     pf = run.get("prefetch")
     if pf:
         t.append("  prefetch ", style="dim").append(f"{pf['depth']}@{pf['device']}")
+    mix = run.get("mixture")
+    if mix:
+        step = run["step"]
+        t.append("\nstep ", style="dim").append("-" if step is None else f"{step:,}")
+        if mix["primary"] is None:
+            t.append("  stream", style="dim")
+        else:
+            epoch = "-" if run["epoch"] is None else str(run["epoch"])
+            t.append(f"  {shorten(mix['primary'], 12)} epoch ", style="dim").append(epoch)
+            t.append(f" {percent(run['progress'])}")
+        used = t.plain.count("\n") + 1
+        return t.append_text(mixture_lines(mix["sources"], width, rows - used))
     t.append("\nepoch ", style="dim").append(str(run["epoch"]))
     t.append("  step ", style="dim").append(f"{run['step']:,} / {run['steps_per_epoch']:,}")
     t.append("\n").append(bar(run["progress"], max(8, width - 20)), style="magenta")
     t.append(f" {percent(run['progress']):>6}").append("  ETA ", style="dim").append(duration(run["eta_s"]))
+    return t
+
+
+def mixture_lines(sources: list[dict[str, Any]], width: int = 36, rows: int = 4) -> Text:
+    """A header and one line per mixture source: the share of windows realised, the share the
+    schedule asked for so far (its weights integrated), the source's epoch; wider, its weight
+    now and its tokens. Unknown figures show as ``-``. Fewer ``rows`` than sources: the
+    first ones and how many more."""
+    columns = [("real", 7), ("target", 7), ("epoch", 6)]
+    if width >= 50:
+        columns.append(("now", 7))
+    if width >= 56:
+        columns.append(("tokens", 8))
+    name_w = max(6, width - sum(w for _, w in columns))
+    t = Text()
+    if rows < 2:
+        return t.append(f"\n{len(sources)} sources (no room)", style="dim") if rows == 1 else t
+    t.append("\n" + f"{'source':<{name_w}}" + "".join(f"{label:>{w}}" for label, w in columns), style="bold")
+    shown = sources if len(sources) <= rows - 1 else sources[: max(0, rows - 2)]
+    for s in shown:
+        t.append(f"\n{shorten(s['name'], name_w - 1):<{name_w}}")
+        t.append(f"{percent(s['share']):>7}", style="bold")
+        t.append(f"{percent(s['target']):>7}")
+        t.append(f"{'-' if s['epoch'] is None else s['epoch']:>6}")
+        if len(columns) > 3:
+            t.append(f"{percent(s['weight']):>7}", style="dim")
+        if len(columns) > 4:
+            t.append(f"{human_count(s['tokens']):>8}")
+    if len(shown) < len(sources):
+        t.append(f"\n… {len(sources) - len(shown)} more", style="dim")
     return t

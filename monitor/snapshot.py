@@ -41,13 +41,7 @@ def _role(slots: list[dict[str, int]], role: int) -> dict[str, int] | None:
     return next((s for s in slots if s["role"] == role), None)
 
 
-def _loop_slot(slots: list[dict[str, int]]) -> dict[str, int] | None:
-    """The slot the training loop writes: the consumer's behind a background prefetch thread
-    (unless a later pass iterates the loader directly), else the trainer's."""
-    trainer, consumer = _role(slots, metrics.ROLE_TRAINER), _role(slots, metrics.ROLE_CONSUMER)
-    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
-        return consumer
-    return trainer
+_loop_slot = metrics.loop_slot  # the slot the training loop writes
 
 
 class Sampler:
@@ -92,8 +86,11 @@ class Sampler:
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
         from .pages import PageCounter  # numpy: only for a streamtok run
 
+        # A mixture's order is not one WindowSampler's: its pages are not replayed, and its
+        # hit ratio shows as unknown rather than as that of another order.
+        replay = bool(self.manifest) and not self.manifest.get("mixture")
         try:
-            self.pages: PageCounter | None = PageCounter(self.manifest) if self.manifest else None
+            self.pages: PageCounter | None = PageCounter(self.manifest) if replay else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
             self.pages = None
 
@@ -303,12 +300,39 @@ class Sampler:
         for k in ("mode", "seq_len", "batch_size", "num_workers", "rank", "world_size", "seed", "epochs", "steps_per_epoch"):
             out[k] = m.get(k)
         out["prefetch"] = m.get("prefetch")
+        if m.get("mixture"):
+            out.update(self._mixture(m, trainer))
+            return out
         spe, step_samples = m["steps_per_epoch"], m["step_samples"]
         epoch = trainer["epoch"] if trainer else 0
         step = (trainer["offset"] // step_samples) if trainer else 0
         out.update(epoch=epoch, step=step, progress=step / spe if spe else 0.0,
                    eta_s=(spe - step) / bps if bps else None)
         return out
+
+    def _mixture(self, m: dict[str, Any], loop: dict[str, Any] | None) -> dict[str, Any]:
+        """A mixture's position: global step, the primary source's epoch and progress, and one
+        row per source (its windows, tokens and source-epoch, the share realised and the share
+        the schedule asked for so far, its weight now), from the loop's slot.
+
+        Counts the slot does not hold (not iterated yet, a stats file without a source block
+        for each source of the manifest) are ``None``: shown as unknown, never as zero.
+        """
+        mix = m["mixture"]
+        names = [s["name"] for s in mix["sources"]]
+        report = metrics.mixture_report(m, loop)
+        unknown = dict.fromkeys(("windows", "tokens", "epoch", "weight", "target", "share"))
+        sources = report if report is not None else [{"name": n, **unknown} for n in names]
+        primary = mix.get("primary")
+        progress = epoch = None
+        if primary is not None and loop is not None:
+            per_epoch = mix["sources"][names.index(primary)]["windows_per_epoch"]
+            epoch, progress = loop["epoch"], min(1.0, loop["offset"] / per_epoch)
+        return {
+            "mixture": {"primary": primary, "sources": sources},
+            "epoch": epoch, "step": None if report is None else loop["sources"]["step"],  # type: ignore[index]
+            "progress": progress, "eta_s": None,  # the primary's rate is not measured: unknown
+        }
 
     def _ended(self, now: float) -> Snapshot:
         """The last snapshot with the final counters (the stats file read once more); rates blank."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._stats import SlotWriter
+from ._stats import SlotWriter, SourceRows
 
 class Meter:
     """The trainer's side: iterates the loop's batches, timing the training loop's wait.
@@ -27,7 +27,9 @@ class Meter:
     past each batch before handing it out, so position and count always match. At its
     first batch (or its end, if empty) a pass stores where it began, with the pass count.
     Per untimed batch: one generator step, a test and an add. The same class meters a
-    background prefetcher's iterator for the training loop (see :class:`Consumed`).
+    background prefetcher's iterator for the training loop (see :class:`Consumed`). A
+    mixture's per-source counts (``sources``) are asked for only when the totals are stored,
+    so they are those of the same position.
 
     Args:
         batches: the batches as the loop receives them.
@@ -35,20 +37,25 @@ class Meter:
         sampler: ``batch_size``, ``seq_len`` and the position ``epoch``, ``offset``.
         start: where the pass began (``epoch``, ``offset``), asked at its first batch;
             default: the position when iteration starts.
+        sources: a mixture's per-source counts at the position (see :class:`SourceRows`).
     """
 
     PUBLISH_NS = 5_000_000
     MAX_STRIDE = 64
 
-    def __init__(self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None):
+    def __init__(
+        self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None,
+        sources: Callable[[], SourceRows] | None = None,
+    ):
         self.batches, self.slot, self.sampler, self.start = batches, slot, sampler, start
+        self.sources = sources
 
     def _begin(self, entry: tuple[int, int]) -> None:
         where = self.start() if self.start is not None else None
         self.slot.new_pass(*((where.epoch, where.offset) if where is not None else entry))
 
     def __iter__(self) -> Iterator[Any]:
-        clock, slot, s = time.perf_counter_ns, self.slot, self.sampler
+        clock, slot, s, mix = time.perf_counter_ns, self.slot, self.sampler, self.sources
         tokens = s.batch_size * s.seq_len
         # Totals continue from earlier passes in this process (the slot is claimed once).
         n, wait, tokens0, n0 = slot.batches, slot.wait_ns, slot.tokens, slot.batches
@@ -75,7 +82,7 @@ class Meter:
                     n += 1
                     if t1 >= due:
                         due = t1 + self.PUBLISH_NS
-                        slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset)
+                        slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
                 else:
                     n += 1
                 yield buf
@@ -86,7 +93,7 @@ class Meter:
         finally:  # end of the pass, or left early (break, exception, close)
             if not begun:
                 self._begin(entry)
-            slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset)
+            slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
             slot.set_iterating(False)
 
 
@@ -101,16 +108,26 @@ class Consumed:
     ``state()`` (the prefetcher's state as of the last batch handed out). It samples as the
     loader's Meter does, so it costs the loop the same per batch (a generator step, a test
     and an add), small next to the queue get it times; the position is read only when the
-    totals are stored (at most every 5 ms).
+    totals are stored (at most every 5 ms). So are a mixture's per-source counts: those of
+    the batches the loop took, read from the same state.
 
     Args:
         batch_size: rows per batch ``B``.
         seq_len: tokens per row ``T`` (a batch counts ``B * T`` tokens, as the loader's).
         state: the loader state as of the last batch the loop took.
+        mixture: the loader's mixture sampler (its ``names`` and ``report_at``), if any.
     """
 
-    def __init__(self, batch_size: int, seq_len: int, state: Callable[[], dict[str, Any]]):
+    def __init__(self, batch_size: int, seq_len: int, state: Callable[[], dict[str, Any]], mixture: Any = None):
         self.batch_size, self.seq_len, self._state = batch_size, seq_len, state
+        self.mixture = mixture
+
+    def sources(self) -> SourceRows:
+        """The mixture's per-source counts as of the last batch the loop took."""
+        s = self._state()["sampler"]
+        windows = int(s["windows"])
+        counts = [int(s["sources"][n]["windows"]) for n in self.mixture.names]
+        return source_rows(self.mixture.report_at(windows, counts), int(s["step"]), windows)
 
     @property
     def epoch(self) -> int:
@@ -119,6 +136,16 @@ class Consumed:
     @property
     def offset(self) -> int:
         return int(self._state()["sampler"]["offset"])
+
+
+def source_rows(report: list[dict[str, Any]], step: int, windows: int) -> SourceRows:
+    """A mixture report (see ``MixtureSampler.report``) at global ``step`` as the words a slot stores."""
+    return step, windows, [(r["windows"], r["tokens"], r["target"], float(r["weight"])) for r in report]
+
+
+def mixture_sources(mixture: Any) -> Callable[[], SourceRows]:
+    """The per-source counts of ``mixture`` (a ``MixtureSampler``) at its current position."""
+    return lambda: source_rows(mixture.report(), mixture.step, mixture.windows)
 
 
 def counting_gather(gather: Callable[..., Any], slot: SlotWriter, *, tokens: int) -> Callable[..., Any]:

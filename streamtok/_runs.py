@@ -95,6 +95,23 @@ _SHOW_KEYS: dict[str, tuple[str, Any]] = {
 }
 
 
+def _mixture_problem(m: Any) -> str | None:
+    """What makes a manifest's ``mixture`` entry unusable (``None``: fine)."""
+    if not isinstance(m, dict) or not isinstance(m.get("sources"), list) or not m["sources"]:
+        return "not an object with a non-empty 'sources' list"
+    names = []
+    for s in m["sources"]:
+        if not (isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"]
+                and _is_int(s.get("windows_per_epoch")) and s["windows_per_epoch"] > 0):
+            return f"source {s!r} is not {{name: a non-empty string, windows_per_epoch: a positive integer}}"
+        names.append(s["name"])
+    if len(set(names)) != len(names):
+        return f"source names {names} repeat"
+    if m.get("primary") is not None and m["primary"] not in names:
+        return f"primary {m['primary']!r} is not one of the sources {names}"
+    return None
+
+
 def _shard_ok(s: Any) -> bool:
     return (
         isinstance(s, dict) and isinstance(s.get("path"), str)
@@ -119,6 +136,10 @@ def manifest_problem(m: Any, *, full: bool = False) -> str | None:
             return f"{key!r} is {m[key]!r}, not {what}"
     if full and m["rank"] >= m["world_size"]:
         return f"'rank' {m['rank']} is not below 'world_size' {m['world_size']}"
+    if full and m.get("mixture") is not None:
+        problem = _mixture_problem(m["mixture"])
+        if problem:
+            return f"'mixture' {problem}"
     start = m.get("pid_start")
     if start is not None and not _is_number(start):
         return f"'pid_start' is {start!r}, not a number or null"

@@ -1,21 +1,30 @@
 """The stats file's layout, its one writer per slot, and a consistent reader.
 
 ``stats.bin`` is a header of ``HEADER_WORDS`` int64 words (magic, layout version, slots,
-words per slot, creation time) and one ``SLOT_WORDS`` slot per writer. A writer makes its
-slot's ``seq`` word odd, stores, and makes it even again (a seqlock); a reader copies the
-slot and retries while ``seq`` was odd or changed under it. No torch, no numpy.
+words per slot, creation time, mixture sources ``S``) and one ``SLOT_WORDS`` slot per
+writer; a mixture's run then holds one source block per slot (:func:`source_block_words`):
+the global step and the windows so far over all ranks, then per source its windows, tokens,
+target share and weight (the last two float64; NaN: no target yet), as of the slot's
+position. A writer makes
+its slot's ``seq`` word odd, stores (the slot and its source block), and makes it even again
+(a seqlock); a reader copies both and retries while ``seq`` was odd or changed under it. A
+run of one source has ``S = 0`` and no blocks: the file of earlier streamtok versions.
+No torch, no numpy.
 """
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import time
+from typing import Any
 
 from ._runs import LAYOUT_VERSION, STATS, RunDirError
 
 MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
-HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, 3 spare
+HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, n_sources, 2 spare
+N_SOURCES = 5  # the header word holding the mixture's number of sources (0: one source)
 SLOT_FIELDS = (
     "seq",  # seqlock word: odd while the writer is inside an update
     "pid",
@@ -38,6 +47,23 @@ SLOT_WORDS = len(SLOT_FIELDS)
 (SEQ, PID, ROLE, WORKER_ID, BATCHES, TOKENS, WAIT_NS, EPOCH, OFFSET, START_NS, ITERATING, PASSES,
  PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET) = range(SLOT_WORDS)
 ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
+SOURCE_FIELDS = ("windows", "tokens", "target", "weight")  # per source in a slot's block; the last two float64
+BLOCK_HEAD = 2  # a block's first words: the global step and the windows so far (all ranks)
+
+
+def source_block_words(n_sources: int) -> int:
+    """Words of one slot's source block: global step, windows so far, ``SOURCE_FIELDS`` per source."""
+    return BLOCK_HEAD + len(SOURCE_FIELDS) * n_sources if n_sources else 0
+
+
+def stats_words(n_slots: int, n_sources: int) -> int:
+    """Words of a whole stats file of ``n_slots`` slots and ``n_sources`` mixture sources."""
+    return HEADER_WORDS + n_slots * (SLOT_WORDS + source_block_words(n_sources))
+
+
+# What a mixture publishes at a publish point: the global step, the windows so far (all
+# ranks), then per source (windows, tokens, target share or None, weight now).
+SourceRows = tuple[int, int, list[tuple[int, int, float | None, float]]]
 
 
 class SlotWriter:
@@ -47,8 +73,11 @@ class SlotWriter:
     store into a ``memoryview`` costs ~30 ns, a read-modify-write twice that.
     """
 
-    def __init__(self, words: memoryview):
+    def __init__(self, words: memoryview, block: memoryview | None = None):
         self.w = words
+        # The slot's source block twice: int64 words and the same bytes as float64.
+        self.bq = None if block is None else block.cast("q")
+        self.bd = None if block is None else block.cast("d")
         self.seq = self.batches = self.tokens = self.wait_ns = self.passes = 0
         self.epoch = self.offset = 0  # the position last stored
 
@@ -58,12 +87,17 @@ class SlotWriter:
         w[SEQ] = self.seq
         for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
             w[i] = 0
+        for i in range(len(self.bq or ())):
+            self.bq[i] = 0  # type: ignore[index]
         w[PID], w[ROLE], w[WORKER_ID], w[START_NS] = os.getpid(), role, worker_id, time.time_ns()
         self.seq += 1
         w[SEQ] = self.seq
 
-    def publish(self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int) -> None:
-        """Trainer: totals so far (batches and tokens handed out, time waited) and the position."""
+    def publish(
+        self, batches: int, tokens: int, wait_ns: int, epoch: int, offset: int, sources: SourceRows | None = None,
+    ) -> None:
+        """Trainer: totals so far (batches and tokens handed out, time waited) and the position;
+        a mixture's per-source counts at that position, in the same write."""
         w, seq = self.w, self.seq
         w[SEQ] = seq + 1
         w[BATCHES] = self.batches = batches
@@ -71,6 +105,15 @@ class SlotWriter:
         w[WAIT_NS] = self.wait_ns = wait_ns
         w[EPOCH] = self.epoch = epoch
         w[OFFSET] = self.offset = offset
+        q, d = self.bq, self.bd
+        if sources is not None and q is not None and d is not None:
+            step, total, rows = sources
+            q[0], q[1] = step, total
+            for i, (windows, toks, target, weight) in enumerate(rows[: (len(q) - BLOCK_HEAD) // len(SOURCE_FIELDS)]):
+                j = BLOCK_HEAD + len(SOURCE_FIELDS) * i
+                q[j], q[j + 1] = windows, toks
+                d[j + 2] = float("nan") if target is None else target
+                d[j + 3] = weight
         w[SEQ] = self.seq = seq + 2
 
     def new_pass(self, start_epoch: int, start_offset: int) -> None:
@@ -123,26 +166,49 @@ class StatsReader:
         except OSError as e:
             raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
         words = memoryview(self._map).cast("q")
-        magic, version, n_slots, slot_words = words[0], words[1], words[2], words[3]
+        magic, version, n_slots, slot_words, n_sources = words[0], words[1], words[2], words[3], words[N_SOURCES]
         if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS:
             raise RunDirError(f"{path}: not a streamtok stats file of layout {LAYOUT_VERSION}")
-        if n_slots <= 0 or len(words) != HEADER_WORDS + n_slots * SLOT_WORDS:
-            raise RunDirError(f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots its header says")
-        self.n_slots = n_slots
+        if n_slots <= 0 or not 0 <= n_sources < 1 << 16 or len(words) != stats_words(n_slots, n_sources):
+            raise RunDirError(
+                f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots and {n_sources} sources its header says"
+            )
+        self.n_slots, self.n_sources = n_slots, n_sources
         self._words = words
+        self._doubles = memoryview(self._map).cast("d")
 
-    def slot(self, index: int, retries: int = 1000) -> dict[str, int]:
-        """A consistent copy of slot ``index`` as ``{field: value}``."""
+    def slot(self, index: int, retries: int = 1000) -> dict[str, Any]:
+        """A consistent copy of slot ``index`` as ``{field: value}``.
+
+        In a mixture's run also ``"sources"``: ``{"step", "windows": so far, "rows": [{windows,
+        tokens, target, weight}, ...]}`` in source order (``target`` ``None``: none yet).
+        """
         lo = HEADER_WORDS + index * SLOT_WORDS
         row = self._words[lo : lo + SLOT_WORDS]
-        copy = row.tolist()
+        block_n = source_block_words(self.n_sources)
+        b0 = HEADER_WORDS + self.n_slots * SLOT_WORDS + index * block_n
+        bq, bd = self._words[b0 : b0 + block_n], self._doubles[b0 : b0 + block_n]
+        copy, ints, floats = row.tolist(), [], []
         for _ in range(retries):
             copy = row.tolist()
+            ints, floats = bq.tolist(), bd.tolist()
             if copy[SEQ] % 2 == 0 and row[SEQ] == copy[SEQ]:
                 break
-        return dict(zip(SLOT_FIELDS, copy))
+        out: dict[str, Any] = dict(zip(SLOT_FIELDS, copy))
+        if block_n:
+            n = len(SOURCE_FIELDS)
+            out["sources"] = {
+                "step": ints[0],
+                "windows": ints[1],
+                "rows": [
+                    {"windows": ints[j], "tokens": ints[j + 1], "target": None if math.isnan(floats[j + 2]) else floats[j + 2],
+                     "weight": floats[j + 3]}
+                    for j in range(BLOCK_HEAD, block_n, n)
+                ],
+            }
+        return out
 
-    def slots(self) -> list[dict[str, int]]:
+    def slots(self) -> list[dict[str, Any]]:
         """Every claimed slot, with its index."""
         out = []
         for i in range(self.n_slots):

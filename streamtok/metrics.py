@@ -32,6 +32,10 @@ disk) turns them off with one warning (see :class:`RunPublisher`); run directori
 not this host's, or not streamtok's, are never read as runs nor deleted (:mod:`._runs`).
 This module imports neither torch nor numpy, so the monitor can use it.
 
+A mixture's run also publishes, per source, the windows and tokens given so far, the share
+its schedule asked for and its weight (a source block per slot, stored with the slot's
+totals; :func:`source_report` reads them back in ``MixtureSampler.report()``'s form).
+
 Off with ``streamtok.loader(..., metrics=False)`` or ``STREAMTOK_METRICS=0``.
 """
 
@@ -49,7 +53,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _atomic
-from ._meter import Consumed, Meter, counting_gather
+from ._meter import Consumed, Meter, counting_gather, mixture_sources
 from ._runs import (
     LAYOUT_VERSION,
     MANIFEST,
@@ -72,6 +76,7 @@ from ._stats import (
     HEADER_WORDS,
     ITERATING,
     MAGIC,
+    N_SOURCES,
     OFFSET,
     PASS_EPOCH,
     PASS_OFFSET,
@@ -84,22 +89,25 @@ from ._stats import (
     SEQ,
     SLOT_FIELDS,
     SLOT_WORDS,
+    SOURCE_FIELDS,
     START_NS,
     TOKENS,
     WAIT_NS,
     WORKER_ID,
     SlotWriter,
     StatsReader,
+    source_block_words,
+    stats_words,
 )
 
 _counter = itertools.count()
 __all__ = [  # the publishing side, and what the monitor reads, from one place
     "BATCHES", "ENDED_EPOCH", "ENDED_OFFSET", "EPOCH", "HEADER_WORDS", "ITERATING", "LAYOUT_VERSION", "MAGIC",
-    "MANIFEST", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
-    "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "START_NS", "STATS", "TOKENS",
+    "MANIFEST", "N_SOURCES", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
+    "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
-    "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "pid_alive", "prune_runs",
-    "read_manifest", "run_root",
+    "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "loop_slot", "mixture_report",
+    "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
 ]
 
 
@@ -138,9 +146,14 @@ class RunPublisher:
         n_slots: slots to allocate (1 trainer + one per DataLoader worker).
         consumer: allocate one more slot, the last, for :meth:`consumer`.
         root: parent directory of runs; default :func:`run_root`.
+        mixture: a mixture's sampler (``names``, ``report``, ``report_at``, ``windows``):
+            the trainer and consumer slots then also store its per-source counts.
     """
 
-    def __init__(self, config: dict[str, Any], *, n_slots: int, consumer: bool = False, root: str | None = None):
+    def __init__(
+        self, config: dict[str, Any], *, n_slots: int, consumer: bool = False, root: str | None = None,
+        mixture: Any = None,
+    ):
         self.root = root or run_root()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         prune_runs(self.root)
@@ -149,8 +162,10 @@ class RunPublisher:
         os.makedirs(self.dir, mode=0o700)
         self.n_slots = max(1, n_slots) + int(consumer)
         self.consumer_index = self.n_slots - 1 if consumer else None
-        words = [0] * (HEADER_WORDS + self.n_slots * SLOT_WORDS)
-        words[:5] = (MAGIC, LAYOUT_VERSION, self.n_slots, SLOT_WORDS, time.time_ns())
+        self.mixture = mixture
+        self.n_sources = 0 if mixture is None else len(mixture.names)
+        words = [0] * stats_words(self.n_slots, self.n_sources)
+        words[: N_SOURCES + 1] = (MAGIC, LAYOUT_VERSION, self.n_slots, SLOT_WORDS, time.time_ns(), self.n_sources)
         with _atomic.atomic_write(os.path.join(self.dir, STATS), fsync=False) as f:
             f.write(struct.pack(f"<{len(words)}q", *words))
         self.manifest: dict[str, Any] = {
@@ -174,6 +189,7 @@ class RunPublisher:
     def __getstate__(self) -> dict[str, Any]:  # workers started by spawn reopen the file
         state = self.__dict__.copy()
         state["_map"], state["_pid"], state["_writers"] = None, -1, {}
+        state["mixture"] = None  # workers count batches, not sources
         del state["_cleanup"]  # only the creating process removes the run
         return state
 
@@ -207,7 +223,10 @@ class RunPublisher:
             # start (they inherit `off` and stay quiet), rather than once in each of them.
             self._turn_off(FileNotFoundError(f"{self.dir} was removed"))
             return batches
-        return batches if slot is None else iter(Meter(batches, slot, sampler, start=start))
+        if slot is None:
+            return batches
+        sources = None if self.mixture is None else mixture_sources(self.mixture)
+        return iter(Meter(batches, slot, sampler, start=start, sources=sources))
 
     def consumer(self, state: Callable[[], dict[str, Any]]) -> Callable[[Iterator[Any]], Iterator[Any]] | None:
         """Claim the consumer slot now; return a wrapper metering the loop's batches into it.
@@ -226,8 +245,9 @@ class RunPublisher:
         slot = self.slot(self.consumer_index, ROLE_CONSUMER)
         if slot is None:
             return None
-        position = Consumed(self.manifest["batch_size"], self.manifest["seq_len"], state)
-        return lambda batches: iter(Meter(batches, slot, position))
+        position = Consumed(self.manifest["batch_size"], self.manifest["seq_len"], state, self.mixture)
+        sources = None if self.mixture is None else position.sources
+        return lambda batches: iter(Meter(batches, slot, position, sources=sources))
 
     def gatherer(self, gather: Callable[..., Any], worker_id: int | None, collator: Any) -> Callable[..., Any]:
         """``gather`` counting batches into worker ``worker_id``'s slot (as is in the trainer).
@@ -249,7 +269,7 @@ class RunPublisher:
             try:
                 with open(os.path.join(self.dir, STATS), "r+b") as f:
                     size = os.fstat(f.fileno()).st_size
-                    if size != (HEADER_WORDS + self.n_slots * SLOT_WORDS) * 8:
+                    if size != stats_words(self.n_slots, self.n_sources) * 8:
                         raise OSError(f"{f.name} is {size} bytes, not the stats file this run wrote")
                     self._map = mmap.mmap(f.fileno(), 0)
             except OSError as e:  # removed under us (tmp cleaner, another node's pruning)
@@ -259,7 +279,10 @@ class RunPublisher:
         writer = self._writers.get(index)
         if writer is None:
             start = (HEADER_WORDS + index * SLOT_WORDS) * 8
-            writer = SlotWriter(memoryview(self._map)[start : start + SLOT_WORDS * 8].cast("q"))  # type: ignore[index]
+            block_n = source_block_words(self.n_sources)
+            b0 = (HEADER_WORDS + self.n_slots * SLOT_WORDS + index * block_n) * 8
+            view = memoryview(self._map)  # type: ignore[arg-type]
+            writer = SlotWriter(view[start : start + SLOT_WORDS * 8].cast("q"), view[b0 : b0 + block_n * 8] if block_n else None)
             writer.claim(role, worker_id)
             self._writers[index] = writer
         return writer
@@ -274,6 +297,16 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
     if not enabled(flag):
         return None
     sampler, reader = collator.source, collator.reader
+    mixture = sampler if hasattr(sampler, "report_at") else None
+    if mixture is not None:  # static: the monitor divides the published counts by these
+        facts["mixture"] = {
+            "sources": [
+                {"name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens)}
+                for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
+            ],
+            "primary": mixture.primary,
+            "schedule": [[int(step), {n: float(w) for n, w in zip(mixture.names, ws)}] for step, ws in mixture.phases],
+        }
     try:
         config = {
             "mode": sampler.mode,
@@ -296,11 +329,60 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
             ],
             **facts,
         }
-        return RunPublisher(config, n_slots=1 + num_workers, consumer=True)
+        return RunPublisher(config, n_slots=1 + num_workers, consumer=True, mixture=mixture)
     except OSError as e:
         warnings.warn(f"streamtok metrics are off: cannot publish under {run_root()}: {e}", stacklevel=3)
         return None
 
 
+def loop_slot(slots: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The slot the training loop writes: the consumer's behind a background prefetch thread
+    (unless a later pass iterates the loader directly), else the trainer's.
+
+    Args:
+        slots: :meth:`StatsReader.slots`.
+    """
+    trainer = next((s for s in slots if s["role"] == ROLE_TRAINER), None)
+    consumer = next((s for s in slots if s["role"] == ROLE_CONSUMER), None)
+    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
+        return consumer
+    return trainer
 
 
+def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """A mixture's per-source counts as stored in ``slot``, in ``MixtureSampler.report()``'s form.
+
+    ``None`` when they are unknown: not a mixture, no slot, nothing stored yet (no batch
+    counted), or a source block that does not match the manifest's sources.
+
+    Args:
+        manifest: the run's checked manifest (``read_manifest(..., full=True)``).
+        slot: a slot from :meth:`StatsReader.slot`.
+    """
+    mix = manifest.get("mixture")
+    block = (slot or {}).get("sources")
+    if not mix or not block or not slot or not slot["batches"] or len(block["rows"]) != len(mix["sources"]):
+        return None
+    total = block["windows"]
+    return [
+        {
+            "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
+            "epoch": r["windows"] // src["windows_per_epoch"], "weight": r["weight"], "target": r["target"],
+            "share": r["windows"] / total if total else None,
+        }
+        for src, r in zip(mix["sources"], block["rows"])
+    ]
+
+
+def source_report(run_dir: str) -> list[dict[str, Any]] | None:
+    """A mixture run's per-source counts as of the last batches the training loop took (see
+    :func:`loop_slot`), in ``MixtureSampler.report()``'s form; ``None`` when unknown.
+
+    Args:
+        run_dir: a run directory.
+
+    Raises:
+        RunDirError: its manifest or stats file is missing or malformed.
+    """
+    manifest = read_manifest(run_dir, full=True)
+    return mixture_report(manifest, loop_slot(StatsReader(run_dir).slots()))

@@ -152,14 +152,21 @@ class MixtureSampler:
         ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
         realised); shares are ``None`` before the first step.
         """
-        k = self.timeline.segment(self.windows)
-        tau, weights, total = self.timeline.tau(k, self.windows), self.timeline.weights[k], self.windows
+        return self.report_at(self.windows, self.counts)
+
+    def report_at(self, windows: int, counts: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`report` at another position of this run: ``windows`` so far and per-source ``counts``.
+
+        Used by the metrics for the position the training loop holds behind a prefetch thread.
+        """
+        k = self.timeline.segment(windows)
+        tau, weights, total = self.timeline.tau(k, windows), self.timeline.weights[k], windows
         return [
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
             }
-            for name, c, size, w, t in zip(self.names, self.counts, self.sizes, weights, tau)
+            for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)
         ]
 
     # -- passes -----------------------------------------------------------------------------

@@ -376,3 +376,121 @@ def test_training_finishes_with_the_same_batches_whatever_happens_to_metrics(one
     off = [w for w in caught if "metrics are off" in str(w.message)]
     assert len(off) == 1 and loader._metrics.off  # said once, by the trainer
     assert "metrics are off" not in capfd.readouterr().err  # and not again by each worker
+
+
+# -- a mixture's per-source counts (issue 12, item 6) --------------------------------------
+
+
+@pytest.fixture
+def three_sources(tmp_path):
+    """Three sources of 12,000, 6,000 and 2,000 random uint16 tokens, one shard each."""
+    rng = np.random.default_rng(2)
+    out = {}
+    for name, n in (("web", 12_000), ("code", 6_000), ("math", 2_000)):
+        path = tmp_path / "mix" / f"{name}_000.bin"
+        write_shard(path, rng.integers(0, 50257, n, dtype=np.uint16))
+        out[name] = [path]
+    return out
+
+
+def _published(slot):
+    return slot["sources"]["step"], slot["sources"]["windows"], [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in slot["sources"]["rows"]]
+
+
+def _reported(report, step, windows):
+    return step, windows, [(r["windows"], r["tokens"], r["target"], r["weight"]) for r in report]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_mixture_publishes_per_source_counts(three_sources, num_workers):
+    schedule = [(0, {"web": 0.6, "code": 0.3, "math": 0.1}), (20, {"web": 0.2, "code": 0.3, "math": 0.5})]
+    loader = streamtok.loader(three_sources, weights=schedule, seq_len=50, batch_size=6, split="all", num_workers=num_workers)
+    mix = loader.collator.source
+    reader = metrics.StatsReader(loader._metrics.dir)
+    assert reader.n_sources == 3
+    it = iter(loader)
+    for k in range(1, 41):
+        next(it)
+        if k % 10 == 0:  # mid-pass: whatever was stored last is one position's, all of it
+            slot = reader.slot(0)
+            if slot["batches"]:
+                step, total, rows = _published(slot)
+                assert total == slot["batches"] * 6 == step * 6 == sum(r[0] for r in rows)
+                assert (step, total, rows) == _reported(mix.report_at(total, [r[0] for r in rows]), step, total)
+    it.close()
+    slot = reader.slot(0)
+    assert slot["batches"] == 40 and _published(slot) == _reported(mix.report(), mix.step, mix.windows)
+    assert metrics.source_report(loader._metrics.dir) == mix.report()
+    assert [r["windows"] for r in slot["sources"]["rows"]] == list(loader.windows_by_source().values())
+    workers = [s for s in reader.slots() if s["role"] == metrics.ROLE_WORKER]
+    assert len(workers) == num_workers and all(not any(r["windows"] for r in w["sources"]["rows"]) for w in workers)
+    manifest = metrics.read_manifest(loader._metrics.dir, full=True)
+    assert [(s["name"], s["windows_per_epoch"]) for s in manifest["mixture"]["sources"]] == list(zip(mix.names, mix.sizes))
+    assert manifest["mixture"]["schedule"][1][0] == 20 and manifest["mixture"]["primary"] is None
+
+
+def test_mixture_behind_a_background_prefetcher_publishes_the_loops_counts(three_sources):
+    weights = {"web": 1, "code": 1, "math": 2}
+    loader = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=4, split="all", num_workers=1)
+    pf = streamtok.CUDAPrefetcher(loader, device="cpu", background=True)
+    it = iter(pf)
+    for _ in range(25):
+        next(it)
+        time.sleep(0.002)  # the prefetch thread runs ahead of the loop
+    it.close()
+    state = pf.state_dict()["sampler"]
+    reader = metrics.StatsReader(loader._metrics.dir)
+    slots = {s["role"]: s for s in reader.slots()}
+    loop, thread = slots[metrics.ROLE_CONSUMER], slots[metrics.ROLE_TRAINER]
+    counts = [state["sources"][n]["windows"] for n in loader.collator.source.names]
+    assert loop["batches"] == 25 and state["windows"] == 25 * 4
+    assert _published(loop) == _reported(loader.collator.source.report_at(state["windows"], counts), 25, 100)
+    assert metrics.source_report(loader._metrics.dir) == loader.collator.source.report_at(100, counts)
+    assert thread["sources"]["windows"] > 100  # the thread's own count includes the batches in flight
+
+
+def test_one_source_run_has_no_source_block(one_shard):
+    loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all")
+    sum(1 for _ in loader)
+    reader = metrics.StatsReader(loader._metrics.dir)
+    assert reader.n_sources == 0 and "sources" not in reader.slot(0)
+    assert os.path.getsize(os.path.join(loader._metrics.dir, metrics.STATS)) == metrics.stats_words(2, 0) * 8
+    assert "mixture" not in metrics.read_manifest(loader._metrics.dir, full=True)
+
+
+@pytest.mark.parametrize(
+    "mixture, problem",
+    [
+        ({"sources": []}, "non-empty 'sources'"),
+        ({"sources": [{"name": "web", "windows_per_epoch": 0}]}, "windows_per_epoch"),
+        ({"sources": [{"name": "a", "windows_per_epoch": 1}, {"name": "a", "windows_per_epoch": 2}]}, "repeat"),
+        ({"sources": [{"name": "a", "windows_per_epoch": 1}], "primary": "b"}, "primary 'b'"),
+    ],
+)
+def test_a_malformed_mixture_manifest_is_named(three_sources, mixture, problem):
+    loader = streamtok.loader(three_sources, weights={"web": 1, "code": 1, "math": 1}, seq_len=50, batch_size=4, split="all")
+    path = os.path.join(loader._metrics.dir, metrics.MANIFEST)
+    with open(path) as f:
+        m = json.load(f)
+    write_json_atomic(path, {**m, "mixture": mixture})
+    with pytest.raises(metrics.RunDirError, match=problem):
+        metrics.read_manifest(loader._metrics.dir, full=True)
+
+
+def test_mixture_resumed_with_another_batch_size_publishes_its_global_step(three_sources):
+    weights = {"web": 0.5, "code": 0.3, "math": 0.2}
+    first = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=6, split="all")
+    it = iter(first)
+    for _ in range(7):
+        next(it)
+    it.close()
+    second = streamtok.loader(three_sources, weights=weights, seq_len=50, batch_size=4, split="all")
+    second.load_state_dict(first.state_dict())
+    it = iter(second)
+    for _ in range(5):
+        next(it)
+    it.close()
+    mix = second.collator.source
+    slot = metrics.StatsReader(second._metrics.dir).slot(0)
+    assert slot["sources"]["step"] == mix.step == 12 and slot["sources"]["windows"] == 7 * 6 + 5 * 4
+    assert _published(slot) == _reported(mix.report(), 12, 62)

@@ -1,5 +1,5 @@
-"""The dashboard's layout at 80x24 and 120x40, ended, and in ``--pid`` mode, with fixed data
-(pytest-textual-snapshot).
+"""The dashboard's layout at 80x24 and 120x40 (one source, and a 3-source mixture), ended, and
+in ``--pid`` mode, with fixed data (pytest-textual-snapshot).
 
 Regenerate after an intended layout change with ``pytest tests/test_monitor_snapshot.py
 --snapshot-update`` and look at the SVG diff before committing it.
@@ -94,3 +94,30 @@ def test_layout_pid_mode_80x24(snap_compare):
     snap["page_cache"].update(hit_ratio=None, read_amplification=None, page_floor=None, page_bytes=0)
     snap["histories"]["hit"] = []
     assert snap_compare(MonitorApp(snapshot=snap), terminal_size=(80, 24))
+
+
+def _mixture(primary: str | None) -> dict:
+    """FIXED as a 3-source mixture after 4,321 steps of 32 windows (hit ratio unknown: not replayed)."""
+    snap = copy.deepcopy(FIXED)
+    total = 4_321 * 32
+    rows = [("fineweb-edu", 0.7, 0.7, 96_790, 490_000), ("code", 0.2, 0.2, 27_654, 25_000), ("openwebmath", 0.1, 0.1, 13_828, 3_000)]
+    sources = [
+        {"name": n, "windows": w, "tokens": w * 1024, "epoch": w // per_epoch, "share": w / total, "target": target, "weight": weight}
+        for n, target, weight, w, per_epoch in rows
+    ]
+    sources[0]["target"] = 0.7 + 0.0001  # the schedule's integrated target, not the weight
+    snap["run"].update(
+        mixture={"primary": primary, "sources": sources}, step=4_321, eta_s=None, epochs=None if primary is None else 1,
+        epoch=None if primary is None else 0, progress=None if primary is None else 0.1975,
+    )
+    snap["page_cache"].update(hit_ratio=None, page_floor=None, page_bytes=0)
+    snap["histories"]["hit"] = []
+    return snap
+
+
+def test_layout_mixture_80x24(snap_compare):
+    assert snap_compare(MonitorApp(snapshot=_mixture(None)), terminal_size=(80, 24))
+
+
+def test_layout_mixture_120x40(snap_compare):
+    assert snap_compare(MonitorApp(snapshot=_mixture("fineweb-edu")), terminal_size=(120, 40))
