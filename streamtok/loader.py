@@ -64,10 +64,10 @@ class _BatchStream(IterableDataset):
     each new pass's start and id.
     """
 
-    def __init__(self, collator: Collator):
+    def __init__(self, collator: Collator, shared: bool):
         self.collator = collator
         # (pass start, pass id), pickled: a PassStart, or a mixture's position (a few ints per source).
-        self.pass_blob = new_buffer((1, _PASS_BLOB_BYTES), np.dtype(np.uint8), shared=True)[0]
+        self.pass_blob = new_buffer((1, _PASS_BLOB_BYTES), np.dtype(np.uint8), shared=shared)[0]
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
         self.ring: SlotRing | None = None  # set by the loader: workers fill its slots
         self.pin = False  # set by the loader per pass: without workers, gather into pinned memory
@@ -184,7 +184,7 @@ class StreamtokLoader(StatefulDataLoader):
         if collator.source is None:
             raise ConfigError("StreamtokLoader needs a Collator built on a WindowSampler (a reader alone has no order)")
         self.collator = collator
-        self._stream = _BatchStream(collator)
+        self._stream = _BatchStream(collator, shared=num_workers > 0)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)
         self._stream.metrics = self._metrics
         self.pin_batches = bool(pin_memory)
