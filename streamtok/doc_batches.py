@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .boundaries import DocumentIndex, Documents, documents_from_starts, split_documents
+from .boundaries import DocumentIndex, Documents, documents_from_starts
 from .collate import Collator, new_buffer, split
 from .errors import ConfigError
 from .packed_rows import PackSampler
@@ -96,9 +96,9 @@ class DocumentCollator(Collator):
         """The ``doc`` of consecutive steps (a sequence of plans), windows looked up at once."""
         if self.documents == "pack":
             return [self.step_documents(plan) for plan in plans]
-        starts = np.concatenate(list(plans))
-        flat, row_slots = self.index.window_segments(starts, self.seq_len)
-        return split_documents(flat, row_slots, len(starts), self.seq_len, self.batch_size)
+        # A recorded chunk is one (steps, B) array already: no copy.
+        starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
+        return self.index.batch_documents(starts, self.seq_len, self.batch_size)
 
     def attach(self, loader: Any, batches: Iterator[Any], *, compact: bool) -> Iterator[tuple[Any, ...]]:
         """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
