@@ -110,8 +110,10 @@ def index_rate(data: Path, processes: int) -> float:
 
 
 def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int,
-               workers: int = 0) -> dict[str, tuple[float, float]]:
-    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians.
+               workers: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians, and
+    the median over rounds of its CPU rate over ``"stream"``'s in the same round (paired: a
+    change of load between rounds cancels out).
 
     With ``num_workers=0`` all the loader's work is this process's, so CPU time is the
     steadier measure on a machine other jobs share (their load stretches wall time only).
@@ -138,7 +140,8 @@ def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: 
                 next(it)
             wall[m].append(tokens / (time.perf_counter() - t))
             cpu[m].append(tokens / (time.process_time() - c))
-    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in its}
+    return {m: (statistics.median(wall[m]), statistics.median(cpu[m]),
+                statistics.median(c / s for c, s in zip(cpu[m], cpu["stream"]))) for m in its}
 
 
 def main() -> None:
@@ -181,6 +184,8 @@ def main() -> None:
                 base = rates["stream"][i]
                 print(f"tokens/{kind} s T={T} B={args.batch_size} workers={args.workers}: " + ", ".join(
                     f"{m} {r[i] / 1e6:.0f}M ({r[i] / base:.2f}x)" for m, r in rates.items()))
+            print(f"paired CPU ratio to stream T={T} (median over rounds): " + ", ".join(
+                f"{m} {r[2]:.2f}x" for m, r in rates.items() if m != "stream"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores, shared with other jobs")
