@@ -4,7 +4,9 @@
 into global document ids: document ``d`` lies in shard ``k`` with ``doc_offsets[k] <= d <
 doc_offsets[k+1]`` and starts at ``offsets[k] + starts_k[d - doc_offsets[k]]``. Only the
 per-shard document counts are held in memory; a lookup of ``n`` positions costs one
-``searchsorted`` per shard they touch.
+``searchsorted`` per shard they touch. A chunk of batches' windows is looked up with its rows
+in ascending order (:meth:`DocumentIndex.batch_documents`), so each shard's rows are one slice
+and their keys are sorted.
 
 A batch's :class:`Documents` follow from where segments start inside its rows: every row
 start and every document start in the row. ``cu_seqlens`` are those starts over the flattened
