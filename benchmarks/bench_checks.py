@@ -49,7 +49,7 @@ def main() -> None:
         control = streamtok.loader(data, **kw)
         bare = streamtok.loader(data, **kw)
         reader = bare.collator.reader
-        reader._checked_array = reader.shard_array  # type: ignore[method-assign]
+        reader.checked_array = reader.shard_array  # type: ignore[method-assign]
         bare._position_lock = _NoLock()  # type: ignore[assignment]
         its = {"checks on": iter(shipped), "checks off": iter(bare), "control (on)": iter(control)}
         for it in its.values():

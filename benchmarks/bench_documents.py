@@ -10,14 +10,17 @@ starts with BOS (50256) in uint16 llm.c shards, as llm.c's fineweb script writes
    nanochat-style packer written below (a buffer of ``--buffer`` documents refilled as they are
    used; per row the longest document that fits, and when none fits the shortest is cropped to
    fill the row and its rest dropped), at the same buffer size, at T=1024 and 2048.
-3. rows that start mid-document in ``"stream"`` mode, and tokens/s of every mode (workers=0,
-   interleaved rounds, the median; per wall second and per CPU second of the process),
-   relative to ``"stream"``. Each batch's ``doc`` is made (``cu_seqlens``); ``position_ids``
-   are made on first use, asked for only by the ``mask+position_ids`` contestant.
+3. rows that start mid-document in ``"stream"`` mode, and tokens/s of every mode (``--workers``,
+   default 0; interleaved rounds, the median; per wall second and per CPU second of this
+   process, which with workers misses theirs), relative to ``"stream"``. Each batch's ``doc``
+   is made (``cu_seqlens``); ``position_ids`` are made on first use, asked for only by the
+   ``mask+position_ids`` contestant. A round is ``--batches`` batches, best a multiple of 64:
+   ``"mask"`` and ``"bos"`` look their boundaries up 64 steps at a time, and rounds holding
+   one lookup more than others would spread the medians.
 
 Usage::
 
-    python benchmarks/bench_documents.py [--index-gib 1] [--docs 200000] [--rounds 7]
+    python benchmarks/bench_documents.py [--index-gib 1] [--docs 200000] [--rounds 7] [--workers 0]
 """
 
 from __future__ import annotations
@@ -106,15 +109,18 @@ def index_rate(data: Path, processes: int) -> float:
     return time.perf_counter() - t
 
 
-def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int) -> dict[str, tuple[float, float]]:
-    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians.
+def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int,
+               workers: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians, and
+    the median over rounds of its CPU rate over ``"stream"``'s in the same round (paired: a
+    change of load between rounds cancels out).
 
     With ``num_workers=0`` all the loader's work is this process's, so CPU time is the
     steadier measure on a machine other jobs share (their load stretches wall time only).
     """
     def batches_of(documents: str, position_ids: bool = False):
         loader = streamtok.loader(data, seq_len=seq_len, batch_size=batch_size, split="all", epochs=None,
-                                  documents=documents, metrics=False)
+                                  documents=documents, metrics=False, num_workers=workers)
         if not position_ids:
             return iter(loader)
         return (b if b[2].position_ids is None else b for b in loader)  # asks for them, as RoPE would
@@ -134,7 +140,8 @@ def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: 
                 next(it)
             wall[m].append(tokens / (time.perf_counter() - t))
             cpu[m].append(tokens / (time.process_time() - c))
-    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in its}
+    return {m: (statistics.median(wall[m]), statistics.median(cpu[m]),
+                statistics.median(c / s for c, s in zip(cpu[m], cpu["stream"]))) for m in its}
 
 
 def main() -> None:
@@ -147,7 +154,8 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64_000_000, help="tokens of data for tokens/s")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--batches", type=int, default=100)
+    p.add_argument("--batches", type=int, default=128, help="batches per round (a multiple of 64)")
+    p.add_argument("--workers", type=int, default=0, help="num_workers of every loader")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="streamtok-docs-"))
     try:
@@ -171,11 +179,13 @@ def main() -> None:
             loader = streamtok.loader(tmp / "tp", seq_len=T, batch_size=64, split="all", metrics=False)
             firsts = np.concatenate([x[:, 0].numpy() for x, _ in loader])
             print(f"stream T={T}: {np.mean(firsts != BOS):.1%} of {len(firsts):,} rows start mid-document")
-            rates = throughput(tmp / "tp", T, args.batch_size, args.rounds, args.batches)
+            rates = throughput(tmp / "tp", T, args.batch_size, args.rounds, args.batches, args.workers)
             for i, kind in enumerate(("wall", "CPU")):
                 base = rates["stream"][i]
-                print(f"tokens/{kind} s T={T} B={args.batch_size}: " + ", ".join(
+                print(f"tokens/{kind} s T={T} B={args.batch_size} workers={args.workers}: " + ", ".join(
                     f"{m} {r[i] / 1e6:.0f}M ({r[i] / base:.2f}x)" for m, r in rates.items()))
+            print(f"paired CPU ratio to stream T={T} (median over rounds): " + ", ".join(
+                f"{m} {r[2]:.2f}x" for m, r in rates.items() if m != "stream"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores, shared with other jobs")

@@ -4,7 +4,9 @@
 into global document ids: document ``d`` lies in shard ``k`` with ``doc_offsets[k] <= d <
 doc_offsets[k+1]`` and starts at ``offsets[k] + starts_k[d - doc_offsets[k]]``. Only the
 per-shard document counts are held in memory; a lookup of ``n`` positions costs one
-``searchsorted`` per shard they touch.
+``searchsorted`` per shard they touch. A chunk of batches' windows is looked up with its rows
+in ascending order (:meth:`DocumentIndex.batch_documents`), so each shard's rows are one slice
+and their keys are sorted.
 
 A batch's :class:`Documents` follow from where segments start inside its rows: every row
 start and every document start in the row. ``cu_seqlens`` are those starts over the flattened
@@ -29,9 +31,6 @@ class Documents(tuple):
     moves tuples of tensors moves the compact boundaries, and ``position_ids`` (``B*T`` int64,
     as many bytes as ``x``) are made from them on first use, on the boundaries' device.
     """
-
-    def __new__(cls, items):  # noqa: ANN001 - any iterable of the four fields
-        return super().__new__(cls, items)
 
     @property
     def cu_seqlens(self) -> torch.Tensor:
@@ -163,47 +162,95 @@ class DocumentIndex:
         nxt[has_next] = self.starts(doc_ids[has_next] + 1)
         return nxt - self.starts(doc_ids)
 
-    def window_segments(self, row_starts: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Segment starts of windows ``[s, s + seq_len)`` over their flattened tokens, ascending.
+    def _window_bounds(self, s: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+        """Ids ``[lo, hi)`` of the documents that start inside windows ``(s, s + seq_len)``, ``s`` ascending.
 
-        A segment starts at each row start and at each document start inside a row. Returns
-        ``(flat, row_slots)``: the starts, and where in ``flat`` each row's first segment is.
+        A window inside one shard is searched in that shard's starts alone (two
+        ``searchsorted`` per shard touched, walking forward through it); the few that run past
+        a shard's end are looked up across shards. Also returns ``(shard, i, j)``: rows
+        ``[i, j)`` lie in that shard with their whole window.
+        """
+        n = len(s)
+        offsets = self.reader.offsets
+        # Rows [a[k], b[k]) of s lie in shard k with their whole window; rows from
+        # max(a[k], b[k]) to a[k+1] run past its end.
+        a = np.searchsorted(s, offsets)
+        b = np.maximum(a[:-1], np.searchsorted(s, offsets[1:] - seq_len, side="right"))
+        lo = np.empty(n, dtype=np.int64)
+        hi = np.empty(n, dtype=np.int64)
+        inside = np.flatnonzero(b > a[:-1])
+        ranges = list(zip(inside.tolist(), a[inside].tolist(), b[inside].tolist()))
+        for k, i, j in ranges:
+            shard, base, first = self._shard_starts[k], self.reader.offset_list[k], int(self.doc_offsets[k])
+            np.add(shard.searchsorted(s[i:j] + (1 - base)), first, out=lo[i:j])
+            np.add(shard.searchsorted(s[i:j] + (seq_len - base)), first, out=hi[i:j])
+        if sum(j - i for _, i, j in ranges) < n:
+            cross = self._outside(ranges, n)
+            lo[cross] = self.first_at_or_after(s[cross] + 1)
+            hi[cross] = self.first_at_or_after(s[cross] + seq_len)
+        return lo, hi, ranges
+
+    @staticmethod
+    def _outside(ranges: list[tuple[int, int, int]], n: int) -> np.ndarray:
+        """Rows of ``n`` outside the ``(shard, i, j)`` ranges, as a mask."""
+        mask = np.ones(n, dtype=bool)
+        for _, i, j in ranges:
+            mask[i:j] = False
+        return mask
+
+    def batch_documents(self, row_starts: np.ndarray, seq_len: int, batch_size: int) -> list[Documents]:
+        """The ``doc`` of each batch of ``batch_size`` consecutive windows ``[s, s + seq_len)``.
+
+        A segment starts at each row start and at each document start inside a row. The rows
+        are looked up in ascending order (one ``argsort``), their segment starts gathered
+        there, then put back in row order by one gather into all batches' ``cu_seqlens``.
+
+        Args:
+            row_starts: window starts, a multiple of ``batch_size`` of them.
+            seq_len: tokens per row ``T``.
+            batch_size: rows per batch ``B``.
         """
         row_starts = np.asarray(row_starts, dtype=np.int64)
         n = len(row_starts)
-        # One lookup for both ends: the first document after s starts at or after s + 1.
-        ends = self.first_at_or_after(np.concatenate((row_starts + 1, row_starts + seq_len)))
-        lo, counts = ends[:n], ends[n:] - ends[:n]
-        before = np.cumsum(counts) - counts
-        rows = np.repeat(np.arange(n, dtype=np.int64), counts)
-        ids = np.arange(len(rows), dtype=np.int64) + np.repeat(lo - before, counts)
-        row_slots = np.arange(n, dtype=np.int64) + before
-        flat = np.empty(n + len(rows), dtype=np.int64)
-        inner = np.ones(len(flat), dtype=bool)
-        inner[row_slots] = False
-        flat[row_slots] = np.arange(n, dtype=np.int64) * seq_len
-        flat[inner] = self.starts(ids) - row_starts[rows] + rows * seq_len  # rows, then columns, ascend
-        return flat, row_slots
+        if n == 0:
+            return []
+        order = np.argsort(row_starts, kind="stable")
+        s = row_starts[order]
+        lo, hi, ranges = self._window_bounds(s, seq_len)
+        # Sorted row r owns entries [slot[r], slot[r] + seg[r]) of `rel`: its start, then its
+        # documents' starts; the start's id (lo - 1) is a placeholder, overwritten.
+        seg = hi - lo + 1
+        slot = np.cumsum(seg) - seg
+        m = int(slot[-1] + seg[-1])
+        ids = np.arange(m, dtype=np.int64) + np.repeat(lo - 1 - slot, seg)
+        rel = np.empty(m + 1, dtype=np.int64)  # + 1: what each batch's B*T entry gathers, then overwritten
+        for k, i, j in ranges:  # ids inside shard k, but for placeholders (>= -1 there: wrap)
+            shard = self._shard_starts[k]
+            p, q = int(slot[i]), (int(slot[j]) if j < n else m)
+            if len(shard):
+                np.add(shard[ids[p:q] - self.doc_offsets[k]], self.reader.offset_list[k], out=rel[p:q])
+        if sum(j - i for _, i, j in ranges) < n and self.n_documents:
+            rest = np.flatnonzero(np.repeat(self._outside(ranges, n), seg))
+            rel[rest] = self.starts(np.maximum(ids[rest], 0))
+        rel[slot] = s
+        # As columns of the row's batch: row order[r] is row order[r] % B of its batch.
+        rel[:m] -= np.repeat(s - (order % batch_size) * seq_len, seg)
+        rel[m] = 0
+        # Back to row order, each batch's entries then its B*T (the extra entry of its last row).
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n, dtype=np.int64)
+        seg_rows = seg[inv]
+        dest = np.cumsum(seg_rows) - seg_rows + np.arange(n, dtype=np.int64) // batch_size
+        per = np.add.reduceat(seg_rows, np.arange(0, n, batch_size)) + 1
+        ends = np.cumsum(per) - 1
+        seg_rows[batch_size - 1 :: batch_size] += 1
+        src = np.arange(m + len(per), dtype=np.int64) + np.repeat(slot[inv] - dest, seg_rows)
+        cu = rel.astype(np.int32)[np.minimum(src, m)]
+        cu[ends] = batch_size * seq_len
+        longest = np.maximum.reduceat(np.diff(cu), ends - per + 1).tolist()
+        pieces = torch.from_numpy(cu).split(per.tolist())
+        return [Documents((c, top, batch_size, seq_len)) for c, top in zip(pieces, longest)]
 
     def window_documents(self, row_starts: np.ndarray, seq_len: int) -> Documents:
         """The ``doc`` of windows ``[s, s + seq_len)``: segments break at every document start."""
-        return split_documents(*self.window_segments(row_starts, seq_len), len(row_starts), seq_len, len(row_starts))[0]
-
-
-def split_documents(flat: np.ndarray, row_slots: np.ndarray, n_rows: int, seq_len: int, batch_size: int) -> list[Documents]:
-    """The ``doc`` of each batch of ``batch_size`` rows, from the segment starts of ``n_rows`` rows."""
-    per_batch = batch_size * seq_len
-    firsts = row_slots[::batch_size]
-    n = len(firsts)
-    longest = np.maximum.reduceat(np.diff(flat, append=n_rows * seq_len), firsts).tolist()
-    # One int32 array for all batches: batch i's boundaries, shifted to start at 0, then B*T.
-    per = np.diff(firsts, append=len(flat))
-    cu = np.empty(len(flat) + n, dtype=np.int32)
-    ends = np.cumsum(per + 1) - 1
-    inner = np.ones(len(cu), dtype=bool)
-    inner[ends] = False
-    cu[inner] = flat - np.repeat(np.arange(n, dtype=np.int64) * per_batch, per)
-    cu[ends] = per_batch
-    tensor = torch.from_numpy(cu)
-    edges = [0, *(ends + 1).tolist()]
-    return [Documents((tensor[edges[i] : edges[i + 1]], longest[i], batch_size, seq_len)) for i in range(n)]
+        return self.batch_documents(row_starts, seq_len, len(row_starts))[0]

@@ -183,7 +183,7 @@ class MemmapReader(Stage):
         """The tokens of shard ``k`` as a read-only array backed by its memory map."""
         return self._entry(k)[1]
 
-    def _checked_array(self, k: int) -> np.ndarray:
+    def checked_array(self, k: int) -> np.ndarray:
         """:meth:`shard_array`, after checking that the file still has its size.
 
         Reading a mapped page past the end of a file that was truncated after it was mapped
@@ -272,7 +272,7 @@ class MemmapReader(Stage):
         """
         offs = self.offset_list
         if len(self.infos) == 1:
-            arr = self._checked_array(0)
+            arr = self.checked_array(0)
             for i, s in enumerate(starts.tolist()):
                 out[i] = arr[s : s + length]
             return out
@@ -284,12 +284,12 @@ class MemmapReader(Stage):
             if s + length <= offs[k + 1]:
                 arr = arrays.get(k)
                 if arr is None:
-                    arr = arrays[k] = self._checked_array(k)
+                    arr = arrays[k] = self.checked_array(k)
                 out[i] = arr[lo : lo + length]
                 continue
             row, filled = out[i], 0
             while filled < length:  # stitched across one or more shard ends
-                arr = self._checked_array(k)
+                arr = self.checked_array(k)
                 piece = arr[lo : lo + length - filled]
                 row[filled : filled + len(piece)] = piece
                 filled += len(piece)
