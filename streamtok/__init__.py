@@ -33,7 +33,6 @@ from .errors import (
     StreamtokError,
     TokenRangeError,
 )
-from .shards import ShardLister
 
 __version__ = "0.1.0"
 
@@ -44,6 +43,7 @@ _LAZY = {
     "CUDAPrefetcher": "prefetch",
     "KeyedPermutation": "_order",
     "MemmapReader": "reader",
+    "ShardLister": "shards",
     "WindowSampler": "sampler",
     "StreamtokLoader": "loader",
     "create_dataloaders": "loader",
@@ -64,7 +64,6 @@ __all__ = sorted(
         "InputFormatError",
         "PassActiveError",
         "ShardFormatError",
-        "ShardLister",
         "ShardNotFoundError",
         "StateMismatchError",
         "StreamtokError",
@@ -102,14 +101,13 @@ class _Package(types.ModuleType):
         super().__setattr__(name, value)
 
 
-def _from_hub(cls: type[ShardLister], repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
-    """Shards of a Hugging Face dataset repo, downloaded on first use (see :func:`streamtok.prep.hub.hub_lister`)."""
+def _hub_lister(repo_id: str, shards: Any = None, **kw: Any) -> Any:
     from .prep.hub import hub_lister
 
     return hub_lister(repo_id, shards=shards, **kw)
 
 
-# The data path does not import the command-line tools; the package wires the Hub in here.
-ShardLister.from_hub = classmethod(_from_hub)  # type: ignore[attr-defined]
+# The data path does not import the command-line tools; the package offers the Hub to it.
+_chain.provide("hub_lister", _hub_lister)
 _chain.on_missing_form(_import_stages)
 sys.modules[__name__].__class__ = _Package

@@ -15,6 +15,20 @@ from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 _import_hooks: list[Callable[[], None]] = []
+_providers: dict[str, Callable[..., Any]] = {}
+
+
+def provide(name: str, fn: Callable[..., Any]) -> None:
+    """Offer ``fn`` under ``name`` to the data path (the package wires tools in without the data path importing them)."""
+    _providers[name] = fn
+
+
+def provided(name: str) -> Callable[..., Any]:
+    """What was offered under ``name`` (see :func:`provide`)."""
+    try:
+        return _providers[name]
+    except KeyError:
+        raise LookupError(f"nothing provides {name!r}; import streamtok first") from None
 
 
 def on_missing_form(hook: Callable[[], None]) -> None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._chain import Stage
+from ._chain import Stage, provided
 from ._formats import is_litdata_dir
 from .errors import ConfigError, ShardFormatError, ShardNotFoundError
 
@@ -101,6 +101,21 @@ class ShardLister(Stage):
         self.source = source
         self._resolver = resolver
         self._paths: tuple[str, ...] | None = None if resolver else _list(source)
+
+    @classmethod
+    def from_hub(cls, repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
+        """Shards of a Hugging Face dataset repo, downloaded on first use.
+
+        The download lives in the command-line tools (:func:`streamtok.prep.hub.hub_lister`),
+        which the package offers here; the lister itself does not import them.
+
+        Args:
+            repo_id: e.g. ``karpathy/fineweb-edu-100B-gpt2-token-shards``.
+            shards: which shards (``"1:3"``, a list of indices or file names); see
+                ``streamtok download --help``.
+            **kw: passed to :func:`streamtok.prep.hub.download_shards` (``local_dir``, ``val``...).
+        """
+        return provided("hub_lister")(repo_id, shards=shards, **kw)
 
     @property
     def paths(self) -> tuple[str, ...]:
