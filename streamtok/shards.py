@@ -61,23 +61,29 @@ def _list(source: Source) -> tuple[str, ...]:
             return tuple(sorted(names, key=natural_key))
         if not os.path.lexists(text):
             raise ShardNotFoundError(f"{text}: no such file or directory")
-        _check_file(text)
+        check_shard_path(text)
         return (text,)
     paths = tuple(os.fspath(p) for p in source)
     if not paths:
         raise ShardNotFoundError("an empty list of shard paths was given")
     for p in paths:
-        _check_file(p)
+        check_shard_path(p)
     return paths
 
 
-def _check_file(path: str) -> None:
+def check_shard_path(path: str) -> None:
+    """Refuse a path that cannot be a shard file before anything opens it.
+
+    Raises:
+        ShardFormatError: a directory, or a symlink that leads nowhere (dangling or a loop).
+        ShardNotFoundError: nothing at ``path``.
+    """
     if os.path.isfile(path):
         return
     if os.path.isdir(path):
         raise ShardFormatError(f"{path}: is a directory, not a shard file")
     if os.path.lexists(path):
-        raise ShardFormatError(f"{path}: cannot be opened as a shard (a broken or looping symbolic link)")
+        raise ShardFormatError(f"{path}: cannot be opened as a shard (a broken or looping symbolic link), not a shard file")
     raise ShardNotFoundError(f"{path}: no such shard file")
 
 

@@ -36,8 +36,8 @@ import numpy as np
 
 from .._formats import HEADER_INTS, MAGIC_LLAMA3, ShardInfo, probe_shard
 from ..documents import document_stats
-from ..errors import ConfigError, EncodingUnavailableError, ShardFormatError, ShardNotFoundError, StreamtokError
-from ..shards import ShardLister
+from ..errors import ConfigError, EncodingUnavailableError, StreamtokError
+from ..shards import ShardLister, check_shard_path
 from .encoding import load_encoding
 from .shardsink import sha256_file
 
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         vocab_size = args.vocab_size or (enc.n_vocab if enc is not None else 0)
         try:
-            _check_file(path)
+            check_shard_path(path)
             shard_enc, vocab_size, eot = _vocabulary(path, args, enc)
             rep = scan_shard(path, vocab_size=vocab_size, eot=eot, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
             rep.documents = document_lengths(path, bos_id=eot, raw_dtype=args.raw_dtype)
@@ -261,19 +261,6 @@ def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
     if os.path.basename(path) not in names or type(n_vocab) is not int or type(boundary) is not int:
         return None
     return n_vocab, boundary, encoding if isinstance(encoding, str) else None
-
-
-def _check_file(path: str) -> None:
-    # probe_shard opens the path; a directory or a symlink loop named *.bin must not get there.
-    if os.path.isfile(path):
-        return
-    if os.path.isdir(path):
-        raise ShardFormatError(f"{path}: a directory, not a shard file")
-    if os.path.islink(path):
-        raise ShardFormatError(f"{path}: a symlink that leads nowhere (dangling or a loop), not a shard file")
-    if not os.path.exists(path):
-        raise ShardNotFoundError(f"{path}: no such shard file")
-    raise ShardFormatError(f"{path}: not a regular file")
 
 
 def _expand(source: str) -> list[str]:
