@@ -59,9 +59,9 @@ _PASS_BLOB_BYTES = 1 << 16
 class _BatchStream(IterableDataset):
     """The worker side: compact batches for this worker's share of one pass.
 
-    Where the pass starts lives in a small shared tensor, written by the trainer before each
-    pass, so persistent workers (which keep the copy of this object they started with) learn
-    each new pass's start and id.
+    Where the pass starts lives in a small buffer (shared memory when there are workers),
+    written by the trainer before each pass, so persistent workers (which keep the copy of
+    this object they started with) learn each new pass's start and id.
     """
 
     def __init__(self, collator: Collator, shared: bool):

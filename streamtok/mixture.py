@@ -28,7 +28,7 @@ from .errors import ConfigError, StateMismatchError
 from .reader import MemmapReader
 from ._chain import Stage
 from ._order import hash_key
-from .sampler import CHUNK_STEPS, WindowSampler, resolve_rank
+from .sampler import CHUNK_STEPS, StepShape, WindowSampler, resolve_rank
 from .shards import ShardLister
 
 # A string, so that a single-source loader given this state refuses it by its version.
@@ -50,7 +50,7 @@ def _source_seed(seed: int, name: str) -> int:
     return hash_key(seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
 
 
-class MixtureSampler:
+class MixtureSampler(StepShape):
     """Window starts (in the mixture's joint token space) for one rank, step by step.
 
     Args:
@@ -104,15 +104,6 @@ class MixtureSampler:
         self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         self._continue = True
-
-    @property
-    def window_len(self) -> int:
-        return self.seq_len + 1
-
-    @property
-    def step_samples(self) -> int:
-        """Windows per global step, over all ranks: ``batch_size * world_size``."""
-        return self.batch_size * self.world_size
 
     @property
     def steps_per_epoch(self) -> int:

@@ -26,7 +26,7 @@ from .boundaries import DocumentIndex
 from .errors import ConfigError, StateMismatchError
 from .packing import document_order, pack_block
 from ._order import MODES
-from .sampler import resolve_rank
+from .sampler import StepShape, resolve_rank
 
 STATE_VERSION = 1
 _CACHED_BLOCKS = 4
@@ -44,7 +44,7 @@ class PackStart:
     end_epoch: int | None
 
 
-class PackSampler:
+class PackSampler(StepShape):
     """Packed rows for one rank, step by step: per step an ``(n_pieces, 3)`` int64 plan.
 
     Each plan row is ``(row in batch, global token start, tokens)``; a batch row's pieces
@@ -89,14 +89,6 @@ class PackSampler:
                 f"{source.describe()}: the packed rows of one epoch cannot fill one global step of "
                 f"{self.step_samples} rows of {self.window_len} tokens; use a smaller batch or more data"
             )
-
-    @property
-    def window_len(self) -> int:
-        return self.seq_len + 1
-
-    @property
-    def step_samples(self) -> int:
-        return self.batch_size * self.world_size
 
     @property
     def steps_per_epoch(self) -> int:

@@ -23,7 +23,7 @@ from ._position import STATE_VERSION, read_position
 from .errors import ConfigError
 from .reader import MemmapReader
 
-__all__ = ["KeyedPermutation", "PassStart", "WindowSampler", "resolve_rank"]
+__all__ = ["KeyedPermutation", "PassStart", "StepShape", "WindowSampler", "resolve_rank"]
 
 # Steps whose starts are computed in one vectorised call (amortises numpy's per-call cost).
 CHUNK_STEPS = 64
@@ -75,6 +75,24 @@ def resolve_rank(rank: int | None, world_size: int | None, group: Any = None) ->
     return rank, world_size
 
 
+class StepShape:
+    """What every sampler derives from ``seq_len``, ``batch_size`` and ``world_size``."""
+
+    seq_len: int
+    batch_size: int
+    world_size: int
+
+    @property
+    def window_len(self) -> int:
+        """Tokens per window: ``seq_len + 1`` (the inputs and the targets one token later)."""
+        return self.seq_len + 1
+
+    @property
+    def step_samples(self) -> int:
+        """Windows per global step, over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+
 @dataclass(frozen=True)
 class PassStart:
     """Where one pass over the data begins and ends: position and last epoch (exclusive)."""
@@ -84,7 +102,7 @@ class PassStart:
     end_epoch: int | None
 
 
-class WindowSampler(Stage):
+class WindowSampler(Stage, StepShape):
     """Window starts for one rank, step by step, as a pure function of ``(seed, epoch, k)``.
 
     Chained forms: ``.batch(B)`` (a :class:`~streamtok.Collator`).
@@ -149,15 +167,6 @@ class WindowSampler(Stage):
         self.end_epoch = self.epochs
         self._continue = True  # the next pass continues from the position (fresh or loaded)
         self.pass_ended = False  # the consumer saw the current pass end (StopIteration)
-
-    @property
-    def window_len(self) -> int:
-        return self.seq_len + 1
-
-    @property
-    def step_samples(self) -> int:
-        """Samples per global step, over all ranks: ``batch_size * world_size``."""
-        return self.batch_size * self.world_size
 
     @property
     def steps_per_epoch(self) -> int:
