@@ -10,7 +10,7 @@ Cost, by sampler:
 
 - windows (``"stream"``, ``"mask"``, ``"bos"``): O(1), the position is arithmetic (DESIGN §2);
 - a mixture: the schedule is stepped from the start (or from the loader's own position,
-  when that is nearer), O(sources) per step, about 1 s per 100k steps;
+  when that is nearer), O(sources) per step (13 µs for 3 sources on a 2-core machine: 1.3 s for step 100,000);
 - ``"pack"``: every block of documents before the step is packed once (the rows a block
   holds are known only by packing it), about 6 ms per 1000 documents.
 
