@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     "streamtok.prep.hub",
     "streamtok.prep.inspect",
     "streamtok.bench",
+    "streamtok.locate_cli",
 )
 
 

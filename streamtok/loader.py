@@ -31,6 +31,7 @@ from ._ring import SlotRef, SlotRing
 from .collate import Collator, host_empty, new_buffer, split
 from .doc_batches import DocumentCollator, document_collator
 from .errors import ConfigError, PassActiveError, StateMismatchError
+from .locate import RowOrigin, locate_step, origin_of
 from .metrics import RunPublisher
 from .metrics import for_loader as metrics_for_loader
 from .mixture import Mixture, Weights
@@ -184,6 +185,7 @@ class StreamtokLoader(StatefulDataLoader):
         if collator.source is None:
             raise ConfigError("StreamtokLoader needs a Collator built on a WindowSampler (a reader alone has no order)")
         self.collator = collator
+        self.origin: dict[str, Any] | None = None  # loader()'s settings, for `streamtok locate`
         self._stream = _BatchStream(collator, shared=num_workers > 0)
         self._metrics = metrics_for_loader(collator, num_workers, metrics)
         self._stream.metrics = self._metrics
@@ -335,10 +337,30 @@ class StreamtokLoader(StatefulDataLoader):
         per_source = getattr(self.collator.source, "windows_by_source", None)
         return {} if per_source is None else per_source()
 
+    def locate(self, step: int) -> list[RowOrigin]:
+        """Where each row of this rank's batch number ``step`` of the run comes from.
+
+        ``step`` counts this rank's batches from the start of the run, 0-based, across
+        epochs; the answer is computed from the order, not by replaying it, whether or not
+        the loader was iterated (see :mod:`streamtok.locate` for the cost by sampler).
+
+        Raises:
+            ConfigError: ``step`` is negative, not an integer, or past the end of the run.
+        """
+        return locate_step(self.collator, step)
+
     def state_dict(self) -> dict[str, Any]:
-        """The position after the last batch received, JSON-serialisable."""
+        """The position after the last batch received, JSON-serialisable.
+
+        A loader made by :func:`loader` adds ``"origin"``, the settings it was built with
+        (sources as absolute paths or URLs, never credentials), so ``streamtok locate`` can
+        rebuild it from a checkpoint; loading ignores it.
+        """
         with self._position_lock:
-            return {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
+            state = {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
+        if self.origin is not None:
+            state["origin"] = self.origin
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume: the next iteration continues right after the saved batch.
@@ -477,6 +499,11 @@ def loader(
             ``multiprocessing_context``, ``pin_memory_device``); ``metrics=False`` turns off
             the live counters for ``streamtok-monitor`` (see :class:`StreamtokLoader`).
     """
+    origin = origin_of(
+        source, weights=weights, primary=primary, seq_len=seq_len, batch_size=batch_size, split=split,
+        holdout=holdout, mode=mode, seed=seed, epochs=None if epochs is None else int(epochs),
+        documents=documents, bos_id=bos_id, **{k: kw[k] for k in ("block_docs", "raw_dtype") if k in kw},
+    )
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
     for key, value in _PAGE_HINTS.get(mode, {}).items():
         reader_kw.setdefault(key, value)
@@ -496,7 +523,7 @@ def loader(
             seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
             dtype=dtype, vocab_size=vocab_size,
         )
-        return StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw)  # type: ignore[arg-type]
+        return _with_origin(StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)  # type: ignore[arg-type]
     if weights is not None or primary is not None:
         raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
     if epochs is _ONE_EPOCH:
@@ -508,13 +535,18 @@ def loader(
             collate_kw={"dtype": dtype, "vocab_size": vocab_size}, mode=mode, seed=seed, epochs=epochs,
             rank=rank, world_size=world_size, **{k: kw.pop(k) for k in ("block_docs",) if k in kw},
         )
-        return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)
+        return _with_origin(StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)
     sampler = WindowSampler(
         reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
         batch_size=batch_size, rank=rank, world_size=world_size, group=group,
     )
     collator = Collator(sampler, dtype=dtype, vocab_size=vocab_size)
-    return StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw)
+    return _with_origin(StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)
+
+
+def _with_origin(built: StreamtokLoader, origin: dict[str, Any]) -> StreamtokLoader:
+    built.origin = origin
+    return built
 
 
 def create_dataloaders(

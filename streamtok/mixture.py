@@ -219,11 +219,11 @@ class MixtureSampler(StepShape):
                 counts = [c + t for c, t in zip(counts, take)]
                 windows, j = windows + b, j + 1
             if chunk:
-                yield from self._starts(chunk)
+                yield from self.step_starts(chunk)
             if len(chunk) < CHUNK_STEPS:
                 return
 
-    def _starts(self, chunk: list[tuple[int, list[int], list[int]]]) -> np.ndarray:
+    def step_starts(self, chunk: list[tuple[int, list[int], list[int]]]) -> np.ndarray:
         """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)``."""
         b, n_src, d = self.step_samples, len(self.names), self.timeline.delta
         takes = np.array([t for _, _, t in chunk], dtype=np.int64)  # (steps, S)

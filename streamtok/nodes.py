@@ -20,7 +20,7 @@
 torchdata's samplers, ``reset(None)`` after a pass starts the next epoch (a new order); a
 loaded state resumes its own. Rank ``r`` of ``W`` takes every ``W``-th window, so a global
 batch is the same windows for any ``W``. Nodes run in the training process (threads); the
-:class:`~streamtok.StreamtokLoader` path runs worker processes (see README, "torchdata nodes").
+:class:`~streamtok.StreamtokLoader` path runs worker processes (README, "torchdata nodes").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torchdata.nodes import BaseNode
 from .collate import Collator, split
 from .errors import ConfigError, StateMismatchError
 from .reader import MemmapReader
-from .sampler import WindowSampler
+from .sampler import PassStart, WindowSampler
 
 NODE_STATE_VERSION = 1
 _CHUNK = 256  # window starts computed per vectorised call
@@ -100,7 +100,13 @@ class WindowNode(BaseNode[int]):
                     "the state torchdata's Loader.state_dict() returned for this pipeline"
                 )
             self.sampler.load_state_dict(initial_state[self.POSITION_KEY])
-        self._start = self.sampler.begin_pass()
+        if initial_state is not None and self.sampler.pass_ended:
+            # Saved after its pass ended: as every torchdata node, resume into an empty pass;
+            # torchdata's Loader (restart_on_stop_iteration) then resets to the next epoch.
+            epoch, offset = self.sampler.epoch, self.sampler.offset
+            self._start = PassStart(epoch, offset, epoch)
+        else:
+            self._start = self.sampler.begin_pass()
         self._computed = 0  # windows (steps) of this pass computed so far
         self._taken = 0  # windows handed out in this pass (one per step: one window per rank)
         self._buffer: list[int] = []

@@ -153,6 +153,17 @@ class PackSampler(StepShape):
         mine = rows[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         return np.array([(r, s, n) for r, row in enumerate(mine) for s, n in row], dtype=np.int64).reshape(-1, 3)
 
+    def rows_at(self, epoch: int, block: int, row: int, n: int) -> list[Row]:
+        """``n`` rows of ``epoch`` from ``(block, row)`` on (see :mod:`streamtok.locate`).
+
+        Raises:
+            ConfigError: fewer than ``n`` rows remain in the epoch from there.
+        """
+        got = self._take(epoch, block, row, n)
+        if got is None:
+            raise ConfigError(f"epoch {epoch} has fewer than {n} packed rows from block {block}, row {row}")
+        return got[0]
+
     # -- positions ------------------------------------------------------------------------
     def next_pass(self) -> PackStart:
         """Where the next pass would start: the position if fresh or loaded, else a new pass."""

@@ -23,6 +23,7 @@ BESIDE = {
     "mixture": 4.5,
     "doc_batches": 4.5,
     "nodes": 4.5,
+    "locate": 4.6,
 }
 HELPERS = {"_chain", "_order", "_position", "_schedule", "_pagehints", "_pagecache", "_ring", "_staging", "_background", "_atomic", "errors", "metrics"}
 DATA_PATH = {*STAGES, *BESIDE, *HELPERS}

@@ -62,6 +62,39 @@ def check_node_resume(make: Callable[[], nodes.BaseNode], midpoints: list[int]) 
     return len(full)
 
 
+def check_torchdata_save_load(make: Callable[[], nodes.BaseNode], midpoint: int) -> None:
+    """torchdata's own save/load rules for a node (pytorch/data, test/nodes/utils.py).
+
+    From a midpoint of pass 0 and of pass 1, and from the initial state, a loader continues
+    exactly; a state saved after pass 0 ended resumes into nothing under
+    ``restart_on_stop_iteration=False`` and into pass 1 under the default.
+    """
+    ref = nodes.Loader(make())
+    initial = ref.state_dict()
+    passes, mids = [], []
+    for _ in range(2):
+        it, out = iter(ref), []
+        for _ in range(midpoint):
+            out.append(_key(next(it)))
+        mids.append(pickle.loads(pickle.dumps(ref.state_dict())))
+        out += [_key(b) for b in it]
+        passes.append(out)
+        if len(passes) == 1:
+            end0 = pickle.loads(pickle.dumps(ref.state_dict()))
+    p0, p1 = passes
+    assert len(p0) > midpoint and p0 != p1, "the pipeline must yield two different passes"
+    for state, expected in ((mids[0], [p0[midpoint:], p1]), (mids[1], [p1[midpoint:]]), (initial, [p0, p1])):
+        loader = nodes.Loader(make())
+        loader.load_state_dict(state)
+        assert [[_key(b) for b in loader] for _ in expected] == expected
+    stopped = nodes.Loader(make(), restart_on_stop_iteration=False)
+    stopped.load_state_dict(end0)
+    assert [_key(b) for b in stopped] == [], "a state saved at the end of a pass must resume into nothing"
+    restarted = nodes.Loader(make())
+    restarted.load_state_dict(end0)
+    assert [_key(b) for b in restarted] == p1
+
+
 @pytest.fixture
 def reader(tmp_path):
     make_shards(tmp_path / "d", [3000, 1700, 2500])
@@ -228,3 +261,34 @@ def test_resume_in_a_new_process(tmp_path, reader):
     head = run("save", str(state))
     tail = run("resume", str(state))
     assert len(head) == 9 and head + tail == full
+
+
+_COMPOSITIONS = {
+    "WindowNode": lambda r, m: WindowNode(r, seq_len=T, seed=2, mode=m),
+    "BatchNode": lambda r, m: BatchNode(WindowNode(r, seq_len=T, seed=2, mode=m), B),
+    "Mapper(BatchNode)": lambda r, m: nodes.Mapper(BatchNode(WindowNode(r, seq_len=T, seed=2, mode=m), B), lambda b: b),
+    "Batcher(WindowNode)": lambda r, m: nodes.Batcher(WindowNode(r, seq_len=T, seed=2, mode=m), B),
+    "SplitNode": lambda r, m: SplitNode(BatchNode(WindowNode(r, seq_len=T, seed=2, mode=m), B, compact=True)),
+    "Prefetcher(BatchNode)": lambda r, m: nodes.Prefetcher(BatchNode(WindowNode(r, seq_len=T, seed=2, mode=m), B), 2),
+    "ParallelMapper(BatchNode)": lambda r, m: nodes.ParallelMapper(
+        BatchNode(WindowNode(r, seq_len=T, seed=2, mode=m), B), lambda b: b, num_workers=2, method="thread"
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "random"])
+@pytest.mark.parametrize("name", list(_COMPOSITIONS))
+def test_torchdata_save_load_rules(reader, name, mode):
+    check_torchdata_save_load(lambda: _COMPOSITIONS[name](reader, mode), midpoint=5)
+
+
+def test_torchdata_save_load_rules_for_a_weighted_mix_of_sources(tmp_path):
+    make_shards(tmp_path / "a", [4000])
+    make_shards(tmp_path / "b", [3000], start=100_000)
+    readers = {name: streamtok.MemmapReader(tmp_path / name) for name in "ab"}
+
+    def make():
+        sources = {name: BatchNode(WindowNode(r, seq_len=T, seed=9), B) for name, r in readers.items()}
+        return nodes.MultiNodeWeightedSampler(sources, {"a": 0.7, "b": 0.3}, seed=1, rank=0, world_size=1, stop_criteria="FIRST_DATASET_EXHAUSTED")
+
+    check_torchdata_save_load(make, midpoint=4)

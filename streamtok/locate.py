@@ -1,0 +1,239 @@
+"""Name the rows of any step of a run without replaying it: the order is a pure function.
+
+``locate_step(batches, step)`` answers "which texts made up batch ``step`` on this rank?" from
+the configuration alone: ``step`` counts this rank's batches from the start of the run
+(0-based, across epochs and passes, as a training loop counts them), and each row of that
+batch is named by its source, its shard, the offset of its first token in the shard and the
+document that token belongs to.
+
+Cost, by sampler:
+
+- windows (``"stream"``, ``"mask"``, ``"bos"``): O(1), the position is arithmetic (DESIGN §2);
+- a mixture: the schedule is stepped from the start (or from the loader's own position,
+  when that is nearer), O(sources) per step (13 µs for 3 sources on a 2-core machine: 1.3 s for step 100,000);
+- ``"pack"``: every block of documents before the step is packed once (the rows a block
+  holds are known only by packing it), about 6 ms per 1000 documents.
+
+A run ends where the loader's first pass ends when ``epochs`` is finite (its ``len()`` from
+the start); with ``epochs=None`` it never ends.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .mixture import Mixture, MixtureSampler
+from .packed_rows import PackSampler
+from .sampler import PassStart, WindowSampler, as_int
+from .shards import ShardLister
+
+# loader() settings an origin records, besides the sources (``block_docs``, ``raw_dtype``: when given).
+ORIGIN_KEYS = (
+    "weights", "primary", "seq_len", "batch_size", "split", "holdout", "mode", "seed", "epochs",
+    "documents", "bos_id", "block_docs", "raw_dtype",
+)
+
+
+@dataclass(frozen=True)
+class RowOrigin:
+    """Where one row of a batch comes from; readable as attributes or as ``record["shard"]``.
+
+    Attributes:
+        source: the mixture source's name, else ``None``.
+        shard: the shard's path (or URL).
+        offset: index, in tokens, of the row's first token within that shard.
+        document: the document holding that token, numbered from 0 over the source's
+            shards in order (the loader's document index); ``None`` without documents.
+    """
+
+    source: str | None
+    shard: str
+    offset: int
+    document: int | None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+def step_input(batches: Any, step: int) -> np.ndarray:
+    """What the sampler of ``batches`` yields for this rank at run step ``step``.
+
+    Window starts ``(B,)`` (global token positions of the collator's reader), or a packed
+    plan ``(n_pieces, 3)`` of ``(row, global start, tokens)``; ``batches.gather`` turns it
+    into the batch's ``(B, T+1)`` tokens.
+
+    Raises:
+        ConfigError: ``step`` is not a non-negative integer, lies past the end of the run,
+            or (a mixture resumed with other weights) before the point the loader can
+            reconstruct.
+    """
+    step = as_int("step", step, 0)
+    sampler = batches.source
+    if isinstance(sampler, MixtureSampler):
+        return _mixture_step(sampler, step)
+    if isinstance(sampler, PackSampler):
+        return _pack_step(sampler, step)
+    if isinstance(sampler, WindowSampler):
+        return _window_step(sampler, step)
+    raise ConfigError(f"cannot locate steps of a {type(sampler).__name__}: no known order")
+
+
+def locate_step(batches: Any, step: int) -> list[RowOrigin]:
+    """One :class:`RowOrigin` per row of this rank's batch number ``step`` of the run.
+
+    Args:
+        batches: a :class:`~streamtok.Collator`, :class:`~streamtok.Mixture` or document
+            collator (what a :class:`~streamtok.StreamtokLoader` wraps).
+        step: this rank's batch count from the start of the run, 0-based.
+    """
+    planned = step_input(batches, step)
+    reader = batches.reader
+    if planned.ndim == 2:  # a packed plan: a row starts at its first piece
+        first = np.ones(len(planned), dtype=bool)
+        first[1:] = planned[1:, 0] != planned[:-1, 0]
+        starts = planned[first, 1]
+    else:
+        starts = planned
+    shard, local, _ = reader.file_positions(starts)
+    index = getattr(batches, "index", None)
+    docs = None if index is None else index.first_at_or_after(starts, strict=True) - 1
+    names, bases = _sources(batches)
+    paths = reader.paths
+    out = []
+    for i, (s, k, lo) in enumerate(zip(starts.tolist(), shard.tolist(), local.tolist())):
+        name = None if names is None else names[int(np.searchsorted(bases, s, side="right")) - 1]
+        doc = None if docs is None or docs[i] < 0 else int(docs[i])
+        out.append(RowOrigin(source=name, shard=paths[k], offset=int(lo), document=doc))
+    return out
+
+
+def _sources(batches: Any) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
+    if isinstance(batches, Mixture):
+        return batches.source.names, batches.source.bases
+    return None, None
+
+
+def _past_end(step: int, last: int | None) -> None:
+    if last is not None and step >= last:
+        raise ConfigError(
+            f"step {step} is past the end of the run: it has {last} steps on this rank "
+            "(epochs x steps per epoch; a loader with epochs=None never ends)"
+        )
+
+
+def _window_step(sampler: WindowSampler, step: int) -> np.ndarray:
+    spe = sampler.steps_per_epoch
+    _past_end(step, None if sampler.epochs is None else sampler.epochs * spe)
+    epoch, offset = sampler.position_after(PassStart(0, 0, None), step)
+    return sampler.starts(epoch, sampler.rank_samples(np.array([offset], dtype=np.int64)))[0]
+
+
+def _mixture_step(sampler: MixtureSampler, step: int) -> np.ndarray:
+    tl, b = sampler.timeline, sampler.step_samples
+    # Points where the counts are known: the run's start (when the schedule is still anchored
+    # there) and the loader's own position. Step on from the nearest one before ``step``.
+    known = []
+    if tl.taus and sampler.anchor.step == 0 and sampler.anchor.windows == 0 and not any(sampler.anchor.targets):
+        known.append((0, 0, [0] * len(sampler.names)))
+    if sampler.step <= step:
+        known.append((sampler.step, sampler.windows, list(sampler.counts)))
+    if not known:
+        raise ConfigError(
+            f"step {step} comes before step {sampler.step}, where this loader's mixture resumed with "
+            "other weights or sources: the counts before it are not in the state. Locate it with a "
+            "loader built with the earlier weights"
+        )
+    at, windows, counts = max(known, key=lambda k: k[0])
+    p = None if sampler.primary is None else sampler.names.index(sampler.primary)
+    end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
+    while True:
+        take = tl.take(counts, windows)
+        if end is not None and counts[p] + take[p] > end:
+            raise ConfigError(
+                f"step {step} is past the end of the run: its mixture ends after step {at - 1} "
+                f"({sampler.epochs} epoch(s) of primary {sampler.primary!r}; epochs=None never ends)"
+            )
+        if at == step:
+            return sampler.step_starts([(windows, counts, take)])[0]
+        counts = [c + t for c, t in zip(counts, take)]
+        windows, at = windows + b, at + 1
+
+
+def _pack_step(sampler: PackSampler, step: int) -> np.ndarray:
+    b, epoch, j = sampler.step_samples, 0, step
+    while True:
+        if sampler.epochs is not None and epoch >= sampler.epochs:
+            raise ConfigError(
+                f"step {step} is past the end of the run: {step - j} steps in its {sampler.epochs} "
+                "epoch(s) (epochs=None never ends)"
+            )
+        rows = [len(sampler.block_rows(epoch, block)) for block in range(sampler.n_blocks)]
+        steps = sum(rows) // b
+        if j < steps:
+            break
+        j, epoch = j - steps, epoch + 1
+    first, block = j * b, 0
+    while first >= rows[block]:
+        first, block = first - rows[block], block + 1
+    taken = sampler.rows_at(epoch, block, first, b)
+    return sampler.plan(taken)
+
+
+def origin_of(source: Any, **settings: Any) -> dict[str, Any]:
+    """The settings ``loader()`` was called with, as JSON: what ``streamtok locate`` rebuilds it from.
+
+    Local paths are made absolute; URLs keep no user or password; a :class:`ShardLister`
+    is recorded as its shard paths.
+    """
+    if isinstance(source, Mapping):
+        spec: Any = {str(name): _where(src) for name, src in source.items()}
+    else:
+        spec = _where(source)
+    out: dict[str, Any] = {"source": spec}
+    for key, value in settings.items():
+        if key == "weights" and value is not None:
+            value = _plain_weights(value)
+        elif key == "raw_dtype":
+            value = str(np.dtype(value))
+        out[key] = value
+    return out
+
+
+def _where(source: Any) -> Any:
+    if isinstance(source, ShardLister):
+        return [_place(p) for p in source.paths]
+    if isinstance(source, (list, tuple)):
+        return [_place(p) for p in source]
+    return _place(source)
+
+
+def _place(path: Any) -> str:
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if "://" in text:
+        parts = urllib.parse.urlsplit(text)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return os.path.abspath(text)
+
+
+def _plain_weights(weights: Any) -> Any:
+    if isinstance(weights, Mapping):
+        return {str(k): float(v) for k, v in weights.items()}
+    return [[int(step), {str(k): float(v) for k, v in table.items()}] for step, table in weights]
