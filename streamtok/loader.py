@@ -501,7 +501,7 @@ def loader(
     """
     origin = origin_of(
         source, weights=weights, primary=primary, seq_len=seq_len, batch_size=batch_size, split=split,
-        holdout=holdout, mode=mode, seed=seed, epochs=None if epochs is None else int(epochs),
+        holdout=holdout, mode=mode, seed=seed, epochs=epochs,
         documents=documents, bos_id=bos_id, **{k: kw[k] for k in ("block_docs", "raw_dtype") if k in kw},
     )
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}

@@ -210,8 +210,15 @@ def origin_of(source: Any, **settings: Any) -> dict[str, Any]:
             value = _plain_weights(value)
         elif key == "raw_dtype":
             value = str(np.dtype(value))
-        out[key] = value
+        out[key] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Builtin ints for integer settings given as numpy or int subclasses; the rest as given."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _where(source: Any) -> Any:
