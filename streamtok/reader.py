@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import mmap
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -131,6 +133,7 @@ class MemmapReader(Stage):
         # What each file must stay (inode, size, mtime, ctime): a worker or a later pass that
         # opens a file replaced or rewritten since is refused, as a rewrite during a pass is.
         self._stamps = tuple(take_stamp(i) for i in self.infos)
+        self._uniform = all(i.dtype == self.dtype for i in self.infos)  # pread straight into out's bytes
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -268,12 +271,12 @@ class MemmapReader(Stage):
                 the reads: ``out`` then holds bytes that must not be used).
         """
         starts = np.asarray(starts, dtype=np.int64)
-        if out.flags.c_contiguous:
-            self.read_pieces(starts, np.full(len(starts), length, dtype=np.int64), out.reshape(-1))
-            return out
         touched: dict[int, ShardFile] = {}
-        for i in range(len(starts)):
-            self._read_row(starts[i : i + 1], np.array([length]), out[i], touched)
+        if out.flags.c_contiguous:
+            self._read(starts, itertools.repeat(length), out.reshape(-1), touched)
+        else:
+            for i in range(len(starts)):
+                self._read(starts[i : i + 1], (length,), out[i], touched)
         for entry in touched.values():
             entry.check()
         return out
@@ -288,22 +291,28 @@ class MemmapReader(Stage):
             ShardFormatError: a shard changed since the reader was built.
         """
         touched: dict[int, ShardFile] = {}
-        self._read_row(np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64), out, touched)
+        self._read(np.asarray(starts, dtype=np.int64), np.asarray(lengths).tolist(), out, touched)
         for entry in touched.values():
             entry.check()
         return out
 
-    def _read_row(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray, touched: dict[int, ShardFile]) -> None:
+    def _read(self, starts: np.ndarray, lengths: Iterable[int], out: np.ndarray, touched: dict[int, ShardFile]) -> None:
+        # One pread per piece of a shard, straight into out's bytes when the dtypes agree.
         offs = self.offset_list
-        shard_ids = [0] * len(starts) if len(self.infos) == 1 else self.locate(starts).tolist()
+        shard_ids = itertools.repeat(0) if len(self.infos) == 1 else self.locate(starts).tolist()
+        direct = self._uniform and out.dtype == self.dtype and out.flags.c_contiguous
+        mv = memoryview(out).cast("B") if direct and len(out) else None
+        size = self.dtype.itemsize
         pos = 0
-        for s, n, k in zip(starts.tolist(), lengths.tolist(), shard_ids):
+        for s, n, k in zip(starts.tolist(), lengths, shard_ids):
             while n > 0:  # more than one turn: stitched across shard ends
                 entry = touched.get(k)
                 if entry is None:
                     entry = touched[k] = self._entry(k)
                 take = min(n, offs[k + 1] - s)
-                entry.read_into(s - offs[k], out[pos : pos + take])
+                at = pos * size
+                if mv is None or os.preadv(entry.fd, [mv[at : at + take * size]], entry.info.offset + (s - offs[k]) * size) != take * size:
+                    entry.read_into(s - offs[k], out[pos : pos + take])  # converts, or finishes a short read
                 pos, s, n, k = pos + take, s + take, n - take, k + 1
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
