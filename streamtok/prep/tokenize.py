@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError, InputFormatError
 from ._encode import Encoded, EncodeJob, EncodePool
 from .encoding import eot_token, load_encoding, token_dtype
@@ -243,6 +245,7 @@ def write_all(out_dir: str, run: Run, ckpt: Checkpoint, pieces: Iterable[Piece],
     sink = ShardSink(plan, ckpt.sink)
     shards = list(ckpt.shards)
     write_manifest(out_dir, settings, shards, ckpt)
+    pieces = _checked_boundaries(pieces, settings["eot_token"], run.paths)
     with _progress(settings, ckpt, progress) as bar:
         totals = _encode_all(pieces, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
     if sink.position == 0:
@@ -299,6 +302,27 @@ def _encode_all(
         bar.update(piece.n_bytes)
         bar.set_postfix_str(f"{tokens_run / max(time.perf_counter() - t0, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
     return totals
+
+
+def _checked_boundaries(pieces: Iterable[Piece], eot: int, paths: list[str]) -> Iterator[Piece]:
+    # Every document is preceded by exactly one boundary id: more means the text produced it
+    # (a forged document start), fewer that the encoder dropped one. One compare per token.
+    for piece in pieces:
+        found = int(np.count_nonzero(np.asarray(piece.tokens) == eot))
+        if found != piece.n_docs:
+            raise _forged(piece, found, eot, paths)
+        yield piece
+
+
+def _forged(piece: Piece, found: int, eot: int, paths: list[str]) -> InputFormatError:
+    name = "stdin" if paths[piece.source] == STDIN else paths[piece.source]
+    where = f"line {piece.line}" if piece.line else f"byte {piece.start}"
+    return InputFormatError(
+        f"{name} (the chunk from {where}): {piece.n_docs} documents but {found} "
+        f"boundary tokens (id {eot}) in their tokens: the text encodes to the boundary token, which would forge "
+        "document starts; use a tokenizer whose boundary is a special token text cannot produce (the run "
+        "was not marked complete)"
+    )
 
 
 def _chunks(inputs: list[str], opts: ReadOptions, ckpt: Checkpoint) -> Iterator[Chunk]:
