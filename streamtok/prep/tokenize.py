@@ -172,6 +172,7 @@ class Run:
     sizes: list[int]
     settings: dict[str, Any]
     job: EncodeJob
+    stamps: tuple[tuple[int, int, int] | None, ...] = ()  # (size, mtime_ns, ctime_ns) when planned; None: stdin
 
 
 def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
@@ -211,8 +212,39 @@ def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
         "eot_position": "before each document",
         "sources": [src.entry for src in resolved],
     }
-    sizes = [0 if p == STDIN else os.path.getsize(p) for p in paths]
-    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra))
+    stamps = tuple(None if p == STDIN else input_stamp(p) for p in paths)
+    sizes = [0 if s is None else s[0] for s in stamps]
+    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra), stamps)
+
+
+def input_stamp(path: str) -> tuple[int, int, int]:
+    """An input's size, mtime and ctime (ns): a rewrite moves the ctime even when size and mtime are kept."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_inputs_unchanged(run: Run) -> None:
+    """Refuse a run whose inputs changed while they were read (its shards would mix old and new text).
+
+    Args:
+        run: the prepared run (its stamps were taken before reading).
+
+    Raises:
+        InputFormatError: an input was rewritten, truncated or removed, named.
+    """
+    for path, stamp in zip(run.paths, run.stamps):
+        if stamp is None:
+            continue
+        try:
+            now: tuple[int, int, int] | None = input_stamp(path)
+        except OSError:
+            now = None
+        if now != stamp:
+            raise InputFormatError(
+                f"{path}: the input changed while it was tokenized ({'removed' if now is None else f'{stamp[0]} -> {now[0]} bytes, modified'}); "
+                "the shards written may mix old and new text and the run was not marked complete: delete --out "
+                "(or pass --overwrite) and tokenize again when the input is final"
+            )
 
 
 def open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], overwrite: bool) -> tuple[Checkpoint, dict[str, Any] | None]:
@@ -248,6 +280,7 @@ def write_all(out_dir: str, run: Run, ckpt: Checkpoint, pieces: Iterable[Piece],
     pieces = _checked_boundaries(pieces, settings["eot_token"], run.paths)
     with _progress(settings, ckpt, progress) as bar:
         totals = _encode_all(pieces, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    check_inputs_unchanged(run)
     if sink.position == 0:
         raise InputFormatError(
             f"no documents in {', '.join('stdin' if s['path'] == STDIN else s['path'] for s in settings['sources'])}: "
