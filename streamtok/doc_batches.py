@@ -1,6 +1,6 @@
 """Batches with document boundaries: ``(x, y, doc)`` for ``documents="mask" | "bos" | "pack"``.
 
-Workers gather the tokens as for windows (``"pack"``: one slice copy per piece of a row).
+Workers gather the tokens as for windows (``"pack"``: one ``pread`` per piece of a row).
 The trainer's process computes each batch's ``doc`` itself from the step's plan (its window
 starts, or its packed pieces): without workers the sampler records the plans it computes for
 the gather (a chunk of 64 steps at a time); with workers the order is a pure function, so this

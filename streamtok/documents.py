@@ -3,7 +3,7 @@
 A document starts at every boundary token (``bos_id``: GPT-2's ``<|endoftext|>`` written before
 each document, Llama 3's ``<|begin_of_text|>``); Megatron shards carry their document starts in
 their ``.idx``. For a token-delimited shard the index is one vectorised scan (``chunk ==
-bos_id`` over 64 MiB pieces of the memory map: 0.5-1.7 s per GiB of uint16 tokens on a
+bos_id`` over 64 MiB reads of the file, not a map, so a shard truncated meanwhile is an error, not a SIGBUS: 0.5-1.7 s per GiB of uint16 tokens on a
 shared 2-core machine, pages cached) and is then cached as a sidecar ``<shard>.docidx`` beside the shard, or under
 ``$STREAMTOK_CACHE_DIR`` (default ``~/.cache/streamtok/docidx``) when the shard's directory is
 read-only. The sidecar is an ``.npy`` of int64: an 8-word key (magic, version, bos_id, file
