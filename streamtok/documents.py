@@ -81,7 +81,7 @@ def _starts_digest(starts: np.ndarray) -> int:
 
 
 def _cache_or_none() -> Path | None:
-    return cache_dir() if os.environ.get("STREAMTOK_NO_DIGEST_CACHE") is None else None
+    return cache_dir()
 
 
 def _content_key(path: str, info: ShardInfo, bos_id: int | None) -> tuple[np.ndarray, Stamp]:
