@@ -40,6 +40,26 @@ def test_a_same_size_rewrite_mid_run_is_refused_before_its_bytes_reach_a_batch(t
     assert all(int(x.max()) < 40_000 and int(y.max()) < 40_000 for x, y in seen)  # no new byte
 
 
+@pytest.mark.parametrize("documents", ["mask", "pack"])
+def test_a_same_size_rewrite_is_refused_in_document_modes(tmp_path, documents):
+    tokens = (np.arange(20_000) % 1000).astype(np.uint16)
+    tokens[::97] = 50256  # GPT-2's end-of-text: documents of 97 tokens
+    for k in range(2):
+        write_shard(tmp_path / "d" / f"s_{k:06d}.bin", tokens)
+    new = tokens.copy()
+    new[new != 50256] = MARK
+    write_shard(tmp_path / "new.bin", new)
+    loader = streamtok.loader(tmp_path / "d", seq_len=64, batch_size=8, split="all", documents=documents, metrics=False)
+    it = iter(loader)
+    seen = [next(it)[0] for _ in range(2)]
+    for path in loader.collator.reader.paths:
+        shutil.copyfile(tmp_path / "new.bin", path)
+    with pytest.raises(ShardFormatError, match=r"s_00000[01]\.bin: the file changed .*rewritten in place"):
+        for _ in range(100):
+            seen.append(next(it)[0])
+    assert all(int(x.max()) < MARK for x in seen)
+
+
 def test_a_shard_replaced_between_passes_is_refused_by_new_workers(tmp_path):
     make_shards(tmp_path / "d", [5000, 5000], dtype=np.uint16)
     loader = streamtok.loader(tmp_path / "d", seq_len=32, batch_size=4, split="all", num_workers=2, metrics=False)
