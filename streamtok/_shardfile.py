@@ -90,11 +90,17 @@ class ShardFile:
         self.fd = self.file.fileno()
         now = stamp_of(os.fstat(self.fd))
         if now != stamp:
+            self.file.close()
             raise ShardFormatError(describe_change(info.path, stamp, now, "since the reader opened it"))
         self.mm = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
         if advice is not None:
             self.mm.madvise(advice)
         self.arr = np.frombuffer(self.mm, dtype=info.dtype, count=info.n_tokens, offset=info.offset)
+
+    def __del__(self) -> None:
+        file = getattr(self, "file", None)  # evicted from the reader's LRU, or the reader is gone
+        if file is not None:
+            file.close()
 
     def check(self) -> None:
         """Raise :class:`ShardFormatError` when the open file's stamp is not the reader's (one ``fstat``)."""

@@ -50,7 +50,8 @@ def _default_max_open() -> int:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):
         return 64
-    return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
+    # Two descriptors per open shard (the file read with pread, and its map): half the limit.
+    return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 4)
 
 
 FINGERPRINT_BYTES = 4096
@@ -78,9 +79,10 @@ class MemmapReader(Stage):
     Args:
         source: a :class:`ShardLister`, or anything ``ShardLister`` accepts.
         raw_dtype: dtype of headerless ``.bin`` files.
-        max_open: most shard maps held open at once in one process (each holds a file
-            descriptor); default: every shard, up to half the process's descriptor limit, so
-            random windows over 1000 shards do not re-map a file per window.
+        max_open: most shards held open at once in one process (each holds two file
+            descriptors: the file and its map); default: every shard, up to a quarter of the
+            process's descriptor limit, so random windows over 1000 shards do not re-open a
+            file per window.
         advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
             or ``None`` (leave the kernel's default).
         lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
