@@ -1,11 +1,20 @@
-"""What the per-batch safety checks cost, measured interleaved in one process.
+"""What reading shards safely costs per batch, measured interleaved in one process.
 
-Issue 9 added checks to the hot path: the reader's size check on every shard a batch touches
-(one ``fstat``, so a shard truncated under a running loader is an error, not a SIGBUS), and
-the pass token under a lock before each position advance. This runs the ``num_workers=0``
-loader over the same warm shards with the checks as shipped and with them replaced by no-ops,
-in alternating rounds, with a second, identical shipped loader as a control (its ratio to
-the first is the noise floor of the run), and prints the medians and the ratios. Usage::
+A shard rewritten under a running loader (``cp new.bin shard.bin``) must give an error naming
+it: never a SIGBUS, never a byte of the new file in a batch (issue 19). The reader now copies
+tokens with ``pread`` (a truncated file gives a short read, not a fault) and ``fstat``-s every
+shard a batch touched *after* the reads (a rewrite moves the ctime before its bytes become
+visible). This runs ``num_workers=0`` loaders over the same warm shards, taking turns:
+
+- ``pread + check after``: as shipped;
+- ``mmap copy + check before``: the reader of issue 9 (slice copies out of the memory map
+  after one ``fstat`` per shard; a truncation during the copy is a SIGBUS, a same-size
+  rewrite between check and copy is read);
+- ``mmap copy, no check``: the same without the ``fstat``;
+- ``control``: a second shipped loader (its ratio to the first is the noise of the run).
+
+for plain windows (``documents="stream"``) and packed documents (``documents="pack"``: one
+read per document piece, ~2 per row), and prints the per-batch medians and ratios. Usage::
 
     python benchmarks/bench_checks.py [--tokens 64000000] [--rounds 15] [--batches 300]
 """
@@ -17,6 +26,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import streamtok
@@ -24,12 +34,34 @@ from streamtok._bench_run import warm
 from streamtok.bench import make_data
 
 
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
+def _mmap_pieces(check: bool):
+    """``MemmapReader.read_pieces`` as the issue-9 reader copied: slices of the map, fstat first."""
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def read_pieces(self, starts, lengths, out):
+        offs = self.offset_list
+        arrays = {}
+        pos = 0
+        for s, n, k in zip(starts.tolist(), lengths.tolist(), self.locate(starts).tolist()):
+            while n > 0:
+                arr = arrays.get(k)
+                if arr is None:
+                    arr = arrays[k] = self.checked_array(k) if check else self.shard_array(k)
+                take = min(n, offs[k + 1] - s)
+                out[pos : pos + take] = arr[s - offs[k] : s - offs[k] + take]
+                pos, s, n, k = pos + take, s + take, n - take, k + 1
+        return out
+
+    return read_pieces
+
+
+def _round(its: dict, per_batch: dict, r: int, batches: int) -> None:
+    names = list(its)
+    for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no one always first
+        it = its[name]
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        per_batch[name].append((time.perf_counter() - t) / batches * 1e6)
 
 
 def main() -> None:
@@ -41,35 +73,33 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=1024)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="streamtok-checks-"))
+    results = {}
     try:
         data = make_data(tmp, args.tokens)
         warm(sorted(tmp.iterdir()))
-        kw = dict(seq_len=args.seq_len, batch_size=args.batch_size, split="all", epochs=None, metrics=False)
-        shipped = streamtok.loader(data, **kw)
-        control = streamtok.loader(data, **kw)
-        bare = streamtok.loader(data, **kw)
-        reader = bare.collator.reader
-        reader.checked_array = reader.shard_array  # type: ignore[method-assign]
-        bare._position_lock = _NoLock()  # type: ignore[assignment]
-        its = {"checks on": iter(shipped), "checks off": iter(bare), "control (on)": iter(control)}
-        for it in its.values():
-            for _ in range(200):
-                next(it)
-        per_batch: dict[str, list[float]] = {n: [] for n in its}
-        names = list(its)
-        for r in range(args.rounds):
-            for name in names[r % 3 :] + names[: r % 3]:  # rotate: no contestant always runs first
-                it = its[name]
-                t = time.perf_counter()
-                for _ in range(args.batches):
-                    next(it)
-                per_batch[name].append((time.perf_counter() - t) / args.batches * 1e6)
+        for documents in ("stream", "pack"):
+            kw = dict(seq_len=args.seq_len, batch_size=args.batch_size, split="all", epochs=None, metrics=False, documents=documents)
+            its = {}
+            for name in ("pread + check after", "mmap copy + check before", "mmap copy, no check", "control"):
+                loader = streamtok.loader(data, **kw)
+                reader = loader.collator.reader
+                if name.startswith("mmap"):
+                    reader.read_pieces = types.MethodType(_mmap_pieces(check="no check" not in name), reader)
+                its[name] = iter(loader)
+                for _ in range(100):
+                    next(its[name])
+            per_batch: dict[str, list[float]] = {n: [] for n in its}
+            for r in range(args.rounds):
+                _round(its, per_batch, r, args.batches)
+            results[documents] = {n: statistics.median(v) for n, v in per_batch.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    on, off, ctl = (statistics.median(per_batch[n]) for n in ("checks on", "checks off", "control (on)"))
-    print(f"B={args.batch_size} T={args.seq_len}, shuffle, num_workers=0, {args.rounds} rounds x {args.batches} batches")
-    print(f"per batch, median: checks on {on:.1f} µs, off {off:.1f} µs, control {ctl:.1f} µs")
-    print(f"on/off {on / off:.3f} ({on - off:+.1f} µs); control/on {ctl / on:.3f} (the noise of this run)")
+    print(f"B={args.batch_size} T={args.seq_len}, shuffle, num_workers=0, {args.rounds} rounds x {args.batches} batches, warm")
+    for documents, med in results.items():
+        base = med["pread + check after"]
+        print(f"documents={documents}: per batch, median")
+        for name, us in med.items():
+            print(f"  {name:26s} {us:8.1f} µs  x{us / base:.3f} of shipped")
 
 
 if __name__ == "__main__":

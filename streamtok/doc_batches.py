@@ -1,6 +1,6 @@
 """Batches with document boundaries: ``(x, y, doc)`` for ``documents="mask" | "bos" | "pack"``.
 
-Workers gather the tokens as for windows (``"pack"``: one slice copy per piece of a row).
+Workers gather the tokens as for windows (``"pack"``: one ``pread`` per piece of a row).
 The trainer's process computes each batch's ``doc`` itself from the step's plan (its window
 starts, or its packed pieces): without workers the sampler records the plans it computes for
 the gather (a chunk of 64 steps at a time); with workers the order is a pure function, so this
@@ -56,29 +56,11 @@ class DocumentCollator(Collator):
         out = into.numpy()
         if self.transport_dtype != self._stored:
             out = out.view(self._stored)
-        reader = self.reader
         rows, starts, lengths = plan[:, 0], plan[:, 1], plan[:, 2]
         # Pieces fill the rows in order, so the flattened batch is the pieces one after another:
-        # one slice view per piece (~55 per 32 rows of 1024) and one copy of them all, ~5x
-        # cheaper than a fancy-index gather of every token.
-        offs = reader.offset_list
-        arrays: dict[int, np.ndarray] = {}
-        views, crossing = [], []
-        for i, (s, n, k) in enumerate(zip(starts.tolist(), lengths.tolist(), reader.locate(starts).tolist())):
-            arr = arrays.get(k)
-            if arr is None:
-                arr = arrays[k] = reader.checked_array(k)
-            if s + n > offs[k + 1]:  # runs across a shard end: stitched by the reader below
-                crossing.append(i)
-                views.append(np.zeros(n, dtype=out.dtype))
-            else:
-                views.append(arr[s - offs[k] : s - offs[k] + n])
-        np.concatenate(views, out=out.reshape(-1))
-        if crossing:
-            cols = _columns(rows, lengths, self.batch_size)
-            for i in crossing:
-                row, col, n = int(rows[i]), int(cols[i]), int(lengths[i])
-                reader.gather(starts[i : i + 1], n, out[row : row + 1, col : col + n])
+        # one pread per piece (~55 per 32 rows of 1024), stitched across shard ends, the shards
+        # checked after (a rewrite under the loader is refused, never read).
+        self.reader.read_pieces(starts, lengths, out.reshape(-1))
         if self.vocab_size is not None and int(out.max()) >= self.vocab_size:
             row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)
             piece = np.flatnonzero(rows == row)[np.searchsorted(_columns(rows, lengths, self.batch_size)[rows == row], col, "right") - 1]

@@ -8,16 +8,22 @@ that a single big file would not cut too).
 
 Files are mapped lazily, in the process that reads them (DataLoader workers fork or spawn),
 and never pickled; at most ``max_open`` maps are held per process, least recently used
-closed first. A gather of ``B`` windows costs one ``searchsorted`` and ``B`` slice copies.
+closed first. A gather of ``B`` windows costs one ``searchsorted``, ``B`` ``pread`` calls and
+one ``fstat`` per shard touched (:mod:`streamtok._shardfile`: reading with ``pread`` instead
+of copying from the map is what makes a shard rewritten under the loader an error naming it,
+never a SIGBUS, and the ``fstat`` after the reads what keeps the rewrite's bytes out of every
+batch).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import mmap
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,7 @@ import numpy as np
 from ._chain import Stage, chained
 from ._formats import ShardInfo, probe_shard
 from ._pagehints import PageHints
+from ._shardfile import ShardFile, take_stamp
 from .errors import ConfigError, ShardFormatError
 from .shards import ShardLister, Source
 
@@ -43,7 +50,8 @@ def _default_max_open() -> int:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):
         return 64
-    return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 2)
+    # Two descriptors per open shard (the file read with pread, and its map): half the limit.
+    return 4096 if soft == resource.RLIM_INFINITY else max(64, soft // 4)
 
 
 FINGERPRINT_BYTES = 4096
@@ -71,9 +79,10 @@ class MemmapReader(Stage):
     Args:
         source: a :class:`ShardLister`, or anything ``ShardLister`` accepts.
         raw_dtype: dtype of headerless ``.bin`` files.
-        max_open: most shard maps held open at once in one process (each holds a file
-            descriptor); default: every shard, up to half the process's descriptor limit, so
-            random windows over 1000 shards do not re-map a file per window.
+        max_open: most shards held open at once in one process (each holds two file
+            descriptors: the file and its map); default: every shard, up to a quarter of the
+            process's descriptor limit, so random windows over 1000 shards do not re-open a
+            file per window.
         advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
             or ``None`` (leave the kernel's default).
         lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
@@ -120,10 +129,13 @@ class MemmapReader(Stage):
                 "shards mix dtypes that no integer dtype holds: "
                 + ", ".join(f"{os.path.basename(i.path)}={i.dtype}" for i in self.infos)
             )
-        self._maps: OrderedDict[int, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
+        self._maps: OrderedDict[int, ShardFile] = OrderedDict()
         self._pid = os.getpid()
         self._hints = PageHints()
-        self._file_sizes = [i.offset + i.nbytes for i in self.infos]  # what each file's size must stay
+        # What each file must stay (inode, size, mtime, ctime): a worker or a later pass that
+        # opens a file replaced or rewritten since is refused, as a rewrite during a pass is.
+        self._stamps = tuple(take_stamp(i) for i in self.infos)
+        self._uniform = all(i.dtype == self.dtype for i in self.infos)  # pread straight into out's bytes
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -180,30 +192,29 @@ class MemmapReader(Stage):
         return state
 
     def shard_array(self, k: int) -> np.ndarray:
-        """The tokens of shard ``k`` as a read-only array backed by its memory map."""
-        return self._entry(k)[1]
+        """The tokens of shard ``k`` as a read-only array backed by its memory map.
+
+        Unchecked: reading it while the file is truncated kills the process with SIGBUS, and
+        a rewrite's bytes show through. The data path reads with :meth:`gather`, which does neither.
+        """
+        return self._entry(k).arr
 
     def checked_array(self, k: int) -> np.ndarray:
-        """:meth:`shard_array`, after checking that the file still has its size.
+        """:meth:`shard_array`, after checking that the file is still the one the reader opened.
 
-        Reading a mapped page past the end of a file that was truncated after it was mapped
-        (``cp new.bin shard.bin`` truncates first) kills the process with SIGBUS; this check
-        (one ``fstat``, ~1 µs, once per shard a batch touches) turns that into an error
-        naming the file. A truncation between the check and the copy still faults: the
-        window is microseconds, and replacing shards by rename (as streamtok's writers do)
-        avoids it entirely, since the old file stays mapped.
+        One ``fstat`` (~1 µs): its inode, size, mtime and ctime must be those seen when the
+        reader was built, else :class:`ShardFormatError` names the file. A copy made from the
+        array after the check is not covered (use :meth:`gather`, or call :meth:`check` after it).
         """
-        mm, arr = self._entry(k)
-        if mm.size() != self._file_sizes[k]:
-            info = self.infos[k]
-            raise ShardFormatError(
-                f"{info.path}: the file changed while the loader was reading it ({mm.size()} bytes, "
-                f"expected {self._file_sizes[k]}); it was truncated or rewritten in place. "
-                "Replace shards by writing a new file and renaming it, then rebuild the loader"
-            )
-        return arr
+        entry = self._entry(k)
+        entry.check()
+        return entry.arr
 
-    def _entry(self, k: int) -> tuple[mmap.mmap, np.ndarray]:
+    def check(self, k: int) -> None:
+        """Raise :class:`ShardFormatError` if shard ``k`` changed since the reader was built."""
+        self._entry(k).check()
+
+    def _entry(self, k: int) -> ShardFile:
         if self._pid != os.getpid():  # a forked child must not share the parent's LRU
             self._maps = OrderedDict()
             self._pid = os.getpid()
@@ -211,28 +222,15 @@ class MemmapReader(Stage):
         if entry is not None:
             self._maps.move_to_end(k)
             return entry
-        info = self.infos[k]
-        with open(info.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != info.offset + info.nbytes:
-                raise ShardFormatError(
-                    f"{info.path}: the file changed since the reader opened it ({size} bytes, "
-                    f"expected {info.offset + info.nbytes}); rebuild the loader on the new data"
-                )
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        flag = ADVICE[self.advice]
-        if flag is not None:
-            mm.madvise(flag)
-        arr = np.frombuffer(mm, dtype=info.dtype, count=info.n_tokens, offset=info.offset)
-        self._maps[k] = entry = (mm, arr)
+        self._maps[k] = entry = ShardFile(self.infos[k], self._stamps[k], ADVICE[self.advice])
         if len(self._maps) > self.max_open:
-            # The evicted map closes once no array made from it is alive.
+            # The evicted file and map close once no array made from it is alive.
             self._maps.popitem(last=False)
         return entry
 
     def mapping(self, k: int) -> mmap.mmap:
         """The memory map of shard ``k`` (opened if needed), e.g. for ``madvise``."""
-        return self._entry(k)[0]
+        return self._entry(k).mm
 
     def locate(self, starts: np.ndarray) -> np.ndarray:
         """Index of the shard that holds each global token position."""
@@ -269,32 +267,55 @@ class MemmapReader(Stage):
 
         ``out`` has shape ``(len(starts), length)`` and any dtype that holds the tokens; the
         copy converts. Callers keep every start within ``[0, n_tokens - length]``.
+
+        Raises:
+            ShardFormatError: a shard read changed since the reader was built (checked after
+                the reads: ``out`` then holds bytes that must not be used).
         """
-        offs = self.offset_list
-        if len(self.infos) == 1:
-            arr = self.checked_array(0)
-            for i, s in enumerate(starts.tolist()):
-                out[i] = arr[s : s + length]
-            return out
-        # One map lookup per shard of the batch, not per window (the LRU check costs ~1 µs).
-        arrays: dict[int, np.ndarray] = {}
-        shard_ids = self.locate(starts).tolist()
-        for i, (s, k) in enumerate(zip(starts.tolist(), shard_ids)):
-            lo = s - offs[k]
-            if s + length <= offs[k + 1]:
-                arr = arrays.get(k)
-                if arr is None:
-                    arr = arrays[k] = self.checked_array(k)
-                out[i] = arr[lo : lo + length]
-                continue
-            row, filled = out[i], 0
-            while filled < length:  # stitched across one or more shard ends
-                arr = self.checked_array(k)
-                piece = arr[lo : lo + length - filled]
-                row[filled : filled + len(piece)] = piece
-                filled += len(piece)
-                k, lo = k + 1, 0
+        starts = np.asarray(starts, dtype=np.int64)
+        touched: dict[int, ShardFile] = {}
+        if out.flags.c_contiguous:
+            self._read(starts, itertools.repeat(length), out.reshape(-1), touched)
+        else:
+            for i in range(len(starts)):
+                self._read(starts[i : i + 1], (length,), out[i], touched)
+        for entry in touched.values():
+            entry.check()
         return out
+
+    def read_pieces(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Copy ``tokens[s:s+n]`` for each ``(s, n)``, one after another, into the 1-D ``out``.
+
+        ``out`` holds ``sum(lengths)`` tokens (any dtype that holds them). Pieces may run
+        across shard ends (stitched). Each shard touched is checked after all reads.
+
+        Raises:
+            ShardFormatError: a shard changed since the reader was built.
+        """
+        touched: dict[int, ShardFile] = {}
+        self._read(np.asarray(starts, dtype=np.int64), np.asarray(lengths).tolist(), out, touched)
+        for entry in touched.values():
+            entry.check()
+        return out
+
+    def _read(self, starts: np.ndarray, lengths: Iterable[int], out: np.ndarray, touched: dict[int, ShardFile]) -> None:
+        # One pread per piece of a shard, straight into out's bytes when the dtypes agree.
+        offs = self.offset_list
+        shard_ids = itertools.repeat(0) if len(self.infos) == 1 else self.locate(starts).tolist()
+        direct = self._uniform and out.dtype == self.dtype and out.flags.c_contiguous
+        mv = memoryview(out).cast("B") if direct and len(out) else None
+        size = self.dtype.itemsize
+        pos = 0
+        for s, n, k in zip(starts.tolist(), lengths, shard_ids):
+            while n > 0:  # more than one turn: stitched across shard ends
+                entry = touched.get(k)
+                if entry is None:
+                    entry = touched[k] = self._entry(k)
+                take = min(n, offs[k + 1] - s)
+                at = pos * size
+                if mv is None or os.preadv(entry.fd, [mv[at : at + take * size]], entry.info.offset + (s - offs[k]) * size) != take * size:
+                    entry.read_into(s - offs[k], out[pos : pos + take])  # converts, or finishes a short read
+                pos, s, n, k = pos + take, s + take, n - take, k + 1
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
         """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`)."""

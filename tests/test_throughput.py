@@ -28,9 +28,8 @@ def _spied(reader):
     spies = {}
     for k in range(len(reader.infos)):
         reader.shard_array(k)
-        mm, arr = reader._maps[k]
-        spies[k] = _Spy(mm)
-        reader._maps[k] = (spies[k], arr)
+        entry = reader._maps[k]
+        spies[k] = entry.mm = _Spy(entry.mm)
     reader._hints._hint_calls = 10**9  # hint even though the tiny test files are cached
     return spies
 

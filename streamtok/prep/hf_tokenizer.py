@@ -10,7 +10,10 @@ boundary.
 The document boundary written before every document is the tokenizer config's ``bos_token``
 (Llama 3's ``<|begin_of_text|>``), else its ``eos_token`` (GPT-2's ``<|endoftext|>``); without
 a config, the first well-known special token the tokenizer has. Its text and id are recorded in
-the manifest. Vocabularies above 65,536 ids give uint32 shards (llm.c magic 20240801, version 7).
+the manifest. A boundary that text can produce would let a document forge boundaries, so it
+is refused: it must be one of the tokenizer's *special* added tokens, and encoding its own text
+(alone, after a space, after a letter) must not give its id. (``streamtok tokenize`` also
+counts the boundary ids of every chunk against its documents.) Vocabularies above 65,536 ids give uint32 shards (llm.c magic 20240801, version 7).
 """
 
 from __future__ import annotations
@@ -73,9 +76,39 @@ def resolve_tokenizer(source: str) -> HFTokenizer:
             f"has none{'' if config_path else ', and there is none beside tokenizer.json'}; known names "
             f"{', '.join(WELL_KNOWN_BOUNDARIES)} are not in its vocabulary)"
         )
+    check_boundary(source, tok, name, vocab[name])
     # A local tokenizer is named by its absolute file path, so "dir" and "dir/tokenizer.json" agree.
     shown = tok_path if os.path.exists(source) else source
     return HFTokenizer(shown, tok_path, sha, name, vocab[name], max(vocab.values()) + 1)
+
+
+def check_boundary(source: str, tok: Any, name: str, boundary_id: int) -> None:
+    """Refuse a boundary token that document text can produce (it would forge document starts).
+
+    Args:
+        source: the tokenizer, for the message.
+        tok: the tokenizer (encoding special-token text as text, see :func:`load_tokenizer`).
+        name: the boundary token's text.
+        boundary_id: its id.
+
+    Raises:
+        ConfigError: the token is not a special added token, or text encodes to it.
+    """
+    added = tok.get_added_tokens_decoder()
+    entry = added.get(boundary_id)
+    if entry is None or not entry.special:
+        what = "an ordinary vocabulary entry" if entry is None else "an added token not marked special"
+        raise ConfigError(
+            f"tokenizer {source}: the document boundary {name!r} (id {boundary_id}) is {what}, not a special "
+            "token: documents whose text produces it would forge document boundaries; set bos_token/eos_token "
+            "in tokenizer_config.json to a special token of the tokenizer"
+        )
+    for text in (name, " " + name, "a" + name):
+        if boundary_id in tok.encode(text, add_special_tokens=False).ids:
+            raise ConfigError(
+                f"tokenizer {source}: the text {text!r} encodes to the document boundary {name!r} (id {boundary_id}): "
+                "documents that spell it would forge document boundaries; use a boundary token text cannot produce"
+            )
 
 
 def load_tokenizer(path: str) -> Any:

@@ -146,12 +146,18 @@ def _check_shards(path: str, shards: Any, settings: dict[str, Any]) -> None:
     own = shard_name_pattern(settings["prefix"], settings["shard_format"])
     if not isinstance(shards, list):
         raise _refuse(path, "shards", shards, "a list")
+    count = {"val": 0, "train": 0}
     for i, shard in enumerate(shards):
         name = shard.get("name") if isinstance(shard, dict) else None
         if not isinstance(name, str) or not own.fullmatch(name):
             raise _refuse(path, f"shards[{i}].name", name, f"a shard name of this run ({own.pattern})")
-        if shard.get("split") != name.split("_")[-2]:
+        split = name.split("_")[-2]
+        if shard.get("split") != split:
             raise _refuse(path, f"shards[{i}].split", shard.get("split"), "the split in its name")
+        # Shards are written val first, each split numbered from 0: the k-th of a split is number k.
+        if int(name.split("_")[-1].split(".")[0]) != count[split] or (split == "val" and count["train"]):
+            raise _refuse(path, f"shards[{i}].name", name, f"shard {count[split]} of split {split} (shards are listed in the order written)")
+        count[split] += 1
         _count(path, f"shards[{i}].n_tokens", shard.get("n_tokens"), 1)
         indexed = "docidx" in shard or "docidx_sha256" in shard  # absent: written before tokenize wrote indexes
         if indexed and shard.get("docidx") != name + SIDECAR_SUFFIX:
@@ -178,6 +184,8 @@ def _checkpoint(path: str, r: Any, shards: list[dict[str, Any]], n_sources: int)
     for key in _TOTALS:
         _count(path, f"resume.totals.{key}", totals[key])
     sink = r["sink"]
+    if sink is None and shards:
+        raise _refuse(path, "resume.sink", sink, f"the writer's position after the {len(shards)} shards listed")
     if sink is not None:
         if not isinstance(sink, dict) or set(sink) != {"split", "next", "position"}:
             raise _refuse(path, "resume.sink", sink, "an object of split, next, position")
@@ -187,8 +195,12 @@ def _checkpoint(path: str, r: Any, shards: list[dict[str, Any]], n_sources: int)
         if not isinstance(nxt, dict) or set(nxt) != {"val", "train"}:
             raise _refuse(path, "resume.sink.next", nxt, "an object of val, train")
         for split in ("val", "train"):
-            _count(path, f"resume.sink.next.{split}", nxt[split], 0, 10**6)
-        _count(path, "resume.sink.position", sink["position"])
+            listed = sum(1 for s in shards if s["split"] == split)
+            if type(nxt[split]) is not int or nxt[split] != listed:  # the next shard's number: anything else rewrites or skips shards
+                raise _refuse(path, f"resume.sink.next.{split}", nxt[split], f"{listed}, the number of {split} shards listed")
+        position = sum(s["n_tokens"] for s in shards)
+        if type(sink["position"]) is not int or sink["position"] != position:
+            raise _refuse(path, "resume.sink.position", sink["position"], f"{position}, the tokens of the shards listed")
     digest = r.get("stdin_sha256")
     if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
         raise _refuse(path, "resume.stdin_sha256", digest, "a sha256 hex digest")

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from .._formats import write_shard
-from ..documents import write_document_index
-from ..errors import ConfigError
+from .._digest import file_sha256
+from ..documents import cache_dir, document_starts, write_document_index
+from ..errors import ConfigError, ShardFormatError
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,17 @@ class ShardSink:
         index = write_document_index(path, bos_id=self.plan.eot, portable=True)
         if index.parent != Path(os.path.abspath(path)).parent:
             raise ConfigError(f"--out {self.plan.out_dir}: cannot write the document index {index.name} beside {name}")
+        n_docs = int(np.count_nonzero(tokens == self.plan.eot))
+        indexed = len(document_starts(path, bos_id=self.plan.eot))
+        if indexed != n_docs:  # the index read back is not the one of the tokens just written
+            raise ShardFormatError(f"{index}: lists {indexed} document starts, but {name} holds {n_docs}; is something writing --out?")
         self.written.append(
             {
                 "name": name,
                 "split": self.split,
                 "n_tokens": int(self.fill),
-                "n_docs": int(np.count_nonzero(tokens == self.plan.eot)),
-                "sha256": sha256_file(path),
+                "n_docs": n_docs,
+                "sha256": file_sha256(path, cache_dir()),  # hashed once for the index's key
                 "docidx": index.name,
                 "docidx_sha256": sha256_file(str(index)),
             }

@@ -17,6 +17,7 @@ is a sequential copy (~1 GB/s), minutes for 100B tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -57,7 +58,7 @@ def tokenize_task(
         ConfigError: bad task numbers, or stdin; StateMismatchError: the directory holds
         units of other settings or inputs.
     """
-    from .tokenize import prepare_run
+    from .tokenize import check_inputs_unchanged, prepare_run
 
     if num_tasks < 1 or not 0 <= task_index < num_tasks:
         raise ConfigError(f"--task-index must be in [0, --num-tasks) = [0, {num_tasks}), not {task_index}")
@@ -80,10 +81,15 @@ def tokenize_task(
         if os.path.exists(_unit_path(work, unit.index, "json")):
             continue
         piece = run_unit(run.job, unit)
+        tokens = np.ascontiguousarray(piece.tokens)
         with atomic_write(_unit_path(work, unit.index, "npy")) as f:
-            np.lib.format.write_array(f, piece.tokens, allow_pickle=False)
+            np.lib.format.write_array(f, tokens, allow_pickle=False)
+        check_inputs_unchanged(run)  # a unit read from a changing input is not marked done
         counts = {k: getattr(piece, k) for k in ("source", "start", "end", "n_docs", "n_chars", "n_bytes")}
-        write_json_atomic(_unit_path(work, unit.index, "json"), {**counts, "n_tokens": len(piece.tokens)})
+        write_json_atomic(
+            _unit_path(work, unit.index, "json"),
+            {**counts, "n_tokens": len(tokens), "dtype": tokens.dtype.name, "sha256": _tokens_sha256(tokens)},
+        )
         done.append(unit.index)
     print(f"task {task_index} of {num_tasks}: units {mine[0].index if mine else '-'}..{mine[-1].index if mine else '-'} "
           f"of {k} done in {work}; run `streamtok tokenize --finalize {out_dir}` when every task has finished")
@@ -107,10 +113,18 @@ def finalize(out_dir: str, *, progress: bool = True, overwrite: bool = False) ->
 
     work = os.path.join(out_dir, TASK_DIR)
     plan = _read_plan(work)
-    settings = plan["settings"]
-    job = EncodeJob(**{**plan["job"], "paths": tuple(plan["job"]["paths"]), "opts": ReadOptions(**plan["job"]["opts"])})
-    sizes = [os.path.getsize(p) for p in plan["paths"]]
-    units = plan_units(plan["paths"], sizes, job.opts, plan["unit_bytes"])
+    try:
+        settings = plan["settings"]
+        job = EncodeJob(**{**plan["job"], "paths": tuple(plan["job"]["paths"]), "opts": ReadOptions(**plan["job"]["opts"])})
+        config = TokenizeConfig(prefix=settings["prefix"], shard_format=settings["shard_format"])
+        dtype = str(np.dtype(settings["dtype"]))
+        sizes = [os.path.getsize(p) for p in plan["paths"]]
+        units = plan_units(plan["paths"], sizes, job.opts, plan["unit_bytes"])
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise StateMismatchError(
+            f"{os.path.join(work, PLAN)}: not a task plan this streamtok can use ({type(exc).__name__}: {exc}); "
+            f"delete {work} and rerun the tasks"
+        ) from None
     missing = [u.index for u in units if not os.path.exists(_unit_path(work, u.index, "json"))]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -118,31 +132,68 @@ def finalize(out_dir: str, *, progress: bool = True, overwrite: bool = False) ->
             f"--finalize {out_dir}: {len(missing)} of {len(units)} units are not done yet (units {shown}); "
             "wait for the tasks, or rerun the tasks that hold them (a rerun skips the units already done)"
         )
-    config = TokenizeConfig(prefix=settings["prefix"], shard_format=settings["shard_format"])
     lock = lock_out_dir(out_dir)
     try:
         ckpt, done = open_out(out_dir, config, settings, overwrite)
         if done is None:
             run = Run(plan["paths"], sizes, settings, job)
-            done = write_all(out_dir, run, ckpt, _pieces(work, units, ckpt.source, ckpt.start), progress)
+            done = write_all(out_dir, run, ckpt, _pieces(work, units, ckpt.source, ckpt.start, dtype), progress)
         shutil.rmtree(work, ignore_errors=True)
         return done
     finally:
         lock.release()
 
 
-def _pieces(work: str, units: list[Unit], source: int, start: int) -> Iterator[Piece]:
+def _pieces(work: str, units: list[Unit], source: int, start: int, dtype: str) -> Iterator[Piece]:
     # Units wholly before the checkpoint are passed over; the one it points into comes whole
-    # (the writer skips the checkpoint's tokens of it).
+    # (the writer skips the checkpoint's tokens of it). Nothing a task wrote is trusted: the
+    # counts must be ints, the tokens of the run's dtype and of the checksum the task recorded.
     for unit in units:
-        with open(_unit_path(work, unit.index, "json")) as f:
-            c = json.load(f)
+        c = _unit_counts(_unit_path(work, unit.index, "json"))
         if c["source"] < source or (c["source"] == source and c["start"] < start):
             continue
-        tokens = np.load(_unit_path(work, unit.index, "npy"), mmap_mode="r", allow_pickle=False)
-        if len(tokens) != c["n_tokens"]:
-            raise StateMismatchError(f"{_unit_path(work, unit.index, 'npy')}: holds {len(tokens)} tokens, its .json says {c['n_tokens']}; delete both and rerun its task")
+        npy = _unit_path(work, unit.index, "npy")
+        try:
+            tokens = np.load(npy, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StateMismatchError(f"{npy}: unreadable ({exc}); delete it and its .json and rerun its task") from None
+        problem = None
+        if tokens.ndim != 1 or tokens.dtype != np.dtype(dtype) or c["dtype"] != dtype:
+            problem = f"holds {tokens.dtype}{list(tokens.shape)} tokens, the run writes 1-D {dtype}"
+        elif len(tokens) != c["n_tokens"]:
+            problem = f"holds {len(tokens)} tokens, its .json says {c['n_tokens']}"
+        elif _tokens_sha256(tokens) != c["sha256"]:
+            problem = "its tokens do not match the checksum its task recorded (altered or damaged)"
+        if problem:
+            raise StateMismatchError(f"{npy}: {problem}; delete it and its .json and rerun its task")
         yield Piece(c["source"], c["start"], c["end"], tokens, c["n_docs"], c["n_chars"], c["n_bytes"])
+
+
+_COUNTS = ("source", "start", "end", "n_docs", "n_chars", "n_bytes", "n_tokens")
+
+
+def _unit_counts(path: str) -> dict[str, Any]:
+    """A unit's ``.json``, checked: every count a non-negative int, a dtype name and a sha256."""
+    c = _load(path)
+    if not isinstance(c, dict):
+        raise StateMismatchError(f"{path}: not a unit record (a JSON object); delete it and rerun its task")
+    for key in _COUNTS:
+        if type(c.get(key)) is not int or c[key] < 0:
+            raise StateMismatchError(f"{path}: {key} = {c.get(key)!r} is not a non-negative int; delete it and rerun its task")
+    digest = c.get("sha256")
+    if not isinstance(c.get("dtype"), str) or not (isinstance(digest, str) and len(digest) == 64):
+        raise StateMismatchError(
+            f"{path}: no token dtype and checksum (written by an older streamtok, or edited); delete it and rerun its task"
+        )
+    return c
+
+
+def _tokens_sha256(tokens: np.ndarray) -> str:
+    h = hashlib.sha256()
+    step = 1 << 22
+    for a in range(0, len(tokens), step):
+        h.update(np.ascontiguousarray(tokens[a : a + step]).tobytes())
+    return h.hexdigest()
 
 
 def _unit_path(work: str, index: int, ext: str) -> str:

@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError, InputFormatError
 from ._encode import Encoded, EncodeJob, EncodePool
 from .encoding import eot_token, load_encoding, token_dtype
@@ -170,6 +172,7 @@ class Run:
     sizes: list[int]
     settings: dict[str, Any]
     job: EncodeJob
+    stamps: tuple[tuple[int, int, int] | None, ...] = ()  # (size, mtime_ns, ctime_ns) when planned; None: stdin
 
 
 def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
@@ -209,8 +212,39 @@ def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
         "eot_position": "before each document",
         "sources": [src.entry for src in resolved],
     }
-    sizes = [0 if p == STDIN else os.path.getsize(p) for p in paths]
-    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra))
+    stamps = tuple(None if p == STDIN else input_stamp(p) for p in paths)
+    sizes = [0 if s is None else s[0] for s in stamps]
+    return Run(paths, sizes, settings, EncodeJob(config.encoding, dtype, tuple(paths), config.read, **job_extra), stamps)
+
+
+def input_stamp(path: str) -> tuple[int, int, int]:
+    """An input's size, mtime and ctime (ns): a rewrite moves the ctime even when size and mtime are kept."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_inputs_unchanged(run: Run) -> None:
+    """Refuse a run whose inputs changed while they were read (its shards would mix old and new text).
+
+    Args:
+        run: the prepared run (its stamps were taken before reading).
+
+    Raises:
+        InputFormatError: an input was rewritten, truncated or removed, named.
+    """
+    for path, stamp in zip(run.paths, run.stamps):
+        if stamp is None:
+            continue
+        try:
+            now: tuple[int, int, int] | None = input_stamp(path)
+        except OSError:
+            now = None
+        if now != stamp:
+            raise InputFormatError(
+                f"{path}: the input changed while it was tokenized ({'removed' if now is None else f'{stamp[0]} -> {now[0]} bytes, modified'}); "
+                "the shards written may mix old and new text and the run was not marked complete: delete --out "
+                "(or pass --overwrite) and tokenize again when the input is final"
+            )
 
 
 def open_out(out_dir: str, config: TokenizeConfig, settings: dict[str, Any], overwrite: bool) -> tuple[Checkpoint, dict[str, Any] | None]:
@@ -243,8 +277,10 @@ def write_all(out_dir: str, run: Run, ckpt: Checkpoint, pieces: Iterable[Piece],
     sink = ShardSink(plan, ckpt.sink)
     shards = list(ckpt.shards)
     write_manifest(out_dir, settings, shards, ckpt)
+    pieces = _checked_boundaries(pieces, settings["eot_token"], run.paths)
     with _progress(settings, ckpt, progress) as bar:
         totals = _encode_all(pieces, ckpt, sink, shards, bar, lambda c: write_manifest(out_dir, settings, shards, c))
+    check_inputs_unchanged(run)
     if sink.position == 0:
         raise InputFormatError(
             f"no documents in {', '.join('stdin' if s['path'] == STDIN else s['path'] for s in settings['sources'])}: "
@@ -299,6 +335,27 @@ def _encode_all(
         bar.update(piece.n_bytes)
         bar.set_postfix_str(f"{tokens_run / max(time.perf_counter() - t0, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
     return totals
+
+
+def _checked_boundaries(pieces: Iterable[Piece], eot: int, paths: list[str]) -> Iterator[Piece]:
+    # Every document is preceded by exactly one boundary id: more means the text produced it
+    # (a forged document start), fewer that the encoder dropped one. One compare per token.
+    for piece in pieces:
+        found = int(np.count_nonzero(np.asarray(piece.tokens) == eot))
+        if found != piece.n_docs:
+            raise _forged(piece, found, eot, paths)
+        yield piece
+
+
+def _forged(piece: Piece, found: int, eot: int, paths: list[str]) -> InputFormatError:
+    name = "stdin" if paths[piece.source] == STDIN else paths[piece.source]
+    where = f"line {piece.line}" if piece.line else f"byte {piece.start}"
+    return InputFormatError(
+        f"{name} (the chunk from {where}): {piece.n_docs} documents but {found} "
+        f"boundary tokens (id {eot}) in their tokens: the text encodes to the boundary token, which would forge "
+        "document starts; use a tokenizer whose boundary is a special token text cannot produce (the run "
+        "was not marked complete)"
+    )
 
 
 def _chunks(inputs: list[str], opts: ReadOptions, ckpt: Checkpoint) -> Iterator[Chunk]:
