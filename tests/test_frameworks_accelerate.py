@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import streamtok
-from _util import batch_hash
+from _util import make_shards
 from streamtok.errors import ConfigError
 
 accelerate = pytest.importorskip("accelerate", reason="HF Accelerate is not installed (pip install -e '.[dev]')")
@@ -51,8 +51,9 @@ def test_prepare_loader_makes_prepare_pass_it_through(shard_dir):
 
 
 @pytest.mark.slow
-def test_two_processes_each_rank_once_and_exact_resume(shard_dir, tmp_path):
-    data = str(shard_dir[0])
+def test_two_processes_each_rank_once_and_exact_resume(tmp_path):
+    make_shards(tmp_path / "data", [800, 700])  # 88 windows: 22 global steps of 2 x 2 rows
+    data = str(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     script = str(HERE / "fw_accelerate_script.py")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
