@@ -87,8 +87,8 @@ class StreamtokDataModule(pl.LightningDataModule):
     Args:
         train: builds the training loader, e.g. ``lambda: streamtok.loader(data, seq_len=T,
             batch_size=B)``; called once, in ``train_dataloader()`` on each rank. Its
-            ``epochs`` is the number of Lightning epochs per pass (1, the default: one
-            Lightning epoch is one epoch of the data).
+            ``epochs`` is the number of data epochs in one Lightning epoch (1, the default);
+            it must be finite.
         val: builds the validation loader (e.g. ``mode="sequential"``), or ``None``.
     """
 
