@@ -93,3 +93,8 @@ def test_checkpoint_manager_resumes_across_dp_degrees(tmp_path):
     assert _read(back / "loaded_rank0.json") == full[K:]  # and DP 2's at DP 1
     rows = [s for step in full for s in step]
     assert len(rows) == len(set(rows))
+    # The layout: one dataloader entry in DCP's metadata, whatever the number of DP ranks.
+    from torch.distributed.checkpoint import FileSystemReader
+
+    keys = FileSystemReader(str(two / "ckpt" / f"step-{K}")).read_metadata().state_dict_metadata
+    assert [k for k in keys if k.startswith("dataloader")] == ["dataloader.streamtok"]
