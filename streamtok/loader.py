@@ -69,6 +69,7 @@ class _BatchStream(IterableDataset):
         self.collator = collator
         # (pass start, pass id), pickled: a PassStart, or a mixture's position (a few ints per source).
         self.pass_blob = new_buffer((1, _PASS_BLOB_BYTES), np.dtype(np.uint8), shared=shared)[0]
+        self.pass_blob[:8] = 0  # no pass yet (see current_pass)
         self.metrics: RunPublisher | None = None  # set by the loader: workers count their batches
         self.ring: SlotRing | None = None  # set by the loader: workers fill its slots
         self.pin = False  # set by the loader per pass: without workers, gather into pinned memory
@@ -84,6 +85,14 @@ class _BatchStream(IterableDataset):
     def current_pass(self) -> tuple[Any, int]:
         view = self.pass_blob.numpy()
         n = int.from_bytes(view[:8].tobytes(), "little")
+        if n == 0:
+            # Someone built their own DataLoader over loader.dataset (accelerate's prepare,
+            # Lightning's sampler re-wrap): it would neither split by rank nor keep the state.
+            raise ConfigError(
+                "this dataset is the inside of a StreamtokLoader and has no pass to read: iterate "
+                "the loader itself, not a DataLoader rebuilt over loader.dataset (Accelerate: "
+                "streamtok.frameworks.accelerate.prepare_loader; see README 'Training frameworks')"
+            )
         return pickle.loads(view[8 : 8 + n].tobytes())
 
     def __iter__(self) -> Iterator[torch.Tensor]:
