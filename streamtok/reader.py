@@ -9,6 +9,10 @@ that a single big file would not cut too).
 Files are mapped lazily, in the process that reads them (DataLoader workers fork or spawn),
 and never pickled; at most ``max_open`` maps are held per process, least recently used
 closed first. A gather of ``B`` windows costs one ``searchsorted`` and ``B`` slice copies.
+
+Shards named by URL (``s3://``, ``gs://``, ``az://``, ``https://``, ``hf://``) are read from
+their object store instead (:mod:`streamtok.storage`): the reader's arithmetic is the same,
+and it asks the storage layer for the byte ranges of each batch, ``lookahead`` steps ahead.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ._formats import ShardInfo, probe_shard
 from ._pagehints import PageHints
 from .errors import ConfigError, ShardFormatError
 from .shards import ShardLister, Source
+from .storage import urls as storage_urls
 
 ADVICE = {
     None: None,
@@ -77,7 +82,14 @@ class MemmapReader(Stage):
         advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
             or ``None`` (leave the kernel's default).
         lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
-            read; 0 turns it off.
+            read (for remote shards: whose byte ranges are fetched); 0 turns it off.
+        storage_options: how to reach the object store of remote shards (endpoint,
+            region, credentials, ``anonymous``, ``allow_http``...; see
+            :mod:`streamtok.storage.options`); default: the lister's, then the environment.
+        fetch: how remote shards are read: ``"windows"`` (the exact byte ranges of each
+            batch, fetched ahead, no local disk) or ``"blocks"`` (fixed-size blocks in a
+            bounded local cache).
+        cache_dir, cache_limit: the ``"blocks"`` cache's directory and size limit in bytes.
 
     Raises:
         ShardFormatError: a shard is empty, truncated, has a bad header, or the shards mix
@@ -93,8 +105,12 @@ class MemmapReader(Stage):
         max_open: int | None = None,
         advice: str | None = None,
         lookahead: int = 0,
+        storage_options: Any = None,
+        fetch: str = "windows",
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit: int | None = None,
     ):
-        lister = source if isinstance(source, ShardLister) else ShardLister(source)
+        lister = source if isinstance(source, ShardLister) else ShardLister(source, storage_options=storage_options)
         if max_open is None:
             max_open = min(len(lister.paths), _default_max_open())
         if max_open < 1:
@@ -102,7 +118,10 @@ class MemmapReader(Stage):
         if advice not in ADVICE:
             raise ConfigError(f"advice must be one of {sorted(k for k in ADVICE if k)} or None, not {advice!r}")
         self.lister = lister
-        self.infos: tuple[ShardInfo, ...] = tuple(probe_shard(p, raw_dtype=raw_dtype) for p in lister.paths)
+        self._remote = _open_remote(lister, raw_dtype, storage_options, fetch, cache_dir, cache_limit)
+        self.infos: tuple[ShardInfo, ...] = (
+            self._remote.infos if self._remote is not None else tuple(probe_shard(p, raw_dtype=raw_dtype) for p in lister.paths)
+        )
         self.raw_dtype = np.dtype(raw_dtype)
         self.max_open = max_open
         self.advice = advice
@@ -138,8 +157,9 @@ class MemmapReader(Stage):
         file names and sizes is told apart, and a moved directory still matches.
         """
         h = hashlib.sha256(self.legacy_fingerprint.encode())
-        for info in self.infos:
-            h.update(_content_sample(info))
+        samples = self._remote.samples if self._remote is not None else {}
+        for k, info in enumerate(self.infos):
+            h.update(samples[k] if k in samples else _content_sample(info))
         return h.hexdigest()[:16]
 
     @functools.cached_property
@@ -154,7 +174,7 @@ class MemmapReader(Stage):
         """Short text naming the shards, for error messages."""
         names = [os.path.basename(p) for p in self.paths]
         shown = ", ".join(names[:3]) + (f", ... ({len(names)} shards)" if len(names) > 3 else "")
-        return f"{os.path.dirname(self.paths[0]) or '.'}/[{shown}]"
+        return f"{storage_urls.dirname(self.paths[0]) or '.'}/[{shown}]"
 
     def __len__(self) -> int:
         return self.n_tokens
@@ -180,7 +200,10 @@ class MemmapReader(Stage):
         return state
 
     def shard_array(self, k: int) -> np.ndarray:
-        """The tokens of shard ``k`` as a read-only array backed by its memory map."""
+        """The tokens of shard ``k`` as a read-only array backed by its memory map (for a
+        remote shard: an array-like whose slices are ranged reads)."""
+        if self._remote is not None and self._remote.is_remote(k):
+            return self._remote.array(k)  # type: ignore[return-value]
         return self._entry(k)[1]
 
     def checked_array(self, k: int) -> np.ndarray:
@@ -191,8 +214,11 @@ class MemmapReader(Stage):
         (one ``fstat``, ~1 µs, once per shard a batch touches) turns that into an error
         naming the file. A truncation between the check and the copy still faults: the
         window is microseconds, and replacing shards by rename (as streamtok's writers do)
-        avoids it entirely, since the old file stays mapped.
+        avoids it entirely, since the old file stays mapped. A remote shard's reads check
+        its ETag and size instead (:mod:`streamtok.storage.store`).
         """
+        if self._remote is not None and self._remote.is_remote(k):
+            return self._remote.array(k)  # type: ignore[return-value]
         mm, arr = self._entry(k)
         if mm.size() != self._file_sizes[k]:
             info = self.infos[k]
@@ -270,6 +296,8 @@ class MemmapReader(Stage):
         ``out`` has shape ``(len(starts), length)`` and any dtype that holds the tokens; the
         copy converts. Callers keep every start within ``[0, n_tokens - length]``.
         """
+        if self._remote is not None:
+            return self._remote.gather(self, starts, length, out)
         offs = self.offset_list
         if len(self.infos) == 1:
             arr = self.checked_array(0)
@@ -297,8 +325,36 @@ class MemmapReader(Stage):
         return out
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
-        """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`)."""
+        """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`);
+        for remote shards, start fetching their bytes (see :mod:`streamtok.storage.windows`)."""
+        if self._remote is not None:
+            self._remote.willneed(self, starts, length)
+            return
         self._hints.willneed(self, starts, length)
+
+    @property
+    def remote(self) -> Any:
+        """The storage side of remote shards (:class:`streamtok.storage.RemoteShards`), or ``None``."""
+        return self._remote
+
+
+def _open_remote(lister: ShardLister, raw_dtype: Any, storage_options: Any, fetch: str,
+                 cache_dir: Any, cache_limit: int | None) -> Any:
+    """A :class:`streamtok.storage.RemoteShards` when some shard is a URL, else ``None`` (and
+    the strategy options must be left at their defaults)."""
+    if not any(storage_urls.is_remote(p) for p in lister.paths):
+        if fetch != "windows" or cache_dir is not None or cache_limit is not None:
+            from .storage.remote import FETCH_STRATEGIES
+
+            if fetch not in FETCH_STRATEGIES:
+                raise ConfigError(f"fetch must be one of {FETCH_STRATEGIES}, not {fetch!r}")
+        return None
+    from .storage import RemoteShards, StorageOptions
+    from .storage.options import as_options
+
+    options: StorageOptions = as_options(storage_options if storage_options is not None else lister.storage_options)
+    return RemoteShards(lister.paths, lister.objects, options, raw_dtype=np.dtype(raw_dtype), fetch=fetch,
+                        cache_dir=None if cache_dir is None else os.fspath(cache_dir), cache_limit=cache_limit)
 
 
 @chained(ShardLister)

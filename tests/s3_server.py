@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import os
 import socket
 import struct
@@ -272,7 +273,9 @@ class FaultProxy:
                     for k, v in resp.getheaders():
                         if k.lower() not in _HOP_HEADERS and k.lower() != "content-length":
                             self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
+                    # A HEAD's Content-Length is the object's size, not its (empty) body's.
+                    length = resp.getheader("Content-Length", "0") if method == "HEAD" else str(len(data))
+                    self.send_header("Content-Length", length)
                     self.end_headers()
                     if method == "HEAD":
                         return
@@ -397,6 +400,7 @@ def start_s3(*, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang
         raise RuntimeError(reason)
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
