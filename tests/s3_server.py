@@ -133,6 +133,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._bucket = _Bucket(bandwidth_bps) if bandwidth_bps else None
+        ThreadingHTTPServer.request_queue_size = 1024  # many clients connect at once (default 5)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-fault-proxy", daemon=True)
