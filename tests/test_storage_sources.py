@@ -136,3 +136,29 @@ def test_strategy_options(s3_bucket, tmp_path):
         streamtok.MemmapReader(url, cache_limit=1 << 20)
     with pytest.raises(ConfigError, match="fetch must be one of"):
         streamtok.MemmapReader(tmp_path / "up", fetch="lru")
+
+
+def test_inspect_reads_remote_shards_as_it_reads_local_ones(s3_bucket, tmp_path, capsys, monkeypatch):
+    import json
+
+    from prep_helpers import run_cli
+
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    server, bucket = s3_bucket
+    rng = np.random.default_rng(4)
+    t = rng.integers(0, 50000, 3000, dtype=np.uint16)
+    t[::97] = 50256
+    write_shard(tmp_path / "i" / "x_train_1.bin", t)
+    write_shard(tmp_path / "i" / "x_train_2.npy", t[:1000])
+    t[5] = 60000
+    write_shard(tmp_path / "i" / "x_train_3.bin", t)
+    server.upload_dir(tmp_path / "i", bucket, "i/")
+    args = ["--json", "--sha256", "--check", "--encoding", "gpt2"]
+    assert run_cli(["inspect", f"s3://{bucket}/i/", *args]) == 1
+    remote = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert run_cli(["inspect", str(tmp_path / "i"), *args]) == 1
+    local = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r.pop("path") for r in remote] == [f"s3://{bucket}/i/x_train_{k}.{e}" for k, e in ((1, "bin"), (2, "npy"), (3, "bin"))]
+    for r in local:
+        r.pop("path")
+    assert remote == local and remote[2]["first_bad_offset"] == 5
