@@ -48,6 +48,10 @@ def list_remote(source: str, store: RemoteStore, sort_key: Callable[[str], objec
         ShardFormatError: the prefix holds a LitData dataset.
     """
     u = urls.parse(source)
+    if u.scheme == "hf":
+        from .hub import list_hub
+
+        return list_hub(source, store.options, sort_key)
     if u.scheme in ("http", "https") and not globlib.has_magic(u.key):
         if source.endswith("/"):
             shards, known = _directory(store, source, sort_key)  # a WebDAV listing, when the server has one

@@ -110,9 +110,15 @@ class StorageOptions:
         config.update(self._extra())
         return config, self.client_options(env.get("AWS_ALLOW_HTTP"))
 
-    def generic(self) -> dict[str, Any]:
-        """Config for GCS/Azure builders: the mapping's keys as obstore names them."""
-        config = {k: v for k, v in self.values.items() if k in ("endpoint", "access_key_id", "secret_access_key")}
+    def generic(self, scheme: str) -> dict[str, Any]:
+        """Config for the GCS or Azure builder: the mapping's keys as obstore names them
+        (``endpoint`` is GCS's ``base_url``; ``secret_access_key`` Azure's ``account_key``)."""
+        v = self.values
+        config: dict[str, Any] = {}
+        if v.get("endpoint"):
+            config["base_url" if scheme == "gs" else "endpoint"] = v["endpoint"]
+        if scheme != "gs" and v.get("secret_access_key"):
+            config["account_key"] = v["secret_access_key"]
         if _truthy(self.values.get("anonymous", False)):
             config["skip_signature"] = True
         config.update(self._extra())

@@ -104,9 +104,9 @@ def _obstore_store(url: urls.Url, options: StorageOptions) -> Any:
         config, client = options.s3()
         return S3Store(url.root, config=config, client_options=client, retry_config=retry)
     if url.scheme == "gs":
-        return GCSStore(url.root, config=options.generic(), client_options=options.client_options(), retry_config=retry)
+        return GCSStore(url.root, config=options.generic("gs"), client_options=options.client_options(), retry_config=retry)
     if url.scheme in ("az", "abfs"):
-        return AzureStore(url.root, config=options.generic(), client_options=options.client_options(), retry_config=retry)
+        return AzureStore(url.root, config=options.generic("az"), client_options=options.client_options(), retry_config=retry)
     if url.scheme in ("http", "https"):
         client = options.client_options()
         if url.scheme == "http":
@@ -161,7 +161,9 @@ class RemoteStore:
             except Exception as exc:  # obstore's builder errors: bad option names or values
                 if isinstance(exc, StorageError):
                     raise
-                raise StorageError(redact(f"{url.store_url}: cannot set up a client ({type(exc).__name__}: {exc})")) from None
+                first = str(exc).split("\n", 1)[0]
+                raise StorageError(redact(f"{url.store_url}: cannot set up a client ({type(exc).__name__}: {first}); "
+                                          "check storage_options")) from None
         return store
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
@@ -288,7 +290,8 @@ class RemoteStore:
                 meta = await obstore.head_async(store, u.key)
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
-            return ObjectRef(url, int(meta["size"]), meta.get("e_tag"))
+            # The Hub's ETags differ across its redirects: an hf:// file is checked by size (see .hub).
+            return ObjectRef(url, int(meta["size"]), None if u.scheme == "hf" else meta.get("e_tag"))
 
         return await self._retrying(what, attempt)
 
