@@ -112,14 +112,14 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
     if len(head) >= 4:
         magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
         if magic in LLMC_FORMATS:
-            return _probe_llmc(path, size, head)
+            return llmc_info(path, size, head)
         if magic in LLMC_OTHER_FILES:
             raise ShardFormatError(
                 f"{path}: starts with llm.c magic {magic}: it is {LLMC_OTHER_FILES[magic]}, "
                 f"not a token shard (llm.c token shards have magic {MAGIC_GPT2} or {MAGIC_LLAMA3})"
             )
     _check_not_orphan(path)
-    return _probe_raw(path, size, np.dtype(raw_dtype))
+    return raw_info(path, size, np.dtype(raw_dtype))
 
 
 def is_litdata_dir(directory: str | os.PathLike) -> bool:
@@ -252,7 +252,8 @@ def _megatron_pairs(directory: str, mtime_ns: int) -> list[str]:
     return sorted(n for n in names if n.endswith(".idx") and n[:-4] + ".bin" in names)
 
 
-def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:
+def llmc_info(path: str, size: int, head: bytes) -> ShardInfo:
+    """The :class:`ShardInfo` of an llm.c shard of ``size`` bytes whose first bytes are ``head``."""
     if len(head) < HEADER_BYTES:
         raise ShardFormatError(
             f"{path}: llm.c magic found but the file has only {size} bytes, "
@@ -311,7 +312,8 @@ def parse_npy_header(path: str, size: int, f: BinaryIO) -> ShardInfo:
     return ShardInfo(path, "npy", np.dtype(dtype), offset, n)
 
 
-def _probe_raw(path: str, size: int, dtype: np.dtype) -> ShardInfo:
+def raw_info(path: str, size: int, dtype: np.dtype) -> ShardInfo:
+    """The :class:`ShardInfo` of a headerless shard of ``size`` bytes of ``dtype`` tokens."""
     if dtype.kind not in "iu":
         raise ShardFormatError(f"{path}: raw dtype {dtype} is not an integer dtype")
     if size % dtype.itemsize:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,34 @@ def default_bos_id(info: ShardInfo) -> int | None:
         f"starts a document (llm.c uses {GPT2_EOT} for GPT-2 magic {MAGIC_GPT2}, {LLAMA3_BOS} "
         f"for Llama 3 magic {MAGIC_LLAMA3}); pass bos_id=..."
     )
+
+
+def sample_spots(size: int) -> tuple[tuple[int, int], ...]:
+    """The three ``[start, stop)`` byte ranges of a file of ``size`` bytes whose hash keys its index."""
+    spots = (0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES))
+    return tuple((a, min(size, a + _SAMPLE_BYTES)) for a in spots)
+
+
+def sample_hash(parts: list[bytes]) -> int:
+    """The key's content word from the bytes of :func:`sample_spots` (as an int64)."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(part)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def portable_sidecar_starts(arr: np.ndarray, *, bos_id: int | None, size: int, content: Callable[[], int]) -> np.ndarray | None:
+    """The starts of a sidecar's array when it is a *portable* index of a shard of ``size``
+    bytes with boundary ``bos_id`` whose content word is ``content()`` (asked last: it costs
+    reads); ``None`` otherwise. This is how a copy of a shard elsewhere (an object store) checks
+    the sidecar uploaded beside it."""
+    if arr.dtype != np.int64 or arr.ndim != 1 or len(arr) < _KEY_WORDS:
+        return None
+    key = arr[:_KEY_WORDS]
+    wanted = [_MAGIC, _VERSION, -1 if bos_id is None else bos_id, size]
+    if [int(x) for x in key[:4]] != wanted or int(key[4]) != _ANY_MTIME or int(key[6]) != len(arr) - _KEY_WORDS:
+        return None
+    return arr[_KEY_WORDS:] if int(key[5]) == content() else None
 
 
 def _content_key(path: str, info: ShardInfo, bos_id: int | None) -> np.ndarray:

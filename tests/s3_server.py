@@ -441,3 +441,25 @@ def s3_bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     bucket = s3.create_bucket()
     yield s3, bucket
     s3.proxy.reset()
+
+
+def main() -> None:
+    """``python tests/s3_server.py [--latency-ms N] [--bandwidth-mbps N]``: serve in this process
+    (so a benchmark's client does not share its interpreter lock with the server), print one
+    JSON line ``{"endpoint", "moto_endpoint"}``, and stop when stdin closes."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--bandwidth-mbps", type=float, default=0.0)
+    args = p.parse_args()
+    server = start_s3(latency_s=args.latency_ms / 1000, bandwidth_bps=args.bandwidth_mbps * 1e6 / 8 or None)
+    print(json.dumps({"endpoint": server.endpoint, "moto_endpoint": server.moto_endpoint}), flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

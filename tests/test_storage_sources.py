@@ -113,7 +113,7 @@ def test_coalescing_only_merges_small_gaps():
 
 def test_random_windows_fetch_at_most_one_and_a_half_bytes_per_byte_used(s3_bucket, tmp_path):
     server, bucket = s3_bucket
-    write_shard(tmp_path / "big" / "one.bin", np.random.default_rng(1).integers(0, 50000, 400_000, dtype=np.uint16))
+    write_shard(tmp_path / "big" / "one.bin", np.random.default_rng(1).integers(0, 50000, 120_000, dtype=np.uint16))
     server.upload_dir(tmp_path / "big", bucket, "big/")
     loader = streamtok.loader(f"s3://{bucket}/big/", seq_len=255, batch_size=16, split="all", mode="random",
                               epochs=1, metrics=False)

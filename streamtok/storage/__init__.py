@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from .options import StorageOptions, redact
 from .remote import FETCH_STRATEGIES, RemoteShards, make_fetcher
-from .store import NetCounters, ObjectRef, RemoteStore
+from .refs import ObjectRef
+from .store import NetCounters, RemoteStore
 from .urls import is_remote
 
 __all__ = [

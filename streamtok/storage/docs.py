@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_write
-from ..documents import _ANY_MTIME, _KEY_WORDS, _MAGIC, _SAMPLE_BYTES, _VERSION, SIDECAR_SUFFIX, cache_dir, default_bos_id
+from ..documents import SIDECAR_SUFFIX, cache_dir, default_bos_id, portable_sidecar_starts, sample_hash, sample_spots
 from .._formats import parse_megatron_index
 from ..errors import ShardNotFoundError
-from .store import ObjectRef
+from .refs import ObjectRef
 
 _SCAN_BYTES = 8 << 20
 
@@ -42,32 +41,17 @@ def _load_cached(path: Any, n_tokens: int) -> np.ndarray | None:
     return np.asarray(arr)
 
 
-def _sample_hash(shards: Any, ref: ObjectRef) -> int:
-    size = ref.size
-    spots = (0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES))
-    parts = shards.store.fetch_ranges([(ref, a, min(size, a + _SAMPLE_BYTES)) for a in spots])
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(part)
-    return int.from_bytes(h.digest(), "little") >> 1
-
-
 def _from_sidecar(shards: Any, ref: ObjectRef, bos_id: int | None) -> np.ndarray | None:
     try:
         side = shards.store.head_many([ref.url + SIDECAR_SUFFIX])[0]
-        data = bytes(shards.store.fetch_range(side, 0, side.size))
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(bytes(shards.store.fetch_range(side, 0, side.size))), allow_pickle=False)
     except (ShardNotFoundError, OSError, ValueError):
         return None
-    if arr.dtype != np.int64 or arr.ndim != 1 or len(arr) < _KEY_WORDS:
-        return None
-    key = arr[:_KEY_WORDS]
-    wanted = [_MAGIC, _VERSION, -1 if bos_id is None else bos_id, ref.size]
-    if list(key[:4]) != wanted or key[4] != _ANY_MTIME or int(key[6]) != len(arr) - _KEY_WORDS:
-        return None  # not portable, or for another shard or boundary token
-    if int(key[5]) != _sample_hash(shards, ref):
-        return None
-    return arr[_KEY_WORDS:]
+
+    def content() -> int:
+        return sample_hash([bytes(p) for p in shards.store.fetch_ranges([(ref, a, b) for a, b in sample_spots(ref.size)])])
+
+    return portable_sidecar_starts(arr, bos_id=bos_id, size=ref.size, content=content)
 
 
 def _scan(shards: Any, k: int, bos_id: int) -> np.ndarray:

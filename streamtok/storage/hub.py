@@ -25,8 +25,8 @@ from typing import Any
 
 from ..errors import HubError, ShardNotFoundError
 from . import urls
-from .options import StorageOptions, _remember_secrets
-from .store import ObjectRef
+from .options import StorageOptions, remember_secrets
+from .refs import ObjectRef
 
 SHARD_SUFFIXES = (".bin", ".npy")
 
@@ -52,7 +52,7 @@ def _token(options: StorageOptions) -> str | None:
         except Exception:  # noqa: BLE001 - no saved login is fine
             token = None
     if token:
-        _remember_secrets({"token": token})
+        remember_secrets({"token": token})
     return token or None
 
 

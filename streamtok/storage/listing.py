@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from ..errors import ShardFormatError, ShardNotFoundError
 from . import urls
-from .store import ObjectRef, RemoteStore
+from .refs import ObjectRef
+from .store import RemoteStore
 
 SHARD_SUFFIXES = (".bin", ".npy")
 

@@ -27,7 +27,7 @@ import numpy as np
 from .._atomic import atomic_write
 from .._formats import ShardInfo
 from .probe import FINGERPRINT_BYTES, Probed
-from .store import ObjectRef
+from .refs import ObjectRef
 
 VERSION = 1
 

@@ -44,7 +44,8 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def _remember_secrets(options: Mapping[str, Any]) -> None:
+def remember_secrets(options: Mapping[str, Any]) -> None:
+    """Note the secret values among ``options`` (by key name) so that :func:`redact` hides them."""
     for key, value in options.items():
         if any(s in key.lower() for s in SECRET_KEYS) and isinstance(value, str) and len(value) >= 4:
             _known_secrets.add(value)
@@ -73,7 +74,7 @@ class StorageOptions:
         if not isinstance(self.values, Mapping):
             raise ConfigError(f"storage_options must be a mapping of option names to values, not {type(self.values).__name__}")
         object.__setattr__(self, "values", dict(self.values))
-        _remember_secrets(self.values)
+        remember_secrets(self.values)
         for key in ("max_in_flight", "retries"):
             value = self.own(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "max_in_flight" else 0):

@@ -28,15 +28,16 @@ from .._formats import (
     MAGIC_GPT2,
     MAGIC_LLAMA3,
     ShardInfo,
-    _probe_llmc,
-    _probe_raw,
+    llmc_info,
     megatron_info,
     parse_megatron_index,
     parse_npy_header,
+    raw_info,
 )
 from ..errors import ShardFormatError, ShardNotFoundError
 from . import urls
-from .store import ObjectRef, RemoteStore
+from .refs import ObjectRef
+from .store import RemoteStore
 
 FINGERPRINT_BYTES = 4096  # as streamtok.reader.FINGERPRINT_BYTES
 HEAD_BYTES = HEADER_BYTES + FINGERPRINT_BYTES
@@ -75,7 +76,7 @@ async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef
     else:
         magic = int(np.frombuffer(head[:4], dtype="<i4")[0]) if len(head) >= 4 else None
         if magic in LLMC_FORMATS:
-            info = _probe_llmc(url, size, head[:HEADER_BYTES])
+            info = llmc_info(url, size, head[:HEADER_BYTES])
         elif magic in LLMC_OTHER_FILES:
             raise ShardFormatError(
                 f"{url}: starts with llm.c magic {magic}: it is {LLMC_OTHER_FILES[magic]}, "
@@ -95,7 +96,7 @@ async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef
                 index = parse_megatron_index(idx_url, data[:64].tobytes(), index_ref.size, lambda: data)  # type: ignore[arg-type]
                 info = megatron_info(url, size, index)
             else:
-                info = _probe_raw(url, size, raw_dtype)
+                info = raw_info(url, size, raw_dtype)
     n = min(FINGERPRINT_BYTES, info.nbytes)
     sample = head[info.offset : info.offset + n] + tail[len(tail) - n :]
     return Probed(ref, info, sample, index_ref)

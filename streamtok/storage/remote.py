@@ -10,6 +10,7 @@ the bytes came from.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ from ..errors import ConfigError
 from . import metacache, urls
 from .options import StorageOptions
 from .probe import Probed, probe_remote
-from .store import ObjectRef, RemoteStore
+from .refs import ObjectRef
+from .store import RemoteStore
 from .windows import Range, WindowFetcher
 
 FETCH_STRATEGIES = ("windows", "blocks")
@@ -40,11 +42,11 @@ def make_fetcher(fetch: str, store: RemoteStore, objects: Mapping[int, ObjectRef
         if cache_dir is not None or cache_limit is not None:
             raise ConfigError("cache_dir= and cache_limit= are options of fetch='blocks' (the 'windows' strategy uses no local disk)")
         return WindowFetcher(store, objects)
-    try:
-        from .blocks import BlockFetcher  # type: ignore[import-not-found]
-    except ImportError:
+    try:  # the blocks strategy's module (streamtok/storage/blocks.py), found by name
+        blocks = importlib.import_module(f"{__package__}.blocks")
+    except ModuleNotFoundError:
         raise ConfigError("fetch='blocks' is not available in this build of streamtok; use fetch='windows'") from None
-    return BlockFetcher(store, objects, cache_dir=cache_dir, cache_limit=cache_limit)
+    return blocks.BlockFetcher(store, objects, cache_dir=cache_dir, cache_limit=cache_limit)
 
 
 class RemoteArray:

@@ -35,24 +35,12 @@ from typing import Any
 from ..errors import ObjectChangedError, RemoteReadError, ShardNotFoundError, StorageError
 from . import urls
 from .options import StorageOptions, as_options, redact
+from .refs import ObjectRef
 
 _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
 _STATUS = re.compile(r"status code: (\d{3})")
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """One object as the loader saw it when it was built: where, how big, which version."""
-
-    url: str
-    size: int
-    etag: str | None = None
-
-    def describe(self, start: int | None = None, stop: int | None = None) -> str:
-        where = urls.redact_queries(self.url)
-        return where if start is None else f"{where} bytes [{start}, {stop})"
 
 
 @dataclass

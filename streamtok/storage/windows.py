@@ -25,7 +25,8 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from .store import ObjectRef, RemoteStore
+from .refs import ObjectRef
+from .store import RemoteStore
 
 Range = tuple[int, int, int]  # (shard, byte start, byte stop)
 
