@@ -162,3 +162,35 @@ def test_inspect_reads_remote_shards_as_it_reads_local_ones(s3_bucket, tmp_path,
     for r in local:
         r.pop("path")
     assert remote == local and remote[2]["first_bad_offset"] == 5
+
+
+def test_windows_are_requested_steps_ahead_with_many_in_flight(s3_bucket, tmp_path):
+    server, bucket = s3_bucket
+    write_shard(tmp_path / "w" / "one.bin", np.random.default_rng(2).integers(0, 50000, 60_000, dtype=np.uint16))
+    server.upload_dir(tmp_path / "w", bucket, "w/")
+    loader = streamtok.loader(f"s3://{bucket}/w/", seq_len=63, batch_size=4, split="all", metrics=False, lookahead=16)
+    server.proxy.reset()
+    server.proxy.latency_s = 0.02
+    it = iter(loader)
+    next(it)
+    # One batch used, but the windows of the next 16 steps were asked for already, concurrently.
+    assert server.proxy.counters.range_gets >= 4 * 10
+    assert server.proxy.counters.max_in_flight >= 8
+    it.close()
+
+
+def test_torchdata_nodes_read_remote_shards(s3_bucket, tmp_path):
+    from torchdata import nodes
+
+    from streamtok.nodes import BatchNode, WindowNode
+
+    server, bucket = s3_bucket
+    _upload(server, bucket, tmp_path, ["a_1.bin", "a_2.bin"], n=3000)
+    remote = streamtok.MemmapReader(f"s3://{bucket}/p/")
+    local = streamtok.MemmapReader(tmp_path / "up")
+
+    def batches(reader):
+        return [x for x, _ in nodes.Loader(BatchNode(WindowNode(reader, seq_len=31, seed=0), 4))]
+
+    got, want = batches(remote), batches(local)
+    assert len(got) == len(want) > 0 and all(np.array_equal(a, b) for a, b in zip(got, want))
