@@ -11,7 +11,7 @@ the rest is waiting on the server) and the client's request counts, then the med
 loopback server is Python (moto) and serves a request in milliseconds of CPU: on a small
 machine it, not the client, bounds the cold time. Usage::
 
-    python benchmarks/bench_remote_open.py [--shards 1000] [--latency-ms 30] [--rounds 3]
+    python benchmarks/bench_remote_open.py [--shards 1000] [--latency-ms 30] [--rounds 3] [--memory]
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=4096, help="tokens per shard")
     p.add_argument("--latency-ms", type=float, default=30.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--memory", action="store_true", help="the proxy answers ranged GETs from its copy (less server CPU per request)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-open-"))
     os.environ["STREAMTOK_CACHE_DIR"] = str(tmp / "cache")
     rng = np.random.default_rng(0)
     server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "tests" / "s3_server.py"),
-                               "--latency-ms", str(args.latency_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               "--latency-ms", str(args.latency_ms), *(["--memory"] if args.memory else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         where = json.loads(server.stdout.readline())
         os.environ.update({"AWS_ENDPOINT_URL": where["endpoint"], "AWS_ACCESS_KEY_ID": ACCESS_KEY,

@@ -121,10 +121,17 @@ class FaultProxy:
         latency_s: added before forwarding each request.
         bandwidth_bps: cap on response body bytes per second, all connections together.
         hang_s: how long a ``"timeout"`` fault keeps the client waiting before closing.
+        memory: answer ranged GETs from a copy of each object the proxy fetched whole once
+            (for benchmarks: moto's per-request cost then stops bounding requests/s). Writes
+            through the proxy drop the copy; uploads straight to moto do not, so leave it off
+            where objects change.
     """
 
-    def __init__(self, upstream: str, *, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang_s: float = 3.0):
+    def __init__(self, upstream: str, *, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang_s: float = 3.0,
+                 memory: bool = False):
         self.upstream = upstream
+        self.memory = memory
+        self._memory: dict[str, tuple[list, bytes]] = {}
         self.latency_s = latency_s
         self.bandwidth_bps = bandwidth_bps
         self.hang_s = hang_s
@@ -162,8 +169,11 @@ class FaultProxy:
             self._faults.clear()
 
     def reset(self) -> None:
-        """No faults, no latency or bandwidth cap, counters at zero."""
+        """No faults, no latency or bandwidth cap, no copies (``memory`` off), counters at zero."""
         self.clear_faults()
+        self.memory = False
+        with self._lock:
+            self._memory.clear()
         self.latency_s = 0.0
         self.set_bandwidth(None)
         with self._lock:
@@ -258,24 +268,22 @@ class FaultProxy:
                     if fault == "timeout":
                         time.sleep(proxy.hang_s)
                         return self._reset()
-                    fwd = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-                    if body and "Content-Length" not in fwd:
-                        fwd["Content-Length"] = str(len(body))
-                    conn = self._upstream()
-                    try:
-                        conn.request(method, path, body=body or None, headers=fwd)
-                        resp = conn.getresponse()
-                        data = resp.read()
-                    except (OSError, http.client.HTTPException):
-                        conn.close()
-                        self.upstream_conn = None
-                        return self._error(502, "BadGateway")
-                    self.send_response(resp.status, resp.reason)
-                    for k, v in resp.getheaders():
+                    if method in ("PUT", "DELETE", "POST"):
+                        with proxy._lock:
+                            proxy._memory.pop(path.split("?")[0], None)
+                    got = self._from_memory(method, path, headers) if proxy.memory else None
+                    if got is None:
+                        try:
+                            got = self._ask(method, path, headers, body)
+                        except (OSError, http.client.HTTPException):
+                            return self._error(502, "BadGateway")
+                    status, reason, resp_headers, data = got
+                    self.send_response(status, reason)
+                    for k, v in resp_headers:
                         if k.lower() not in _HOP_HEADERS and k.lower() != "content-length":
                             self.send_header(k, v)
                     # A HEAD's Content-Length is the object's size, not its (empty) body's.
-                    length = resp.getheader("Content-Length", "0") if method == "HEAD" else str(len(data))
+                    length = dict((k.lower(), v) for k, v in resp_headers).get("content-length", "0") if method == "HEAD" else str(len(data))
                     self.send_header("Content-Length", length)
                     self.end_headers()
                     if method == "HEAD":
@@ -291,6 +299,47 @@ class FaultProxy:
                 finally:
                     with proxy._lock:
                         proxy._in_flight -= 1
+
+            def _ask(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, list, bytes]:
+                fwd = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
+                if body and "Content-Length" not in fwd:
+                    fwd["Content-Length"] = str(len(body))
+                conn = self._upstream()
+                try:
+                    conn.request(method, path, body=body or None, headers=fwd)
+                    resp = conn.getresponse()
+                    return resp.status, resp.reason, resp.getheaders(), resp.read()
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    self.upstream_conn = None
+                    raise
+
+            def _from_memory(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, list, bytes] | None:
+                """A ranged GET of an object answered from the proxy's copy (``memory=True``)."""
+                rng = headers.get("Range") or headers.get("range")
+                if method != "GET" or "?" in path or not rng or not rng.startswith("bytes="):
+                    return None
+                with proxy._lock:
+                    held = proxy._memory.get(path)
+                if held is None:
+                    plain = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-match")}
+                    status, _, resp_headers, data = self._ask("GET", path, plain, b"")
+                    if status != 200:
+                        return None
+                    keep = [(k, v) for k, v in resp_headers if k.lower() in ("etag", "last-modified", "content-type")]
+                    held = (keep, data)
+                    with proxy._lock:
+                        proxy._memory[path] = held
+                keep, data = held
+                etag = dict((k.lower(), v) for k, v in keep).get("etag")
+                want = headers.get("If-Match") or headers.get("if-match")
+                if want is not None and want not in ("*", etag):
+                    return 412, "Precondition Failed", [], b""
+                lo_text, _, hi_text = rng[len("bytes="):].partition("-")
+                lo = int(lo_text)
+                hi = min(len(data), int(hi_text) + 1) if hi_text else len(data)
+                return 206, "Partial Content", keep + [("Content-Range", f"bytes {lo}-{hi - 1}/{len(data)}"),
+                                                      ("Accept-Ranges", "bytes")], data[lo:hi]
 
             def _send(self, data: bytes) -> None:
                 view = memoryview(data)
@@ -394,8 +443,9 @@ def moto_missing() -> str | None:
     return None
 
 
-def start_s3(*, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang_s: float = 3.0) -> S3Server:
-    """Start moto's S3 server and a fault proxy in front of it, both on 127.0.0.1."""
+def start_s3(*, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang_s: float = 3.0,
+             memory: bool = False) -> S3Server:
+    """Start moto's S3 server and a fault proxy in front of it, both on 127.0.0.1 (see :class:`FaultProxy`)."""
     reason = moto_missing()
     if reason:
         raise RuntimeError(reason)
@@ -415,7 +465,7 @@ def start_s3(*, latency_s: float = 0.0, bandwidth_bps: float | None = None, hang
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-    proxy = FaultProxy(upstream, latency_s=latency_s, bandwidth_bps=bandwidth_bps, hang_s=hang_s)
+    proxy = FaultProxy(upstream, latency_s=latency_s, bandwidth_bps=bandwidth_bps, hang_s=hang_s, memory=memory)
     return S3Server(server, f"http://{upstream}", proxy)
 
 
@@ -454,8 +504,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--bandwidth-mbps", type=float, default=0.0)
+    p.add_argument("--memory", action="store_true", help="answer ranged GETs from the proxy's copy of each object")
     args = p.parse_args()
-    server = start_s3(latency_s=args.latency_ms / 1000, bandwidth_bps=args.bandwidth_mbps * 1e6 / 8 or None)
+    server = start_s3(latency_s=args.latency_ms / 1000, bandwidth_bps=args.bandwidth_mbps * 1e6 / 8 or None,
+                      memory=args.memory)
     print(json.dumps({"endpoint": server.endpoint, "moto_endpoint": server.moto_endpoint}), flush=True)
     sys.stdin.read()
     server.stop()

@@ -67,3 +67,21 @@ def test_latency_is_added_per_request(s3_bucket):
     t = time.perf_counter()
     assert _get(server.endpoint, f"/{bucket}/x.bin")[0] == 200
     assert time.perf_counter() - t >= 0.05
+
+
+def test_memory_mode_answers_ranges_from_a_copy_and_checks_if_match(s3_bucket):
+    server, bucket = s3_bucket
+    data = bytes(range(256)) * 8
+    server.upload(bucket, "m.bin", data, public=True)
+    server.proxy.memory = True
+    try:
+        for a, b in ((0, 10), (100, 356), (2040, 2047)):
+            assert _get(server.endpoint, f"/{bucket}/m.bin", f"bytes={a}-{b}") == (206, data[a : b + 1])
+        host, port = server.endpoint.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", f"/{bucket}/m.bin", headers={"Range": "bytes=0-3", "If-Match": '"other"'})
+        assert conn.getresponse().status == 412
+        conn.close()
+    finally:
+        server.proxy.memory = False
+        server.proxy._memory.clear()
