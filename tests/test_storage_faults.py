@@ -119,3 +119,19 @@ def test_credentials_never_appear_in_state_metrics_logs_or_messages(remote, tmp_
             texts.append(path.read_bytes().decode("latin-1"))
     assert len(texts) > 5
     assert not [t for t in texts if SECRET_KEY in t]
+
+
+def test_the_monitor_samples_a_remote_run_without_touching_the_store(remote, tmp_path, monkeypatch):
+    from streamtok_monitor.snapshot import Sampler
+
+    server, _, url, opts = remote
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+    loader = streamtok.loader(url, storage_options=opts, seq_len=32, batch_size=4, split="all", metrics=True, lookahead=0)
+    it = iter(loader)
+    next(it)
+    server.proxy.reset()  # no fetch ahead (lookahead=0): every request from now on would be the monitor's
+    watch = Sampler(run_dir=loader._metrics.dir)
+    snap = watch.sample()
+    assert watch.pages is None and snap["throughput"]["batches"] >= 1
+    assert server.proxy.counters.requests == 0  # the monitor sent nothing to the store
+    it.close()
