@@ -113,6 +113,19 @@ class _Bucket:
             time.sleep(wait)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gave up (a timeout, a reset) is expected here, not a traceback on stderr."""
+
+    daemon_threads = True
+    request_queue_size = 1024  # many clients connect at once (default 5)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, OSError)):
+            super().handle_error(request, client_address)
+
+
 class FaultProxy:
     """An HTTP/1.1 proxy on 127.0.0.1 in front of ``upstream`` (``host:port``).
 
@@ -140,9 +153,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._bucket = _Bucket(bandwidth_bps) if bandwidth_bps else None
-        ThreadingHTTPServer.request_queue_size = 1024  # many clients connect at once (default 5)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="s3-fault-proxy", daemon=True)
         self._thread.start()
 
@@ -349,9 +360,9 @@ class FaultProxy:
                     bucket = proxy._bucket
                     if bucket is not None:
                         bucket.take(len(piece))
-                    self.wfile.write(piece)
-                    with proxy._lock:
+                    with proxy._lock:  # counted before it is sent: a client that has it sees it counted
                         proxy.counters.body_bytes += len(piece)
+                    self.wfile.write(piece)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 

@@ -43,14 +43,17 @@ def _batches(loader):
 def test_a_transient_fault_is_retried_and_counted(remote, fault):
     server, local, url, opts = remote
     kw = dict(seq_len=32, batch_size=4, seed=1, split="all", metrics=False)
-    loader = streamtok.loader(url, storage_options={**opts, "timeout": "400ms"}, **kw)
-    server.proxy.hang_s = 1.0
+    # A timeout fault hangs 3 s; the client gives up after 1.5 s (loose enough for a loaded machine).
+    loader = streamtok.loader(url, storage_options={**opts, "timeout": "1500ms"}, **kw)
+    server.proxy.hang_s = 3.0
     server.proxy.inject(fault, times=2, predicate=lambda m, p, h: "Range" in h or "range" in h)
     got = _batches(loader)
     want = _batches(streamtok.loader(local, **kw))
     assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
     assert server.proxy.counters.faults == {fault: 2}
-    assert loader.collator.reader.remote.store.counters.retries >= 2
+    stats = loader.collator.reader.remote.stats()
+    assert stats["retries"] >= 2 and stats["failures"] == 0 and stats["in_flight"] == 0
+    assert stats["used_bytes"] <= stats["fetched_bytes"] <= 1.5 * stats["used_bytes"]
 
 
 def test_past_the_retry_bound_a_named_error_and_no_batch(remote):
@@ -135,3 +138,20 @@ def test_the_monitor_samples_a_remote_run_without_touching_the_store(remote, tmp
     assert watch.pages is None and snap["throughput"]["batches"] >= 1
     assert server.proxy.counters.requests == 0  # the monitor sent nothing to the store
     it.close()
+
+
+@pytest.mark.slow
+def test_a_worker_forked_after_the_store_started_fails_fast_instead_of_hanging(remote):
+    _, _, url, opts = remote
+    loader = streamtok.loader(url, storage_options=opts, seq_len=32, batch_size=4, split="all", metrics=False,
+                              num_workers=1, multiprocessing_context="fork", timeout=60)
+    with pytest.raises(StorageError, match="forkserver"):
+        next(iter(loader))
+
+
+def test_without_obstore_a_remote_source_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "obstore.store", None)
+    with pytest.raises(StorageError, match=r"streamtok\[remote\]"):
+        streamtok.ShardLister("s3://bucket/prefix/", storage_options={"region": "us-east-1"})

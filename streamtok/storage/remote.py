@@ -114,6 +114,14 @@ class RemoteShards:
         self.fetch = fetch
         self.fetcher = make_fetcher(fetch, self.store, self.objects, cache_dir=cache_dir, cache_limit=cache_limit)
 
+    def stats(self) -> dict[str, int]:
+        """This process's network counters (for metrics): requests, bytes, retries, requests in
+        flight, failures past the retry bound, and the fetcher's bytes fetched and bytes used."""
+        c = self.store.counters
+        return {"requests": c.requests, "bytes": c.bytes, "retries": c.retries, "in_flight": c.in_flight,
+                "failures": c.failures, "fetched_bytes": int(getattr(self.fetcher, "fetched_bytes", 0)),
+                "used_bytes": int(getattr(self.fetcher, "used_bytes", 0))}
+
     def is_remote(self, k: int) -> bool:
         return k in self.objects
 
