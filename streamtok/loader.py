@@ -425,10 +425,11 @@ def _lister(source: Source | ShardLister, split_name: str, holdout: int, storage
 
 
 def _is_remote_source(source: Any) -> bool:
+    """Whether a loader source names objects in a store (then pages need no hints, bytes a lookahead)."""
     from .storage.urls import is_remote
 
     if isinstance(source, ShardLister):
-        return any(is_remote(p) for p in ([] if source._paths is None else source.paths)) or is_remote(source.source)
+        source = source.source  # what it was made from (reading .paths could start a download)
     if isinstance(source, Mapping):
         return any(_is_remote_source(s) for s in source.values())
     if isinstance(source, (str, os.PathLike)):
