@@ -4,7 +4,9 @@
 ``endpoint``, ``region``, ``access_key_id``, ``secret_access_key``, ``session_token``,
 ``anonymous`` (unsigned requests, public buckets), ``allow_http`` (a plain-http endpoint such
 as a local test server), ``timeout`` (per request, e.g. ``"30s"``), ``connect_timeout``, and
-streamtok's own ``max_in_flight`` (concurrent requests per process, default 64),
+streamtok's own ``max_in_flight`` (concurrent requests per process, default 256: at 30 ms per
+request that is up to ~8500 requests/s, ~260 steps/s of 32 windows; 64 measured 1.6-5x
+slower against the loopback server, benchmarks/RESULTS.md section 14),
 ``retries`` (attempts after the first, default 5), ``retry_base_s``, ``retry_max_s``
 (backoff bounds), ``metadata_cache`` (``False`` turns the local metadata cache off). Any other key is
 passed to the scheme's obstore builder as is (e.g. ``service_account_path`` for GCS,
@@ -34,7 +36,7 @@ SECRET_KEYS = ("secret_access_key", "session_token", "token", "access_key", "sas
                "bearer_token", "password", "account_key", "hf_token")
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
                "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
-_OWN = {"max_in_flight": 64, "retries": 5, "retry_base_s": 0.05, "retry_max_s": 2.0, "metadata_cache": True}
+_OWN = {"max_in_flight": 256, "retries": 5, "retry_base_s": 0.05, "retry_max_s": 2.0, "metadata_cache": True}
 _GENERIC = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "anonymous",
             "allow_http", "timeout", "connect_timeout")
 _known_secrets: set[str] = set()

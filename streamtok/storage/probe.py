@@ -5,7 +5,7 @@ GETs issued together: the first ``HEAD_BYTES`` (the llm.c header or ``.npy`` hea
 first fingerprint sample behind it) and the last ``FINGERPRINT_BYTES`` (the second sample);
 a Megatron ``.bin`` adds one GET of its ``.idx``. All shards are probed at once, up to
 ``max_in_flight`` requests in flight, so 1000 shards at 30 ms per request take about
-``2000 / 64 * 30 ms`` ≈ 1 s, not the 60 s of one request after another. A restart over the
+``2000 / 256 * 30 ms`` ≈ 0.25 s of waiting, not the 60 s of one request after another. A restart over the
 same objects reads nothing but the listing (:mod:`streamtok.storage.metacache`).
 
 The checks are the local ones (:mod:`streamtok._formats`): the same header parsing, the

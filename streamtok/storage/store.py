@@ -1,7 +1,7 @@
 """RemoteStore: ranged reads, HEAD and listing against object stores, retried, counted, asynchronous.
 
 One asyncio loop per process runs on a daemon thread; every request is a coroutine on it, so
-many ranged GETs are in flight at once (``max_in_flight``, default 64, per store) while the
+many ranged GETs are in flight at once (``max_in_flight``, default 256, per store) while the
 caller's thread goes on. The client is obstore (the Rust ``object_store`` crate: S3, GCS,
 Azure and HTTP with one connection pool each); its own retries are off so that streamtok's
 are the only ones: bounded exponential backoff with jitter (``retries`` attempts after the
