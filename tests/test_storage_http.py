@@ -97,3 +97,13 @@ def test_url_parts():
     assert urls.dirname("s3://b/k/x.bin") == "s3://b/k"
     assert not urls.is_remote("/tmp/x.bin") and not urls.is_remote("file://x") and urls.is_remote("az://c/x")
     assert urls.redact_queries("at https://h/a.bin?X-Amz-Signature=s3cr3t now") == "at https://h/a.bin?… now"
+
+
+def test_redaction_of_secrets_and_url_userinfo(monkeypatch):
+    from streamtok.storage import StorageOptions, redact
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-value")
+    opts = StorageOptions({"secret_access_key": "given-secret-value", "region": "eu-west-1"})
+    text = redact("a given-secret-value, an env-secret-value, http://me:pw@host:9000/b and eu-west-1")
+    assert text == "a ***, an ***, http://***@host:9000/b and eu-west-1"
+    assert "given-secret-value" not in repr(opts)

@@ -26,6 +26,7 @@ manifest or fingerprint.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +54,12 @@ def remember_secrets(options: Mapping[str, Any]) -> None:
             _known_secrets.add(value)
 
 
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@]+@")
+
+
 def redact(text: str) -> str:
-    """``text`` with every known secret value replaced by ``***``."""
+    """``text`` with every known secret value, and any ``user:password@`` of a URL, replaced by ``***``."""
+    text = _USERINFO.sub(r"\1***@", text)
     secrets = set(_known_secrets)
     secrets.update(v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 4)
     for secret in sorted(secrets, key=len, reverse=True):
