@@ -173,3 +173,24 @@ def test_resumed_in_a_new_process_from_the_environment(data, s3):  # noqa: F811
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("documents", ["stream", "bos"])
+def test_megatron_pairs_in_a_bucket(s3, tmp_path, monkeypatch, documents):  # noqa: F811
+    from test_megatron import docs_of, write_megatron
+
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    (tmp_path / "mg").mkdir()
+    write_megatron(str(tmp_path / "mg" / "part_0"), docs_of(rng, 40))
+    write_megatron(str(tmp_path / "mg" / "part_1"), docs_of(rng, 30), sequences_per_doc=2)
+    bucket = s3.create_bucket()
+    s3.upload_dir(tmp_path / "mg", bucket, "mg/")
+    kw = dict(seq_len=16, batch_size=2, split="all", seed=1, documents=documents, metrics=False)
+    opts = s3.storage_options()
+    remote = streamtok.loader(f"s3://{bucket}/mg/", storage_options=opts, **kw)
+    assert [i.kind for i in remote.collator.reader.infos] == ["megatron", "megatron"]
+    _same(remote, streamtok.loader(tmp_path / "mg", **kw))
+    # An explicit URL finds its .idx too (a HEAD, no listing).
+    one = streamtok.MemmapReader(f"s3://{bucket}/mg/part_1.bin", storage_options=opts)
+    assert one.infos[0].kind == "megatron" and one.n_tokens == streamtok.MemmapReader(tmp_path / "mg" / "part_1.bin").n_tokens

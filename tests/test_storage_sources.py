@@ -195,3 +195,17 @@ def test_torchdata_nodes_read_remote_shards(s3_bucket, tmp_path):
 
     got, want = batches(remote), batches(local)
     assert len(got) == len(want) > 0 and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_a_mixture_opens_each_remote_shard_once(s3_bucket, tmp_path, monkeypatch):
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, ["a_1.bin", "b_1.bin"], n=900)
+    server.proxy.reset()
+    loader = streamtok.loader({"a": f"s3://{bucket}/p/a_1.bin", "b": f"s3://{bucket}/p/b_1.bin"}, weights={"a": 1, "b": 1},
+                              seq_len=16, batch_size=2, split="all", metrics=False, lookahead=0)
+    c = server.proxy.counters
+    # Per shard (an explicit URL): a HEAD of it and of its would-be Megatron .idx when the source
+    # is listed, then the header and tail GETs once; the joint reader of the mixture asks nothing.
+    assert (c.heads, c.range_gets) == (4, 4)
+    assert loader.collator.reader.n_tokens == 1800

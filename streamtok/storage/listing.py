@@ -24,11 +24,20 @@ from .store import RemoteStore
 SHARD_SUFFIXES = (".bin", ".npy")
 
 
+def _with_absent_indexes(shards: list[str], known: dict[str, ObjectRef | None]) -> dict[str, ObjectRef | None]:
+    """``known`` with ``None`` for the ``.idx`` a listing saw no object for (a ``.bin`` that is no
+    Megatron pair), so opening asks nothing more about it."""
+    for url in shards:
+        if url.endswith(".bin"):
+            known.setdefault(url[: -len(".bin")] + ".idx", None)
+    return known
+
+
 def _is_litdata(names: set[str]) -> bool:
     return "index.json" in names and any(n.startswith("chunk-") and n.endswith(".bin") for n in names)
 
 
-def _directory(store: RemoteStore, url: str, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef]]:
+def _directory(store: RemoteStore, url: str, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef | None]]:
     refs = store.list(url)
     known = {r.url: r for r in refs}
     names = {posixpath.basename(urls.parse(r.url).key) for r in refs}
@@ -38,11 +47,12 @@ def _directory(store: RemoteStore, url: str, sort_key: Callable[[str], object]) 
             "shards; read it with litdata's StreamingDataset, or tokenize the text into shards with `streamtok tokenize`"
         )
     shards = [r.url for r in refs if r.url.endswith(SHARD_SUFFIXES) and not posixpath.basename(r.url).startswith(".")]
-    return sorted(shards, key=sort_key), known
+    return sorted(shards, key=sort_key), _with_absent_indexes(shards, known)
 
 
-def list_remote(source: str, store: RemoteStore, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef]]:
-    """``(shard URLs in order, every object seen by its URL)`` for one remote source.
+def list_remote(source: str, store: RemoteStore, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef | None]]:
+    """``(shard URLs in order, every object seen by its URL)`` for one remote source (``None``:
+    a ``.bin``'s ``.idx`` known to be absent).
 
     Raises:
         ShardNotFoundError: nothing matches.
@@ -69,7 +79,7 @@ def list_remote(source: str, store: RemoteStore, sort_key: Callable[[str], objec
                    if urls.parse(r.url).key.count("/") == depth and fnmatch.fnmatchcase(urls.parse(r.url).key, u.key)]
         if not matched:
             raise ShardNotFoundError(f"{source}: no objects match this pattern")
-        return sorted(matched, key=sort_key), {r.url: r for r in refs}
+        return sorted(matched, key=sort_key), _with_absent_indexes(matched, {r.url: r for r in refs})
     if source.endswith("/") or not u.key:
         shards, known = _directory(store, source if source.endswith("/") else source + "/", sort_key)
         if not shards:
@@ -82,5 +92,11 @@ def list_remote(source: str, store: RemoteStore, sort_key: Callable[[str], objec
         if not shards:
             raise ShardNotFoundError(f"{source}: no such object, and no shard objects under {source}/") from None
         return shards, known
-    del ref  # it exists; its size and ETag are asked for when the reader opens it
-    return [source], {}
+    known = {source: ref}
+    if source.endswith(".bin"):  # a Megatron pair? (opening needs to know, and it is one HEAD)
+        index = source[: -len(".bin")] + ".idx"
+        try:
+            known[index] = store.head_many([index])[0]
+        except ShardNotFoundError:
+            known[index] = None
+    return [source], known

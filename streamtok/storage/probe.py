@@ -35,7 +35,6 @@ from .._formats import (
     raw_info,
 )
 from ..errors import ShardFormatError, ShardNotFoundError
-from . import urls
 from .refs import ObjectRef
 from .store import RemoteStore
 
@@ -57,8 +56,7 @@ def megatron_index_url(url: str) -> str | None:
     return url[: -len(".bin")] + ".idx" if url.endswith(".bin") else None
 
 
-async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef], raw_dtype: np.dtype,
-                     listed: set[str]) -> Probed:
+async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef | None], raw_dtype: np.dtype) -> Probed:
     ref = known.get(url) or await store.head_async(url)
     size = ref.size
     if size == 0:
@@ -86,7 +84,7 @@ async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef
             idx_url = megatron_index_url(url)
             if idx_url is not None:
                 index_ref = known.get(idx_url)
-                if index_ref is None and urls.dirname(url) not in listed:  # no listing to ask: is there a .idx?
+                if idx_url not in known:  # no listing said: is there a .idx beside it?
                     try:
                         index_ref = await store.head_async(idx_url)
                     except ShardNotFoundError:
@@ -102,22 +100,19 @@ async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef
     return Probed(ref, info, sample, index_ref)
 
 
-def probe_remote(store: RemoteStore, shard_urls: Sequence[str], known: Mapping[str, ObjectRef], raw_dtype: np.dtype,
-                 listed: set[str] | None = None) -> list[Probed]:
+def probe_remote(store: RemoteStore, shard_urls: Sequence[str], known: Mapping[str, ObjectRef | None],
+                 raw_dtype: np.dtype) -> list[Probed]:
     """Open every remote shard of ``urls`` at once (see the module docstring).
 
     Args:
         store: the client.
         urls: the shards' URLs.
-        known: objects a listing already described (no HEAD for them); with a listing, a
-            ``.bin``'s ``.idx`` is looked up there, not asked for.
+        known: objects a listing already described (no HEAD for them); a ``.bin``'s ``.idx``
+            found there (or there as ``None``: known to be absent) is not asked for.
         raw_dtype: the dtype of headerless shards.
-        listed: the prefixes (``urls.dirname``) a listing described whole: a ``.bin`` there
-            has a ``.idx`` only if the listing saw one.
     """
-    listed = listed or set()
 
     async def all_of() -> list[Probed]:
-        return list(await asyncio.gather(*(_probe_one(store, u, known, raw_dtype, listed) for u in shard_urls)))
+        return list(await asyncio.gather(*(_probe_one(store, u, known, raw_dtype) for u in shard_urls)))
 
     return store.run(all_of()) if shard_urls else []

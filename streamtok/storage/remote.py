@@ -49,6 +49,14 @@ def make_fetcher(fetch: str, store: RemoteStore, objects: Mapping[int, ObjectRef
     return blocks.BlockFetcher(store, objects, cache_dir=cache_dir, cache_limit=cache_limit)
 
 
+_OPENED: dict[tuple[str, int, str, str], Probed] = {}  # (url, size, etag, raw dtype) -> what opening it found
+
+
+def _memo_key(ref: ObjectRef | None, raw_dtype: np.dtype) -> tuple[str, int, str, str] | None:
+    """Only an object with an ETag is remembered: its size and ETag name one version."""
+    return None if ref is None or not ref.etag else (ref.url, ref.size, ref.etag, np.dtype(raw_dtype).str)
+
+
 class RemoteArray:
     """The tokens of one remote shard, sliced like an array: each slice is a ranged read."""
 
@@ -87,7 +95,7 @@ class RemoteShards:
         fetch, cache_dir, cache_limit: the read strategy and its cache (see :func:`make_fetcher`).
     """
 
-    def __init__(self, paths: Sequence[str], known: Mapping[str, ObjectRef], options: StorageOptions, *,
+    def __init__(self, paths: Sequence[str], known: Mapping[str, ObjectRef | None], options: StorageOptions, *,
                  raw_dtype: np.dtype, fetch: str = "windows", cache_dir: str | None = None, cache_limit: int | None = None):
         self.store = RemoteStore(options)
         remote = [p for p in paths if urls.is_remote(p)]
@@ -95,14 +103,19 @@ class RemoteShards:
         probed: dict[str, Probed] = {}
         if remote:
             refs = dict(known)
-            missing = [u for u in remote if u not in refs]
+            missing = [u for u in remote if refs.get(u) is None]
             refs.update({r.url: r for r in self.store.head_many(missing)} if cache is not None and missing else {})
             hits = cache.lookup(refs, remote) if cache is not None else {}
+            # Opened already in this process (a mixture opens each source, then all together).
+            hits.update({u: _OPENED[key] for u in remote if u not in hits and (key := _memo_key(refs.get(u), raw_dtype)) in _OPENED})
             todo = [u for u in remote if u not in hits]
-            listed = {urls.dirname(u) for u in known}
-            probed = {**hits, **{p.ref.url: p for p in probe_remote(self.store, todo, refs, raw_dtype, listed)}}
+            probed = {**hits, **{p.ref.url: p for p in probe_remote(self.store, todo, refs, raw_dtype)}}
             if cache is not None and todo:
                 cache.store([probed[u] for u in remote])
+            for u in todo:
+                key = _memo_key(probed[u].ref, raw_dtype)
+                if key is not None:
+                    _OPENED[key] = probed[u]
         self.infos: tuple[ShardInfo, ...] = tuple(
             probed[p].info if p in probed else probe_shard(p, raw_dtype=raw_dtype) for p in paths
         )
