@@ -52,6 +52,12 @@ def make_fetcher(fetch: str, store: RemoteStore, objects: Mapping[int, ObjectRef
 _OPENED: dict[tuple[str, int, str, str], Probed] = {}  # (url, size, etag, raw dtype) -> what opening it found
 
 
+def forget_opened() -> None:
+    """Forget the shards opened in this process (the next reader probes them again, or reads the
+    metadata cache): for benchmarks of a cold open."""
+    _OPENED.clear()
+
+
 def _memo_key(ref: ObjectRef | None, raw_dtype: np.dtype) -> tuple[str, int, str, str] | None:
     """Only an object with an ETag is remembered: its size and ETag name one version."""
     return None if ref is None or not ref.etag else (ref.url, ref.size, ref.etag, np.dtype(raw_dtype).str)
