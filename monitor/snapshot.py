@@ -89,6 +89,9 @@ class Sampler:
         # A mixture's order is not one WindowSampler's: its pages are not replayed, and its
         # hit ratio shows as unknown rather than as that of another order.
         replay = bool(self.manifest) and not self.manifest.get("mixture")
+        # Remote shards (URLs) have no page cache to replay against, and reading them here would
+        # send this process to the object store.
+        replay = replay and not any("://" in str(s.get("path", "")) for s in self.manifest.get("shards", []))
         try:
             self.pages: PageCounter | None = PageCounter(self.manifest) if replay else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works

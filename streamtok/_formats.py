@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -110,14 +112,14 @@ def probe_shard(path: str | os.PathLike, *, raw_dtype: str | np.dtype = "uint16"
     if len(head) >= 4:
         magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
         if magic in LLMC_FORMATS:
-            return _probe_llmc(path, size, head)
+            return llmc_info(path, size, head)
         if magic in LLMC_OTHER_FILES:
             raise ShardFormatError(
                 f"{path}: starts with llm.c magic {magic}: it is {LLMC_OTHER_FILES[magic]}, "
                 f"not a token shard (llm.c token shards have magic {MAGIC_GPT2} or {MAGIC_LLAMA3})"
             )
     _check_not_orphan(path)
-    return _probe_raw(path, size, np.dtype(raw_dtype))
+    return raw_info(path, size, np.dtype(raw_dtype))
 
 
 def is_litdata_dir(directory: str | os.PathLike) -> bool:
@@ -176,9 +178,22 @@ def read_megatron_index(index: str) -> MegatronIndex:
         ShardFormatError: a bad magic, version or dtype code, or an index shorter than it says.
     """
     size = os.stat(index).st_size
-    fixed = len(MEGATRON_MAGIC) + 8 + 1 + 8 + 8
     with open(index, "rb") as f:
-        head = f.read(fixed)
+        head = f.read(_MEGATRON_FIXED)
+    return parse_megatron_index(index, head, size, lambda: np.memmap(index, dtype=np.uint8, mode="r"))
+
+
+_MEGATRON_FIXED = len(MEGATRON_MAGIC) + 8 + 1 + 8 + 8
+
+
+def parse_megatron_index(index: str, head: bytes, size: int, body: Callable[[], np.ndarray]) -> MegatronIndex:
+    """Parse a Megatron index from its first bytes ``head``, its ``size`` and ``body()``, all of
+    its bytes as a uint8 array (a memory map locally, downloaded bytes for an object store).
+
+    Raises:
+        ShardFormatError: as :func:`read_megatron_index`.
+    """
+    fixed = _MEGATRON_FIXED
     if len(head) < fixed or head[: len(MEGATRON_MAGIC)] != MEGATRON_MAGIC:
         raise ShardFormatError(f"{index}: not a Megatron MMIDIDX index (bad magic or shorter than its header)")
     pos = len(MEGATRON_MAGIC)
@@ -199,7 +214,7 @@ def read_megatron_index(index: str) -> MegatronIndex:
             f"{index}: Megatron index says {n_seq} sequences and {n_doc} document entries "
             f"({need} bytes) but has {size} bytes; the index is truncated or corrupt"
         )
-    mm = np.memmap(index, dtype=np.uint8, mode="r")
+    mm = body()
     lengths = mm[fixed : fixed + 4 * n_seq].view("<i4")
     pointers = mm[fixed + 4 * n_seq : fixed + 12 * n_seq].view("<i8")
     documents = mm[fixed + 12 * n_seq : fixed + 12 * n_seq + 8 * n_doc].view("<i8")
@@ -207,7 +222,12 @@ def read_megatron_index(index: str) -> MegatronIndex:
 
 
 def _probe_megatron(path: str, size: int, index_path: str) -> ShardInfo:
-    index = read_megatron_index(index_path)
+    return megatron_info(path, size, read_megatron_index(index_path))
+
+
+def megatron_info(path: str, size: int, index: MegatronIndex) -> ShardInfo:
+    """The :class:`ShardInfo` of a Megatron ``.bin`` of ``size`` bytes, checked against its parsed index."""
+    index_path = index.path
     itemsize = index.dtype.itemsize
     lengths, pointers, docs = index.sequence_lengths, index.sequence_pointers, index.document_indices
     n_tokens = int(lengths.sum(dtype=np.int64))
@@ -232,7 +252,8 @@ def _megatron_pairs(directory: str, mtime_ns: int) -> list[str]:
     return sorted(n for n in names if n.endswith(".idx") and n[:-4] + ".bin" in names)
 
 
-def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:
+def llmc_info(path: str, size: int, head: bytes) -> ShardInfo:
+    """The :class:`ShardInfo` of an llm.c shard of ``size`` bytes whose first bytes are ``head``."""
     if len(head) < HEADER_BYTES:
         raise ShardFormatError(
             f"{path}: llm.c magic found but the file has only {size} bytes, "
@@ -257,14 +278,19 @@ def _probe_llmc(path: str, size: int, head: bytes) -> ShardInfo:
 
 
 def _probe_npy(path: str, size: int) -> ShardInfo:
+    with open(path, "rb") as f:
+        return parse_npy_header(path, size, f)
+
+
+def parse_npy_header(path: str, size: int, f: BinaryIO) -> ShardInfo:
+    """The :class:`ShardInfo` of a ``.npy`` shard of ``size`` bytes whose header ``f`` reads."""
     try:
-        with open(path, "rb") as f:
-            major, _minor = np.lib.format.read_magic(f)
-            if major == 1:
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            offset = f.tell()
+        major, _minor = np.lib.format.read_magic(f)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
     except ValueError as exc:
         raise ShardFormatError(f"{path}: not a readable .npy file ({exc})") from None
     if len(shape) != 1 or dtype.kind not in "iu" or dtype.hasobject:
@@ -286,7 +312,8 @@ def _probe_npy(path: str, size: int) -> ShardInfo:
     return ShardInfo(path, "npy", np.dtype(dtype), offset, n)
 
 
-def _probe_raw(path: str, size: int, dtype: np.dtype) -> ShardInfo:
+def raw_info(path: str, size: int, dtype: np.dtype) -> ShardInfo:
+    """The :class:`ShardInfo` of a headerless shard of ``size`` bytes of ``dtype`` tokens."""
     if dtype.kind not in "iu":
         raise ShardFormatError(f"{path}: raw dtype {dtype} is not an integer dtype")
     if size % dtype.itemsize:

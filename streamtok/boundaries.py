@@ -122,6 +122,15 @@ class DocumentIndex:
     def _open(self) -> list[np.ndarray]:
         raw = str(self.reader.raw_dtype)
         # Plain ndarray views of the maps: np.memmap's subclass hooks cost per lookup.
+        remote = getattr(self.reader, "remote", None)
+        if remote is not None:  # remote shards: fetched or built once, cached locally (streamtok.storage.docs)
+            from .storage.docs import remote_document_starts
+
+            return [
+                remote_document_starts(remote, k, bos_id=self.bos_id) if remote.is_remote(k)
+                else np.asarray(document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw))
+                for k, i in enumerate(self.reader.infos)
+            ]
         return [np.asarray(document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw)) for i in self.reader.infos]
 
     def _by_shard(self, k: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:

@@ -260,8 +260,13 @@ def document_stats(path: str | os.PathLike, *, bos_id: int | None = None, raw_dt
     """
     path = os.fspath(path)
     info = probe_shard(path, raw_dtype=raw_dtype)
-    starts = np.asarray(document_starts(path, bos_id=bos_id, raw_dtype=raw_dtype))
-    edges = np.unique(np.concatenate(([0], starts, [info.n_tokens])))
+    return stats_of_starts(path, np.asarray(document_starts(path, bos_id=bos_id, raw_dtype=raw_dtype)), info.n_tokens)
+
+
+def stats_of_starts(path: str, starts: np.ndarray, n_tokens: int) -> DocumentStats:
+    """:class:`DocumentStats` of a shard of ``n_tokens`` tokens whose documents start at ``starts``."""
+    info_n = n_tokens
+    edges = np.unique(np.concatenate(([0], starts, [info_n])))
     lengths = np.diff(edges)
     if len(lengths) == 0:
         return DocumentStats(path, 0, 0.0, 0.0, 0)

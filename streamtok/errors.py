@@ -44,3 +44,15 @@ class HubError(StreamtokError, RuntimeError):
 
 class InputFormatError(StreamtokError, ValueError):
     """An input text file cannot be read as documents (bad UTF-8, bad JSON line, no text field)."""
+
+
+class StorageError(StreamtokError, OSError):
+    """Bytes could not be had from an object store (the message names the object and the range)."""
+
+
+class RemoteReadError(StorageError):
+    """A ranged read failed past the retry bound, or was refused (no permission, bad request)."""
+
+
+class ObjectChangedError(StorageError):
+    """An object's ETag or size differs from what the loader was built on: it changed under it."""

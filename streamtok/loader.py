@@ -51,6 +51,9 @@ _PAGE_HINTS: dict[str, dict[str, Any]] = {
     "random": {"advice": "random", "lookahead": 8},
     "sequential": {"advice": "sequential", "lookahead": 0},
 }
+# Remote shards (streamtok.storage): fetch the byte ranges of the batches this many steps
+# ahead (at 30 ms per request and ~1 ms per batch, 32 steps keep the requests ahead of use).
+REMOTE_LOOKAHEAD = 32
 _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
 
 
@@ -123,6 +126,16 @@ class _BatchStream(IterableDataset):
             yield gather(ahead.popleft(), shared=shared)
 
 
+def _forkserver() -> Any:
+    """A forkserver context whose server has torch and streamtok imported: workers fork from
+    it (no obstore/tokio state in them) and start in tens of ms, not the seconds of a spawn."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "numpy", "streamtok"])
+    return ctx
+
+
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
@@ -193,6 +206,9 @@ class StreamtokLoader(StatefulDataLoader):
             kw.pop("prefetch_factor", None)
         if collator.source is None:
             raise ConfigError("StreamtokLoader needs a Collator built on a WindowSampler (a reader alone has no order)")
+        if num_workers and getattr(collator.reader, "remote", None) is not None:
+            # The object-store client cannot run in a process forked after it started.
+            kw.setdefault("multiprocessing_context", _forkserver())
         self.collator = collator
         self.origin: dict[str, Any] | None = None  # loader()'s settings, for `streamtok locate`
         self._stream = _BatchStream(collator, shared=num_workers > 0)
@@ -434,9 +450,22 @@ def _loader_form(self: Collator | Mixture, **kw: Any) -> StreamtokLoader:
     return StreamtokLoader(self, **kw)  # type: ignore[arg-type]
 
 
-def _lister(source: Source | ShardLister, split_name: str, holdout: int) -> ShardLister:
-    lister = source if isinstance(source, ShardLister) else ShardLister(source)
+def _lister(source: Source | ShardLister, split_name: str, holdout: int, storage_options: Any = None) -> ShardLister:
+    lister = source if isinstance(source, ShardLister) else ShardLister(source, storage_options=storage_options)
     return lister.split(split_name, holdout)
+
+
+def _is_remote_source(source: Any) -> bool:
+    """Whether a loader source names objects in a store (then pages need no hints, bytes a lookahead)."""
+    from .storage.urls import is_remote
+
+    if isinstance(source, ShardLister):
+        source = source.source  # what it was made from (reading .paths could start a download)
+    if isinstance(source, Mapping):
+        return any(_is_remote_source(s) for s in source.values())
+    if isinstance(source, (str, os.PathLike)):
+        return is_remote(source)
+    return any(is_remote(p) for p in source)
 
 
 class _DefaultEpochs(int):
@@ -503,7 +532,10 @@ def loader(
         bos_id: the token that starts a document; ``None``: from the format (50256 for
             GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
         **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
-            last two default by mode, see ``_PAGE_HINTS``), ``vocab_size``, and DataLoader
+            last two default by mode, see ``_PAGE_HINTS``; for remote shards
+            ``storage_options``, ``fetch``, ``cache_dir``, ``cache_limit``, see
+            :class:`~streamtok.MemmapReader`, and ``lookahead`` defaults to
+            ``REMOTE_LOOKAHEAD``), ``vocab_size``, and DataLoader
             options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
             ``multiprocessing_context``, ``pin_memory_device``); ``metrics=False`` turns off
             the live counters for ``streamtok-monitor`` (see :class:`StreamtokLoader`).
@@ -514,7 +546,8 @@ def loader(
         documents=documents, bos_id=bos_id, **{k: kw[k] for k in ("block_docs", "raw_dtype") if k in kw},
     )
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
-    for key, value in _PAGE_HINTS.get(mode, {}).items():
+    hints = {"lookahead": REMOTE_LOOKAHEAD} if _is_remote_source(source) else _PAGE_HINTS.get(mode, {})
+    for key, value in hints.items():
         reader_kw.setdefault(key, value)
     if documents == "pack":
         reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
@@ -537,7 +570,7 @@ def loader(
         raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
     if epochs is _ONE_EPOCH:
         epochs = 1
-    reader = MemmapReader(_lister(source, split, holdout), **reader_kw)
+    reader = MemmapReader(_lister(source, split, holdout, reader_kw.get("storage_options")), **reader_kw)
     if documents != "stream" or bos_id is not None or "block_docs" in kw:  # streamtok.doc_batches
         collator = document_collator(
             reader, documents=documents, bos_id=bos_id, seq_len=seq_len, batch_size=batch_size,

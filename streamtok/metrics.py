@@ -323,8 +323,8 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
             "token_bytes": int(reader.dtype.itemsize),
             "raw_dtype": str(reader.raw_dtype),
             "shards": [
-                {"path": os.path.abspath(i.path), "n_tokens": int(i.n_tokens), "offset": int(i.offset),
-                 "size": os.path.getsize(i.path)}
+                {"path": _shown_path(i.path), "n_tokens": int(i.n_tokens), "offset": int(i.offset),
+                 "size": int(i.offset + i.nbytes)}  # the file's size, as the reader checked it
                 for i in reader.infos
             ],
             **facts,
@@ -333,6 +333,13 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
     except OSError as e:
         warnings.warn(f"streamtok metrics are off: cannot publish under {run_root()}: {e}", stacklevel=3)
         return None
+
+
+def _shown_path(path: str) -> str:
+    """A local shard's absolute path; a remote one's URL without its query (signed URLs carry tokens there)."""
+    from .storage.urls import is_remote, redact_queries
+
+    return redact_queries(path) if is_remote(path) else os.path.abspath(path)
 
 
 def loop_slot(slots: list[dict[str, Any]]) -> dict[str, Any] | None:

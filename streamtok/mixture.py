@@ -362,13 +362,16 @@ def build(
     for name, src in sources.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"mixture source names must be non-empty strings, not {name!r}")
-        lister = src if isinstance(src, ShardLister) else ShardLister(src)
+        lister = src if isinstance(src, ShardLister) else ShardLister(src, storage_options=reader_kw.get("storage_options"))
         listers[name] = lister.split(split, holdout)
-    plain = {k: v for k, v in reader_kw.items() if k == "raw_dtype"}
+    plain = {k: v for k, v in reader_kw.items() if k in ("raw_dtype", "storage_options")}
     readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
     sampler = MixtureSampler(
         readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,
         batch_size=batch_size, rank=rank, world_size=world_size,
     )
-    joint = MemmapReader(ShardLister([p for lister in listers.values() for p in lister.paths]), **reader_kw)
+    joint_lister = ShardLister([p for lister in listers.values() for p in lister.paths], storage_options=reader_kw.get("storage_options"))
+    for lister in listers.values():  # what listings learned (sizes, ETags) saves the joint reader its HEADs
+        joint_lister.objects.update(lister.objects)
+    joint = MemmapReader(joint_lister, **reader_kw)
     return Mixture(sampler, joint, dtype=dtype, vocab_size=vocab_size)

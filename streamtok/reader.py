@@ -13,6 +13,10 @@ one ``fstat`` per shard touched (:mod:`streamtok._shardfile`: reading with ``pre
 of copying from the map is what makes a shard rewritten under the loader an error naming it,
 never a SIGBUS, and the ``fstat`` after the reads what keeps the rewrite's bytes out of every
 batch).
+
+Shards named by URL (``s3://``, ``gs://``, ``az://``, ``https://``, ``hf://``) are read from
+their object store instead (:mod:`streamtok.storage`): the reader's arithmetic is the same,
+and it asks the storage layer for the byte ranges of each batch, ``lookahead`` steps ahead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ._pagehints import PageHints
 from ._shardfile import ShardFile, take_stamp
 from .errors import ConfigError, ShardFormatError
 from .shards import ShardLister, Source
+from .storage import urls as storage_urls
 
 ADVICE = {
     None: None,
@@ -86,7 +91,14 @@ class MemmapReader(Stage):
         advice: ``madvise`` hint for every map: ``"random"``, ``"sequential"``, ``"normal"``
             or ``None`` (leave the kernel's default).
         lookahead: batches whose pages are requested (``MADV_WILLNEED``) before they are
-            read; 0 turns it off.
+            read (for remote shards: whose byte ranges are fetched); 0 turns it off.
+        storage_options: how to reach the object store of remote shards (endpoint,
+            region, credentials, ``anonymous``, ``allow_http``...; see
+            :mod:`streamtok.storage.options`); default: the lister's, then the environment.
+        fetch: how remote shards are read: ``"windows"`` (the exact byte ranges of each
+            batch, fetched ahead, no local disk) or ``"blocks"`` (fixed-size blocks in a
+            bounded local cache).
+        cache_dir, cache_limit: the ``"blocks"`` cache's directory and size limit in bytes.
 
     Raises:
         ShardFormatError: a shard is empty, truncated, has a bad header, or the shards mix
@@ -102,8 +114,12 @@ class MemmapReader(Stage):
         max_open: int | None = None,
         advice: str | None = None,
         lookahead: int = 0,
+        storage_options: Any = None,
+        fetch: str = "windows",
+        cache_dir: str | os.PathLike | None = None,
+        cache_limit: int | None = None,
     ):
-        lister = source if isinstance(source, ShardLister) else ShardLister(source)
+        lister = source if isinstance(source, ShardLister) else ShardLister(source, storage_options=storage_options)
         if max_open is None:
             max_open = min(len(lister.paths), _default_max_open())
         if max_open < 1:
@@ -111,7 +127,10 @@ class MemmapReader(Stage):
         if advice not in ADVICE:
             raise ConfigError(f"advice must be one of {sorted(k for k in ADVICE if k)} or None, not {advice!r}")
         self.lister = lister
-        self.infos: tuple[ShardInfo, ...] = tuple(probe_shard(p, raw_dtype=raw_dtype) for p in lister.paths)
+        self._remote = _open_remote(lister, raw_dtype, storage_options, fetch, cache_dir, cache_limit)
+        self.infos: tuple[ShardInfo, ...] = (
+            self._remote.infos if self._remote is not None else tuple(probe_shard(p, raw_dtype=raw_dtype) for p in lister.paths)
+        )
         self.raw_dtype = np.dtype(raw_dtype)
         self.max_open = max_open
         self.advice = advice
@@ -134,7 +153,8 @@ class MemmapReader(Stage):
         self._hints = PageHints()
         # What each file must stay (inode, size, mtime, ctime): a worker or a later pass that
         # opens a file replaced or rewritten since is refused, as a rewrite during a pass is.
-        self._stamps = tuple(take_stamp(i) for i in self.infos)
+        remote = self._remote.is_remote if self._remote is not None else (lambda k: False)
+        self._stamps = tuple(None if remote(k) else take_stamp(i) for k, i in enumerate(self.infos))
         self._uniform = all(i.dtype == self.dtype for i in self.infos)  # pread straight into out's bytes
 
     @property
@@ -150,8 +170,9 @@ class MemmapReader(Stage):
         file names and sizes is told apart, and a moved directory still matches.
         """
         h = hashlib.sha256(self.legacy_fingerprint.encode())
-        for info in self.infos:
-            h.update(_content_sample(info))
+        samples = self._remote.samples if self._remote is not None else {}
+        for k, info in enumerate(self.infos):
+            h.update(samples[k] if k in samples else _content_sample(info))
         return h.hexdigest()[:16]
 
     @functools.cached_property
@@ -166,7 +187,7 @@ class MemmapReader(Stage):
         """Short text naming the shards, for error messages."""
         names = [os.path.basename(p) for p in self.paths]
         shown = ", ".join(names[:3]) + (f", ... ({len(names)} shards)" if len(names) > 3 else "")
-        return f"{os.path.dirname(self.paths[0]) or '.'}/[{shown}]"
+        return f"{storage_urls.dirname(self.paths[0]) or '.'}/[{shown}]"
 
     def __len__(self) -> int:
         return self.n_tokens
@@ -192,11 +213,14 @@ class MemmapReader(Stage):
         return state
 
     def shard_array(self, k: int) -> np.ndarray:
-        """The tokens of shard ``k`` as a read-only array backed by its memory map.
+        """The tokens of shard ``k`` as a read-only array backed by its memory map (for a
+        remote shard: an array-like whose slices are ranged reads).
 
         Unchecked: reading it while the file is truncated kills the process with SIGBUS, and
         a rewrite's bytes show through. The data path reads with :meth:`gather`, which does neither.
         """
+        if self._remote is not None and self._remote.is_remote(k):
+            return self._remote.array(k)  # type: ignore[return-value]
         return self._entry(k).arr
 
     def checked_array(self, k: int) -> np.ndarray:
@@ -205,7 +229,10 @@ class MemmapReader(Stage):
         One ``fstat`` (~1 µs): its inode, size, mtime and ctime must be those seen when the
         reader was built, else :class:`ShardFormatError` names the file. A copy made from the
         array after the check is not covered (use :meth:`gather`, or call :meth:`check` after it).
+        A remote shard's reads check its ETag and size instead (:mod:`streamtok.storage.store`).
         """
+        if self._remote is not None and self._remote.is_remote(k):
+            return self._remote.array(k)  # type: ignore[return-value]
         entry = self._entry(k)
         entry.check()
         return entry.arr
@@ -272,6 +299,8 @@ class MemmapReader(Stage):
             ShardFormatError: a shard read changed since the reader was built (checked after
                 the reads: ``out`` then holds bytes that must not be used).
         """
+        if self._remote is not None:
+            return self._remote.gather(self, starts, length, out)
         starts = np.asarray(starts, dtype=np.int64)
         touched: dict[int, ShardFile] = {}
         if out.flags.c_contiguous:
@@ -292,6 +321,9 @@ class MemmapReader(Stage):
         Raises:
             ShardFormatError: a shard changed since the reader was built.
         """
+        if self._remote is not None:  # object storage: every piece in one concurrent fetch
+            np.concatenate(self._remote.read_spans(self, starts, lengths, out.dtype), out=out)
+            return out
         touched: dict[int, ShardFile] = {}
         self._read(np.asarray(starts, dtype=np.int64), np.asarray(lengths).tolist(), out, touched)
         for entry in touched.values():
@@ -318,8 +350,36 @@ class MemmapReader(Stage):
                 pos, s, n, k = pos + take, s + take, n - take, k + 1
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
-        """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`)."""
+        """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`);
+        for remote shards, start fetching their bytes (see :mod:`streamtok.storage.windows`)."""
+        if self._remote is not None:
+            self._remote.willneed(self, starts, length)
+            return
         self._hints.willneed(self, starts, length)
+
+    @property
+    def remote(self) -> Any:
+        """The storage side of remote shards (:class:`streamtok.storage.RemoteShards`), or ``None``."""
+        return self._remote
+
+
+def _open_remote(lister: ShardLister, raw_dtype: Any, storage_options: Any, fetch: str,
+                 cache_dir: Any, cache_limit: int | None) -> Any:
+    """A :class:`streamtok.storage.RemoteShards` when some shard is a URL, else ``None`` (and
+    the strategy options must be left at their defaults)."""
+    if not any(storage_urls.is_remote(p) for p in lister.paths):
+        if fetch != "windows" or cache_dir is not None or cache_limit is not None:
+            from .storage.remote import FETCH_STRATEGIES
+
+            if fetch not in FETCH_STRATEGIES:
+                raise ConfigError(f"fetch must be one of {FETCH_STRATEGIES}, not {fetch!r}")
+        return None
+    from .storage import RemoteShards, StorageOptions
+    from .storage.options import as_options
+
+    options: StorageOptions = as_options(storage_options if storage_options is not None else lister.storage_options)
+    return RemoteShards(lister.paths, lister.objects, options, raw_dtype=np.dtype(raw_dtype), fetch=fetch,
+                        cache_dir=None if cache_dir is None else os.fspath(cache_dir), cache_limit=cache_limit)
 
 
 @chained(ShardLister)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import glob as globlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._chain import Stage, provided
 from ._formats import is_litdata_dir
 from .errors import ConfigError, ShardFormatError, ShardNotFoundError
+from .storage.urls import is_remote
 
 SHARD_SUFFIXES = (".bin", ".npy")
 SPLITS = ("train", "val", "all")
@@ -34,9 +35,11 @@ def _is_val_name(path: str) -> bool:
     return bool(_VAL_NAME.search(os.path.basename(path)))
 
 
-def _list(source: Source) -> tuple[str, ...]:
+def _list(source: Source, remote: Callable[[str], tuple[list[str], dict]] | None = None) -> tuple[str, ...]:
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
+        if remote is not None and is_remote(text):
+            return tuple(remote(text)[0])
         if os.path.isdir(text):
             if is_litdata_dir(text):
                 raise ShardFormatError(
@@ -67,7 +70,8 @@ def _list(source: Source) -> tuple[str, ...]:
     if not paths:
         raise ShardNotFoundError("an empty list of shard paths was given")
     for p in paths:
-        check_shard_path(p)
+        if not is_remote(p):  # a remote object is checked when the reader opens it
+            check_shard_path(p)
     return paths
 
 
@@ -94,19 +98,44 @@ class ShardLister(Stage):
 
     Args:
         source: a directory (its ``*.bin`` and ``*.npy`` files), a glob pattern, one file,
-            or a list of files (kept in the given order).
+            or a list of files (kept in the given order). Each may be a URL of an object
+            store instead (``s3://``, ``gs://``, ``az://``, ``https://``, ``hf://``): a prefix
+            ending in ``/`` is a directory, ``s3://b/p/*_train_*.bin`` a glob (see
+            :mod:`streamtok.storage.listing`).
         resolver: called once, on first use, for the list of paths instead of listing
             ``source`` now (``source`` then only names the dataset); this is how
             :func:`streamtok.prep.hub.hub_lister` downloads shards only when they are read.
+        storage_options: how to reach an object store (see :mod:`streamtok.storage.options`);
+            the environment's (``AWS_*``...) when left out.
 
     Raises:
         ShardNotFoundError: nothing matches, or a listed path does not exist.
     """
 
-    def __init__(self, source: Source, *, resolver: Callable[[], Sequence[str | os.PathLike]] | None = None):
+    def __init__(
+        self,
+        source: Source,
+        *,
+        resolver: Callable[[], Sequence[str | os.PathLike]] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ):
         self.source = source
         self._resolver = resolver
-        self._paths: tuple[str, ...] | None = None if resolver else _list(source)
+        self.storage_options = storage_options
+        # Objects a listing described (URL -> ObjectRef): the reader needs no HEAD for them.
+        self.objects: dict[str, Any] = {}
+        self._paths: tuple[str, ...] | None = None if resolver else self._list(source)
+
+    def _list(self, source: Source) -> tuple[str, ...]:
+        return _list(source, self._list_remote)
+
+    def _list_remote(self, url: str) -> tuple[list[str], dict]:
+        from .storage.listing import list_remote  # only remote sources pay for the import
+        from .storage.store import RemoteStore
+
+        found, known = list_remote(url, RemoteStore(self.storage_options), natural_key)
+        self.objects.update(known)
+        return found, known
 
     @classmethod
     def from_hub(cls, repo_id: str, shards: Any = None, **kw: Any) -> ShardLister:
@@ -128,7 +157,7 @@ class ShardLister(Stage):
         """The shard paths, in order (resolving, e.g. downloading, on first access)."""
         if self._paths is None:
             resolved = self._resolver() if self._resolver is not None else self.source
-            self._paths = _list([os.fspath(p) for p in resolved])
+            self._paths = self._list([os.fspath(p) for p in resolved])
         return self._paths
 
     def __len__(self) -> int:
@@ -170,4 +199,6 @@ class ShardLister(Stage):
         return self._sub(paths[-holdout:] if which == "val" else paths[:-holdout])
 
     def _sub(self, paths: Sequence[str]) -> ShardLister:
-        return ShardLister(list(paths))
+        sub = ShardLister(list(paths), storage_options=self.storage_options)
+        sub.objects = dict(self.objects)
+        return sub

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from .._formats import HEADER_INTS, MAGIC_LLAMA3, ShardInfo, probe_shard
-from ..documents import document_stats
+from .._formats import HEADER_INTS, LLMC_FORMATS, MAGIC_LLAMA3, ShardInfo, probe_shard
+from ..documents import document_stats, stats_of_starts
 from ..errors import ConfigError, EncodingUnavailableError, StreamtokError
 from ..shards import ShardLister, check_shard_path
+from ..storage.urls import is_remote
 from .encoding import load_encoding
 from .shardsink import sha256_file
 
@@ -85,9 +86,9 @@ def scan_shard(
     Raises:
         ShardFormatError, ShardNotFoundError: the file cannot be read as a shard.
     """
-    info = probe_shard(path, raw_dtype=raw_dtype)
+    info = _probe(path, raw_dtype)
     rep = ShardReport(path, info.kind, info.dtype.name, _header(info), info.n_tokens)
-    tokens = np.memmap(path, dtype=info.dtype, mode="r", offset=info.offset, shape=(info.n_tokens,))
+    tokens = _tokens(path, info, raw_dtype)
     signed = info.dtype.kind == "i"
     for lo in range(0, info.n_tokens, SLICE_TOKENS):
         part = tokens[lo : lo + SLICE_TOKENS]
@@ -110,8 +111,42 @@ def scan_shard(
     rep.head_tokens = [int(t) for t in tokens[:head]]
     del tokens
     if sha256:
-        rep.sha256 = sha256_file(path)
+        rep.sha256 = _remote_sha256(path, raw_dtype) if is_remote(path) else sha256_file(path)
     return rep
+
+
+def _remote_reader(path: str, raw_dtype: str) -> Any:
+    """A one-shard reader over a remote object (opened once per path and dtype)."""
+    from ..reader import MemmapReader
+
+    key = (path, raw_dtype)
+    if key not in _REMOTE:
+        _REMOTE[key] = MemmapReader([path], raw_dtype=raw_dtype)
+    return _REMOTE[key]
+
+
+_REMOTE: dict[tuple[str, str], Any] = {}
+
+
+def _probe(path: str, raw_dtype: str) -> ShardInfo:
+    return _remote_reader(path, raw_dtype).infos[0] if is_remote(path) else probe_shard(path, raw_dtype=raw_dtype)
+
+
+def _tokens(path: str, info: ShardInfo, raw_dtype: str) -> Any:
+    """The shard's tokens: a memory map, or for an object an array-like whose slices are ranged reads."""
+    if is_remote(path):
+        return _remote_reader(path, raw_dtype).shard_array(0)
+    return np.memmap(path, dtype=info.dtype, mode="r", offset=info.offset, shape=(info.n_tokens,))
+
+
+def _remote_sha256(path: str, raw_dtype: str) -> str:
+    import hashlib
+
+    remote = _remote_reader(path, raw_dtype).remote
+    obj, h, step = remote.objects[0], hashlib.sha256(), 32 << 20
+    for a in range(0, obj.size, step):
+        h.update(remote.store.fetch_range(obj, a, min(obj.size, a + step)))
+    return h.hexdigest()
 
 
 def document_lengths(path: str, *, bos_id: int | None, raw_dtype: str = "uint16") -> dict[str, Any] | None:
@@ -128,13 +163,23 @@ def document_lengths(path: str, *, bos_id: int | None, raw_dtype: str = "uint16"
         boundary token is known for the shard.
     """
     try:
-        stats = document_stats(path, bos_id=bos_id, raw_dtype=raw_dtype)
+        if is_remote(path):
+            from ..storage.docs import remote_document_starts
+
+            reader = _remote_reader(path, raw_dtype)
+            starts = remote_document_starts(reader.remote, 0, bos_id=bos_id)
+            stats = stats_of_starts(path, starts, reader.infos[0].n_tokens)
+        else:
+            stats = document_stats(path, bos_id=bos_id, raw_dtype=raw_dtype)
     except ConfigError:  # uint32/int tokens without a header and no --encoding: no boundary known
         return None
     return {"n_documents": stats.n_documents, "median": stats.median, "p90": stats.p90, "max": stats.max}
 
 
 def _header(info: ShardInfo) -> dict[str, Any]:
+    if info.kind == "llmc" and is_remote(info.path):  # the header was read and checked when it was opened
+        magic = next(m for m, (v, _) in LLMC_FORMATS.items() if v == info.version)
+        return {"magic": magic, "version": info.version, "n_tokens": info.n_tokens, "bytes": info.offset}
     if info.kind == "llmc":
         ints = np.fromfile(info.path, dtype="<i4", count=HEADER_INTS)
         return {"magic": int(ints[0]), "version": int(ints[1]), "n_tokens": int(ints[2]), "bytes": info.offset}
@@ -184,7 +229,8 @@ def register(subparsers: Any) -> None:
         "inspect", help="show what token shards hold; --check their ids",
         description=__doc__.split("\n\n")[0].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="shard files, directories or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="shard files, directories or globs; or URLs (s3://, gs://, az://, https://, hf://) of objects, prefixes or globs")
     p.add_argument("--encoding", help="tiktoken encoding for decoding and the vocab size (default gpt2; Llama-3 .bin shards: their 128256 ids, not decoded)")
     p.add_argument("--vocab-size", type=int, help="ids must be below this (default: the encoding's)")
     p.add_argument("--raw-dtype", default="uint16", help="dtype of headerless .bin files (default uint16)")
@@ -212,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         vocab_size = args.vocab_size or (enc.n_vocab if enc is not None else 0)
         try:
-            check_shard_path(path)
+            if not is_remote(path):
+                check_shard_path(path)
             shard_enc, vocab_size, eot = _vocabulary(path, args, enc)
             rep = scan_shard(path, vocab_size=vocab_size, eot=eot, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
             rep.documents = document_lengths(path, bos_id=eot, raw_dtype=args.raw_dtype)
@@ -234,8 +281,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _vocabulary(path: str, args: argparse.Namespace, enc: Any) -> tuple[Any, int, int | None]:
     # (encoding to decode with or None, vocabulary size, document-start id) for one shard.
-    info = probe_shard(path, raw_dtype=args.raw_dtype)
-    if args.encoding is None:
+    info = _probe(path, args.raw_dtype)
+    if args.encoding is None and not is_remote(path):
         made = _tokenize_manifest(path)
         if made is not None:
             n_vocab, boundary, encoding = made

@@ -1,0 +1,148 @@
+"""``hf://`` URLs: shards in a Hugging Face repo, from the local Hub cache when there, else by range.
+
+``hf://datasets/OWNER/NAME[@REVISION]/PATH`` names a file, a folder (``PATH/``) or a glob of
+files in a dataset repo (``models/`` and ``spaces/`` work too). Listing asks the Hub's tree API
+(``huggingface_hub.HfApi.list_repo_tree``: one request per 1000 files, with sizes); a file
+that the local Hub cache already holds (``huggingface_hub``'s cache, as ``streamtok download``
+and ``hf_hub_download`` fill it) is read from there as a local file, memory-mapped; any other
+is read with ranged GETs of ``ENDPOINT/datasets/OWNER/NAME/resolve/REVISION/PATH`` (obstore's
+HTTP client; the Hub redirects them to its CDN). With ``HF_HUB_OFFLINE=1`` only the cache is
+used. Options: ``storage_options={"endpoint": ..., "token": ...}``, else ``HF_ENDPOINT``,
+``HF_TOKEN`` (or the token ``huggingface-cli login`` saved), ``HF_HUB_CACHE``.
+
+Versions: the Hub's ETags change across its redirects, so a file's version is checked by its
+size alone; pin ``@REVISION`` to a commit to make the files immutable.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob as globlib
+import os
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import HubError, ShardNotFoundError
+from . import urls
+from .options import StorageOptions, remember_secrets
+from .refs import ObjectRef
+
+SHARD_SUFFIXES = (".bin", ".npy")
+
+
+def split_root(root: str) -> tuple[str, str, str]:
+    """``(repo_type, repo_id, revision)`` of an hf URL's root ``datasets/OWNER/NAME[@REV]``."""
+    kind, owner, name = root.split("/", 2)
+    name, _, revision = name.partition("@")
+    return kind[:-1], f"{owner}/{name}", revision or "main"
+
+
+def _endpoint(options: StorageOptions) -> str:
+    return str(options.values.get("endpoint") or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _token(options: StorageOptions) -> str | None:
+    token = options.values.get("token") or options.values.get("hf_token") or os.environ.get("HF_TOKEN")
+    if token is None:
+        try:
+            from huggingface_hub import get_token
+
+            token = get_token()
+        except Exception:  # noqa: BLE001 - no saved login is fine
+            token = None
+    if token:
+        remember_secrets({"token": token})
+    return token or None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_store(url: urls.Url, options: StorageOptions, retry: dict[str, Any]) -> Any:
+    """An obstore HTTP store rooted at the repo's ``resolve/REVISION/`` URL."""
+    from obstore.store import HTTPStore
+
+    kind, repo_id, revision = split_root(url.root)
+    client = options.client_options()
+    base = _endpoint(options)
+    if base.startswith("http://"):
+        client["allow_http"] = True
+    token = _token(options)
+    if token:
+        client["default_headers"] = {"Authorization": f"Bearer {token}"}
+    prefix = "" if kind == "model" else f"{kind}s/"
+    return HTTPStore.from_url(f"{base}/{prefix}{repo_id}/resolve/{revision}", client_options=client, retry_config=retry)
+
+
+def _cached(repo_id: str, kind: str, revision: str, path: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, path, cache_dir=os.environ.get("HF_HUB_CACHE"), revision=revision, repo_type=kind)
+    return found if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def _cached_files(repo_id: str, kind: str, revision: str) -> list[str]:
+    """Repo paths of the files of a cached snapshot (offline)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, repo_type=kind, revision=revision, local_files_only=True,
+                                   cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub raises several kinds here
+        raise ShardNotFoundError(f"hf://{kind}s/{repo_id}@{revision}: not in the local Hub cache and HF_HUB_OFFLINE is set ({type(exc).__name__})") from None
+    return [p.relative_to(folder).as_posix() for p in __import__("pathlib").Path(folder).rglob("*") if p.is_file()]
+
+
+def _remote_files(repo_id: str, kind: str, revision: str, folder: str, recursive: bool, options: StorageOptions) -> dict[str, int]:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=_endpoint(options), token=_token(options))
+    try:
+        items = api.list_repo_tree(repo_id, path_in_repo=folder or None, repo_type=kind, revision=revision, recursive=recursive)
+        return {i.path: int(i.size) for i in items if getattr(i, "size", None) is not None and not hasattr(i, "tree_id")}
+    except Exception as exc:  # noqa: BLE001
+        raise HubError(f"hf://{kind}s/{repo_id}@{revision}/{folder}: cannot list the repo ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef]]:
+    """``(shard paths in order, objects seen)`` for an ``hf://`` source: cached files as local
+    paths, the others as URLs (see the module docstring)."""
+    u = urls.parse(source)
+    kind, repo_id, revision = split_root(u.root)
+    key = u.key
+    pattern = key if globlib.has_magic(key) else None
+    folder = key[: key.rfind("/", 0, min(i for i, c in enumerate(key) if c in "*?[")) + 1] if pattern else key
+    single = pattern is None and key and not key.endswith("/")
+    if _offline():
+        files = {p: -1 for p in _cached_files(repo_id, kind, revision)}
+    elif single:
+        files = {}
+    else:
+        files = _remote_files(repo_id, kind, revision, folder.rstrip("/"), bool(pattern), options)
+    if single:
+        names = [key] if key in files or not _offline() else []
+        if not names:
+            raise ShardNotFoundError(f"{source}: not in the local Hub cache and HF_HUB_OFFLINE is set")
+    elif pattern:
+        names = [p for p in files if p.count("/") == pattern.count("/") and fnmatch.fnmatchcase(p, pattern)]
+    else:
+        names = [p for p in files if posixpath.dirname(p) == folder.rstrip("/") and p.endswith(SHARD_SUFFIXES)
+                 and not posixpath.basename(p).startswith(".")]
+    if not names:
+        raise ShardNotFoundError(f"{source}: no shard files (*.bin or *.npy) match in the repo")
+    paths, known = [], {}
+    for name in sorted(names, key=sort_key):
+        local = _cached(repo_id, kind, revision, name)
+        if local is not None:
+            paths.append(local)
+            continue
+        if _offline():
+            raise ShardNotFoundError(f"{u.child(name)}: not in the local Hub cache and HF_HUB_OFFLINE is set")
+        url = u.child(name)
+        paths.append(url)
+        if files.get(name, -1) >= 0:
+            known[url] = ObjectRef(url, files[name], None)
+    return paths, known
