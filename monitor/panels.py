@@ -60,6 +60,9 @@ def throughput_detail(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     t.append("\ntotal ", style="dim").append(f"{human_count(tp['tokens'])} tok, {tp['batches']:,} batches")
     if ended:
         t.append(" (final)", style="dim")
+    net = tp.get("network")
+    if net:
+        t.append(network_line(net), style="")
     workers = tp["workers"]
     if workers and rows >= 3 + len(workers) and width >= 44:
         for w in workers:
@@ -71,6 +74,14 @@ def throughput_detail(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
             t.append(f"w{w['worker_id']} ", style="dim" if w["alive"] else "dim strike")
             t.append(f"{human_count(w['batches_per_s'])}/s  ")
     return t
+
+
+def network_line(net: dict[str, Any]) -> str:
+    """Remote shards, in two short lines: the store's rates and the cache, and the loop's wait on the network."""
+    line = (f"\nnetwork {human_bytes(net['bytes_per_s'])}/s {human_count(net['requests_per_s'])} req/s "
+            f"{net['in_flight']} in flight {net['retries']} retries")
+    cache = f"cache {human_bytes(net['cache_bytes'])} {human_count(net['cache_hits'])} hits " if net["cache_bytes"] else ""
+    return line + f"\n{cache}on network {percent(net['wait_fraction'])} of the loop"
 
 
 def memory_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:

@@ -161,6 +161,7 @@ class Sampler:
                 "batches": s["batches"], "batches_per_s": _rate(d["batches"], dt), "tokens_per_s": _rate(d["tokens"], dt),
             })
         page_bytes, gathered = self._pages(trainer, d0["batches"])
+        network = self._network(slots, dt, min(1.0, _rate(dl["wait_ns"] / 1e9, dt)))
         self._prev_slots = {s["slot"]: s for s in slots}
         out = {
             "tokens": loop["tokens"] if loop else 0,
@@ -174,8 +175,39 @@ class Sampler:
             "prefetch_thread_wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)) if consumer else None,
             "history": list(self.history),
             "workers": workers,
+            "network": network,
         }
         return out, page_bytes, gathered
+
+    def _network(self, slots: list[dict[str, int]], dt: float, loop_wait: float) -> dict[str, Any] | None:
+        """Remote shards: bytes/s and requests/s from the store, requests in flight, retries,
+        the block cache's bytes and hits, and the share of the loop's time spent waiting on the
+        network (no workers: the loop's own gathers blocked on the store; with workers: the
+        loop's wait for data times the share of the workers' time blocked on the store).
+        ``None`` for a run that reads no remote shard."""
+        if not any(s.get("net_requests", 0) for s in slots):
+            return None
+        first = self._prev_t is None
+        deltas = {}
+        for s in slots:
+            prev = self._prev_slots.get(s["slot"])
+            same = prev is not None and prev["pid"] == s["pid"] and not first
+            deltas[s["slot"]] = {k: s.get(k, 0) - (prev.get(k, 0) if same else 0) for k in ("net_requests", "net_bytes", "net_wait_ns")}
+        workers = [s for s in slots if s["role"] == metrics.ROLE_WORKER]
+        if workers:
+            blocked = sum(min(1.0, _rate(deltas[w["slot"]]["net_wait_ns"] / 1e9, dt)) for w in workers) / len(workers)
+            wait = loop_wait * blocked
+        else:
+            wait = min(1.0, _rate(deltas.get(0, {}).get("net_wait_ns", 0) / 1e9, dt))
+        return {
+            "bytes_per_s": _rate(sum(d["net_bytes"] for d in deltas.values()), dt),
+            "requests_per_s": _rate(sum(d["net_requests"] for d in deltas.values()), dt),
+            "in_flight": sum(s.get("net_in_flight", 0) for s in slots),
+            "retries": sum(s.get("net_retries", 0) for s in slots),
+            "cache_bytes": max(s.get("cache_bytes", 0) for s in slots),
+            "cache_hits": sum(s.get("cache_hits", 0) for s in slots),
+            "wait_fraction": None if first else wait,
+        }
 
     # -- the OS ----------------------------------------------------------------------------
     def _disk_read(self, pids: list[int]) -> int:

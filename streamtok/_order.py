@@ -7,17 +7,23 @@
 - ``random``: with replacement; start ``k`` is a counter-based hash of ``(seed, e, k)``, so
   any position can be jumped to. An epoch has as many samples as ``shuffle`` has windows.
 - ``sequential``: window ``k`` starts at ``k*T``; every token is a target exactly once.
+- ``block_shuffle``: every window once per epoch, shuffled within pools of blocks (see
+  ``BlockLocalPermutation`` at the end of this module), for object storage.
 
 Each is O(1) time and memory per sample, vectorised over arrays of sample indices.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .errors import ConfigError
 
 MODES = ("shuffle", "random", "sequential")
+# Window samplers also take "block_shuffle" (BlockLocalPermutation, below); document orders do not.
+WINDOW_MODES = (*MODES, "block_shuffle")
 _MASK64 = (1 << 64) - 1
 
 
@@ -79,19 +85,19 @@ class WindowOrder:
     """Token starts of the windows of ``seq_len + 1`` tokens over ``n_tokens``, per mode and seed.
 
     Args:
-        mode: ``"shuffle"``, ``"random"`` or ``"sequential"``.
+        mode: ``"shuffle"``, ``"random"``, ``"sequential"`` or ``"block_shuffle"``.
         seed: selects the order.
         seq_len: tokens per input row ``T`` (a window is ``T + 1`` tokens).
         n_tokens: tokens of the data.
     """
 
     def __init__(self, mode: str, seed: int, seq_len: int, n_tokens: int):
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
+        if mode not in WINDOW_MODES:
+            raise ConfigError(f"mode must be one of {WINDOW_MODES}, not {mode!r}")
         self.mode, self.seed, self.seq_len, self.n_tokens = mode, int(seed), int(seq_len), int(n_tokens)
         window = self.seq_len + 1
         self.n_samples = (n_tokens - 1) // self.seq_len if mode == "sequential" else n_tokens // window
-        self._perm: tuple[int, KeyedPermutation] | None = None
+        self._perm: tuple[int, Any] | None = None
 
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
         """Token starts of sample indices ``samples`` (each in ``[0, n_samples)``) of ``epoch``."""
@@ -102,5 +108,74 @@ class WindowOrder:
             if self._perm is None or self._perm[0] != epoch:
                 self._perm = (epoch, KeyedPermutation(self.n_samples, hash_key(self.seed, epoch)))
             return self._perm[1](k) * (self.seq_len + 1)
+        if self.mode == "block_shuffle":
+            if self._perm is None or self._perm[0] != epoch:
+                group = max(1, BLOCK_TOKENS // (self.seq_len + 1))
+                self._perm = (epoch, BlockLocalPermutation(self.n_samples, group, POOL_BLOCKS, hash_key(self.seed, epoch, 0xB10C)))
+            return self._perm[1](k) * (self.seq_len + 1)
         h = mix64(mix64(k.astype(np.uint64) ^ np.uint64(hash_key(self.seed, epoch, 0x5EED))))
         return (h % np.uint64(self.n_tokens - self.seq_len)).astype(np.int64)
+
+
+# -- block_shuffle ---------------------------------------------------------------------------
+# ``block_shuffle``: a shuffle local to blocks of the data, for stores where requests cost.
+#
+# The ``N`` windows of an epoch are cut into groups of ``G`` consecutive windows (about
+# ``BLOCK_TOKENS`` tokens: one 8 MiB cache block of uint16 tokens), and the groups are put in a
+# keyed order. Consecutive runs of ``POOL_BLOCKS`` groups in that order form a pool; the epoch
+# visits pool after pool, and within a pool the ``G * POOL_BLOCKS`` windows come in a second
+# keyed order. Sample ``k`` is therefore found in O(1), from ``(seed, epoch, k)`` alone:
+#
+#     pool p = k // (G*M),  slot s = perm_{seed,e,p}(k % (G*M)),
+#     group  = perm_{seed,e}(p*M + s // G),  window = group*G + s % G.
+#
+# A reader then needs only ``M`` blocks at a time (each downloaded once or twice per epoch
+# with a cache of ``M`` blocks: a group usually straddles two blocks), against one block per
+# window for the exact shuffle. What it costs in shuffle quality: two windows of a batch come from the same
+# block with probability ~1/M (1/64) instead of ~G/N, and a pool spans only ``M*G`` windows of
+# the epoch (benchmarks/RESULTS.md measures both). The ``N % G`` windows of a short last group
+# always sit in the epoch's last pool (at most ``G - 1`` windows out of ``N``).
+BLOCK_TOKENS = 1 << 22
+POOL_BLOCKS = 64
+
+
+class BlockLocalPermutation:
+    """A bijection on ``[0, n)`` that keeps each stretch of ``group*pool`` samples within ``pool`` groups.
+
+    Args:
+        n: windows in the epoch.
+        group: consecutive windows per group ``G``.
+        pool: groups per pool ``M``.
+        key: selects the order (seed and epoch).
+    """
+
+    def __init__(self, n: int, group: int, pool: int, key: int):
+        self.n, self.group, self.pool, self.key = int(n), max(1, int(group)), max(1, int(pool)), key
+        self.n_full = self.n // self.group
+        self.pool_size = self.group * self.pool
+        self._groups = KeyedPermutation(self.n_full, hash_key(key, 1)) if self.n_full else None
+        self._pools: dict[int, KeyedPermutation] = {}
+
+    def _pool_perm(self, p: int) -> KeyedPermutation:
+        perm = self._pools.get(p)
+        if perm is None:
+            if len(self._pools) > 8:
+                self._pools.clear()
+            size = min(self.pool_size, self.n - p * self.pool_size)
+            perm = self._pools[p] = KeyedPermutation(size, hash_key(self.key, 2, p))
+        return perm
+
+    def __call__(self, k: np.ndarray) -> np.ndarray:
+        k = np.asarray(k, dtype=np.int64)
+        pools, j = np.divmod(k, self.pool_size)
+        out = np.empty_like(k)
+        for p in np.unique(pools):
+            mask = pools == p
+            s = self._pool_perm(int(p))(j[mask])
+            pos = int(p) * self.pool + s // self.group
+            full = pos < self.n_full
+            grp = np.full_like(pos, self.n_full)  # the short last group keeps the last position
+            if full.any():
+                grp[full] = self._groups(pos[full])
+            out[mask] = grp * self.group + s % self.group
+        return out

@@ -80,7 +80,8 @@ _RUN_KEYS: dict[str, tuple[str, Any]] = {
 }
 # The keys the monitor reads to show and replay a run.
 _SHOW_KEYS: dict[str, tuple[str, Any]] = {
-    "mode": ("one of shuffle, random, sequential", lambda v: v in ("shuffle", "random", "sequential")),
+    "mode": ("one of shuffle, random, sequential, block_shuffle",
+             lambda v: v in ("shuffle", "random", "sequential", "block_shuffle")),
     "seq_len": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "batch_size": ("a positive integer", lambda v: _is_int(v) and v > 0),
     "seed": ("an integer", _is_int),

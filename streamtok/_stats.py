@@ -42,10 +42,19 @@ SLOT_FIELDS = (
     "pass_offset",
     "ended_epoch",  # where the pass before it stopped (the monitor replays up to here, then
     "ended_offset",  # restarts at the pass start; a `break` leaves the rest of an epoch unread)
+    # Remote shards (streamtok.storage), the process's totals; all 0 for local data:
+    "net_requests",  # requests sent to the object store
+    "net_bytes",  # response bytes received
+    "net_retries",  # requests retried after a transient failure
+    "net_in_flight",  # requests in flight when last stored
+    "net_wait_ns",  # time the gathers spent blocked on the store (bytes not there yet)
+    "cache_hits",  # fetch="blocks": block reads served from the node's cache
+    "cache_bytes",  # fetch="blocks": bytes in the node's cache when last counted
 )
 SLOT_WORDS = len(SLOT_FIELDS)
 (SEQ, PID, ROLE, WORKER_ID, BATCHES, TOKENS, WAIT_NS, EPOCH, OFFSET, START_NS, ITERATING, PASSES,
- PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET) = range(SLOT_WORDS)
+ PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET, NET_REQUESTS) = range(SLOT_FIELDS.index("net_requests") + 1)
+NET_FIELDS = SLOT_FIELDS[NET_REQUESTS:]
 ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
 SOURCE_FIELDS = ("windows", "tokens", "target", "weight")  # per source in a slot's block; the last two float64
 BLOCK_HEAD = 2  # a block's first words: the global step and the windows so far (all ranks)
@@ -137,6 +146,14 @@ class SlotWriter:
         self.tokens += tokens
         w[BATCHES] = self.batches
         w[TOKENS] = self.tokens
+        w[SEQ] = self.seq = seq + 2
+
+    def network(self, values: tuple[int, ...]) -> None:
+        """A process reading remote shards: its :data:`NET_FIELDS` totals, in one write."""
+        w, seq = self.w, self.seq
+        w[SEQ] = seq + 1
+        for i, v in enumerate(values):
+            w[NET_REQUESTS + i] = v
         w[SEQ] = self.seq = seq + 2
 
     def set_iterating(self, on: bool) -> None:

@@ -48,12 +48,17 @@ _READER_KEYS = set(inspect.signature(MemmapReader.__init__).parameters) - {"self
 # skips the hints while the pages are cached). Sequential: the kernel's readahead suffices.
 _PAGE_HINTS: dict[str, dict[str, Any]] = {
     "shuffle": {"advice": "random", "lookahead": 8},
+    "block_shuffle": {"advice": "random", "lookahead": 8},
     "random": {"advice": "random", "lookahead": 8},
     "sequential": {"advice": "sequential", "lookahead": 0},
 }
 # Remote shards (streamtok.storage): fetch the byte ranges of the batches this many steps
 # ahead (at 30 ms per request and ~1 ms per batch, 32 steps keep the requests ahead of use).
 REMOTE_LOOKAHEAD = 32
+# fetch="blocks": the steps announced ahead are the block cache's plan (what to evict, what
+# to download next); announcing costs no request, so look further (256 steps of 32 windows:
+# 8k window reads planned, ~0.5 MB of plan per process).
+BLOCKS_LOOKAHEAD = 256
 _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
 
 
@@ -512,7 +517,9 @@ def loader(
         split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
         holdout: trailing shards held out for ``"val"`` when none is named ``val``.
         mode: ``"shuffle"`` (every window once per epoch), ``"random"`` (with replacement)
-            or ``"sequential"`` (every token once, for validation).
+            or ``"sequential"`` (every token once, for validation); ``"block_shuffle"``: every
+            window once per epoch, shuffled within pools of 64 blocks of 4 Mi tokens (for
+            object storage where requests cost; README "Reading from object storage").
         seed: picks the order; same seed, same batches.
         epochs: epochs per pass over the loader; ``None`` streams forever (default: 1; a
             mixture streams unless ``primary`` is given).
@@ -535,7 +542,7 @@ def loader(
             last two default by mode, see ``_PAGE_HINTS``; for remote shards
             ``storage_options``, ``fetch``, ``cache_dir``, ``cache_limit``, see
             :class:`~streamtok.MemmapReader`, and ``lookahead`` defaults to
-            ``REMOTE_LOOKAHEAD``), ``vocab_size``, and DataLoader
+            ``REMOTE_LOOKAHEAD``, ``BLOCKS_LOOKAHEAD`` with ``fetch="blocks"``), ``vocab_size``, and DataLoader
             options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
             ``multiprocessing_context``, ``pin_memory_device``); ``metrics=False`` turns off
             the live counters for ``streamtok-monitor`` (see :class:`StreamtokLoader`).
@@ -546,7 +553,10 @@ def loader(
         documents=documents, bos_id=bos_id, **{k: kw[k] for k in ("block_docs", "raw_dtype") if k in kw},
     )
     reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
-    hints = {"lookahead": REMOTE_LOOKAHEAD} if _is_remote_source(source) else _PAGE_HINTS.get(mode, {})
+    if _is_remote_source(source):
+        hints = {"lookahead": BLOCKS_LOOKAHEAD if reader_kw.get("fetch") == "blocks" else REMOTE_LOOKAHEAD}
+    else:
+        hints = _PAGE_HINTS.get(mode, {})
     for key, value in hints.items():
         reader_kw.setdefault(key, value)
     if documents == "pack":

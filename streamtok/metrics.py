@@ -254,12 +254,15 @@ class RunPublisher:
 
         A worker counts the tokens the trainer will count for the batch, ``B * T``.
         """
+        remote = getattr(collator.reader, "remote", None)
         if worker_id is None:  # the trainer counts what it delivers (see Meter)
-            return gather
+            slot = self.slot(0, ROLE_TRAINER) if remote is not None else None
+            return gather if slot is None else network_gather(gather, slot, remote)
         slot = self.slot(1 + worker_id, ROLE_WORKER, worker_id)
         if slot is None:
             return gather
-        return counting_gather(gather, slot, tokens=collator.batch_size * collator.seq_len)
+        counted = counting_gather(gather, slot, tokens=collator.batch_size * collator.seq_len)
+        return counted if remote is None else network_gather(counted, slot, remote)
 
     def slot(self, index: int, role: int, worker_id: int = 0) -> SlotWriter | None:
         """Claim slot ``index`` for this process (``None``: no such slot, or metrics off)."""
@@ -286,6 +289,18 @@ class RunPublisher:
             writer.claim(role, worker_id)
             self._writers[index] = writer
         return writer
+
+
+def network_gather(gather: Callable[..., Any], slot: SlotWriter, remote: Any) -> Callable[..., Any]:
+    """Wrap a gather over remote shards so that its slot holds the process's network totals
+    after each batch (``remote.net_totals()``: a few attribute reads, one seqlock write)."""
+
+    def published(starts: Any, shared: bool = False, **kw: Any) -> Any:
+        buf = gather(starts, shared=shared, **kw) if kw else gather(starts, shared=shared)
+        slot.network(remote.net_totals())
+        return buf
+
+    return published
 
 
 def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **facts: Any) -> RunPublisher | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._chain import Stage, chained
-from ._order import MODES, KeyedPermutation, WindowOrder
+from ._order import WINDOW_MODES, KeyedPermutation, WindowOrder
 from ._position import STATE_VERSION, read_position
 from .errors import ConfigError
 from .reader import MemmapReader
@@ -113,7 +113,9 @@ class WindowSampler(Stage, StepShape):
     Args:
         source: the :class:`MemmapReader` to sample from.
         seq_len: tokens per input row ``T``.
-        mode: ``"shuffle"``, ``"random"`` or ``"sequential"``.
+        mode: ``"shuffle"``, ``"random"``, ``"sequential"``, or ``"block_shuffle"`` (a shuffle
+            local to 4 Mi-token blocks, for object storage where requests cost: see
+            :class:`streamtok._order.BlockLocalPermutation`).
         seed: selects the order; same seed, same order.
         epochs: epochs per pass over the sampler; ``None`` streams forever.
         batch_size: windows per rank and step ``B``.
@@ -140,8 +142,8 @@ class WindowSampler(Stage, StepShape):
         world_size: int | None = None,
         group: Any = None,
     ):
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
+        if mode not in WINDOW_MODES:
+            raise ConfigError(f"mode must be one of {WINDOW_MODES}, not {mode!r}")
         self.source = source
         self.seq_len = as_int("seq_len", seq_len, 1)
         self.mode = mode

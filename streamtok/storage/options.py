@@ -8,7 +8,8 @@ streamtok's own ``max_in_flight`` (concurrent requests per process, default 256:
 request that is up to ~8500 requests/s, ~260 steps/s of 32 windows; 64 measured 1.6-5x
 slower against the loopback server, benchmarks/RESULTS.md section 14),
 ``retries`` (attempts after the first, default 5), ``retry_base_s``, ``retry_max_s``
-(backoff bounds), ``metadata_cache`` (``False`` turns the local metadata cache off). Any other key is
+(backoff bounds), ``metadata_cache`` (``False`` turns the local metadata cache off),
+``block_bytes`` (the block size of ``fetch="blocks"``, default 8 MiB). Any other key is
 passed to the scheme's obstore builder as is (e.g. ``service_account_path`` for GCS,
 ``account_name`` for Azure).
 
@@ -37,7 +38,8 @@ SECRET_KEYS = ("secret_access_key", "session_token", "token", "access_key", "sas
                "bearer_token", "password", "account_key", "hf_token")
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
                "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
-_OWN = {"max_in_flight": 256, "retries": 5, "retry_base_s": 0.05, "retry_max_s": 2.0, "metadata_cache": True}
+_OWN = {"max_in_flight": 256, "retries": 5, "retry_base_s": 0.05, "retry_max_s": 2.0, "metadata_cache": True,
+        "block_bytes": 8 << 20}
 _GENERIC = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "anonymous",
             "allow_http", "timeout", "connect_timeout")
 _known_secrets: set[str] = set()

@@ -11,6 +11,7 @@ the bytes came from.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -131,7 +132,17 @@ class RemoteShards:
             k: probed[p].index for k, p in enumerate(paths) if p in probed and probed[p].index is not None  # type: ignore[misc]
         }
         self.fetch = fetch
+        self.net_wait_ns = 0
         self.fetcher = make_fetcher(fetch, self.store, self.objects, cache_dir=cache_dir, cache_limit=cache_limit)
+
+    def net_totals(self) -> tuple[int, ...]:
+        """This process's ``streamtok._stats.NET_FIELDS``: requests, bytes, retries, in flight,
+        time blocked on the store, cache hits and cache bytes (the last two: ``fetch="blocks"``)."""
+        c = self.store.counters
+        cache = getattr(self.fetcher, "cache", None)
+        hits = cache.counters.hits if cache is not None else 0
+        held = cache.dir.last_usage if cache is not None else 0
+        return (c.requests, c.bytes, c.retries, c.in_flight, self.net_wait_ns, hits, held)
 
     def stats(self) -> dict[str, int]:
         """This process's network counters (for metrics): requests, bytes, retries, requests in
@@ -191,7 +202,9 @@ class RemoteShards:
         """Copy ``tokens[s:s+length]`` for each start into the rows of ``out`` (see ``MemmapReader.gather``)."""
         pieces = self.pieces(reader, starts, length)
         ranges = self._ranges(pieces)
+        t0 = time.perf_counter_ns()
         bodies = iter(self.fetcher.read(self._key(starts, length), ranges))
+        self.net_wait_ns += time.perf_counter_ns() - t0
         for row, col, k, lo, n in pieces:
             if k in self.objects:
                 out[row, col : col + n] = np.frombuffer(next(bodies), dtype=self.infos[k].dtype)
