@@ -19,17 +19,36 @@ class Meter:
     A batch's wait is all the time the loop spends inside ``next()``: from the moment it
     asks for a batch until it holds it, the split into ``(x, y)`` and the first batch's
     worker start included (with workers, mostly the queue wait; without, the gather itself).
-    Clock reads are what cost here (in a VM, cold after each batch's 64 KiB of copying), so
-    only every ``k``-th batch is timed and stands for ``k`` batches; ``k`` adapts so that
-    timed batches come about every 1-4 ms: every batch when the loop is slow (a real model),
-    1 in 16-64 when the loader runs flat out. Totals are stored into the slot at most every
-    ``PUBLISH_NS`` (5 ms) and at the end of the pass; ``batches`` has advanced the position
-    past each batch before handing it out, so position and count always match. At its
-    first batch (or its end, if empty) a pass stores where it began, with the pass count.
-    Per untimed batch: one generator step, a test and an add. The same class meters a
+
+    The estimator (issue 21): the wait is the wall time minus the loop's own work, and only
+    the work is sampled. Every timed batch reads the clock when the loop receives it and
+    again when the loop asks for the next one; between two timed receipts the wall time is
+    exact, so every stall inside ``next()`` (preemption, a cold page, a late worker), timed
+    batch or not, is in it. The block's ``k`` batches of work are the timed batch's own
+    measured work plus ``k - 1`` times a typical one (the smaller of the last two measured:
+    a preempted sample does not stand for the others), and the block's wait is the rest
+    (never below zero). Sampling the wait instead (the earlier estimator) saw a stall only
+    when it hit a timed batch, and capped the one it saw: 55% shown for a loop that waited
+    99.8% of its time.
+
+    Clock reads are what cost here (~70-150 ns each in this VM), so a loop whose batches
+    come fast (under ``SLOW_NS``, 50 µs, each: the loader running flat out) times one batch
+    in ``stride`` (up to 64, blocks of about 1-4 ms) at a random phase (no aliasing with a
+    loop or worker period), while a slower loop times every batch: then the wait is exact,
+    at two clock reads per 50 µs or more (< 0.5%). Per untimed batch: an add, a test and a
+    generator step, as before. There, the work the estimate extrapolates is a few µs of a
+    loop that does nothing but take batches (~1-5% of its time), so an error in it moves
+    "waiting" by a fraction of that.
+
+    Totals are stored into the slot at most every ``PUBLISH_NS`` (5 ms, at a timed batch)
+    and at the end of the pass; ``batches`` has advanced the position past each batch
+    before handing it out, so position and count always match. At its first batch (or its
+    end, if empty) a pass stores where it began, with the pass count. A pass the loop
+    leaves early (``break``) counts its untimed last batches at the last block's wait per
+    batch: the time until the iterator is closed may be anything. The same class meters a
     background prefetcher's iterator for the training loop (see :class:`Consumed`). A
-    mixture's per-source counts (``sources``) are asked for only when the totals are stored,
-    so they are those of the same position.
+    mixture's per-source counts (``sources``) are asked for only when the totals are
+    stored, so they are those of the same position.
 
     Args:
         batches: the batches as the loop receives them.
@@ -42,6 +61,7 @@ class Meter:
 
     PUBLISH_NS = 5_000_000
     MAX_STRIDE = 64
+    SLOW_NS = 50_000  # a loop whose batches take this long or more is timed at every batch
 
     def __init__(
         self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None,
@@ -61,36 +81,65 @@ class Meter:
         n, wait, tokens0, n0 = slot.batches, slot.wait_ns, slot.tokens, slot.batches
         entry, begun = (s.epoch, s.offset), False
         slot.set_iterating(True)
-        stride, timed_at = 1, n  # time batch number n + 1 (the first), then every `stride`
-        t0 = last = clock()
-        due = t0 + self.PUBLISH_NS
+        stride, rnd = 1, n0 * 2654435761 + 1  # the random phase: a small LCG, stepped per timed batch
+        timed = n + 1  # the next batch to time: the first
+        last_n, work, typical = n, 0, 0  # the last timed batch, its work, a typical batch's work
+        last = clock()  # its receipt (here: the start; the first block is all wait)
+        due = last + self.PUBLISH_NS
+        block_wait = 0  # the last block's wait per batch (for a pass left early)
+        pending = 0  # the receipt of a timed batch handed out and not yet accounted for
         try:
             for buf in self.batches:
-                if t0:
-                    t1 = clock()
-                    # Stands for `stride` batches, but they cannot have waited longer than
-                    # they took (a timed batch that was preempted must not count 64 times).
-                    wait += min((t1 - t0) * stride, t1 - last)
-                    if t1 - last < 1_000_000 and stride < self.MAX_STRIDE:
-                        stride *= 2
-                    elif t1 - last > 4_000_000 and stride > 1:
-                        stride //= 2
-                    last, t0 = t1, 0
-                    if not begun:
-                        begun = True
-                        self._begin(entry)
-                    n += 1
-                    if t1 >= due:
-                        due = t1 + self.PUBLISH_NS
-                        slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
-                else:
-                    n += 1
+                n += 1
+                if n < timed:
+                    yield buf
+                    continue
+                if not begun:
+                    begun = True
+                    self._begin(entry)
+                t1 = pending = clock()
                 yield buf
-                if n - timed_at >= stride:
-                    timed_at, t0 = n, clock()
-            if t0:  # the call that ended the pass (with workers: their shutdown), when timed
-                wait += clock() - t0
+                t2, pending = clock(), 0
+                # The rest runs inside the loop's next call: its time is the next batch's wait.
+                k, gap = n - last_n, t1 - last
+                est = work + (k - 1) * typical  # the last timed batch's work, and k - 1 more
+                w = gap - est if gap > est else 0
+                wait += w
+                block_wait = w // k
+                if gap >= k * self.SLOW_NS:
+                    stride = 1
+                elif gap < 1_000_000 and stride < self.MAX_STRIDE:
+                    stride *= 2
+                elif gap > 4_000_000 and stride > 1:
+                    stride //= 2
+                if stride > 2:
+                    rnd = (rnd * 1103515245 + 12345) & 0x7FFFFFFF
+                    timed = n + stride // 2 + rnd % stride  # a random phase, on average `stride`
+                else:
+                    timed = n + stride
+                w = t2 - t1  # this batch's work: from its receipt until the loop asked again
+                typical = w if w < work or not work else work
+                work, last, last_n = w, t1, n
+                if t2 >= due:
+                    due = t2 + self.PUBLISH_NS
+                    slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
+            # The pass ended (the call that ended it included: with workers, their shutdown).
+            k, gap = n - last_n, clock() - last
+            est = work + k * typical  # the last timed batch's work, and k more
+            wait += gap - est if gap > est else 0
+            last_n = n
         finally:  # end of the pass, or left early (break, exception, close)
+            if pending:  # left at a timed batch: its block ends at its receipt, measured
+                k, gap = n - last_n, pending - last
+                est = work + (k - 1) * typical
+                wait += gap - est if gap > est else 0
+            elif n > last_n:
+                # Left after untimed batches: the time until the close is theirs and then the
+                # loop's (a step, or anything: the iterator may be closed much later), so
+                # their wait counts as measured but at most max(1 ms, the last block's) each.
+                k, gap = n - last_n, clock() - last
+                est = work + k * typical
+                wait += min(gap - est if gap > est else 0, k * max(block_wait, 1_000_000))
             if not begun:
                 self._begin(entry)
             slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
@@ -102,7 +151,9 @@ class Consumed:
 
     ``CUDAPrefetcher(background=True)`` iterates the loader on its own thread, so the
     loader's :class:`Meter` (slot 0) times that thread's wait for the DataLoader, and its
-    count and position run ahead of the loop by the batches in flight. A second Meter,
+    count and position run ahead of the loop by the batches in flight; without a thread
+    (``background=False``) its batches are still staged ahead, and the staging, inside the
+    loop's ``next()``, is outside the loader's. So a second Meter,
     around the prefetcher's iterator in the training loop's thread, writes the consumer
     slot: the loop's wait inside ``next()``, the batches it took, and their position, from
     ``state()`` (the prefetcher's state as of the last batch handed out). It samples as the

@@ -91,9 +91,10 @@ class CUDAPrefetcher:
         self._state = self._source_state()
         it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
         published = getattr(self.source, "_metrics", None)  # streamtok.metrics.RunPublisher
-        # With a thread the loader's meter times that thread, so the loop is metered here, in
-        # its own slot, claimed before the thread starts (which claims the loader's slot).
-        consumer = published.consumer(self.state_dict) if published is not None and self.background else None
+        # The loop is metered here, in its own slot: with a thread, the loader's meter times
+        # that thread (the slot is claimed before the thread starts, which claims the
+        # loader's); without, the loader's meter would count the staging as the loop's work.
+        consumer = published.consumer(self.state_dict) if published is not None else None
         if published is not None:  # once per pass: the monitor shows the staging depth
             published.update_manifest(prefetch={"depth": self.depth, "device": str(self.device), "background": bool(self.background)})
         exhausted = False

@@ -247,12 +247,16 @@ def test_background_prefetcher_publishes_the_training_loops_figures(one_shard):
     assert 0 < loop["wait_ns"] < total_ns
 
 
-def test_consumer_slot_unused_without_a_background_thread(one_shard):
+def test_consumer_slot_meters_the_loop_without_a_background_thread_too(one_shard):
+    # Issue 21: without a thread the prefetcher stages ahead inside the loop's next(); the
+    # loader's meter would count that as the loop's work, so the loop has its own slot.
     loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=1)
     n = sum(1 for _ in streamtok.CUDAPrefetcher(loader, device="cpu", background=False))
     reader = metrics.StatsReader(loader._metrics.dir)
-    assert reader.n_slots == 3 and [s["role"] for s in reader.slots()] == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER]
-    assert reader.slot(0)["batches"] == n
+    roles = [s["role"] for s in reader.slots()]
+    assert reader.n_slots == 3 and roles == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER, metrics.ROLE_CONSUMER]
+    assert reader.slot(0)["batches"] == reader.slot(2)["batches"] == n
+    assert metrics.loop_slot(reader.slots())["role"] == metrics.ROLE_CONSUMER
 
 
 # -- metrics never stop training (issue 9, items 1-3) ---------------------------------------
