@@ -168,7 +168,7 @@ class Sampler:
             # Whose wait that is: the training loop's, or (a run without a consumer slot) the
             # background prefetch thread's wait for the DataLoader.
             "wait_source": "prefetch_thread" if background and not consumer else "loop",
-            "prefetch_thread_wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)) if consumer and background else None,
+            "prefetch_thread_wait_fraction": min(1.0, _rate(d0["wait_ns"] / 1e9, dt)) if consumer else None,
             "history": list(self.history),
             "workers": workers,
         }

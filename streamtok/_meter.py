@@ -57,6 +57,8 @@ class Meter:
         start: where the pass began (``epoch``, ``offset``), asked at its first batch;
             default: the position when iteration starts.
         sources: a mixture's per-source counts at the position (see :class:`SourceRows`).
+        since: ``perf_counter_ns`` when the loop entered the pass's first ``next()``, if
+            before this iterator starts (a prefetcher's set-up); default: when it starts.
     """
 
     PUBLISH_NS = 5_000_000
@@ -65,10 +67,10 @@ class Meter:
 
     def __init__(
         self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None,
-        sources: Callable[[], SourceRows] | None = None,
+        sources: Callable[[], SourceRows] | None = None, since: int | None = None,
     ):
         self.batches, self.slot, self.sampler, self.start = batches, slot, sampler, start
-        self.sources = sources
+        self.sources, self.since = sources, since
 
     def _begin(self, entry: tuple[int, int]) -> None:
         where = self.start() if self.start is not None else None
@@ -84,7 +86,7 @@ class Meter:
         stride, rnd = 1, n0 * 2654435761 + 1  # the random phase: a small LCG, stepped per timed batch
         timed = n + 1  # the next batch to time: the first
         last_n, work, typical = n, 0, 0  # the last timed batch, its work, a typical batch's work
-        last = clock()  # its receipt (here: the start; the first block is all wait)
+        last = clock() if self.since is None else self.since  # its receipt (here: the start; the first block is all wait)
         due = last + self.PUBLISH_NS
         block_wait = 0  # the last block's wait per batch (for a pass left early)
         pending = 0  # the receipt of a timed batch handed out and not yet accounted for

@@ -15,6 +15,7 @@ each batch gets its own event; see :mod:`streamtok._staging`).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -84,6 +85,7 @@ class CUDAPrefetcher:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
 
     def __iter__(self) -> Iterator[Batch]:
+        begun = time.perf_counter_ns()  # the loop is inside next() from here: its wait
         # An earlier pass's thread stops here; if it is blocked in its source for longer than
         # the join timeout, a streamtok loader still refuses it the position (a pass token).
         self._stop_thread()
@@ -133,7 +135,7 @@ class CUDAPrefetcher:
                     self._state = state
                     yield self._stage.ready(staged_batch)
 
-        yield from handed() if consumer is None else consumer(handed())
+        yield from handed() if consumer is None else consumer(handed(), begun)
         self._state = self._source_state()  # the pass ended: as the source says (pass_ended)
 
     def __len__(self) -> int:

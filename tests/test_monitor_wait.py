@@ -1,7 +1,6 @@
 """The monitor's "waiting" against the training loop's own measurement (issue 21, item 1).
 
-The ground truth is the loop's ``perf_counter`` around every ``next()`` (the call that
-creates the pass and the one that closes it included), measured in the same run as the
+The ground truth is the loop's ``perf_counter`` around every ``next()``, measured in the same run as the
 monitor's figure: two :class:`Sampler` snapshots, the first after the previous pass ended
 and the second after this one was closed, so both read the Meter's final totals and the
 same span of time. The truth's denominator is the span between the two snapshots, as the
@@ -56,12 +55,11 @@ def _spin(seconds: float) -> None:
 
 def _one_pass(source, work_s: float, span_s: float) -> tuple[float, int]:
     """Iterate one pass for ``span_s`` seconds, doing ``work_s`` per batch; the seconds
-    spent inside ``iter()`` and ``next()`` (and the close), and the batches taken."""
+    spent inside ``next()`` (the loop's own measurement), and the batches taken."""
     clock = time.perf_counter
-    t = clock()
     it = iter(source)
-    inside = clock() - t
-    end, n = t + span_s, 0
+    inside, n = 0.0, 0
+    end = clock() + span_s
     while True:
         t = clock()
         next(it)
@@ -74,9 +72,7 @@ def _one_pass(source, work_s: float, span_s: float) -> tuple[float, int]:
             time.sleep(work_s)
         elif work_s:
             _spin(work_s)
-    t = clock()
-    it.close()  # the pass ends here: the meter publishes its final totals
-    inside += clock() - t
+    it.close()  # the pass ends here (a break): the meter publishes its final totals
     return inside, n
 
 
