@@ -31,14 +31,15 @@ class Meter:
     when it hit a timed batch, and capped the one it saw: 55% shown for a loop that waited
     99.8% of its time.
 
-    Clock reads are what cost here (~70-150 ns each in this VM), so a loop whose batches
-    come fast (under ``SLOW_NS``, 50 µs, each: the loader running flat out) times one batch
-    in ``stride`` (up to 64, blocks of about 1-4 ms) at a random phase (no aliasing with a
-    loop or worker period), while a slower loop times every batch: then the wait is exact,
-    at two clock reads per 50 µs or more (< 0.5%). Per untimed batch: an add, a test and a
-    generator step, as before. There, the work the estimate extrapolates is a few µs of a
-    loop that does nothing but take batches (~1-5% of its time), so an error in it moves
-    "waiting" by a fraction of that.
+    Clock reads are what cost here (~70-150 ns each in this VM), so a loop that does
+    almost nothing but take fast batches (under ``SLOW_NS``, 50 µs, each, and its own work
+    under 1/8 of that) times one batch in ``stride`` (up to 64, blocks of about 1-4 ms) at
+    a random phase (no aliasing with a loop or worker period); any other loop times every
+    batch, and its wait is exact (two clock reads per batch, < 1% of its time). Per
+    untimed batch: an add, a test and a generator step, as before. The work extrapolated
+    is then under 1/8 of the time, so a stall of the loop's own step at an untimed batch
+    (preemption, a log line), counted as wait, moves "waiting" by at most that share of
+    the stalls (``benchmarks/bench_wait.py`` replays such traces).
 
     Totals are stored into the slot at most every ``PUBLISH_NS`` (5 ms, at a timed batch)
     and at the end of the pass; ``batches`` has advanced the position past each batch
@@ -64,6 +65,7 @@ class Meter:
     PUBLISH_NS = 5_000_000
     MAX_STRIDE = 64
     SLOW_NS = 50_000  # a loop whose batches take this long or more is timed at every batch
+    MIN_EXACT_NS = 10_000  # faster batches are sampled whatever the loop's share of the time
 
     def __init__(
         self, batches: Iterator[Any], slot: SlotWriter, sampler: Any, *, start: Callable[[], Any] | None = None,
@@ -76,6 +78,11 @@ class Meter:
         where = self.start() if self.start is not None else None
         self.slot.new_pass(*((where.epoch, where.offset) if where is not None else entry))
 
+    def _exact(self, gap: int, k: int, work: int) -> bool:
+        """Whether a loop whose ``k`` batches took ``gap`` ns, ``work`` of it its own, is
+        timed at every batch (slow batches, or a loop whose own work is 1/8 or more)."""
+        return gap >= k * self.SLOW_NS or (gap >= k * self.MIN_EXACT_NS and 8 * work >= gap)
+
     def __iter__(self) -> Iterator[Any]:
         clock, slot, s, mix = time.perf_counter_ns, self.slot, self.sampler, self.sources
         tokens = s.batch_size * s.seq_len
@@ -83,22 +90,37 @@ class Meter:
         n, wait, tokens0, n0 = slot.batches, slot.wait_ns, slot.tokens, slot.batches
         entry, begun = (s.epoch, s.offset), False
         slot.set_iterating(True)
+        asked = clock() if self.since is None else self.since  # the loop's last ask (exact mode)
+        exact, seen = True, (asked, wait, n)  # exact: every batch timed; seen: where it was last judged
+        # Sampled mode: the last timed batch (its receipt, number and work), a typical work.
         stride, rnd = 1, n0 * 2654435761 + 1  # the random phase: a small LCG, stepped per timed batch
-        timed = n + 1  # the next batch to time: the first
-        last_n, work, typical = n, 0, 0  # the last timed batch, its work, a typical batch's work
-        last = clock() if self.since is None else self.since  # its receipt (here: the start; the first block is all wait)
-        due = last + self.PUBLISH_NS
+        timed, last, last_n, work, typical = 0, asked, n, 0, 0
+        due = asked + self.PUBLISH_NS
         block_wait = 0  # the last block's wait per batch (for a pass left early)
         pending = 0  # the receipt of a timed batch handed out and not yet accounted for
         try:
             for buf in self.batches:
                 n += 1
+                if exact:
+                    t1 = clock()
+                    wait += t1 - asked
+                    if not begun:
+                        begun = True
+                        self._begin(entry)
+                    yield buf
+                    asked = clock()
+                    if asked >= due:  # inside the loop's next call: the next batch's wait
+                        due = asked + self.PUBLISH_NS
+                        slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
+                        k, gap = n - seen[2], asked - seen[0]
+                        if not self._exact(gap, k, gap - (wait - seen[1])):
+                            exact, stride, timed = False, 2, n + 2
+                            last, last_n, work, typical = asked, n, 0, (gap - (wait - seen[1])) // k
+                        seen = (asked, wait, n)
+                    continue
                 if n < timed:
                     yield buf
                     continue
-                if not begun:
-                    begun = True
-                    self._begin(entry)
                 t1 = pending = clock()
                 yield buf
                 t2, pending = clock(), 0
@@ -108,9 +130,13 @@ class Meter:
                 w = gap - est if gap > est else 0
                 wait += w
                 block_wait = w // k
-                if gap >= k * self.SLOW_NS:
-                    stride = 1
-                elif gap < 1_000_000 and stride < self.MAX_STRIDE:
+                w = t2 - t1  # this batch's work: from its receipt until the loop asked again
+                typical = w if w < work or not work else work
+                work, last, last_n = w, t1, n
+                if self._exact(gap, k, k * typical):
+                    exact, asked, seen = True, t2, (t2, wait + w, n)
+                    continue
+                if gap < 1_000_000 and stride < self.MAX_STRIDE:
                     stride *= 2
                 elif gap > 4_000_000 and stride > 1:
                     stride //= 2
@@ -119,19 +145,21 @@ class Meter:
                     timed = n + stride // 2 + rnd % stride  # a random phase, on average `stride`
                 else:
                     timed = n + stride
-                w = t2 - t1  # this batch's work: from its receipt until the loop asked again
-                typical = w if w < work or not work else work
-                work, last, last_n = w, t1, n
                 if t2 >= due:
                     due = t2 + self.PUBLISH_NS
                     slot.publish(n, tokens0 + (n - n0) * tokens, wait, s.epoch, s.offset, mix and mix())
             # The pass ended (the call that ended it included: with workers, their shutdown).
-            k, gap = n - last_n, clock() - last
-            est = work + k * typical  # the last timed batch's work, and k more
-            wait += gap - est if gap > est else 0
+            if exact:
+                wait += clock() - asked
+            else:
+                k, gap = n - last_n, clock() - last
+                est = work + k * typical  # the last timed batch's work, and k more
+                wait += gap - est if gap > est else 0
             last_n = n
         finally:  # end of the pass, or left early (break, exception, close)
-            if pending:  # left at a timed batch: its block ends at its receipt, measured
+            if exact:
+                pass  # every batch's wait is counted at its receipt
+            elif pending:  # left at a timed batch: its block ends at its receipt, measured
                 k, gap = n - last_n, pending - last
                 est = work + (k - 1) * typical
                 wait += gap - est if gap > est else 0
