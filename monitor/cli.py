@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from datetime import datetime
@@ -32,16 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="sampling period in seconds (default 1)")
     p.add_argument("--once", action="store_true", help="print one snapshot (rates over one interval) and exit")
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON (implies --once)")
-    p.add_argument("--list", action="store_true", help="list the runs under the run directory and exit")
+    p.add_argument("--list", action="store_true",
+                   help=f"list the runs under the run directory and exit (this user's ended runs past the newest "
+                        f"{metrics.KEEP_ENDED} are pruned; live and other users' or hosts' runs never are)")
     p.add_argument("--wait", action="store_true", help="wait for a run to start (start the monitor before training)")
     p.add_argument("--no-follow", dest="follow", action="store_false",
                    help="stay on the run shown when it ends (default: switch to the next live run)")
     return p
 
 
+def _when(created: float) -> str:
+    """A run's creation time as local date and time; ``?`` when it is no date (1e300, say)."""
+    try:
+        return datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "?" * 19
+
+
 def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
     for r in runs:
-        when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        when = _when(r.created)
         state = "live " if r.alive else ("ended" if r.local else "other")  # other: another host's
         print(f"{state}  pid {r.pid:<8} {when}  {r.dir}", file=out)
 
@@ -61,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.list:
+        root = metrics.run_root()
+        if os.path.isdir(root):  # ended runs past the bound go, as when a run starts
+            metrics.prune_runs(root)
         _print_runs(metrics.list_runs(), out=sys.stdout)
         return 0
     run_dir, pid = args.run, args.pid

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 import time
 from typing import Any
 
@@ -158,11 +159,20 @@ class StatsReader:
     def __init__(self, run_dir: str):
         path = os.path.join(run_dir, STATS)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            # O_NONBLOCK: a FIFO put there must not block the open (it is refused below).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise RunDirError(f"{path}: not a regular file, not a stats file")
+                size = st.st_size
                 if size < HEADER_WORDS * 8:
                     raise RunDirError(f"{path}: {size} bytes, shorter than a stats header ({HEADER_WORDS * 8})")
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                if size % 8:
+                    raise RunDirError(f"{path}: {size} bytes, not a whole number of 8-byte words")
+                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
         except OSError as e:
             raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
         words = memoryview(self._map).cast("q")

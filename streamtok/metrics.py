@@ -55,6 +55,7 @@ from typing import Any
 from . import _atomic
 from ._meter import Consumed, Meter, counting_gather, mixture_sources
 from ._runs import (
+    KEEP_ENDED,
     LAYOUT_VERSION,
     MANIFEST,
     STATS,
@@ -107,7 +108,7 @@ __all__ = [  # the publishing side, and what the monitor reads, from one place
     "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
     "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "loop_slot", "mixture_report",
-    "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
+    "KEEP_ENDED", "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
 ]
 
 

@@ -164,6 +164,32 @@ def test_prune_keeps_live_and_newest_ended(tmp_path):
     assert [r.alive for r in runs].count(False) == 2 and any(r.dir == live.dir for r in runs)
 
 
+def _ended(pub, **extra):
+    m = {**pub.manifest, "pid": 999_999_999, **extra}  # a PID that cannot exist: an ended run
+    write_json_atomic(os.path.join(pub.dir, metrics.MANIFEST), m)
+
+
+def test_prune_bound_keeps_ten_ended_runs_by_default(tmp_path):
+    # Issue 22 item 6: --list showed every past run (35 after a day of tests).
+    pubs = [metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)) for _ in range(metrics.KEEP_ENDED + 3)]
+    for k, p in enumerate(pubs):
+        _ended(p, created=1000.0 + k)
+    live = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))  # prunes at start
+    runs = metrics.list_runs(str(tmp_path))
+    assert metrics.KEEP_ENDED == 10 and [r.alive for r in runs].count(False) == 10 and live.dir in {r.dir for r in runs}
+    assert {r.dir for r in runs if not r.alive} == {p.dir for p in pubs[3:]}  # the newest ten
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a run to another user")
+def test_prune_never_deletes_another_users_run(tmp_path):
+    theirs, ours = (metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)) for _ in range(2))
+    for p in (theirs, ours):
+        _ended(p)
+    os.chown(theirs.dir, 4242, 4242)
+    metrics.prune_runs(str(tmp_path), keep=0)
+    assert os.path.exists(theirs.dir) and not os.path.exists(ours.dir)
+
+
 def test_a_dropped_publisher_removes_its_run_but_not_at_exit(tmp_path):
     kept = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
     dropped = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)).dir
