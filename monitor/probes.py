@@ -87,14 +87,19 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
 def faults(pid: int) -> dict[str, float]:
-    """Minor and major page faults of ``pid`` (not of its children), and its CPU seconds.
+    """Minor and major page faults of ``pid`` (not of its children), its CPU seconds, and
+    those of the children it reaped.
 
     Not a page-cache hit ratio: readahead turns a cold sequential read into few major faults.
     ``cpu_s`` is user + system time of all its threads (``/proc/PID/stat``, 10 ms ticks).
     """
     stat = _read(f"/proc/{pid}/stat")
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return {"minflt": int(fields[7]), "majflt": int(fields[9]), "cpu_s": (int(fields[11]) + int(fields[12])) * _TICK_S}
+    return {
+        "minflt": int(fields[7]), "majflt": int(fields[9]), "cpu_s": (int(fields[11]) + int(fields[12])) * _TICK_S,
+        # CPU of its children that it has waited for (reaped DataLoader workers): cutime + cstime.
+        "children_cpu_s": (int(fields[13]) + int(fields[14])) * _TICK_S,
+    }
 
 
 def meminfo() -> dict[str, int]:

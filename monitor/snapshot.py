@@ -82,6 +82,8 @@ class Sampler:
         self._prev_slots: dict[int, dict[str, int]] = {}
         self._io: dict[int, int] = {}
         self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
+        self._reaped_cpu = 0.0  # CPU seconds of vanished children, not yet seen in the parent's cutime
+        self._children_cpu: float | None = None  # the trainer's cutime + cstime at the last sample
         self._last: Snapshot | None = None
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
         from .pages import PageCounter  # numpy: only for a streamtok run
@@ -96,11 +98,15 @@ class Sampler:
 
     # -- the run's own counters -------------------------------------------------------------
     def _slot_deltas(self, slots: list[dict[str, int]]) -> dict[int, dict[str, int]]:
+        """Counts since the last sample, per slot. A worker's slot counts on across the
+        processes of that worker id (re-spawned each pass), so it is compared with itself
+        whatever its PID; a count that went back (a slot taken anew) counts from zero."""
         out = {}
         for s in slots:
             prev = self._prev_slots.get(s["slot"])
-            same = prev is not None and prev["pid"] == s["pid"]
-            out[s["slot"]] = {k: s[k] - (prev[k] if same else 0) for k in _COUNTERS}  # type: ignore[index]
+            worker = s["role"] == metrics.ROLE_WORKER
+            same = prev is not None and (prev["pid"] == s["pid"] or (worker and prev["role"] == s["role"]))
+            out[s["slot"]] = {k: s[k] - (prev[k] if same and s[k] >= prev[k] else 0) for k in _COUNTERS}  # type: ignore[index]
         return out
 
     def _pages(self, trainer: dict[str, int] | None, batches: int) -> tuple[int, int]:
@@ -209,6 +215,11 @@ class Sampler:
         """
         workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
         procs, cpu_now = [], {}
+        first = not self._cpu
+        reaped = 0.0  # CPU of children that ended since the last sample, not yet seen
+        for pid, last in self._cpu.items():  # gone: the rest of its CPU shows in its parent's cutime
+            if pid not in pids and pid != self.pid:
+                self._reaped_cpu += last
         for pid in pids:
             try:
                 mem = probes.memory(pid, rollup=slow or pid not in self._rollup)
@@ -220,17 +231,39 @@ class Sampler:
             else:
                 mem.update(self._rollup[pid])
             cpu_now[pid] = flt["cpu_s"]
-            cpu = max(0.0, flt["cpu_s"] - self._cpu[pid]) / dt if pid in self._cpu and dt > 0 else None
+            if pid in self._cpu:
+                cpu = max(0.0, flt["cpu_s"] - self._cpu[pid]) / dt if dt > 0 else None
+            elif pid != self.pid and not first and dt > 0:
+                cpu = flt["cpu_s"] / dt  # a child forked since the last sample: all its CPU is new
+            else:
+                cpu = None
+            if pid == self.pid:
+                # Reaped children's CPU: the jump of the trainer's cutime, less what was
+                # already counted while they lived.
+                children = flt["children_cpu_s"]
+                if self._children_cpu is not None and dt > 0:
+                    jump = max(0.0, children - self._children_cpu)
+                    absorbed = min(jump, self._reaped_cpu)
+                    self._reaped_cpu -= absorbed
+                    reaped = jump - absorbed
+                self._children_cpu = children
             if not self.run_dir:
                 role = "process" if pid == self.pid else "child"
-            else:
-                role = "trainer" if pid == self.pid else (f"worker {workers[pid]}" if pid in workers else "child")
+            elif pid == self.pid:
+                role = "trainer"
+            elif pid in workers:
+                role = f"worker {workers[pid]}"
+            else:  # a worker that has not gathered yet has not claimed its slot
+                role = "worker (starting)" if self.manifest.get("num_workers") else "child"
             procs.append({"pid": pid, "role": role, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
         self._cpu = cpu_now
         self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
         info = probes.meminfo()
         cpus = [p["cpu"] for p in procs if p["cpu"] is not None]
+        if cpus and dt > 0:
+            cpus.append(reaped / dt)
         return {
+            "cpu_reaped": reaped / dt if dt > 0 else None,  # workers that ended in the interval
             "processes": procs,
             "rss_total": sum(p["rss"] for p in procs),
             "pss_total": sum(p["pss"] for p in procs),

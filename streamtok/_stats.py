@@ -83,11 +83,18 @@ class SlotWriter:
         self.epoch = self.offset = 0  # the position last stored
 
     def claim(self, role: int, worker_id: int) -> None:
+        """Take the slot for this process. A worker re-spawned into the slot of the same
+        worker id (non-persistent workers start anew each pass) continues its counts: the
+        slot counts what worker ``worker_id`` gathered, whatever its PID."""
         w = self.w
         self.seq = (w[SEQ] + 1) | 1  # odd while writing, even if a killed writer left it odd
         w[SEQ] = self.seq
+        same_worker = role == ROLE_WORKER and w[ROLE] == ROLE_WORKER and w[WORKER_ID] == worker_id
+        kept = (w[BATCHES], w[TOKENS]) if same_worker else (0, 0)
         for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
             w[i] = 0
+        self.batches, self.tokens = kept
+        w[BATCHES], w[TOKENS] = kept
         for i in range(len(self.bq or ())):
             self.bq[i] = 0  # type: ignore[index]
         w[PID], w[ROLE], w[WORKER_ID], w[START_NS] = os.getpid(), role, worker_id, time.time_ns()
