@@ -113,8 +113,10 @@ class Panel(Widget):
 
     def show(self, snap: dict[str, Any]) -> None:
         region = self.content_region
-        self.text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
-        self.refresh()
+        text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
+        if text != self.text:  # redraw only what changed (an idle run's panels mostly do not)
+            self.text = text
+            self.refresh()
 
     def on_resize(self) -> None:
         snap = getattr(self.app, "snapshot", None)
@@ -222,7 +224,7 @@ class MonitorApp(App[None]):
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
         note = f"  ({snap['note']})" if snap.get("note") else ""
-        text = f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"
+        text = f"streamtok-monitor [{state}] {where}  every {self.interval_s:g}s{note}"
         if getattr(title, "shown", None) != text:  # an update re-lays out the screen: only on a change
             title.shown = text  # type: ignore[attr-defined]
             title.update(Text(text))  # Text: "[RUNNING]" is not markup

@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--pid", type=int, help="attach to any process: memory, disk reads, residency of --files")
     p.add_argument("--files", metavar="GLOB", action="append", default=[], help="files whose page-cache residency to show (with --pid; repeatable)")
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="sampling period in seconds (default 1)")
-    p.add_argument("--once", action="store_true", help="print one snapshot (rates over one interval) and exit")
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit (rates over --window)")
+    p.add_argument("--window", type=float, default=0.25, metavar="S",
+                   help="with --once: seconds the rates are measured over (default 0.25: the answer comes within "
+                        "0.5 s; longer is steadier)")
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON (implies --once)")
     p.add_argument("--list", action="store_true",
                    help=f"list the runs under the run directory and exit (this user's ended runs past the newest "
@@ -60,9 +63,11 @@ def _print_runs(runs: list[metrics.RunInfo], out=sys.stderr) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if not (math.isfinite(args.interval) and args.interval > 0):
-        print(f"streamtok-monitor: --interval must be a positive number of seconds, not {args.interval}", file=sys.stderr)
-        return 2
+    for name in ("interval", "window"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            print(f"streamtok-monitor: --{name} must be a positive number of seconds, not {value}", file=sys.stderr)
+            return 2
     try:
         return _main(args)
     except metrics.RunDirError as e:  # a run root that is a file, a malformed run: one line
@@ -106,8 +111,8 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     if args.once or args.json:
         sampler.sample()
-        time.sleep(args.interval)
-        snap = sampler.sample()
+        time.sleep(args.window)
+        snap = sampler.sample(fresh=True)  # every figure of this moment (residency, PSS too)
         if args.json:
             json.dump(snap, sys.stdout, indent=1)
             print()

@@ -74,6 +74,7 @@ class Sampler:
         self.history: deque[float] = deque(maxlen=history)
         self.histories: dict[str, deque[float]] = {k: deque(maxlen=history) for k in ("wait", "disk", "hit")}
         self._slow_at = 0.0
+        self._slow_time: float | None = None
         self._rollup: dict[int, dict[str, int]] = {}
         self._cpu: dict[int, float] = {}
         self._shards: list[dict[str, Any]] = []
@@ -82,6 +83,9 @@ class Sampler:
         self._prev_slots: dict[int, dict[str, int]] = {}
         self._io: dict[int, int] = {}
         self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
+        self._disk_total = 0  # bytes the tree read from disk since the first sample
+        self._round: tuple[int, int, int] | None = None  # at the last residency round: resident, size, disk total
+        self._reads = "shards"  # whose reads the tree's disk reads are (see _shard_reads)
         self._reaped_cpu = 0.0  # CPU seconds of vanished children, not yet seen in the parent's cutime
         self._children_cpu: float | None = None  # the trainer's cutime + cstime at the last sample
         self._last: Snapshot | None = None
@@ -296,14 +300,52 @@ class Sampler:
             })
         return shards
 
+    def _shard_reads(self, disk: int, slow: bool) -> str:
+        """Whose disk reads ``disk`` (the process tree's, this interval) are, as far as the
+        shards' residency tells: ``"none"`` (the shards were whole in the page cache at the
+        last two residency rounds: no shard page was read from disk, whatever the tree
+        read), ``"others"`` (between the last two rounds the tree read far more than the
+        shards' residency grew: a checkpoint, a tokenizer, another data set), else
+        ``"shards"``. Judged at each residency round; the verdict holds until the next."""
+        self._disk_total += disk
+        if slow and self._shards:
+            size = sum(s["size"] for s in self._shards)
+            resident = sum(s["cached"] for s in self._shards)
+            prev, self._round = self._round, (resident, size, self._disk_total)
+            whole = size > 0 and resident >= size - probes.PAGE * len(self._shards)
+            if prev is None:
+                self._reads = "none" if whole else "shards"
+            else:
+                grew = max(0, resident - prev[0])
+                read = self._disk_total - prev[2]
+                if whole and prev[0] >= prev[1] - probes.PAGE * len(self._shards):
+                    self._reads = "none"
+                elif read > 4 * grew + (8 << 20):  # readahead alone stays within a few times
+                    self._reads = "others"
+                else:
+                    self._reads = "shards"
+        return self._reads
+
     def _page_cache(self, disk: int, page_bytes: int, gathered: int, dt: float, slow: bool) -> dict[str, Any]:
         if slow:
             self._shards = self._residency()
         shards = self._shards
         evicted = [s["evicted_bytes"] for s in shards if s["evicted_bytes"] is not None]
         recent = [s["recently_evicted_bytes"] for s in shards if s["recently_evicted_bytes"] is not None]
+        reads = self._shard_reads(disk, slow) if self.manifest else "shards"
+        if page_bytes <= 0:
+            hit = None
+        elif reads == "none":
+            hit = 1.0  # every shard page was in the page cache: the tree's reads are other files
+        elif reads == "others":
+            hit = None  # unknown: most of what the tree read is not the shards
+        else:
+            hit = max(0.0, 1.0 - disk / page_bytes)
         return {
-            "hit_ratio": None if page_bytes <= 0 else max(0.0, 1.0 - disk / page_bytes),
+            "hit_ratio": hit,
+            # "none": the shards were resident, the disk reads are other files'; "others":
+            # other files' reads dominate (hit unknown); "shards": reads counted as the shards'.
+            "disk_reads_of": reads,
             "disk_read_bytes": disk,
             "disk_read_bytes_per_s": _rate(disk, dt),
             "page_bytes": page_bytes,
@@ -384,13 +426,21 @@ class Sampler:
         snap["run"] = {**self._run(slots, False, None), "eta_s": None} if self.manifest else {**last["run"], "alive": False, "status": "ended"}
         pc = last["page_cache"]
         snap["page_cache"] = {**pc, "hit_ratio": None, "disk_read_bytes_per_s": None, "page_bytes_per_s": None, "read_amplification": None}
-        snap["memory"] = {**last["memory"], "processes": [], "cpu_total": None}
+        # No process left: no memory figure is live; blank, not the last ones beside "no processes".
+        snap["memory"] = {
+            **{k: (None if k.endswith("_total") else v) for k, v in last["memory"].items()},
+            "processes": [], "cpu_total": None, "cpu_reaped": None,
+        }
         return snap
 
-    def sample(self) -> Snapshot:
+    def sample(self, *, fresh: bool = False) -> Snapshot:
         """One snapshot; rates are over the time since the previous call (0 on the first).
 
         Once the trainer is gone: the final counters, read once more, with rates blanked.
+
+        Args:
+            fresh: run the slow probes (PSS, residency) now whatever their schedule, so that
+                every figure is of this snapshot's time (``--once``).
         """
         now = time.time()
         alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
@@ -399,7 +449,9 @@ class Sampler:
                 self._final = self._ended(now)
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
-        slow = now >= self._slow_at
+        slow = fresh or now >= self._slow_at
+        if slow:
+            self._slow_time = now
         cpu0 = time.thread_time() if slow else 0.0
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
@@ -419,7 +471,8 @@ class Sampler:
         snap = {
             "time": now,
             "interval_s": dt,
-            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s},
+            # When the slow probes (PSS, shard residency) last ran: their figures are of then.
+            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time},
             "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else None),
             "throughput": throughput,
             "memory": self._memory(pids, slots, dt, slow),

@@ -96,7 +96,7 @@ def test_app_shows_live_tokens_and_memory(trainer):
             trainer_row = next(line for line in memory.splitlines() if line.startswith("trainer"))
             assert trainer_row.split()[1].endswith("%")  # CPU share
             assert trainer_row.split()[2].endswith("MiB")  # anonymous PSS, binary units
-            assert "Σ anon" in memory and "page cache" in memory
+            assert "Σ anon" in memory and "mapped files" in memory
             assert "running" in app.panel_text("run").lower() and "train_000.bin" in app.panel_text("cache")
             assert "every 0.2s" in str(app.query_one("#title").content)  # the sampling interval, stated
             await pilot.press("p")
