@@ -12,8 +12,9 @@ the reader maps and touches them like any other) in a temporary directory and re
    measured window (its start-up excluded) as % of one core, its peak RSS, and the trainer's
    tokens per second over that same window (from marks it takes every 0.25 s).
 
-Also the wall time of ``streamtok-monitor --once --interval 0.1`` (start-up, two samples and
-the 0.1 s between them) and of importing the monitor. The monitor competes with the trainer
+Also the wall time of ``streamtok-monitor --once --json`` with its defaults (start-up, two
+samples over the default 0.25 s ``--window``, the slow probes run fresh for the second),
+measured while the trainer runs, and of importing the monitor. The monitor competes with the trainer
 for the same cores: on a shared 2-core machine the with/without ratio is within noise unless
 the monitor costs more than a few % of a core.
 """
@@ -142,7 +143,7 @@ def _watch_monitor(run_dir: str, seconds: float, interval: float, env: dict[str,
 
 def once_wall(run_dir: str, env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(_monitor_cmd() + ["--run", run_dir, "--once", "--interval", "0.1"], env=env, check=True,
+    subprocess.run(_monitor_cmd() + ["--run", run_dir, "--once", "--json"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

@@ -37,18 +37,20 @@ When the run shown ends and another starts, the monitor follows it (the title sa
 
 [b]Throughput[/b]  tokens/s the training loop received (decimal units; the line under it \
 starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
-loop's time spent inside next() on the loader, all of it (the x/y split included; on \
+loop's time spent inside next() on the loader, all of it (wall time less the loop's own work) (the x/y split included; on \
 CUDAPrefetcher, when its thread iterates the loader): above ~10% the GPU waits for data, \
 add workers. [i]thread wait[/i] marks a run that publishes only the prefetch thread's wait (older \
 streamtok). Per-worker figures count B·T tokens per batch, as the trainer does.
 
 [b]Memory[/b]  Σ anon is the anonymous PSS of the trainer and its workers: the memory the \
-loader really holds. [cyan]page cache[/cyan] is mapped shard pages the kernel can drop; in the \
-trainer, file pages are mostly shared libraries (torch), not shards. CPU is % of one core.
+loader really holds. [cyan]mapped files[/cyan] is every mapped file page (shards and libraries), \
+which the kernel can drop; with workers the trainer's are mostly libraries (torch), without \
+them the shards too. CPU is % of one core; Σ CPU includes workers that ended in the interval.
 
-[b]Page cache[/b]  hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page bytes \
-the reader touched. Under ~90% on a warm run, the dataset does not fit in free memory or is \
-being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
+[b]Page cache[/b]  shard hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page \
+bytes the reader touched; 100% when the shards stayed whole in the cache (the tree's reads \
+are other files': disk-oth), ? other when other files' reads dominate. Under ~90% on a warm \
+run, the dataset does not fit in free memory or is being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
 windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
 below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 

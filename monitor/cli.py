@@ -102,7 +102,8 @@ def _main(args: argparse.Namespace) -> int:
             _print_runs(live)
         run_dir = busiest(live).dir
     try:
-        sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files))
+        once = args.once or args.json
+        sampler = Sampler(run_dir=run_dir, pid=pid, files=tuple(args.files), lazy_pages=once)
     except (OSError, ValueError) as e:  # RunDirError names the file and the key
         print(f"streamtok-monitor: cannot open {run_dir or pid}: {e}", file=sys.stderr)
         return 2
@@ -110,8 +111,11 @@ def _main(args: argparse.Namespace) -> int:
         print(f"streamtok-monitor: no process {pid}", file=sys.stderr)
         return 2
     if args.once or args.json:
-        sampler.sample()
-        time.sleep(args.window)
+        sampler.sample(baseline=True)
+        due = time.monotonic() + args.window
+        if run_dir is not None:
+            sampler.load_pages()  # its imports run within the window, not before it
+        time.sleep(max(0.0, due - time.monotonic()))
         snap = sampler.sample(fresh=True)  # every figure of this moment (residency, PSS too)
         if args.json:
             json.dump(snap, sys.stdout, indent=1)

@@ -54,11 +54,12 @@ class Sampler:
         history: values kept for each sparkline (tokens/s, waiting, disk, hit).
         slow_interval_s: least seconds between two rounds of the expensive probes (PSS,
             residency); longer when a round costs more (see the module docstring).
+        lazy_pages: leave the page replay to :meth:`load_pages` (``--once``).
     """
 
     def __init__(
         self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120,
-        slow_interval_s: float = 5.0,
+        slow_interval_s: float = 5.0, lazy_pages: bool = False,
     ):
         if run_dir is None and pid is None:
             raise ValueError("give a run directory or a pid")
@@ -90,13 +91,20 @@ class Sampler:
         self._children_cpu: float | None = None  # the trainer's cutime + cstime at the last sample
         self._last: Snapshot | None = None
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
+        self.pages: PageCounter | None = None
+        if not lazy_pages:
+            self.load_pages()
+
+    def load_pages(self) -> None:
+        """Build the page replay (imports numpy, ~0.2-0.5 s): ``--once`` does it while its
+        window runs, after the first sample; until then no pages are counted."""
         from .pages import PageCounter  # numpy: only for a streamtok run
 
         # A mixture's order is not one WindowSampler's: its pages are not replayed, and its
         # hit ratio shows as unknown rather than as that of another order.
         replay = bool(self.manifest) and not self.manifest.get("mixture")
         try:
-            self.pages: PageCounter | None = PageCounter(self.manifest) if replay else None
+            self.pages = PageCounter(self.manifest) if replay else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
             self.pages = None
 
@@ -433,7 +441,7 @@ class Sampler:
         }
         return snap
 
-    def sample(self, *, fresh: bool = False) -> Snapshot:
+    def sample(self, *, fresh: bool = False, baseline: bool = False) -> Snapshot:
         """One snapshot; rates are over the time since the previous call (0 on the first).
 
         Once the trainer is gone: the final counters, read once more, with rates blanked.
@@ -441,6 +449,8 @@ class Sampler:
         Args:
             fresh: run the slow probes (PSS, residency) now whatever their schedule, so that
                 every figure is of this snapshot's time (``--once``).
+            baseline: a sample only read for the counters the next one's rates start from:
+                the slow probes are left to the next (``--once``).
         """
         now = time.time()
         alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
@@ -449,7 +459,7 @@ class Sampler:
                 self._final = self._ended(now)
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
-        slow = fresh or now >= self._slow_at
+        slow = fresh or (not baseline and now >= self._slow_at)
         if slow:
             self._slow_time = now
         cpu0 = time.thread_time() if slow else 0.0
