@@ -96,6 +96,17 @@ class RunPicker(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
+class RateDigits(Digits):
+    """The big tokens/s figure at a fixed width (``monitor.tcss``): a new value repaints the
+    widget and never re-lays out the screen (Textual's ``Digits.update`` does whenever the
+    figure's width changes, e.g. 98.7 -> 105: a layout pass was most of a redraw's cost)."""
+
+    def update(self, value: str) -> None:
+        if value != self.value:
+            self._value = value  # where Digits keeps its text (read by its render())
+            self.refresh()
+
+
 class Panel(Widget):
     """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized.
 
@@ -161,7 +172,7 @@ class MonitorApp(App[None]):
         with Horizontal(classes="row"):
             with Vertical(id="throughput", classes="panel"):
                 with Horizontal(id="rate-row"):
-                    yield Digits("0", id="tokens-rate")
+                    yield RateDigits("0", id="tokens-rate")
                     yield Static("tokens/s", id="rate-unit")
                 yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
                 yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w, rows=h), id="throughput-detail")
