@@ -233,14 +233,15 @@ class MonitorApp(App[None]):
 
     def _title(self, snap: dict[str, Any]) -> None:
         run = snap["run"]
-        where = run.get("dir") or f"pid {run['pid']}"
+        # The run's own name (its directory under the run root): a long root would wrap it away.
+        where = os.path.basename(run["dir"].rstrip("/")) if run.get("dir") else f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
         note = f"  ({snap['note']})" if snap.get("note") else ""
         text = f"streamtok-monitor [{state}] {where}  every {self.interval_s:g}s{note}"
         if getattr(title, "shown", None) != text:  # an update re-lays out the screen: only on a change
             title.shown = text  # type: ignore[attr-defined]
-            title.update(Text(text))  # Text: "[RUNNING]" is not markup
+            title.update(Text(text, no_wrap=True, overflow="ellipsis"))  # Text: "[RUNNING]" is not markup
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:
