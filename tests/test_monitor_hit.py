@@ -73,7 +73,8 @@ def test_other_files_read_by_a_child_do_not_make_a_low_shard_hit_ratio(shard, tm
         child.wait()
     assert probes.residency(str(shard)).fraction == 1.0  # the truth: no shard page was missed
     disk = sum(s["page_cache"]["disk_read_bytes"] for s in snaps)
-    assert disk > 4 << 20, "the child's reads did not reach the disk: nothing to tell apart"
+    if disk <= 4 << 20:  # a filesystem that keeps the file cached anyway (tmpfs): nothing to tell apart
+        pytest.skip("the child's reads did not reach the disk here")
     hits = [s["page_cache"]["hit_ratio"] for s in snaps if s["page_cache"]["page_bytes"] > 0]
     assert hits and all(h is None or h >= 0.9 for h in hits), hits
     assert all(s["page_cache"]["disk_reads_of"] == "none" for s in snaps)
