@@ -37,18 +37,20 @@ When the run shown ends and another starts, the monitor follows it (the title sa
 
 [b]Throughput[/b]  tokens/s the training loop received (decimal units; the line under it \
 starts at zero and is labelled with its maximum and span). [i]waiting[/i] is the share of the \
-loop's time spent inside next() on the loader, all of it (the x/y split included; on \
+loop's time spent inside next() on the loader, all of it (wall time less the loop's own work) (the x/y split included; on \
 CUDAPrefetcher, when its thread iterates the loader): above ~10% the GPU waits for data, \
 add workers. [i]thread wait[/i] marks a run that publishes only the prefetch thread's wait (older \
 streamtok). Per-worker figures count B·T tokens per batch, as the trainer does.
 
 [b]Memory[/b]  Σ anon is the anonymous PSS of the trainer and its workers: the memory the \
-loader really holds. [cyan]page cache[/cyan] is mapped shard pages the kernel can drop; in the \
-trainer, file pages are mostly shared libraries (torch), not shards. CPU is % of one core.
+loader really holds. [cyan]mapped files[/cyan] is every mapped file page (shards and libraries), \
+which the kernel can drop; with workers the trainer's are mostly libraries (torch), without \
+them the shards too. CPU is % of one core; Σ CPU includes workers that ended in the interval.
 
-[b]Page cache[/b]  hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page bytes \
-the reader touched. Under ~90% on a warm run, the dataset does not fit in free memory or is \
-being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
+[b]Page cache[/b]  shard hit = 1 - disk bytes read (/proc/PID/io of the process tree) / page \
+bytes the reader touched; 100% when the shards stayed whole in the cache (the tree's reads \
+are other files': disk-oth), ? other when other files' reads dominate. Under ~90% on a warm \
+run, the dataset does not fit in free memory or is being evicted. amp = disk bytes per token byte delivered; [i]floor[/i] = the whole pages the \
 windows span per byte used (2 KiB windows span ~1.5 pages: a cold random epoch cannot go \
 below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 
@@ -94,6 +96,17 @@ class RunPicker(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
+class RateDigits(Digits):
+    """The big tokens/s figure at a fixed width (``monitor.tcss``): a new value repaints the
+    widget and never re-lays out the screen (Textual's ``Digits.update`` does whenever the
+    figure's width changes, e.g. 98.7 -> 105: a layout pass was most of a redraw's cost)."""
+
+    def update(self, value: str) -> None:
+        if value != self.value:
+            self._value = value  # where Digits keeps its text (read by its render())
+            self.refresh()
+
+
 class Panel(Widget):
     """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized.
 
@@ -113,8 +126,10 @@ class Panel(Widget):
 
     def show(self, snap: dict[str, Any]) -> None:
         region = self.content_region
-        self.text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
-        self.refresh()
+        text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
+        if text != self.text:  # redraw only what changed (an idle run's panels mostly do not)
+            self.text = text
+            self.refresh()
 
     def on_resize(self) -> None:
         snap = getattr(self.app, "snapshot", None)
@@ -157,7 +172,7 @@ class MonitorApp(App[None]):
         with Horizontal(classes="row"):
             with Vertical(id="throughput", classes="panel"):
                 with Horizontal(id="rate-row"):
-                    yield Digits("0", id="tokens-rate")
+                    yield RateDigits("0", id="tokens-rate")
                     yield Static("tokens/s", id="rate-unit")
                 yield Panel(lambda snap, w, h: panels.history_line(snap, w), id="history")
                 yield Panel(lambda snap, w, h: panels.throughput_detail(snap, w, rows=h), id="throughput-detail")
@@ -218,14 +233,15 @@ class MonitorApp(App[None]):
 
     def _title(self, snap: dict[str, Any]) -> None:
         run = snap["run"]
-        where = run.get("dir") or f"pid {run['pid']}"
+        # The run's own name (its directory under the run root): a long root would wrap it away.
+        where = os.path.basename(run["dir"].rstrip("/")) if run.get("dir") else f"pid {run['pid']}"
         state = "PAUSED" if self.paused else run["status"].upper()
         title = self.screen_stack[0].query_one("#title", Static)
         note = f"  ({snap['note']})" if snap.get("note") else ""
-        text = f"streamtok-monitor [{state}] every {self.interval_s:g}s{note}  {where}"
+        text = f"streamtok-monitor [{state}] {where}  every {self.interval_s:g}s{note}"
         if getattr(title, "shown", None) != text:  # an update re-lays out the screen: only on a change
             title.shown = text  # type: ignore[attr-defined]
-            title.update(Text(text))  # Text: "[RUNNING]" is not markup
+            title.update(Text(text, no_wrap=True, overflow="ellipsis"))  # Text: "[RUNNING]" is not markup
         title.set_class(run["status"] == "ended", "ended")
 
     def watch_paused(self, paused: bool) -> None:

@@ -57,12 +57,16 @@ class PageCounter:
         per_epoch = s.steps_per_epoch
         return (end[0] - start[0]) * per_epoch + (end[1] - start[1]) // s.step_samples
 
+    STEP_SAMPLE = 512  # steps of epoch 0 averaged for step_bytes (all of them in a shorter epoch)
+
     def step_bytes(self) -> float:
-        """Average page bytes of one step (over the first 64 steps of epoch 0)."""
+        """Average page bytes of one step: over every step of epoch 0, or ``STEP_SAMPLE``
+        evenly spread over it (the first 64 alone read ~2% off: issue 21 item 5)."""
         if self._step_bytes is None:
             s = self.sampler
-            steps = max(1, min(64, s.steps_per_epoch))
-            offsets = np.arange(0, steps * s.step_samples, s.step_samples, dtype=np.int64)
+            steps = max(1, min(self.STEP_SAMPLE, s.steps_per_epoch))
+            picked = np.linspace(0, max(0, s.steps_per_epoch - 1), steps).astype(np.int64)
+            offsets = picked * s.step_samples
             self._step_bytes = self.pages_of(s.starts(0, s.rank_samples(offsets))) / steps
         return self._step_bytes
 

@@ -116,11 +116,15 @@ def memory_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     t.append("Σ anon ", style="dim").append(human_bytes(mem.get("pss_anon_total")), style="bold")
     cpu = mem.get("cpu_total")
     t.append("  CPU ", style="dim").append("-" if cpu is None else f"{100 * cpu:.0f}%")
-    t.append("\npage cache ", style="dim").append(human_bytes(mem.get("pss_file_total")), style="cyan")
-    t.append(" mapped, droppable", style="dim")
+    # Σ file PSS: every file page the processes map (libraries too), not the shards' residency.
+    t.append("\nmapped files ", style="dim").append(human_bytes(mem.get("pss_file_total")), style="cyan")
+    t.append(" droppable", style="dim")
     t.append("\navailable ", style="dim").append(f"{human_bytes(mem['mem_available'])} of {human_bytes(mem['mem_total'])}")
     if any(p["role"] == "trainer" for p in shown) and rows >= len(shown) + (len(procs) > len(shown)):
-        t.append("\ntrainer file: libs, not shards", style="dim")  # torch etc. are file-backed
+        # Without workers the trainer maps the shards itself; with them, mostly libraries.
+        workers = (snap.get("run") or {}).get("num_workers")
+        hint = "trainer file: shards + libs" if workers == 0 else "trainer file: mostly libs (torch)"
+        t.append(f"\n{hint}", style="dim")
     return t
 
 
@@ -130,21 +134,30 @@ def cache_panel(snap: Snapshot, width: int = 36, rows: int = 4) -> Text:
     hist = snap.get("histories") or {}
     t = Text()
     hit = pc["hit_ratio"]
+    reads = pc.get("disk_reads_of", "shards")
     style = "bold" if hit is None else ("bold green" if hit >= 0.9 else "bold red")
-    t.append(f"{'hit':<8}", style="dim").append(f"{percent(hit):>8} ", style=style)
+    # Unknown when other files' reads dominate the tree's: "?", never a confident wrong number.
+    shown = "? other" if hit is None and reads == "others" else percent(hit)
+    t.append(f"{'shard hit':<9}", style="dim").append(f"{shown:>7} ", style="bold yellow" if shown == "? other" else style)
     t.append(spark(hist.get("hit", []), max(4, width - 17), 1.0), style="cyan")
-    _rate_line(t, "disk", hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
+    # The tree's disk reads; "other" when the shards were whole in the cache (none is theirs).
+    label = "disk" if reads != "none" or not pc["disk_read_bytes_per_s"] else "disk-oth"
+    _rate_line(t, label, hist.get("disk", []), f"{human_bytes(pc['disk_read_bytes_per_s'])}/s", width)
     amp, floor = pc["read_amplification"], pc.get("page_floor")
     t.append("\namp ", style="dim").append("-" if amp is None else f"{amp:.2f}")
     t.append("  page floor ", style="dim").append("-" if floor is None else f"{floor:.2f}")
     resident = f"{human_bytes(pc['resident_bytes'])}/{human_bytes(pc['dataset_bytes'])}"
-    t.append("\nresident ", style="dim").append(resident)
+    t.append("\nshards cached ", style="dim").append(resident)
     ev, rev = pc.get("evicted_bytes"), pc.get("recently_evicted_bytes")
     if ev is not None:
         t.append("\n" if len(resident) + 26 > width else "  ")
         t.append("evicted ", style="dim").append(human_bytes(ev), style="bold red" if rev else "")
     shards = pc["shards"]
     name_w = max(6, width - 20)
+    if ev is not None and len(resident) + 26 > width:
+        rows -= 1  # the evicted figure took a line of its own
+    if len(shards) > rows:
+        rows = max(0, rows - 1)  # room for the "more" line
     for s in shards[:rows]:
         t.append(f"\n{shorten(os.path.basename(s['path']), name_w):<{name_w}} ")
         t.append(bar(s["fraction"], 12), style="green")

@@ -54,11 +54,12 @@ class Sampler:
         history: values kept for each sparkline (tokens/s, waiting, disk, hit).
         slow_interval_s: least seconds between two rounds of the expensive probes (PSS,
             residency); longer when a round costs more (see the module docstring).
+        lazy_pages: leave the page replay to :meth:`load_pages` (``--once``).
     """
 
     def __init__(
         self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120,
-        slow_interval_s: float = 5.0,
+        slow_interval_s: float = 5.0, lazy_pages: bool = False,
     ):
         if run_dir is None and pid is None:
             raise ValueError("give a run directory or a pid")
@@ -74,6 +75,7 @@ class Sampler:
         self.history: deque[float] = deque(maxlen=history)
         self.histories: dict[str, deque[float]] = {k: deque(maxlen=history) for k in ("wait", "disk", "hit")}
         self._slow_at = 0.0
+        self._slow_time: float | None = None
         self._rollup: dict[int, dict[str, int]] = {}
         self._cpu: dict[int, float] = {}
         self._shards: list[dict[str, Any]] = []
@@ -82,8 +84,20 @@ class Sampler:
         self._prev_slots: dict[int, dict[str, int]] = {}
         self._io: dict[int, int] = {}
         self._reaped = 0  # read_bytes of vanished children, not yet seen in the parent's counter
+        self._disk_total = 0  # bytes the tree read from disk since the first sample
+        self._round: tuple[int, int, int] | None = None  # at the last residency round: resident, size, disk total
+        self._reads = "shards"  # whose reads the tree's disk reads are (see _shard_reads)
+        self._reaped_cpu = 0.0  # CPU seconds of vanished children, not yet seen in the parent's cutime
+        self._children_cpu: float | None = None  # the trainer's cutime + cstime at the last sample
         self._last: Snapshot | None = None
         self._pos: tuple[int, int, tuple[int, int], int] | None = None  # pid, passes, position, batches
+        self.pages: PageCounter | None = None
+        if not lazy_pages:
+            self.load_pages()
+
+    def load_pages(self) -> None:
+        """Build the page replay (imports numpy, ~0.2-0.5 s): ``--once`` does it while its
+        window runs, after the first sample; until then no pages are counted."""
         from .pages import PageCounter  # numpy: only for a streamtok run
 
         # A mixture's order is not one WindowSampler's: its pages are not replayed, and its
@@ -93,17 +107,21 @@ class Sampler:
         # send this process to the object store.
         replay = replay and not any("://" in str(s.get("path", "")) for s in self.manifest.get("shards", []))
         try:
-            self.pages: PageCounter | None = PageCounter(self.manifest) if replay else None
+            self.pages = PageCounter(self.manifest) if replay else None
         except Exception:  # shards moved or unreadable: no hit ratio, everything else works
             self.pages = None
 
     # -- the run's own counters -------------------------------------------------------------
     def _slot_deltas(self, slots: list[dict[str, int]]) -> dict[int, dict[str, int]]:
+        """Counts since the last sample, per slot. A worker's slot counts on across the
+        processes of that worker id (re-spawned each pass), so it is compared with itself
+        whatever its PID; a count that went back (a slot taken anew) counts from zero."""
         out = {}
         for s in slots:
             prev = self._prev_slots.get(s["slot"])
-            same = prev is not None and prev["pid"] == s["pid"]
-            out[s["slot"]] = {k: s[k] - (prev[k] if same else 0) for k in _COUNTERS}  # type: ignore[index]
+            worker = s["role"] == metrics.ROLE_WORKER
+            same = prev is not None and (prev["pid"] == s["pid"] or (worker and prev["role"] == s["role"]))
+            out[s["slot"]] = {k: s[k] - (prev[k] if same and s[k] >= prev[k] else 0) for k in _COUNTERS}  # type: ignore[index]
         return out
 
     def _pages(self, trainer: dict[str, int] | None, batches: int) -> tuple[int, int]:
@@ -244,6 +262,11 @@ class Sampler:
         """
         workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
         procs, cpu_now = [], {}
+        first = not self._cpu
+        reaped = 0.0  # CPU of children that ended since the last sample, not yet seen
+        for pid, last in self._cpu.items():  # gone: the rest of its CPU shows in its parent's cutime
+            if pid not in pids and pid != self.pid:
+                self._reaped_cpu += last
         for pid in pids:
             try:
                 mem = probes.memory(pid, rollup=slow or pid not in self._rollup)
@@ -255,17 +278,39 @@ class Sampler:
             else:
                 mem.update(self._rollup[pid])
             cpu_now[pid] = flt["cpu_s"]
-            cpu = max(0.0, flt["cpu_s"] - self._cpu[pid]) / dt if pid in self._cpu and dt > 0 else None
+            if pid in self._cpu:
+                cpu = max(0.0, flt["cpu_s"] - self._cpu[pid]) / dt if dt > 0 else None
+            elif pid != self.pid and not first and dt > 0:
+                cpu = flt["cpu_s"] / dt  # a child forked since the last sample: all its CPU is new
+            else:
+                cpu = None
+            if pid == self.pid:
+                # Reaped children's CPU: the jump of the trainer's cutime, less what was
+                # already counted while they lived.
+                children = flt["children_cpu_s"]
+                if self._children_cpu is not None and dt > 0:
+                    jump = max(0.0, children - self._children_cpu)
+                    absorbed = min(jump, self._reaped_cpu)
+                    self._reaped_cpu -= absorbed
+                    reaped = jump - absorbed
+                self._children_cpu = children
             if not self.run_dir:
                 role = "process" if pid == self.pid else "child"
-            else:
-                role = "trainer" if pid == self.pid else (f"worker {workers[pid]}" if pid in workers else "child")
+            elif pid == self.pid:
+                role = "trainer"
+            elif pid in workers:
+                role = f"worker {workers[pid]}"
+            else:  # a worker that has not gathered yet has not claimed its slot
+                role = "worker (starting)" if self.manifest.get("num_workers") else "child"
             procs.append({"pid": pid, "role": role, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
         self._cpu = cpu_now
         self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
         info = probes.meminfo()
         cpus = [p["cpu"] for p in procs if p["cpu"] is not None]
+        if cpus and dt > 0:
+            cpus.append(reaped / dt)
         return {
+            "cpu_reaped": reaped / dt if dt > 0 else None,  # workers that ended in the interval
             "processes": procs,
             "rss_total": sum(p["rss"] for p in procs),
             "pss_total": sum(p["pss"] for p in procs),
@@ -298,14 +343,52 @@ class Sampler:
             })
         return shards
 
+    def _shard_reads(self, disk: int, slow: bool) -> str:
+        """Whose disk reads ``disk`` (the process tree's, this interval) are, as far as the
+        shards' residency tells: ``"none"`` (the shards were whole in the page cache at the
+        last two residency rounds: no shard page was read from disk, whatever the tree
+        read), ``"others"`` (between the last two rounds the tree read far more than the
+        shards' residency grew: a checkpoint, a tokenizer, another data set), else
+        ``"shards"``. Judged at each residency round; the verdict holds until the next."""
+        self._disk_total += disk
+        if slow and self._shards:
+            size = sum(s["size"] for s in self._shards)
+            resident = sum(s["cached"] for s in self._shards)
+            prev, self._round = self._round, (resident, size, self._disk_total)
+            whole = size > 0 and resident >= size - probes.PAGE * len(self._shards)
+            if prev is None:
+                self._reads = "none" if whole else "shards"
+            else:
+                grew = max(0, resident - prev[0])
+                read = self._disk_total - prev[2]
+                if whole and prev[0] >= prev[1] - probes.PAGE * len(self._shards):
+                    self._reads = "none"
+                elif read > 4 * grew + (8 << 20):  # readahead alone stays within a few times
+                    self._reads = "others"
+                else:
+                    self._reads = "shards"
+        return self._reads
+
     def _page_cache(self, disk: int, page_bytes: int, gathered: int, dt: float, slow: bool) -> dict[str, Any]:
         if slow:
             self._shards = self._residency()
         shards = self._shards
         evicted = [s["evicted_bytes"] for s in shards if s["evicted_bytes"] is not None]
         recent = [s["recently_evicted_bytes"] for s in shards if s["recently_evicted_bytes"] is not None]
+        reads = self._shard_reads(disk, slow) if self.manifest else "shards"
+        if page_bytes <= 0:
+            hit = None
+        elif reads == "none":
+            hit = 1.0  # every shard page was in the page cache: the tree's reads are other files
+        elif reads == "others":
+            hit = None  # unknown: most of what the tree read is not the shards
+        else:
+            hit = max(0.0, 1.0 - disk / page_bytes)
         return {
-            "hit_ratio": None if page_bytes <= 0 else max(0.0, 1.0 - disk / page_bytes),
+            "hit_ratio": hit,
+            # "none": the shards were resident, the disk reads are other files'; "others":
+            # other files' reads dominate (hit unknown); "shards": reads counted as the shards'.
+            "disk_reads_of": reads,
             "disk_read_bytes": disk,
             "disk_read_bytes_per_s": _rate(disk, dt),
             "page_bytes": page_bytes,
@@ -386,13 +469,23 @@ class Sampler:
         snap["run"] = {**self._run(slots, False, None), "eta_s": None} if self.manifest else {**last["run"], "alive": False, "status": "ended"}
         pc = last["page_cache"]
         snap["page_cache"] = {**pc, "hit_ratio": None, "disk_read_bytes_per_s": None, "page_bytes_per_s": None, "read_amplification": None}
-        snap["memory"] = {**last["memory"], "processes": [], "cpu_total": None}
+        # No process left: no memory figure is live; blank, not the last ones beside "no processes".
+        snap["memory"] = {
+            **{k: (None if k.endswith("_total") else v) for k, v in last["memory"].items()},
+            "processes": [], "cpu_total": None, "cpu_reaped": None,
+        }
         return snap
 
-    def sample(self) -> Snapshot:
+    def sample(self, *, fresh: bool = False, baseline: bool = False) -> Snapshot:
         """One snapshot; rates are over the time since the previous call (0 on the first).
 
         Once the trainer is gone: the final counters, read once more, with rates blanked.
+
+        Args:
+            fresh: run the slow probes (PSS, residency) now whatever their schedule, so that
+                every figure is of this snapshot's time (``--once``).
+            baseline: a sample only read for the counters the next one's rates start from:
+                the slow probes are left to the next (``--once``).
         """
         now = time.time()
         alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
@@ -401,7 +494,9 @@ class Sampler:
                 self._final = self._ended(now)
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
-        slow = now >= self._slow_at
+        slow = fresh or (not baseline and now >= self._slow_at)
+        if slow:
+            self._slow_time = now
         cpu0 = time.thread_time() if slow else 0.0
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
@@ -421,7 +516,8 @@ class Sampler:
         snap = {
             "time": now,
             "interval_s": dt,
-            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s},
+            # When the slow probes (PSS, shard residency) last ran: their figures are of then.
+            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time},
             "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else None),
             "throughput": throughput,
             "memory": self._memory(pids, slots, dt, slow),

@@ -54,7 +54,7 @@ class Watcher(threading.Thread):
             nxt = self.follow(sampler.run_dir)
             if nxt is not None:
                 name = os.path.basename(sampler.run_dir or "")
-                self.switch(nxt, f"followed: {name} ended")
+                self.switch(nxt, f"followed here after {name} ended")
                 snap = nxt.sample()
         if self.note:
             snap["note"] = self.note

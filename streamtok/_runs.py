@@ -246,16 +246,29 @@ def list_runs(root: str | None = None) -> list[RunInfo]:
     return sorted(runs, key=lambda r: r.created, reverse=True)
 
 
-def prune_runs(root: str, keep: int = 32) -> None:
-    """Delete this host's ended runs beyond the ``keep`` newest (never a foreign directory).
+KEEP_ENDED = 10  # ended runs of this host and user kept per run root; older ones are pruned
+
+
+def prune_runs(root: str, keep: int = KEEP_ENDED) -> None:
+    """Delete this host's and this user's ended runs beyond the ``keep`` newest.
+
+    Never a live run, another host's or namespace's run, or a directory another user
+    owns (a run root may be shared); anything that is not a run is not even looked at.
 
     Args:
         root: the run root.
-        keep: ended runs of this host to keep, newest first.
+        keep: ended runs to keep, newest first.
     """
     try:
         ended = [r for r in list_runs(root) if r.local and not r.alive]
     except RunDirError:
         return
+    uid = os.getuid() if hasattr(os, "getuid") else None
     for r in ended[keep:]:
+        try:
+            st = os.lstat(r.dir)
+        except OSError:
+            continue
+        if uid is not None and st.st_uid != uid:
+            continue
         shutil.rmtree(r.dir, ignore_errors=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 import time
 from typing import Any
 
@@ -91,11 +92,18 @@ class SlotWriter:
         self.epoch = self.offset = 0  # the position last stored
 
     def claim(self, role: int, worker_id: int) -> None:
+        """Take the slot for this process. A worker re-spawned into the slot of the same
+        worker id (non-persistent workers start anew each pass) continues its counts: the
+        slot counts what worker ``worker_id`` gathered, whatever its PID."""
         w = self.w
         self.seq = (w[SEQ] + 1) | 1  # odd while writing, even if a killed writer left it odd
         w[SEQ] = self.seq
+        same_worker = role == ROLE_WORKER and w[ROLE] == ROLE_WORKER and w[WORKER_ID] == worker_id
+        kept = (w[BATCHES], w[TOKENS]) if same_worker else (0, 0)
         for i in range(1, SLOT_WORDS):  # a new process starts its counters from zero
             w[i] = 0
+        self.batches, self.tokens = kept
+        w[BATCHES], w[TOKENS] = kept
         for i in range(len(self.bq or ())):
             self.bq[i] = 0  # type: ignore[index]
         w[PID], w[ROLE], w[WORKER_ID], w[START_NS] = os.getpid(), role, worker_id, time.time_ns()
@@ -175,11 +183,20 @@ class StatsReader:
     def __init__(self, run_dir: str):
         path = os.path.join(run_dir, STATS)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            # O_NONBLOCK: a FIFO put there must not block the open (it is refused below).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise RunDirError(f"{path}: not a regular file, not a stats file")
+                size = st.st_size
                 if size < HEADER_WORDS * 8:
                     raise RunDirError(f"{path}: {size} bytes, shorter than a stats header ({HEADER_WORDS * 8})")
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                if size % 8:
+                    raise RunDirError(f"{path}: {size} bytes, not a whole number of 8-byte words")
+                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
         except OSError as e:
             raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
         words = memoryview(self._map).cast("q")

@@ -55,6 +55,7 @@ from typing import Any
 from . import _atomic
 from ._meter import Consumed, Meter, counting_gather, mixture_sources
 from ._runs import (
+    KEEP_ENDED,
     LAYOUT_VERSION,
     MANIFEST,
     STATS,
@@ -107,7 +108,7 @@ __all__ = [  # the publishing side, and what the monitor reads, from one place
     "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
     "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "loop_slot", "mixture_report",
-    "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
+    "KEEP_ENDED", "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
 ]
 
 
@@ -239,6 +240,10 @@ class RunPublisher:
         Args:
             state: the loader state as of the last batch the loop took (the prefetcher's
                 ``state_dict``).
+
+        The wrapper takes the batches and, optionally, ``since``: the ``perf_counter_ns``
+        at which the loop entered the pass's first ``next()`` (the prefetcher's set-up, an
+        earlier thread's stop included, is then the loop's wait).
         """
         if self.consumer_index is None:
             return None
@@ -247,7 +252,7 @@ class RunPublisher:
             return None
         position = Consumed(self.manifest["batch_size"], self.manifest["seq_len"], state, self.mixture)
         sources = None if self.mixture is None else position.sources
-        return lambda batches: iter(Meter(batches, slot, position, sources=sources))
+        return lambda batches, since=None: iter(Meter(batches, slot, position, sources=sources, since=since))
 
     def gatherer(self, gather: Callable[..., Any], worker_id: int | None, collator: Any) -> Callable[..., Any]:
         """``gather`` counting batches into worker ``worker_id``'s slot (as is in the trainer).
@@ -358,15 +363,22 @@ def _shown_path(path: str) -> str:
 
 
 def loop_slot(slots: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The slot the training loop writes: the consumer's behind a background prefetch thread
-    (unless a later pass iterates the loader directly), else the trainer's.
+    """The slot the training loop writes: the consumer's behind a prefetcher (unless a later
+    pass iterates the loader directly), else the trainer's.
+
+    A prefetcher's pass is one pass of the loader too, so the consumer has begun as many
+    passes as the trainer's slot unless a pass iterated the loader without it. After the
+    loop closed a prefetcher's pass, its thread may still iterate the loader until its
+    queue is full: that is still the prefetcher's pass, not the loop's.
 
     Args:
         slots: :meth:`StatsReader.slots`.
     """
     trainer = next((s for s in slots if s["role"] == ROLE_TRAINER), None)
     consumer = next((s for s in slots if s["role"] == ROLE_CONSUMER), None)
-    if consumer and (consumer["iterating"] or not (trainer and trainer["iterating"])):
+    if consumer and (
+        consumer["iterating"] or not (trainer and trainer["iterating"]) or consumer["passes"] >= trainer["passes"]
+    ):
         return consumer
     return trainer
 

@@ -15,6 +15,7 @@ each batch gets its own event; see :mod:`streamtok._staging`).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -84,6 +85,7 @@ class CUDAPrefetcher:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
 
     def __iter__(self) -> Iterator[Batch]:
+        begun = time.perf_counter_ns()  # the loop is inside next() from here: its wait
         # An earlier pass's thread stops here; if it is blocked in its source for longer than
         # the join timeout, a streamtok loader still refuses it the position (a pass token).
         self._stop_thread()
@@ -91,9 +93,10 @@ class CUDAPrefetcher:
         self._state = self._source_state()
         it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
         published = getattr(self.source, "_metrics", None)  # streamtok.metrics.RunPublisher
-        # With a thread the loader's meter times that thread, so the loop is metered here, in
-        # its own slot, claimed before the thread starts (which claims the loader's slot).
-        consumer = published.consumer(self.state_dict) if published is not None and self.background else None
+        # The loop is metered here, in its own slot: with a thread, the loader's meter times
+        # that thread (the slot is claimed before the thread starts, which claims the
+        # loader's); without, the loader's meter would count the staging as the loop's work.
+        consumer = published.consumer(self.state_dict) if published is not None else None
         if published is not None:  # once per pass: the monitor shows the staging depth
             published.update_manifest(prefetch={"depth": self.depth, "device": str(self.device), "background": bool(self.background)})
         exhausted = False
@@ -132,7 +135,7 @@ class CUDAPrefetcher:
                     self._state = state
                     yield self._stage.ready(staged_batch)
 
-        yield from handed() if consumer is None else consumer(handed())
+        yield from handed() if consumer is None else consumer(handed(), begun)
         self._state = self._source_state()  # the pass ended: as the source says (pass_ended)
 
     def __len__(self) -> int:

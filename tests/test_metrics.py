@@ -164,6 +164,32 @@ def test_prune_keeps_live_and_newest_ended(tmp_path):
     assert [r.alive for r in runs].count(False) == 2 and any(r.dir == live.dir for r in runs)
 
 
+def _ended(pub, **extra):
+    m = {**pub.manifest, "pid": 999_999_999, **extra}  # a PID that cannot exist: an ended run
+    write_json_atomic(os.path.join(pub.dir, metrics.MANIFEST), m)
+
+
+def test_prune_bound_keeps_ten_ended_runs_by_default(tmp_path):
+    # Issue 22 item 6: --list showed every past run (35 after a day of tests).
+    pubs = [metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)) for _ in range(metrics.KEEP_ENDED + 3)]
+    for k, p in enumerate(pubs):
+        _ended(p, created=1000.0 + k)
+    live = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))  # prunes at start
+    runs = metrics.list_runs(str(tmp_path))
+    assert metrics.KEEP_ENDED == 10 and [r.alive for r in runs].count(False) == 10 and live.dir in {r.dir for r in runs}
+    assert {r.dir for r in runs if not r.alive} == {p.dir for p in pubs[3:]}  # the newest ten
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a run to another user")
+def test_prune_never_deletes_another_users_run(tmp_path):
+    theirs, ours = (metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)) for _ in range(2))
+    for p in (theirs, ours):
+        _ended(p)
+    os.chown(theirs.dir, 4242, 4242)
+    metrics.prune_runs(str(tmp_path), keep=0)
+    assert os.path.exists(theirs.dir) and not os.path.exists(ours.dir)
+
+
 def test_a_dropped_publisher_removes_its_run_but_not_at_exit(tmp_path):
     kept = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path))
     dropped = metrics.RunPublisher({}, n_slots=1, root=str(tmp_path)).dir
@@ -247,12 +273,16 @@ def test_background_prefetcher_publishes_the_training_loops_figures(one_shard):
     assert 0 < loop["wait_ns"] < total_ns
 
 
-def test_consumer_slot_unused_without_a_background_thread(one_shard):
+def test_consumer_slot_meters_the_loop_without_a_background_thread_too(one_shard):
+    # Issue 21: without a thread the prefetcher stages ahead inside the loop's next(); the
+    # loader's meter would count that as the loop's work, so the loop has its own slot.
     loader = streamtok.loader(one_shard, seq_len=100, batch_size=4, split="all", num_workers=1)
     n = sum(1 for _ in streamtok.CUDAPrefetcher(loader, device="cpu", background=False))
     reader = metrics.StatsReader(loader._metrics.dir)
-    assert reader.n_slots == 3 and [s["role"] for s in reader.slots()] == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER]
-    assert reader.slot(0)["batches"] == n
+    roles = [s["role"] for s in reader.slots()]
+    assert reader.n_slots == 3 and roles == [metrics.ROLE_TRAINER, metrics.ROLE_WORKER, metrics.ROLE_CONSUMER]
+    assert reader.slot(0)["batches"] == reader.slot(2)["batches"] == n
+    assert metrics.loop_slot(reader.slots())["role"] == metrics.ROLE_CONSUMER
 
 
 # -- metrics never stop training (issue 9, items 1-3) ---------------------------------------

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -95,7 +96,7 @@ def test_app_shows_live_tokens_and_memory(trainer):
             trainer_row = next(line for line in memory.splitlines() if line.startswith("trainer"))
             assert trainer_row.split()[1].endswith("%")  # CPU share
             assert trainer_row.split()[2].endswith("MiB")  # anonymous PSS, binary units
-            assert "Σ anon" in memory and "page cache" in memory
+            assert "Σ anon" in memory and "mapped files" in memory
             assert "running" in app.panel_text("run").lower() and "train_000.bin" in app.panel_text("cache")
             assert "every 0.2s" in str(app.query_one("#title").content)  # the sampling interval, stated
             await pilot.press("p")
@@ -290,3 +291,60 @@ def test_cli_stats_file_missing_or_short(tmp_path, capsys):
     assert cli.main(["--run", str(run), "--once"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "shorter than a stats header" in err
+
+
+def _header(n_slots: int = 1) -> bytes:
+    from streamtok._stats import HEADER_WORDS, MAGIC, SLOT_WORDS
+
+    words = [MAGIC, 1, n_slots, SLOT_WORDS, 0, 0] + [0] * (HEADER_WORDS - 6) + [0] * (SLOT_WORDS * n_slots)
+    return struct.pack(f"<{len(words)}q", *words)
+
+
+def test_cli_stats_file_not_whole_words(tmp_path, capsys):
+    # Issue 19 item 10: a stats.bin whose length is not a multiple of 8 was a traceback.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps(GOOD_MANIFEST))
+    (run / "stats.bin").write_bytes(_header() + b"abc")
+    assert cli.main(["--run", str(run), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a whole number of 8-byte words" in err and "stats.bin" in err
+
+
+def test_cli_stats_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
+    # Issue 19 item 10: opening a FIFO blocked until a writer came: the monitor hung.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps(GOOD_MANIFEST))
+    os.mkfifo(run / "stats.bin")
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("the monitor hangs on a FIFO"))
+    signal.alarm(20)
+    try:
+        assert cli.main(["--run", str(run), "--once"]) == 2
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a regular file" in err and "stats.bin" in err
+
+
+def test_cli_list_shows_an_impossible_creation_time_as_unknown(tmp_path, monkeypatch, capsys):
+    # Issue 19 item 10: "created": 1e300 passed the manifest check and then overflowed.
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({**GOOD_MANIFEST, "created": 1e300}))
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr()
+    assert "?" * 19 in out.out and str(run) in out.out and "Traceback" not in out.err
+
+
+def test_cli_list_prunes_ended_runs_past_the_bound(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path))
+    for k in range(metrics.KEEP_ENDED + 2):
+        run = tmp_path / f"run{k:02d}"
+        run.mkdir()
+        (run / "manifest.json").write_text(json.dumps({**GOOD_MANIFEST, "pid": 999_999_999, "created": 1000.0 + k, **metrics.identity()}))
+    assert cli.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == metrics.KEEP_ENDED and not (tmp_path / "run00").exists() and (tmp_path / "run11").exists()

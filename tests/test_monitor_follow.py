@@ -65,6 +65,7 @@ def test_follows_the_next_run_when_the_shown_one_ends(root):
         async with app.run_test(size=(100, 30)) as pilot:
             assert await _until(pilot, lambda: app.snapshot and app.snapshot["run"]["dir"] == second._metrics.dir)
             assert "followed" in _title(app) and os.path.basename(first._metrics.dir) in _title(app)
+            assert _title(app).index(os.path.basename(second._metrics.dir)) < _title(app).index("followed")  # the run shown first
             assert "RUNNING" in _title(app) or "IDLE" in _title(app)
 
     asyncio.run(scenario())

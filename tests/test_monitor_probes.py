@@ -176,3 +176,10 @@ def test_watcher_reports_a_failing_sample_and_keeps_going():
     w.join(timeout=5)
     assert [str(e) for e in errors] == ["boom"] and got[:2] == [{"n": 2}, {"n": 3}]
     assert not w.is_alive()
+
+
+def test_status_fields_picked_as_the_full_parse_reads_them():
+    text = probes._read(f"/proc/{os.getpid()}/status")
+    full = probes._kv_kib(text)
+    assert probes._pick_kib(text, probes._STATUS_KEYS) == {k: full[k] for k in probes._STATUS_KEYS if k in full}
+    assert probes._pick_kib("Name:\tx\nVmRSS:\t12 kB\nRssAnon:\tbad kB\n", ("VmRSS", "RssAnon", "RssFile")) == {"VmRSS": 12 * 1024}

@@ -67,6 +67,22 @@ def test_ended_run_shows_the_final_counters_and_no_rates(shard):
     assert tp["tokens_per_s"] is None and tp["wait_fraction"] is None and snap["run"]["eta_s"] is None
     assert snap["run"]["status"] == "ended" and snap["run"]["step"] == final["offset"] // 4
     assert "(final)" in panels.throughput_detail(snap).plain and "final counters" in panels.run_panel(snap).plain
+    # Issue 21 item 5: no live-looking memory beside "no processes".
+    mem = snap["memory"]
+    assert mem["processes"] == [] and mem["pss_anon_total"] is None and mem["rss_total"] is None
+    assert "Σ anon -" in panels.memory_panel(snap).plain
+
+
+def test_once_snapshot_has_fresh_slow_figures_with_their_time(shard):
+    """Issue 21 item 5: --once showed residency one interval old; every figure is of its time."""
+    loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all", epochs=None)
+    watch = Sampler(run_dir=loader._metrics.dir)
+    first = watch.sample()
+    assert first["sampling"]["slow_time"] == first["time"]
+    later = watch.sample()  # within slow_interval_s: the slow probes are not rerun
+    assert later["sampling"]["slow_time"] == first["time"] < later["time"]
+    fresh = watch.sample(fresh=True)
+    assert fresh["sampling"]["slow_time"] == fresh["time"]
 
 
 def test_cpu_share_per_process_and_anon_headline(shard):
@@ -85,7 +101,7 @@ def test_cpu_share_per_process_and_anon_headline(shard):
     assert 0 < mem["pss_anon_total"] < mem["pss_total"] and mem["pss_file_total"] > 0
     assert len(snap["histories"]["wait"]) == 1 and len(snap["histories"]["disk"]) == 1  # issue 10.10
     text = panels.memory_panel(snap, 40).plain
-    assert "Σ anon" in text and "page cache" in text and "%" in text.splitlines()[1]
+    assert "Σ anon" in text and "mapped files" in text and "%" in text.splitlines()[1]
 
 
 def test_expensive_probes_run_every_slow_interval_only(shard, monkeypatch):
