@@ -81,7 +81,7 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
             if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"weight of source {name!r} at step {step} must be a finite number >= 0, not {w!r}")
             values.append(float(w))
-        total = math.fsum(values)
+        total = sum(values)  # inf when it overflows: refused below
         if total <= 0:
             raise ConfigError(f"weights at step {step} are all zero; at least one source needs a positive weight")
         if not math.isfinite(total):

@@ -395,3 +395,81 @@ def test_persistent_workers_carry_each_pass_start_of_a_mixture(mix_dirs):
     loader = _loader(mix_dirs, num_workers=2, persistent_workers=True, epochs=None)
     got = [[batch_hash(*b) for b in take(loader, 6)] for _ in range(2)]
     assert got == expected
+
+
+# -- passes of a finite mixture: `for epoch in range(E): for batch in loader` ---------------------------
+UNEVEN = {"web": 0.2, "code": 0.7, "math": 0.1}  # code's epoch does not end on a step at B=5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_pass_of_a_finite_mixture_trains_the_primary_epochs(mix_dirs, workers):
+    """Passes gave [47, 0, 0]: the primary stopped short of its epoch end and the next pass kept that end."""
+    ld = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=workers)
+    n_code = 1500 // (T + 1)
+    lengths, per_pass = [], []
+    for _ in range(3):
+        assert len(ld) > 0
+        expected = len(ld)
+        rows = [r for x, _ in ld for r in _rows(x)]
+        lengths.append(len(rows) // 5)
+        assert lengths[-1] == expected
+        code = [s for n, s in rows if n == "code"]
+        assert len(set(code)) == len(code) > n_code - 5  # one epoch of code, less than a step's share short
+        per_pass.append(sorted(code))
+    assert lengths[0] > 0 and len(set(lengths)) == 1, lengths
+    assert per_pass[0] != per_pass[1]  # shuffled: each pass reads a new epoch's order
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sequential_validation_mixture_reads_the_same_batches_every_pass(mix_dirs, workers):
+    val = _loader(mix_dirs, UNEVEN, mode="sequential", epochs=1, primary="code", batch_size=5, num_workers=workers)
+    passes = [[batch_hash(*b) for b in val] for _ in range(3)]
+    assert len(passes[0]) > 0 and passes[0] == passes[1] == passes[2]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_within_and_at_the_end_of_every_pass(mix_dirs, workers):
+    factory = lambda: _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=workers)  # noqa: E731
+    assert check_resume(factory, [1, 30], passes=3) > 30
+
+
+def test_persistent_workers_follow_each_new_pass(mix_dirs):
+    """Each new pass re-anchors the schedule; persistent workers learn it from the pass start."""
+    ref = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5)
+    expected = [[batch_hash(*b) for b in ref] for _ in range(3)]
+    ld = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=2, persistent_workers=True)
+    assert [[batch_hash(*b) for b in ld] for _ in range(3)] == expected
+
+
+def test_a_pass_left_early_starts_the_next_at_the_next_epochs(mix_dirs):
+    ld = _loader(mix_dirs, UNEVEN, epochs=2, primary="code", batch_size=5)
+    take(ld, 10)
+    sampler = ld.collator.source
+    n_code = sampler.sizes[sampler.names.index("code")]
+    full = len(ld)  # a new pass: every source at its next epoch start, two code epochs ahead
+    assert full == len(_loader(mix_dirs, UNEVEN, epochs=2, primary="code", batch_size=5))
+    assert len(list(ld)) == full
+    assert n_code < sampler.counts[sampler.names.index("code")] <= 3 * n_code
+
+
+def test_a_stream_with_a_primary_continues_on_the_next_pass(mix_dirs):
+    """primary= with epochs=None raised TypeError on the second pass."""
+    ld = _loader(mix_dirs, epochs=None, primary="code")
+    ref = _loader(mix_dirs, epochs=None, primary="code")
+    assert [batch_hash(*b) for b in take(ld, 3) + take(ld, 3)] == [batch_hash(*b) for b in take(ref, 6)]
+
+
+@pytest.mark.parametrize("weights", [
+    {"web": 1e308, "code": 1e308, "math": 1.0},
+    [(0, {"web": 1, "code": 1, "math": 1}), (4, {"web": 1e308, "code": 1e308, "math": 1e308})],
+])
+def test_weights_that_overflow_their_sum_are_refused(mix_dirs, weights):
+    """They gave "min() arg is an empty sequence" at the first batch."""
+    with pytest.raises(ConfigError, match="largest float"):
+        _loader(mix_dirs, weights)
+
+
+def test_huge_but_summable_weights_mix_as_their_ratios(mix_dirs):
+    big = _loader(mix_dirs, {"web": 6e306, "code": 3e306, "math": 1e306})
+    small = _loader(mix_dirs, {"web": 0.6, "code": 0.3, "math": 0.1})
+    assert [batch_hash(*b) for b in take(big, 5)] == [batch_hash(*b) for b in take(small, 5)]
