@@ -79,11 +79,15 @@ class DocumentCollator(Collator):
             for i in crossing:
                 row, col, n = int(rows[i]), int(cols[i]), int(lengths[i])
                 reader.gather(starts[i : i + 1], n, out[row : row + 1, col : col + n])
-        if self.vocab_size is not None and int(out.max()) >= self.vocab_size:
-            row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)
-            piece = np.flatnonzero(rows == row)[np.searchsorted(_columns(rows, lengths, self.batch_size)[rows == row], col, "right") - 1]
-            where = np.zeros(self.batch_size, dtype=np.int64)  # row starts that place the bad token right
-            where[row] = starts[piece] + col - _columns(rows, lengths, self.batch_size)[piece]
+        # Both ends: a signed dtype can hold negative ids, which stream, mask and bos refuse too.
+        if self.vocab_size is not None and (
+            int(out.max()) >= self.vocab_size or (out.dtype.kind != "u" and int(out.min()) < 0)
+        ):
+            row, col = np.unravel_index(int(np.argmax((out >= self.vocab_size) | (out < 0))), out.shape)
+            cols = _columns(rows, lengths, self.batch_size)
+            piece = np.flatnonzero(rows == row)[np.searchsorted(cols[rows == row], col, "right") - 1]
+            where = np.zeros(self.batch_size, dtype=np.int64)  # row starts that place the bad token right:
+            where[row] = starts[piece] - cols[piece]  # _check_range reports where[row] + col
             self._check_range(out, where)
         return into
 

@@ -280,6 +280,25 @@ def test_pack_collator_alone_and_vocab_check_names_the_token(doc_dir):
     assert np.memmap(path / shard, np.uint16, "r", 1024)[int(offset)] == top
 
 
+@pytest.mark.parametrize("bad", [-7, 600])
+@pytest.mark.parametrize("documents", ["stream", "mask", "bos", "pack"])
+def test_every_mode_checks_both_ends_of_vocab_size(tmp_path, documents, bad):
+    """pack checked only the maximum (negative ids went out) and named the wrong offset inside a row."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 500, 6000).astype(np.int32)
+    tokens[::23] = 1  # documents of 23 tokens: the bad token is 5 into one, inside a packed row
+    tokens[23 * 53 + 5] = bad
+    np.save(tmp_path / "train.npy", tokens)
+    kw = {} if documents == "stream" else {"bos_id": 1}
+    loader = streamtok.loader(
+        tmp_path, seq_len=30, batch_size=4, split="all", mode="sequential", vocab_size=500,
+        documents=documents, metrics=False, **kw,
+    )
+    what = "is negative" if bad < 0 else "is not below vocab_size 500"
+    with pytest.raises(streamtok.TokenRangeError, match=rf"train\.npy: token {bad} at token offset {23 * 53 + 5} {what}"):
+        list(loader)
+
+
 def test_bad_documents_settings(doc_dir):
     path, _, _ = doc_dir
     with pytest.raises(ConfigError, match="documents must be one of"):
