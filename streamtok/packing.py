@@ -126,6 +126,10 @@ class DocStartSampler(RecordedStarts, WindowSampler):
 
 
 _COVERAGE_CHUNK = 1 << 20  # documents whose starts are read at once (8 MiB)
+# Up to this many documents the share is counted exactly (~27 ns a document, measured: 0.1 s);
+# beyond, from this many evenly spaced ones (the share is then an estimate, within ~0.1%).
+_COVERAGE_EXACT = 4 << 20
+_COVERAGE_SAMPLE = 1 << 20
 
 
 def skipped_share(index: DocumentIndex, window_len: int, documents: str, usable: int | None = None) -> tuple[float, int]:
@@ -137,7 +141,8 @@ def skipped_share(index: DocumentIndex, window_len: int, documents: str, usable:
     exact. ``"pack"``: a document longer than a row gives its first ``window_len`` tokens;
     the share counts those tails and the tokens before the first document, a lower bound
     (the packer also crops a short document when nothing else fits a row's end, and drops a
-    block's last partial row). Reads the index once, a chunk at a time: O(documents).
+    block's last partial row). Reads the index once, a chunk at a time: O(documents); over
+    4Mi documents, estimated from 1Mi evenly spaced ones (the count of long ones too).
 
     Args:
         index: the documents.
@@ -149,6 +154,14 @@ def skipped_share(index: DocumentIndex, window_len: int, documents: str, usable:
     if n_docs == 0 or n_tokens == 0:
         return (1.0 if n_tokens else 0.0), 0
     last = n_docs if usable is None else usable  # documents whose rows are read
+    if last > _COVERAGE_EXACT:
+        ids = np.linspace(0, last - 1, _COVERAGE_SAMPLE).astype(np.int64)
+        nxt = np.full(len(ids), n_tokens, dtype=np.int64)
+        inside = ids + 1 < n_docs
+        nxt[inside] = index.starts(ids[inside] + 1)
+        gaps = nxt - index.starts(ids)
+        read = float(np.minimum(gaps, window_len).mean()) * last
+        return max(0.0, 1.0 - read / n_tokens), round(float((gaps > window_len).mean()) * last)
     read, long_docs = 0, 0
     for lo in range(0, last, _COVERAGE_CHUNK):
         hi = min(lo + _COVERAGE_CHUNK, last)

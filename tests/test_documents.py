@@ -349,6 +349,22 @@ def test_rows_of_long_documents_warn_once_with_the_share_an_epoch_skips(tmp_path
     assert bound + "9" in got[0].split("skips ")[1][:12]
 
 
+def test_the_skipped_share_of_a_big_index_is_estimated_from_a_sample(doc_dir, monkeypatch):
+    from streamtok import packing
+    from streamtok.boundaries import DocumentIndex
+    from streamtok.reader import MemmapReader
+
+    path, tokens, starts = doc_dir
+    index = DocumentIndex(MemmapReader(path), None)
+    ends = np.append(starts[1:], len(tokens))
+    exact = 1 - np.minimum(ends - starts, 17).sum() / len(tokens)
+    assert packing.skipped_share(index, 17, "pack") == (pytest.approx(exact), int((ends - starts > 17).sum()))
+    monkeypatch.setattr(packing, "_COVERAGE_EXACT", 10)
+    monkeypatch.setattr(packing, "_COVERAGE_SAMPLE", 90)
+    share, long_docs = packing.skipped_share(index, 17, "pack")
+    assert abs(share - exact) < 0.05 and abs(long_docs - (ends - starts > 17).sum()) < 15
+
+
 def test_short_documents_warn_nothing(doc_dir):
     path, _, _ = doc_dir
     for documents in ("bos", "pack"):  # documents of ~20 tokens and rows of 1025: nothing skipped but the ends
