@@ -473,3 +473,17 @@ def test_huge_but_summable_weights_mix_as_their_ratios(mix_dirs):
     big = _loader(mix_dirs, {"web": 6e306, "code": 3e306, "math": 1e306})
     small = _loader(mix_dirs, {"web": 0.6, "code": 0.3, "math": 0.1})
     assert [batch_hash(*b) for b in take(big, 5)] == [batch_hash(*b) for b in take(small, 5)]
+
+
+def test_persistent_workers_follow_a_state_loaded_with_other_weights(mix_dirs):
+    """The anchor travels with the pass start: workers started before the load re-anchor too."""
+    other = _loader(mix_dirs, {"web": 0.1, "code": 0.1, "math": 0.8})
+    take(other, 5)
+    state = roundtrip(other.state_dict())
+    ref = _loader(mix_dirs)
+    ref.load_state_dict(state)
+    expected = [batch_hash(*b) for b in take(ref, 6)]
+    ld = _loader(mix_dirs, num_workers=2, persistent_workers=True)
+    take(ld, 3)  # the workers start, with the anchor of step 0
+    ld.load_state_dict(state)
+    assert [batch_hash(*b) for b in take(ld, 6)] == expected
