@@ -425,6 +425,8 @@ def test_a_sequential_validation_mixture_reads_the_same_batches_every_pass(mix_d
     val = _loader(mix_dirs, UNEVEN, mode="sequential", epochs=1, primary="code", batch_size=5, num_workers=workers)
     passes = [[batch_hash(*b) for b in val] for _ in range(3)]
     assert len(passes[0]) > 0 and passes[0] == passes[1] == passes[2]
+    for _ in range(2):  # an evaluation of its first batches only (train_gpt's --eval-batches)
+        assert [batch_hash(*b) for b in take(val, 4)] == passes[0][:4]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
