@@ -351,7 +351,7 @@ class MixtureSampler(StepShape):
                 self.anchor = saved_anchor
             else:  # another batch or world size: the same targets, integrated on from here
                 old = Timeline(self.phases, saved_anchor, int(state["step_samples"]))
-                self.anchor = Anchor(self.step, self.windows, old.tau(old.segment(self.windows), self.windows))
+                self.anchor = Anchor(self.step, self.windows, old.targets(self.windows))
         else:
             self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
             log.warning(

@@ -489,3 +489,23 @@ def test_persistent_workers_follow_a_state_loaded_with_other_weights(mix_dirs):
     take(ld, 3)  # the workers start, with the anchor of step 0
     ld.load_state_dict(state)
     assert [batch_hash(*b) for b in take(ld, 6)] == expected
+
+
+def test_another_batch_size_after_a_new_pass_carries_the_targets_on(mix_dirs):
+    """A new pass re-anchors the targets at the counts; a resume with another step size carries them, absolute."""
+    readers = {n: MemmapReader(p) for n, p in mix_dirs.items()}
+    first = MixtureSampler(readers, UNEVEN, seq_len=T, batch_size=5, epochs=1, primary="code", rank=0, world_size=1)
+    for _ in range(2):  # a whole pass, then 7 steps of the next (anchored at the epoch starts)
+        start = first.begin_pass()
+        for _ in range(first.pass_steps(start) if first.anchor.step == 0 else 7):
+            first.advance()
+        first.pass_ended = True
+    first.pass_ended = False
+    assert first.anchor.step > 0
+    resumed = MixtureSampler(readers, UNEVEN, seq_len=T, batch_size=3, epochs=1, primary="code", rank=0, world_size=1)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    assert resumed.targets() == pytest.approx(first.targets())
+    for _ in range(20):
+        resumed.advance()
+        for name, target in resumed.targets().items():
+            assert abs(resumed.windows_by_source()[name] - target) < 1.0
