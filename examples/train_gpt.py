@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> None:
         source, seq_len=args.seq_len, batch_size=args.batch_size, split="train", mode="shuffle",
         seed=args.seed, epochs=None, num_workers=args.num_workers, pin_memory=cuda, documents=args.documents, **mix,
     )
+    val_mix: dict = {}
+    if args.mix:  # every evaluation reads the same batches: a finite pass, the first weights throughout
+        weights = mix["weights"] if isinstance(mix["weights"], dict) else mix["weights"][0][1]
+        val_mix = {"weights": weights, "primary": next(iter(weights)), "epochs": 1}
     val_loader = streamtok.loader(
-        source, seq_len=args.seq_len, batch_size=args.batch_size, split="val", mode="sequential", **mix,
+        source, seq_len=args.seq_len, batch_size=args.batch_size, split="val", mode="sequential", **val_mix,
     )
     train = streamtok.CUDAPrefetcher(train_loader, device=device, depth=2)  # carries doc too
     val = streamtok.CUDAPrefetcher(val_loader, device=device, depth=2)

@@ -14,6 +14,12 @@ step at worst), but with one window a step several sources pausing together can 
 count up to ~1.4 windows off (measured); avoiding it would need the paused group's total
 rounded as well, which this rule does not do.
 
+The arithmetic is relative to the anchor: counts and targets are measured from
+``base = floor(targets at the anchor)`` and deadlines from the step's own window position,
+so a schedule re-anchored at other counts (a mixture's new pass, see
+:mod:`streamtok.mixture`) takes, and orders, exactly the same windows as from zero; measured
+in absolute numbers, the rounding of large counts could break a tie the other way.
+
 Cost: a step is O(S) float operations (deadlines of the last and next unit of each source,
 one walk over the phases ahead at most), whatever the step number or the time since a weight
 change. The state is the counts plus the anchor ``(step, windows, targets)`` the targets are
@@ -75,11 +81,16 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
             if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"weight of source {name!r} at step {step} must be a finite number >= 0, not {w!r}")
             values.append(float(w))
-        total = sum(values)
+        total = sum(values)  # inf when it overflows: refused below
         if total <= 0:
             raise ConfigError(f"weights at step {step} are all zero; at least one source needs a positive weight")
+        if not math.isfinite(total):
+            raise ConfigError(
+                f"weights at step {step} ({dict(zip(names, values))}) sum to more than the largest float; "
+                "only their ratios matter: give smaller numbers, e.g. shares that sum to 1"
+            )
         step = int(step)
-        phases.append((step, tuple(v / total for v in values)))
+        phases.append((step, tuple(v / total for v in values)))  # a share that rounds to 0 pauses
         last = step
     return tuple(phases)
 
@@ -88,8 +99,9 @@ def parse_weights(weights: Weights, names: Sequence[str]) -> tuple[tuple[int, tu
 class Anchor:
     """Where the targets are integrated from: a global step, its window count, the targets then.
 
-    The targets start as the counts at step 0 and at a resume with other weights or sources
-    (item 1 is measured from there); a resume with another step size carries them on.
+    The targets start as the counts at step 0, at a resume with other weights or sources
+    and at each new pass of a finite mixture (the proportions are measured from there); a
+    resume with another step size carries them on.
     """
 
     step: int
@@ -110,8 +122,10 @@ class Timeline:
         self.n = len(anchor.targets)
         self.b = step_windows
         self.delta = 1.0 / (2 * self.n - 2) if self.n > 1 else 0.0
+        # Counts and targets are measured from here (exact: t - floor(t) loses no bits).
+        self.base = tuple(math.floor(t) for t in anchor.targets)
         first = max(i for i, (s, _) in enumerate(phases) if s <= anchor.step)
-        tau = [float(t) for t in anchor.targets]
+        tau = [float(t) - b for t, b in zip(anchor.targets, self.base)]
         starts, weights, taus = [], [], []
         for i in range(first, len(phases)):
             g = max(phases[i][0], anchor.step)
@@ -129,24 +143,28 @@ class Timeline:
         return bisect.bisect_right(self.starts, windows) - 1
 
     def tau(self, k: int, windows: float) -> tuple[float, ...]:
-        """Targets at window position ``windows`` inside segment ``k``."""
+        """Targets at window position ``windows`` inside segment ``k``, less :attr:`base`."""
         span = windows - self.starts[k]
         return tuple(t + w * span for t, w in zip(self.taus[k], self.weights[k]))
 
+    def targets(self, windows: int) -> tuple[float, ...]:
+        """The targets at window position ``windows``, in absolute counts (for reports)."""
+        return tuple(t + b for t, b in zip(self.tau(self.segment(windows), windows), self.base))
+
     def due(self, s: int, level: float, k: int, windows: int, tau_now: float) -> float:
-        """Window position at which source ``s``'s target reaches ``level`` (from segment ``k``)."""
+        """Windows after ``windows`` until source ``s``'s target reaches ``level`` (both less :attr:`base`)."""
         w = self.weights[k][s]
         if w > 0:
-            t = windows + (level - tau_now) / w
-            if k + 1 == len(self.starts) or t <= self.starts[k + 1]:
+            t = (level - tau_now) / w
+            if k + 1 == len(self.starts) or t <= self.starts[k + 1] - windows:
                 return t
             if self.weights[k + 1][s] == 0 and level - self.taus[k + 1][s] <= PAUSE_SLACK - self.delta:
-                return float(self.starts[k + 1])  # nearly due when it pauses: due by the pause
+                return float(self.starts[k + 1] - windows)  # nearly due when it pauses: due by the pause
         for j in range(k + 1, len(self.starts)):  # paused or slow now: walk the phases ahead
             w = self.weights[j][s]
             if w > 0:
-                t = self.starts[j] + (level - self.taus[j][s]) / w
-                if j + 1 == len(self.starts) or t <= self.starts[j + 1]:
+                t = (self.starts[j] - windows) + (level - self.taus[j][s]) / w
+                if j + 1 == len(self.starts) or t <= self.starts[j + 1] - windows:
                     return t
         return math.inf
 
@@ -155,6 +173,7 @@ class Timeline:
         k = self.segment(windows)
         now, end = self.tau(k, windows), self.tau(k, windows + self.b)
         w, d, n = self.weights[k], self.delta, self.n
+        counts = [c - b for c, b in zip(counts, self.base)]
         take = [
             max(0, math.floor(end[s] - counts[s] + 1 - d)) if w[s] > 0 else 0 for s in range(n)
         ]
@@ -176,6 +195,6 @@ class Timeline:
         return take
 
     def order_keys(self, windows: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(tau at the step's start, weights)``: unit ``j`` of ``s`` is due at ``(C+j-d - tau)/w``."""
+        """``(tau at the step's start, weights)``: unit ``j`` of ``s`` is due at ``(C-base+j-d - tau)/w``."""
         k = self.segment(windows)
         return self.tau(k, windows), self.weights[k]

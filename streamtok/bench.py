@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -182,13 +183,42 @@ def handler(args: argparse.Namespace) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     report = {"machine": machine(), "settings": settings, "data": str(args.data or "synthetic"), "results": results}
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(json_safe(report), indent=1, allow_nan=False))
     else:
         m = report["machine"]
         print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, {m['os']}, torch {m['torch']}")
         print(f"B={settings['batch_size']}, T={settings['seq_len']}, simulated step {settings['step_ms']} ms\n")
         print(table(results))
     return 1 if any("error" in r for r in results) else 0
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None``: strict JSON, ``null`` for unknown.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which are not JSON (``jq`` and browsers
+    refuse the whole document).
+
+    Args:
+        value: a tree of dicts, lists and scalars.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _duration(text: str) -> float:
+    """An argparse type: a finite number >= 0 (``nan``, ``inf`` and negatives exit 2 with the reason)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -203,8 +233,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--batches", type=int, help="batches per timed run (default 100 quick, 400 full)")
     p.add_argument("--repeats", type=int, help="timed runs per contestant; the median is shown (default 3 quick, 5 full)")
-    p.add_argument("--warmup-s", type=float, help="warm-up time per contestant before timing (default 1.5 quick, 4 full)")
-    p.add_argument("--step-ms", type=float, default=5.0, help="simulated training step for the trainer-thread cost")
+    p.add_argument("--warmup-s", type=_duration, help="warm-up time per contestant before timing (default 1.5 quick, 4 full)")
+    p.add_argument("--step-ms", type=_duration, default=5.0, help="simulated training step for the trainer-thread cost")
     p.add_argument("--no-cold", action="store_true", help="skip the cold-cache measurement")
     p.add_argument(
         "--contestant", action="append",

@@ -13,6 +13,7 @@ warm caches, about twice that between gathers). Nothing but the tokens crosses t
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +25,12 @@ from .boundaries import DocumentIndex, Documents
 from .collate import Collator, new_buffer, split
 from .errors import ConfigError
 from .packed_rows import PackSampler
-from .packing import DocStartSampler, MaskSampler
+from .packing import DocStartSampler, MaskSampler, skipped_share
 from .reader import MemmapReader
 
 DOCUMENT_MODES = ("stream", "mask", "bos", "pack")
+# bos and pack rows read a document's first T+1 tokens only: warn when an epoch skips more.
+SKIPPED_WARN_SHARE = 0.01
 _CHUNK_STEPS = 64  # steps whose boundaries are looked up in one vectorised call
 
 
@@ -61,11 +64,15 @@ class DocumentCollator(Collator):
         # one pread per piece (~55 per 32 rows of 1024), stitched across shard ends, the shards
         # checked after (a rewrite under the loader is refused, never read).
         self.reader.read_pieces(starts, lengths, out.reshape(-1))
-        if self.vocab_size is not None and int(out.max()) >= self.vocab_size:
-            row, col = np.unravel_index(int(np.argmax(out >= self.vocab_size)), out.shape)
-            piece = np.flatnonzero(rows == row)[np.searchsorted(_columns(rows, lengths, self.batch_size)[rows == row], col, "right") - 1]
-            where = np.zeros(self.batch_size, dtype=np.int64)  # row starts that place the bad token right
-            where[row] = starts[piece] + col - _columns(rows, lengths, self.batch_size)[piece]
+        # Both ends: a signed dtype can hold negative ids, which stream, mask and bos refuse too.
+        if self.vocab_size is not None and (
+            int(out.max()) >= self.vocab_size or (out.dtype.kind != "u" and int(out.min()) < 0)
+        ):
+            row, col = np.unravel_index(int(np.argmax((out >= self.vocab_size) | (out < 0))), out.shape)
+            cols = _columns(rows, lengths, self.batch_size)
+            piece = np.flatnonzero(rows == row)[np.searchsorted(cols[rows == row], col, "right") - 1]
+            where = np.zeros(self.batch_size, dtype=np.int64)  # row starts that place the bad token right:
+            where[row] = starts[piece] - cols[piece]  # _check_range reports where[row] + col
             self._check_range(out, where)
         return into
 
@@ -155,8 +162,34 @@ def document_collator(
     sampler: Any
     if documents == "mask":
         sampler = MaskSampler(reader, **kw)
+        if index.n_documents == 0:  # bos and pack refuse this (no row can start); mask still reads
+            warnings.warn(
+                f"streamtok: documents='mask' found 0 document starts (bos_id={_bos_name(index)}) in the "
+                f"{reader.n_tokens} tokens of {reader.describe()}: every batch is one segment per row, as "
+                "documents='stream'; check bos_id", UserWarning, stacklevel=3,
+            )
     elif documents == "bos":
         sampler = DocStartSampler(reader, index=index, **kw)
+        _warn_skipped(index, reader, sampler.window_len, "bos", sampler.n_samples)
     else:
         sampler = PackSampler(reader, index=index, block_docs=block_docs, **kw)
+        _warn_skipped(index, reader, sampler.window_len, "pack", None)
     return DocumentCollator(sampler, index=index, documents=documents, **collate_kw)
+
+
+def _bos_name(index: DocumentIndex) -> str:
+    return repr(index.bos_id) if index.bos_id is not None else "None, the format's default"
+
+
+def _warn_skipped(index: DocumentIndex, reader: MemmapReader, window_len: int, documents: str, usable: int | None) -> None:
+    """Warn once (at the loader's creation) when an epoch of these rows skips more than 1% of the tokens."""
+    share, long_docs = skipped_share(index, window_len, documents, usable)
+    if share <= SKIPPED_WARN_SHARE:
+        return
+    bound = "at least " if documents == "pack" else ""
+    warnings.warn(
+        f"streamtok: documents={documents!r} reads the first seq_len + 1 = {window_len} tokens of each "
+        f"document; {long_docs} of the {index.n_documents} documents of {reader.describe()} are longer, so "
+        f"an epoch skips {bound}{share:.1%} of its {reader.n_tokens} tokens. Use a longer seq_len, split "
+        "long documents, or documents='mask' (every token, boundaries marked)", UserWarning, stacklevel=4,
+    )

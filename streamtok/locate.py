@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._schedule import Anchor, Timeline
 from .errors import ConfigError
 from .mixture import Mixture, MixtureSampler
 from .packed_rows import PackSampler
@@ -144,32 +145,28 @@ def _window_step(sampler: WindowSampler, step: int) -> np.ndarray:
 
 
 def _mixture_step(sampler: MixtureSampler, step: int) -> np.ndarray:
-    tl, b = sampler.timeline, sampler.step_samples
-    # Points where the counts are known: the run's start (when the schedule is still anchored
-    # there) and the loader's own position. Step on from the nearest one before ``step``.
-    known = []
-    if tl.taus and sampler.anchor.step == 0 and sampler.anchor.windows == 0 and not any(sampler.anchor.targets):
-        known.append((0, 0, [0] * len(sampler.names)))
-    if sampler.step <= step:
-        known.append((sampler.step, sampler.windows, list(sampler.counts)))
-    if not known:
+    b, p = sampler.step_samples, None if sampler.primary is None else sampler.names.index(sampler.primary)
+    if sampler.resumed_at is None:  # one schedule since the start: step it from there
+        at, windows, counts = 0, 0, [0] * len(sampler.names)
+        tl = Timeline(sampler.phases, Anchor(0, 0, (0.0,) * len(sampler.names)), b)
+        end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
+    elif sampler.step <= step:  # resumed with another schedule: from the loader's own position on
+        at, windows, counts, tl, end = sampler.step, sampler.windows, list(sampler.counts), sampler.timeline, sampler.end
+    else:
         raise ConfigError(
-            f"step {step} comes before step {sampler.step}, where this loader's mixture resumed with "
-            "other weights or sources: the counts before it are not in the state. Locate it with a "
-            "loader built with the earlier weights"
+            f"step {step} comes before step {sampler.step}, and this loader resumed at step "
+            f"{sampler.resumed_at} with other weights, sources or batch size: the schedule before it "
+            "is not in the state. Locate it with a loader built with the earlier settings"
         )
-    at, windows, counts = max(known, key=lambda k: k[0])
-    p = None if sampler.primary is None else sampler.names.index(sampler.primary)
-    end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
     while True:
         take = tl.take(counts, windows)
         if end is not None and counts[p] + take[p] > end:
             raise ConfigError(
-                f"step {step} is past the end of the run: its mixture ends after step {at - 1} "
+                f"step {step} is past the end of the run: its mixture's pass ends after step {at - 1} "
                 f"({sampler.epochs} epoch(s) of primary {sampler.primary!r}; epochs=None never ends)"
             )
         if at == step:
-            return sampler.step_starts([(windows, counts, take)])[0]
+            return sampler.step_starts([(windows, counts, take)], tl)[0]
         counts = [c + t for c, t in zip(counts, take)]
         windows, at = windows + b, at + 1
 
@@ -241,6 +238,10 @@ def _place(path: Any) -> str:
 
 
 def _plain_weights(weights: Any) -> Any:
-    if isinstance(weights, Mapping):
-        return {str(k): float(v) for k, v in weights.items()}
-    return [[int(step), {str(k): float(v) for k, v in table.items()}] for step, table in weights]
+    # Taken before the loader checks its settings: malformed weights are reported by that check.
+    try:
+        if isinstance(weights, Mapping):
+            return {str(k): float(v) for k, v in weights.items()}
+        return [[int(step), {str(k): float(v) for k, v in table.items()}] for step, table in weights]
+    except (TypeError, ValueError, AttributeError):
+        return None

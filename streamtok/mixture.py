@@ -7,7 +7,22 @@ seed derived from the mixture seed and its name): window ``k`` of a source is sa
 weights), and within a step the slots are ordered by their units' due times, so the sources
 interleave over the ranks. The position is the step, the windows so far and one count per
 source; it resumes under any ``num_workers``, world size, batch size, weights or set of
-sources. All sources are read through one :class:`MemmapReader` over all their shards
+sources.
+
+A pass (one ``for batch in loader``) of a finite mixture (``primary`` and ``epochs``) is what
+a DataLoader epoch is: it begins with every source at the start of an epoch of its own and
+ends before the step that would take the primary past ``epochs`` of its epochs (the primary's
+few windows short of that end, less than one step's share, are dropped, as a single source
+drops its partial last step). So every pass of a validation mixture in ``sequential`` mode
+reads the same batches, and each pass of a shuffled one trains ``epochs`` new epochs of the
+primary. A new pass, after one that ended or was left, moves each source to its next epoch
+start (a source already at one stays) and re-anchors the targets there (proportions hold
+from the pass's start; the step count and the weight schedule go on). A stream
+(``epochs=None``) has no passes to end: iterating it again continues where it stood. As for
+StatefulDataLoader, a state saved after the last batch of a pass, before the loop saw the
+end, resumes into an empty pass; one saved after it resumes into the next pass.
+
+All sources are read through one :class:`MemmapReader` over all their shards
 (source ``s`` holds global tokens ``[base_s, base_s + n_s)``), so the loader's gather, page
 hints and metrics work unchanged.
 """
@@ -38,12 +53,17 @@ log = logging.getLogger("streamtok.mixture")
 
 @dataclass(frozen=True)
 class MixturePosition:
-    """Where a pass begins: global step, windows so far, per-source counts, the primary's end count."""
+    """Where a pass begins: step, windows so far, per-source counts, the primary's end count, the anchor.
+
+    The anchor travels with the position: persistent workers keep the sampler they started
+    with, and build the pass's schedule from it.
+    """
 
     step: int
     windows: int
     counts: tuple[int, ...]
     end: int | None
+    anchor: Anchor
 
 
 def _source_seed(seed: int, name: str) -> int:
@@ -103,7 +123,16 @@ class MixtureSampler(StepShape):
         self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
         self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
-        self._continue = True
+        # The step where a loaded state changed the weights, sources or step size: the run
+        # before it followed another schedule (streamtok.locate then starts from here).
+        self.resumed_at: int | None = None
+        self._continue = True  # the next pass continues from the position (fresh or loaded)
+        self.pass_ended = False  # the consumer saw the current pass end (set by the loader)
+        if self.end is not None and not self._fits(self.counts, self.windows, self.end):
+            raise ConfigError(
+                f"epochs={epochs} of primary={primary!r} ({self.end} windows) cannot fill its share of one "
+                f"global step of {self.step_samples} windows; use more epochs, a smaller batch or more data"
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -132,8 +161,7 @@ class MixtureSampler(StepShape):
 
     def targets(self) -> dict[str, float]:
         """Each source's target count now: the weights integrated since the anchor."""
-        k = self.timeline.segment(self.windows)
-        return dict(zip(self.names, self.timeline.tau(k, self.windows)))
+        return dict(zip(self.names, self.timeline.targets(self.windows)))
 
     def report(self) -> list[dict[str, Any]]:
         """One plain dict per source for metrics and the monitor's per-source line.
@@ -151,7 +179,7 @@ class MixtureSampler(StepShape):
         Used by the metrics for the position the training loop holds behind a prefetch thread.
         """
         k = self.timeline.segment(windows)
-        tau, weights, total = self.timeline.tau(k, windows), self.timeline.weights[k], windows
+        tau, weights, total = self.timeline.targets(windows), self.timeline.weights[k], windows
         return [
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
@@ -162,21 +190,37 @@ class MixtureSampler(StepShape):
 
     # -- passes -----------------------------------------------------------------------------
     def next_pass(self) -> MixturePosition:
-        """Where the next pass would start: here if fresh or loaded, else a new pass."""
-        here = MixturePosition(self.step, self.windows, tuple(self.counts), self.end)
-        finished = self.end is not None and not self._fits(self.counts, self.windows, self.end)
-        if self._continue and not finished:
-            return here
-        if self._p is None:
-            return here
-        size = self.sizes[self._p]
-        return MixturePosition(self.step, self.windows, tuple(self.counts), (self.counts[self._p] // size + self.epochs) * size)
+        """Where the next pass would start (see the module's docstring); changes nothing.
+
+        Here if fresh, loaded (a state saved at its pass's end gives an empty pass) or
+        streaming; else a new pass: every source at its next epoch start, the targets
+        re-anchored there, and the end ``epochs`` primary epochs on.
+        """
+        if self._continue or self.end is None:
+            return MixturePosition(self.step, self.windows, tuple(self.counts), self.end, self.anchor)
+        counts = tuple(-(-c // n) * n for c, n in zip(self.counts, self.sizes))
+        end = counts[self._p] + self.epochs * self.sizes[self._p]
+        anchor = Anchor(self.step, self.windows, tuple(float(c) for c in counts))
+        return MixturePosition(self.step, self.windows, counts, end, anchor)
 
     def begin_pass(self) -> MixturePosition:
         """Start the next pass (see :meth:`next_pass`) and return where it begins."""
         start = self.next_pass()
-        self.end, self._continue = start.end, False
+        self.counts, self.end = list(start.counts), start.end
+        if start.anchor != self.anchor:
+            self.timeline = self._timeline(start.anchor)
+            self.anchor = start.anchor
+        self._continue = self.pass_ended = False
         return start
+
+    def _timeline(self, anchor: Anchor) -> Timeline:
+        """The schedule integrated from ``anchor`` (the last other one is kept: a worker builds a pass's once)."""
+        if anchor == self.anchor:
+            return self.timeline
+        cached = getattr(self, "_other", None)
+        if cached is None or cached[0] != anchor:
+            cached = self._other = (anchor, Timeline(self.phases, anchor, self.step_samples))
+        return cached[1]
 
     def _fits(self, counts: Sequence[int], windows: int, end: int) -> bool:
         return counts[self._p] + self.timeline.take(counts, windows)[self._p] <= end
@@ -195,7 +239,7 @@ class MixtureSampler(StepShape):
         if start.end is None:
             return None
         counts, windows, n = list(start.counts), start.windows, 0
-        tl = self.timeline
+        tl = self._timeline(start.anchor)
         while True:
             take = tl.take(counts, windows)
             if counts[self._p] + take[self._p] > start.end:
@@ -207,7 +251,7 @@ class MixtureSampler(StepShape):
     def iter_steps(self, start: MixturePosition, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
         """Start arrays of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
         counts, windows, j = list(start.counts), start.windows, 0
-        tl, b = self.timeline, self.step_samples
+        tl, b = self._timeline(start.anchor), self.step_samples
         while True:
             chunk: list[tuple[int, list[int], list[int]]] = []
             while len(chunk) < CHUNK_STEPS:
@@ -219,16 +263,18 @@ class MixtureSampler(StepShape):
                 counts = [c + t for c, t in zip(counts, take)]
                 windows, j = windows + b, j + 1
             if chunk:
-                yield from self.step_starts(chunk)
+                yield from self.step_starts(chunk, tl)
             if len(chunk) < CHUNK_STEPS:
                 return
 
-    def step_starts(self, chunk: list[tuple[int, list[int], list[int]]]) -> np.ndarray:
-        """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)``."""
-        b, n_src, d = self.step_samples, len(self.names), self.timeline.delta
+    def step_starts(self, chunk: list[tuple[int, list[int], list[int]]], tl: Timeline | None = None) -> np.ndarray:
+        """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)`` of
+        timeline ``tl`` (default: the sampler's current one)."""
+        tl = self.timeline if tl is None else tl
+        b, n_src, d = self.step_samples, len(self.names), tl.delta
         takes = np.array([t for _, _, t in chunk], dtype=np.int64)  # (steps, S)
         counts = np.array([c for _, c, _ in chunk], dtype=np.int64)
-        keys = [self.timeline.order_keys(w) for w, _, _ in chunk]
+        keys = [tl.order_keys(w) for w, _, _ in chunk]
         tau = np.array([k[0] for k in keys])
         rate = np.array([k[1] for k in keys])
         flat = takes.reshape(-1)
@@ -237,8 +283,9 @@ class MixtureSampler(StepShape):
         first = np.repeat(np.cumsum(flat) - flat, flat)
         unit = np.arange(len(src)) - first  # 0-based unit within (step, source)
         k_src = counts[step, src] + unit  # the source's window number
+        k_rel = k_src - np.asarray(tl.base, dtype=np.int64)[src]  # as the timeline counts it
         with np.errstate(divide="ignore", invalid="ignore"):
-            due = (k_src + 1 - d - tau[step, src]) / rate[step, src]
+            due = (k_rel + 1 - d - tau[step, src]) / rate[step, src]
         order = np.lexsort((src, due, step))
         mine = order.reshape(len(chunk), b)[:, self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         s_of, k_of = src[mine], k_src[mine]
@@ -272,6 +319,7 @@ class MixtureSampler(StepShape):
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
             "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
+            "pass_ended": self.pass_ended,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -283,6 +331,9 @@ class MixtureSampler(StepShape):
         """
         if state.get("kind") != "mixture" or state["version"] != STATE_VERSION:
             raise StateMismatchError("this state is not a mixture state of this version; load it into the loader that saved it")
+        ended = state.get("pass_ended", False)  # absent in states saved before passes were exact
+        if not isinstance(ended, bool):
+            raise StateMismatchError(f"mixture state key 'pass_ended' is {ended!r} ({type(ended).__name__}), not bool")
         current = {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}
         for key, value in current.items():
             if state["config"][key] != value:
@@ -305,9 +356,11 @@ class MixtureSampler(StepShape):
                 self.anchor = saved_anchor
             else:  # another batch or world size: the same targets, integrated on from here
                 old = Timeline(self.phases, saved_anchor, int(state["step_samples"]))
-                self.anchor = Anchor(self.step, self.windows, old.tau(old.segment(self.windows), self.windows))
+                self.anchor = Anchor(self.step, self.windows, old.targets(self.windows))
+                self.resumed_at = self.step
         else:
             self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
+            self.resumed_at = self.step
             log.warning(
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
                 "each source continues at its own position", self.step, state["schedule"], self._spec(),
@@ -321,7 +374,8 @@ class MixtureSampler(StepShape):
         else:
             size = self.sizes[self._p]
             self.end = (self.counts[self._p] // size + self.epochs) * size
-        self._continue = True
+        self.pass_ended = ended
+        self._continue = not ended
 
 
 class Mixture(Stage):

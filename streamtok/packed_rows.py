@@ -81,7 +81,8 @@ class PackSampler(StepShape):
         self.n_blocks = -(-self.n_samples // self.block_docs)
         self.epoch, self.block, self.row, self.offset = 0, 0, 0, 0
         self.end_epoch = epochs
-        self._continue = True
+        self._continue = True  # the next pass continues from the position (fresh or loaded)
+        self.pass_ended = False  # the consumer saw the current pass end (set by the loader)
         self._cache: OrderedDict[tuple[int, int], list[Row]] = OrderedDict()
         self.record: deque[list[np.ndarray]] | None = None  # see packing.RecordedStarts
         if self._take(0, 0, 0, self.step_samples) is None:
@@ -166,9 +167,14 @@ class PackSampler(StepShape):
 
     # -- positions ------------------------------------------------------------------------
     def next_pass(self) -> PackStart:
-        """Where the next pass would start: the position if fresh or loaded, else a new pass."""
-        finished = self.end_epoch is not None and self.epoch >= self.end_epoch
-        if self._continue and not finished:
+        """Where the next pass would start: the position if fresh or loaded, else a new pass.
+
+        As :meth:`WindowSampler.next_pass <streamtok.WindowSampler.next_pass>` (and
+        StatefulDataLoader): a state saved after the last batch of a finite pass, before the
+        consumer saw the pass end, resumes into an empty pass; one saved after it ended
+        (``pass_ended``), into the next epoch.
+        """
+        if self._continue:
             return PackStart(self.epoch, self.block, self.row, self.offset, self.end_epoch)
         epoch = self.epoch + (1 if self.offset else 0)
         return PackStart(epoch, 0, 0, 0, None if self.epochs is None else epoch + self.epochs)
@@ -179,7 +185,7 @@ class PackSampler(StepShape):
         self.epoch, self.block, self.row, self.offset, self.end_epoch = (
             start.epoch, start.block, start.row, start.offset, start.end_epoch,
         )
-        self._continue = False
+        self._continue = self.pass_ended = False
         return start
 
     def _normalise(self) -> None:
@@ -212,6 +218,7 @@ class PackSampler(StepShape):
         for plan in self.iter_steps(start):
             self.advance()
             yield plan
+        self.pass_ended = True
 
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""
@@ -246,6 +253,7 @@ class PackSampler(StepShape):
             "version": STATE_VERSION, "config": self.config(), "epoch": self.epoch, "block": self.block,
             "row": self.row, "offset": self.offset, "end_epoch": self.end_epoch,
             "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
+            "pass_ended": self.pass_ended,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -272,5 +280,9 @@ class PackSampler(StepShape):
         self._normalise()
         end = state["end_epoch"]
         self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
-        self._continue = True
+        ended = state.get("pass_ended", False)  # absent in states saved before passes were exact
+        if not isinstance(ended, bool):
+            raise StateMismatchError(f"state key 'pass_ended' is {ended!r} ({type(ended).__name__}), not bool")
+        self.pass_ended = ended
+        self._continue = not ended
 

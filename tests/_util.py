@@ -36,9 +36,13 @@ def make_shards(
     return np.concatenate(parts)
 
 
-def batch_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+def batch_hash(x: torch.Tensor, y: torch.Tensor, doc: object = None) -> str:
+    """A hash of one batch: ``x``, ``y`` and, with documents, the boundaries ``doc`` carries."""
     h = hashlib.sha1(x.numpy().tobytes())
     h.update(y.numpy().tobytes())
+    if doc is not None:
+        h.update(doc.cu_seqlens.numpy().tobytes())
+        h.update(doc.position_ids.numpy().tobytes())
     return h.hexdigest()
 
 
@@ -56,18 +60,54 @@ def roundtrip(state: dict) -> dict:
     return json.loads(json.dumps(state))
 
 
-def check_resume(factory: Callable[[], object], midpoints: list[int]) -> int:
-    """Resume from each midpoint (and the start and end) and compare with the full stream.
+def _pass(loader) -> list[str]:
+    """One pass over ``loader``, as batch hashes."""
+    return [batch_hash(*batch) for batch in loader]
 
-    ``factory`` builds a fresh loader; its whole pass is the reference. Returns its length.
+
+def check_resume(factory: Callable[[], object], midpoints: list[int], passes: int = 1) -> int:
+    """Resume at every midpoint of every pass, and at each pass's start and end; compare with the full stream.
+
+    The reference is ``passes + 1`` passes over one fresh loader (``for p in range(E): for b
+    in loader``). For each pass ``p`` and step ``k`` of it (0: after the previous loop ended;
+    the midpoints; its last step), a loader that ran ``p`` passes and ``k`` batches saves its
+    state, a fresh one loads it: its first pass must give exactly the rest of pass ``p`` (none
+    at the last step: a state saved inside the loop after the last batch resumes into an
+    empty pass, as StatefulDataLoader's does), its next passes the reference's. A state saved
+    after the loop of pass ``p`` ended resumes into pass ``p + 1``.
+
+    Args:
+        factory: builds a fresh loader (each call the same settings).
+        midpoints: steps inside a pass to resume at (those past a pass's end are skipped).
+        passes: passes to check.
+
+    Returns:
+        The length of the first pass.
     """
-    full = [batch_hash(x, y) for x, y in factory()]
-    for k in sorted({0, *midpoints, len(full)}):
-        first = factory()
-        head = [batch_hash(x, y) for x, y in take(first, k)] if k else []
-        state = roundtrip(first.state_dict())
+    ref_loader = factory()
+    ref = [_pass(ref_loader) for _ in range(passes + 1)]
+    for p in range(passes):
+        n = len(ref[p])
+        assert n > 0, f"pass {p} is empty: {[len(r) for r in ref]}"
+        for k in sorted({0, *(m for m in midpoints if 0 < m < n), n}):
+            first = factory()
+            for _ in range(p):
+                _pass(first)
+            head = [batch_hash(*b) for b in take(first, k)] if k else []
+            assert head == ref[p][:k], f"pass {p}: the first {k} batches differ from the reference"
+            resumed = factory()
+            resumed.load_state_dict(roundtrip(first.state_dict()))
+            tail = _pass(resumed)
+            if k == n:
+                assert tail == [], f"pass {p}: a state saved after its last batch resumed into {len(tail)} batches, not 0"
+            else:
+                assert head + tail == ref[p], f"pass {p}: resume at step {k} diverged"
+            later = [_pass(resumed) for _ in range(p + 1, passes + 1)]
+            assert later == ref[p + 1 :], f"pass {p}: the passes after a resume at step {k} diverged"
+        ended = factory()
+        for _ in range(p + 1):
+            _pass(ended)
         resumed = factory()
-        resumed.load_state_dict(state)
-        tail = [batch_hash(x, y) for x, y in resumed]
-        assert head + tail == full or (k == len(full) and head == full), f"resume at step {k} diverged"
-    return len(full)
+        resumed.load_state_dict(roundtrip(ended.state_dict()))
+        assert _pass(resumed) == ref[p + 1], f"a state saved after pass {p} ended did not resume into pass {p + 1}"
+    return len(ref[0])

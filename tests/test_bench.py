@@ -79,3 +79,28 @@ def test_page_floor():
 def test_table_shows_errors():
     text = bench.table([{"name": "nanogpt", "error": "exit 1: boom"}])
     assert "error: exit 1: boom" in text
+
+
+@pytest.mark.parametrize("flag,value", [("--warmup-s", "nan"), ("--step-ms", "nan"), ("--step-ms", "inf"), ("--warmup-s", "-1")])
+def test_durations_must_be_finite_and_not_negative(flag, value, capsys):
+    """--warmup-s nan went into the --json report as NaN (invalid JSON); --step-ms nan crashed each contestant."""
+    with pytest.raises(SystemExit) as exit_:
+        _parse(["bench", "--json", flag, value])
+    assert exit_.value.code == 2
+    assert "not a finite number >= 0" in capsys.readouterr().err
+
+
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_with_null_for_unknown(tmp_path, monkeypatch, capsys):
+    results = [{"name": "nanogpt", "tokens_per_s": float("nan"), "cold": {"read_amp": float("inf")}, "all": [1.0, float("-inf")]}]
+    monkeypatch.setattr(bench, "run_all", lambda *a, **k: results)
+    args = _parse(["bench", "--json", "--data", str(tmp_path), "--contestant", "nanogpt"])
+    bench.handler(args)
+    report = _strict(capsys.readouterr().out)
+    assert report["results"] == [{"name": "nanogpt", "tokens_per_s": None, "cold": {"read_amp": None}, "all": [1.0, None]}]

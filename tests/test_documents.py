@@ -280,6 +280,98 @@ def test_pack_collator_alone_and_vocab_check_names_the_token(doc_dir):
     assert np.memmap(path / shard, np.uint16, "r", 1024)[int(offset)] == top
 
 
+@pytest.mark.parametrize("bad", [-7, 600])
+@pytest.mark.parametrize("documents", ["stream", "mask", "bos", "pack"])
+def test_every_mode_checks_both_ends_of_vocab_size(tmp_path, documents, bad):
+    """pack checked only the maximum (negative ids went out) and named the wrong offset inside a row."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 500, 6000).astype(np.int32)
+    tokens[::23] = 1  # documents of 23 tokens: the bad token is 5 into one, inside a packed row
+    tokens[23 * 53 + 5] = bad
+    np.save(tmp_path / "train.npy", tokens)
+    kw = {} if documents == "stream" else {"bos_id": 1}
+    loader = streamtok.loader(
+        tmp_path, seq_len=30, batch_size=4, split="all", mode="sequential", vocab_size=500,
+        documents=documents, metrics=False, **kw,
+    )
+    what = "is negative" if bad < 0 else "is not below vocab_size 500"
+    with pytest.raises(streamtok.TokenRangeError, match=rf"train\.npy: token {bad} at token offset {23 * 53 + 5} {what}"):
+        list(loader)
+
+
+def _long_documents(path, doc_len=3200, n=100_000, bos=1):
+    tokens = np.random.default_rng(0).integers(2, 500, n).astype(np.uint16)
+    tokens[::doc_len] = bos
+    np.save(path / "train.npy", tokens)
+    return n // doc_len + (n % doc_len > 0)
+
+
+def _warnings_of(make):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader = make()
+        for _ in range(2):
+            list(loader)
+    return [str(w.message) for w in caught if "streamtok" in str(w.message)]
+
+
+def test_mask_with_a_bos_id_that_never_occurs_warns_once(tmp_path):
+    """It gave batches without a boundary and no word (bos and pack refuse)."""
+    _long_documents(tmp_path)
+    make = lambda: streamtok.loader(tmp_path, seq_len=T, batch_size=B, split="all", documents="mask", bos_id=999, metrics=False)  # noqa: E731
+    got = _warnings_of(make)
+    assert len(got) == 1 and "found 0 document starts (bos_id=999) in the 100000 tokens" in got[0]
+    assert _warnings_of(lambda: streamtok.loader(tmp_path, seq_len=T, batch_size=B, split="all", documents="mask", bos_id=1, metrics=False)) == []
+    for documents in ("bos", "pack"):
+        with pytest.raises(ConfigError, match="bos_id"):
+            streamtok.loader(tmp_path, seq_len=T, batch_size=B, split="all", documents=documents, bos_id=999, metrics=False)
+
+
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_rows_of_long_documents_warn_once_with_the_share_an_epoch_skips(tmp_path, documents):
+    """bos and pack read a document's first T+1 tokens only: 33 of each 3200 here, silently."""
+    n_docs = _long_documents(tmp_path)
+    make = lambda: streamtok.loader(tmp_path, seq_len=T, batch_size=B, split="all", documents=documents, bos_id=1, metrics=False)  # noqa: E731
+    got = _warnings_of(make)
+    assert len(got) == 1, got
+    read = sum(x.numel() + B for x, _, _ in make())  # tokens an epoch reads: B rows of T+1 a step
+    share = 1 - read / 100_000
+    assert share > 0.98
+    bound = "at least " if documents == "pack" else ""
+    assert f"{n_docs} of the {n_docs} documents" in got[0]
+    if documents == "bos":  # exact: every usable row read once an epoch (here, all 32 full steps' rows)
+        assert f"skips {share:.1%} of its 100000 tokens" in got[0]
+    else:  # a lower bound: what the packer drops besides the tails comes on top
+        stated = float(re.search(r"skips at least ([\d.]+)%", got[0]).group(1)) / 100
+        assert stated <= share + 0.0005
+    assert bound + "9" in got[0].split("skips ")[1][:12]
+
+
+def test_the_skipped_share_of_a_big_index_is_estimated_from_a_sample(doc_dir, monkeypatch):
+    from streamtok import packing
+    from streamtok.boundaries import DocumentIndex
+    from streamtok.reader import MemmapReader
+
+    path, tokens, starts = doc_dir
+    index = DocumentIndex(MemmapReader(path), None)
+    ends = np.append(starts[1:], len(tokens))
+    exact = 1 - np.minimum(ends - starts, 17).sum() / len(tokens)
+    assert packing.skipped_share(index, 17, "pack") == (pytest.approx(exact), int((ends - starts > 17).sum()))
+    monkeypatch.setattr(packing, "_COVERAGE_EXACT", 10)
+    monkeypatch.setattr(packing, "_COVERAGE_SAMPLE", 90)
+    share, long_docs = packing.skipped_share(index, 17, "pack")
+    assert abs(share - exact) < 0.05 and abs(long_docs - (ends - starts > 17).sum()) < 15
+
+
+def test_short_documents_warn_nothing(doc_dir):
+    path, _, _ = doc_dir
+    for documents in ("bos", "pack"):  # documents of ~20 tokens and rows of 1025: nothing skipped but the ends
+        make = lambda: streamtok.loader(path, seq_len=1024, batch_size=1, split="all", documents=documents, epochs=1, metrics=False)  # noqa: E731
+        assert _warnings_of(make) == []
+
+
 def test_bad_documents_settings(doc_dir):
     path, _, _ = doc_dir
     with pytest.raises(ConfigError, match="documents must be one of"):

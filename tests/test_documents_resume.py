@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import streamtok
-from _util import roundtrip, take
+from _util import check_resume, roundtrip, take
 from test_documents import make_doc_shards
 
 T, B = 16, 4
@@ -109,3 +109,22 @@ def test_spawned_workers_reopen_the_index(docs):
     ref = [digest(b) for b in make(docs, "pack", epochs=1)]
     spawned = make(docs, "pack", epochs=1, num_workers=1, multiprocessing_context="spawn")
     assert [digest(b) for b in spawned] == ref
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("documents", MODES)
+def test_resume_within_and_at_the_end_of_every_pass(docs, documents, workers):
+    """Three passes; pack resumed a state saved after a pass's last batch into a whole extra epoch."""
+    midpoints = [1, 5] if workers == 0 else [5]  # workers cost a start per pass: fewer resumes
+    n = check_resume(lambda: make(docs, documents, epochs=1, num_workers=workers), midpoints, passes=3)
+    assert n > 5
+
+
+def test_a_pack_state_saved_after_the_last_batch_resumes_into_nothing(docs):
+    first = make(docs, "pack", epochs=1)
+    n = len(first)
+    take(first, n)  # the last batch, inside the loop: the pass has not ended
+    resumed = make(docs, "pack", epochs=1)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    assert list(resumed) == []
+    assert len(list(resumed)) == n  # then the next epoch, as iterating again would give

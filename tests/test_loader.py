@@ -78,6 +78,14 @@ def test_resume_is_bit_exact(shard_dir, mode, workers):
     assert n > 77
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_within_and_at_the_end_of_three_passes(shard_dir, workers):
+    """`for epoch in range(3): for b in loader`: every pass a new epoch, resumable anywhere."""
+    path, _ = shard_dir
+    n = check_resume(lambda: make(path, split="all", num_workers=workers, epochs=1, batch_size=16), [5], passes=3)
+    assert n == (14098 // (T + 1)) // 16
+
+
 def test_state_is_small_json(shard_dir):
     loader = make(shard_dir[0])
     take(loader, 3)

@@ -395,3 +395,117 @@ def test_persistent_workers_carry_each_pass_start_of_a_mixture(mix_dirs):
     loader = _loader(mix_dirs, num_workers=2, persistent_workers=True, epochs=None)
     got = [[batch_hash(*b) for b in take(loader, 6)] for _ in range(2)]
     assert got == expected
+
+
+# -- passes of a finite mixture: `for epoch in range(E): for batch in loader` ---------------------------
+UNEVEN = {"web": 0.2, "code": 0.7, "math": 0.1}  # code's epoch does not end on a step at B=5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_pass_of_a_finite_mixture_trains_the_primary_epochs(mix_dirs, workers):
+    """Passes gave [47, 0, 0]: the primary stopped short of its epoch end and the next pass kept that end."""
+    ld = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=workers)
+    n_code = 1500 // (T + 1)
+    lengths, per_pass = [], []
+    for _ in range(3):
+        assert len(ld) > 0
+        expected = len(ld)
+        rows = [r for x, _ in ld for r in _rows(x)]
+        lengths.append(len(rows) // 5)
+        assert lengths[-1] == expected
+        code = [s for n, s in rows if n == "code"]
+        assert len(set(code)) == len(code) > n_code - 5  # one epoch of code, less than a step's share short
+        per_pass.append(sorted(code))
+    assert lengths[0] > 0 and len(set(lengths)) == 1, lengths
+    assert per_pass[0] != per_pass[1]  # shuffled: each pass reads a new epoch's order
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sequential_validation_mixture_reads_the_same_batches_every_pass(mix_dirs, workers):
+    val = _loader(mix_dirs, UNEVEN, mode="sequential", epochs=1, primary="code", batch_size=5, num_workers=workers)
+    passes = [[batch_hash(*b) for b in val] for _ in range(3)]
+    assert len(passes[0]) > 0 and passes[0] == passes[1] == passes[2]
+    for _ in range(2):  # an evaluation of its first batches only (train_gpt's --eval-batches)
+        assert [batch_hash(*b) for b in take(val, 4)] == passes[0][:4]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_within_and_at_the_end_of_every_pass(mix_dirs, workers):
+    factory = lambda: _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=workers)  # noqa: E731
+    assert check_resume(factory, [1, 30] if workers == 0 else [30], passes=3) > 30
+
+
+def test_persistent_workers_follow_each_new_pass(mix_dirs):
+    """Each new pass re-anchors the schedule; persistent workers learn it from the pass start."""
+    ref = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5)
+    expected = [[batch_hash(*b) for b in ref] for _ in range(3)]
+    ld = _loader(mix_dirs, UNEVEN, epochs=1, primary="code", batch_size=5, num_workers=2, persistent_workers=True)
+    assert [[batch_hash(*b) for b in ld] for _ in range(3)] == expected
+
+
+def test_a_pass_left_early_starts_the_next_at_the_next_epochs(mix_dirs):
+    ld = _loader(mix_dirs, UNEVEN, epochs=2, primary="code", batch_size=5)
+    take(ld, 10)
+    sampler = ld.collator.source
+    n_code = sampler.sizes[sampler.names.index("code")]
+    full = len(ld)  # a new pass: every source at its next epoch start, two code epochs ahead
+    assert full == len(_loader(mix_dirs, UNEVEN, epochs=2, primary="code", batch_size=5))
+    assert len(list(ld)) == full
+    assert n_code < sampler.counts[sampler.names.index("code")] <= 3 * n_code
+
+
+def test_a_stream_with_a_primary_continues_on_the_next_pass(mix_dirs):
+    """primary= with epochs=None raised TypeError on the second pass."""
+    ld = _loader(mix_dirs, epochs=None, primary="code")
+    ref = _loader(mix_dirs, epochs=None, primary="code")
+    assert [batch_hash(*b) for b in take(ld, 3) + take(ld, 3)] == [batch_hash(*b) for b in take(ref, 6)]
+
+
+@pytest.mark.parametrize("weights", [
+    {"web": 1e308, "code": 1e308, "math": 1.0},
+    [(0, {"web": 1, "code": 1, "math": 1}), (4, {"web": 1e308, "code": 1e308, "math": 1e308})],
+])
+def test_weights_that_overflow_their_sum_are_refused(mix_dirs, weights):
+    """They gave "min() arg is an empty sequence" at the first batch."""
+    with pytest.raises(ConfigError, match="largest float"):
+        _loader(mix_dirs, weights)
+
+
+def test_huge_but_summable_weights_mix_as_their_ratios(mix_dirs):
+    big = _loader(mix_dirs, {"web": 6e306, "code": 3e306, "math": 1e306})
+    small = _loader(mix_dirs, {"web": 0.6, "code": 0.3, "math": 0.1})
+    assert [batch_hash(*b) for b in take(big, 5)] == [batch_hash(*b) for b in take(small, 5)]
+
+
+def test_persistent_workers_follow_a_state_loaded_with_other_weights(mix_dirs):
+    """The anchor travels with the pass start: workers started before the load re-anchor too."""
+    other = _loader(mix_dirs, {"web": 0.1, "code": 0.1, "math": 0.8})
+    take(other, 5)
+    state = roundtrip(other.state_dict())
+    ref = _loader(mix_dirs)
+    ref.load_state_dict(state)
+    expected = [batch_hash(*b) for b in take(ref, 6)]
+    ld = _loader(mix_dirs, num_workers=2, persistent_workers=True)
+    take(ld, 3)  # the workers start, with the anchor of step 0
+    ld.load_state_dict(state)
+    assert [batch_hash(*b) for b in take(ld, 6)] == expected
+
+
+def test_another_batch_size_after_a_new_pass_carries_the_targets_on(mix_dirs):
+    """A new pass re-anchors the targets at the counts; a resume with another step size carries them, absolute."""
+    readers = {n: MemmapReader(p) for n, p in mix_dirs.items()}
+    first = MixtureSampler(readers, UNEVEN, seq_len=T, batch_size=5, epochs=1, primary="code", rank=0, world_size=1)
+    for _ in range(2):  # a whole pass, then 7 steps of the next (anchored at the epoch starts)
+        start = first.begin_pass()
+        for _ in range(first.pass_steps(start) if first.anchor.step == 0 else 7):
+            first.advance()
+        first.pass_ended = True
+    first.pass_ended = False
+    assert first.anchor.step > 0
+    resumed = MixtureSampler(readers, UNEVEN, seq_len=T, batch_size=3, epochs=1, primary="code", rank=0, world_size=1)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    assert resumed.targets() == pytest.approx(first.targets())
+    for _ in range(20):
+        resumed.advance()
+        for name, target in resumed.targets().items():
+            assert abs(resumed.windows_by_source()[name] - target) < 1.0
