@@ -11,7 +11,7 @@ import torch
 import streamtok
 import streamtok._background
 from _util import batch_hash, roundtrip, take
-from streamtok import ConfigError, CUDAPrefetcher
+from streamtok import ConfigError, CUDAPrefetcher, PassActiveError
 
 
 def make(path, **kw):
@@ -154,7 +154,10 @@ def test_a_thread_left_behind_cannot_move_the_position(shard_dir, monkeypatch):
     next(it)  # frees a place: the thread starts on the 5th batch and blocks
     assert entered.wait(10)
     old = pf._thread()._thread
+    with pytest.raises(PassActiveError, match="still running"):  # as the loader says
+        pf.load_state_dict(state)
     with pytest.warns(RuntimeWarning, match="did not stop"):
+        it.close()  # the loop is left: its thread is stopped, or left behind after the timeout
         pf.load_state_dict(state)
     assert old.is_alive()
     new = iter(pf)
