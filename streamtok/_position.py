@@ -314,6 +314,8 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
                 f"source {name!r} holds other data than when the state was saved (fingerprint "
                 f"{data} -> {fingerprints[name]}); give it another name to start it afresh"
             )
+    if primary is not None and primary not in counts:
+        _fail(f"state key 'primary' is {primary!r}, not one of its sources {sorted(counts)}")
     if sum(counts.values()) > windows:
         _fail(f"state['sources'] counts {sum(counts.values())} windows, more than the {windows} the state has taken")
     anchor = f.dict("anchor")
