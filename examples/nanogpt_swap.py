@@ -95,9 +95,11 @@ class LoaderState:
 
     def load_state_dict(self, state: Any) -> None:
         """Resume: the next training batch is the one after ``state`` (the held one for :meth:`resume_state`)."""
+        if self._iter is not None:  # a prefetcher loads a state only between passes
+            self._iter.close()  # type: ignore[attr-defined]
+            self._iter = None
         self.prefetcher.load_state_dict(state)
         self.before_held = state
-        self._iter = None
 
 
 def make_get_batch(
@@ -148,6 +150,9 @@ def make_get_batch(
         if eval_step is None and split == "train":
             return train.next_batch()
         if eval_step == 0 or split not in eval_iters:
+            running = eval_iters.pop(split, None)
+            if running is not None:  # end the last evaluation's pass before rewinding
+                running.close()  # type: ignore[attr-defined]
             evals[split].load_state_dict(starts[split])
             eval_iters[split] = iter(evals[split])
         return next(eval_iters[split])

@@ -1,14 +1,24 @@
-"""A saved sampler position, read strictly: every key, type and range checked before use.
+"""Saved sampler states, read strictly: every key, type and range checked before anything changes.
 
 A checkpoint is read from disk and may be hand-edited, truncated or another program's; a
 wrong value must be refused naming the key, never turned into a ``KeyError``, a
-``TypeError`` or, worse, a position that silently skips data.
+``TypeError``, an ``OverflowError`` at the next batch or, worse, a position that silently
+skips or repeats data. One reader serves every sampler (windows, ``mask``/``bos`` rows,
+packed rows, mixtures, the ``torchdata.nodes`` wrappers): each ``read_*`` function below
+checks a whole state and returns what it says, so a sampler's ``load_state_dict`` changes
+nothing until the state is known to be good. What is checked: the state's exact set of keys
+(a key too many or too few is another kind of state), each value's type (integers are ints,
+never bools, floats or strings), each position's range, and the configuration against the
+loader's, key by key. What is not: that a well-formed position is the one a run really
+reached (a plausible edit, e.g. another offset inside the epoch, is a valid position).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -16,11 +26,134 @@ from .errors import StateMismatchError
 
 STATE_VERSION = 2  # 2: the data fingerprint samples the shards' content (1: names and sizes only)
 MAX_EPOCH = 1 << 40  # a saved epoch beyond this is corrupt, not a long run
+MAX_COUNT = 1 << 53  # steps, windows, rows: beyond this a float loses them and int64 sums overflow
+ANY = object()  # a config value that is type-checked (a str) but not compared
+
+
+def _fail(message: str) -> NoReturn:
+    raise StateMismatchError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+class Fields:
+    """One level of a saved state: a dict whose keys are read strictly.
+
+    Args:
+        state: the dict (anything else is refused).
+        where: how messages name this level (``"state"``, ``"state['sources']['web']"``).
+    """
+
+    def __init__(self, state: Any, where: str = "state"):
+        if not isinstance(state, dict):
+            _fail(f"{where} is a {type(state).__name__}, not a dict; pass the dict returned by state_dict()")
+        self.state, self.where = state, where
+
+    def keys(self, required: Sequence[str], optional: Sequence[str] = ()) -> None:
+        """Refuse a missing required key, or a key that is neither required nor optional."""
+        for key in required:
+            if key not in self.state:
+                _fail(f"{self.where} has no {key!r} key; pass the dict returned by state_dict()")
+        extra = sorted(map(repr, set(self.state) - set(required) - set(optional)))
+        if extra:
+            _fail(f"{self.where} has unexpected key(s) {', '.join(extra)}: not a state of this loader's kind")
+
+    def raw(self, key: str) -> Any:
+        if key not in self.state:
+            _fail(f"{self.where} has no {key!r} key; pass the dict returned by state_dict()")
+        return self.state[key]
+
+    def _wrong(self, key: str, value: Any, what: str) -> NoReturn:
+        _fail(f"{self.where} key {key!r} is {value!r} ({type(value).__name__}), not {what}")
+
+    def int(self, key: str, lo: int = 0, hi: int = MAX_COUNT, *, none: bool = False) -> int | None:
+        """An integer in ``[lo, hi]`` (``None`` too, if ``none``)."""
+        value = self.raw(key)
+        if value is None and none:
+            return None
+        if not _is_int(value):
+            self._wrong(key, value, "an int" + (" or None" if none else ""))
+        if not lo <= value <= hi:
+            _fail(f"{self.where} key {key!r} is {value}: out of range [{lo}, {hi}]")
+        return int(value)
+
+    def real(self, key: str, lo: float = 0.0, hi: float = float(MAX_COUNT)) -> float:
+        """A finite number (int or float, not bool) in ``[lo, hi]``."""
+        value = self.raw(key)
+        if not (_is_int(value) or isinstance(value, (float, np.floating))) or not math.isfinite(value):
+            self._wrong(key, value, "a finite number")
+        if not lo <= value <= hi:
+            _fail(f"{self.where} key {key!r} is {value}: out of range [{lo}, {hi}]")
+        return float(value)
+
+    def str(self, key: str, *, none: bool = False) -> str | None:
+        value = self.raw(key)
+        if (value is None and none) or isinstance(value, str):
+            return value
+        self._wrong(key, value, "a str" + (" or None" if none else ""))
+
+    def bool(self, key: str) -> bool:
+        value = self.raw(key)
+        if not isinstance(value, bool):
+            self._wrong(key, value, "a bool")
+        return value
+
+    def dict(self, key: str) -> Fields:
+        """The nested level under ``key``."""
+        return Fields(self.raw(key), f"{self.where}[{key!r}]")
+
+    def same(self, current: Mapping[str, Any], legacy: Mapping[str, Any] | None = None) -> None:
+        """This level equals ``current`` key by key (exact keys, same types); ``ANY``: a str, any value.
+
+        Args:
+            current: what the loader has now.
+            legacy: values that replace ``current``'s for the comparison (older states).
+        """
+        for key, value in current.items():
+            if value is ANY:
+                self.str(key)
+                continue
+            if key not in self.state:
+                _fail(
+                    f"{self.where} has no {key!r} key, but this loader has {key}={value!r}; "
+                    "load a state saved by a loader with the same settings"
+                )
+            want = value if legacy is None else legacy.get(key, value)
+            saved = self.state[key]
+            same_type = _is_int(saved) if _is_int(want) else (saved is None if want is None else type(saved) is type(want))
+            if not same_type or saved != want:
+                _fail(
+                    f"{self.where} key {key!r}: state_dict was saved with {key}={saved!r} but this loader has {key}={want!r}; "
+                    "resuming would read other windows. Load it into a loader built with the same settings and data."
+                )
+        extra = sorted(set(self.state) - set(current))
+        if extra:
+            shown = ", ".join(f"{k}={self.state[k]!r}" for k in extra)
+            _fail(
+                f"state_dict was saved with {shown}, which this loader does not have (another documents "
+                "mode or kind of loader); load it into a loader built with the same settings"
+            )
+
+
+def _end_epoch(f: Fields, epoch: int, at_start: bool) -> int | None:
+    end = f.int("end_epoch", 0, MAX_EPOCH * 2, none=True)
+    if end is not None and not (end > epoch or (end == epoch and at_start)):
+        _fail(f"state key 'end_epoch' is {end}: a pass cannot end before its position (epoch {epoch})")
+    return end
+
+
+def _placement(f: Fields) -> None:
+    f.int("batch_size", 1)
+    world = f.int("world_size", 1)
+    if "rank" in f.state:
+        f.int("rank", 0, world - 1)
 
 
 @dataclass(frozen=True)
 class SavedPosition:
-    """What a valid state says: the position, where its pass ends, and whether the pass was seen to end."""
+    """What a valid window state says: the position, where its pass ends, and whether the pass was seen to end."""
 
     version: int
     epoch: int
@@ -31,58 +164,195 @@ class SavedPosition:
 
 def read_field(state: Any, key: str, kind: type, where: str = "state") -> Any:
     """``state[key]`` checked to be of ``kind`` (ints: any integer but bool), else a named error."""
-    if not isinstance(state, dict):
-        raise StateMismatchError(f"{where} is a {type(state).__name__}, not a dict; pass the dict returned by state_dict()")
-    if key not in state:
-        raise StateMismatchError(f"{where} has no {key!r} key; pass the dict returned by state_dict()")
-    value = state[key]
+    f = Fields(state, where)
     if kind is int:
-        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        value = int(value) if ok else value
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise StateMismatchError(f"{where} key {key!r} is {value!r} ({type(value).__name__}), not {kind.__name__}")
+        return f.int(key, -MAX_COUNT * MAX_COUNT, MAX_COUNT * MAX_COUNT)
+    value = f.raw(key)
+    if not isinstance(value, kind):
+        f._wrong(key, value, kind.__name__)
     return value
 
 
+WINDOW_KEYS = ("version", "config", "epoch", "offset", "end_epoch", "batch_size", "world_size")
+
+
 def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str) -> SavedPosition:
-    """Check ``state`` against the current ``config`` and an epoch of ``n_samples``; return its position.
+    """Check a window sampler's ``state`` against the current ``config``; return its position.
 
     Args:
         state: a sampler ``state_dict()``, as read back from a checkpoint.
-        config: the current sampler's configuration (mode, seed, seq_len, data, n_tokens).
+        config: the current sampler's configuration (mode, seed, seq_len, data, n_tokens; a
+            ``bos`` sampler adds documents and bos_id).
         n_samples: samples in one epoch now.
         legacy_data: the data fingerprint as version-1 states computed it.
 
     Raises:
-        StateMismatchError: another configuration or data, or a corrupt state; names the key.
+        StateMismatchError: another configuration, data or kind of sampler, or a corrupt
+            state; names the key.
     """
-    version = read_field(state, "version", int)
+    f = Fields(state)
+    version = f.int("version", 0, 1 << 31)
     if version not in (1, STATE_VERSION):
-        raise StateMismatchError(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
-    saved = read_field(state, "config", dict)
-    current = dict(config, data=legacy_data) if version == 1 else config  # 1: before content sampling
-    for key, value in current.items():
-        if read_field(saved, key, type(value), "config") != value:
-            raise StateMismatchError(
-                f"state_dict was saved with {key}={saved[key]!r} but this loader has "
-                f"{key}={value!r}; resuming would read other windows. "
-                "Load it into a loader built with the same settings and data."
-            )
-    epoch, offset = read_field(state, "epoch", int), read_field(state, "offset", int)
-    if not 0 <= epoch < MAX_EPOCH:
-        raise StateMismatchError(f"state key 'epoch' is {epoch}: not a position (0 <= epoch < {MAX_EPOCH})")
-    if not 0 <= offset <= n_samples:
-        raise StateMismatchError(f"state key 'offset' is {offset}: not a position in an epoch of {n_samples} windows")
-    read_field(state, "end_epoch", object)
-    end = state["end_epoch"]
-    if end is not None:
-        end = read_field(state, "end_epoch", int)
-        finished = end == epoch and offset == 0  # saved after the last step of its pass
-        if not (end > epoch or finished) or end > epoch + MAX_EPOCH:
-            raise StateMismatchError(f"state key 'end_epoch' is {end}: a pass cannot end before its position (epoch {epoch})")
-    for key in ("batch_size", "world_size"):
-        read_field(state, key, int)
-    ended = read_field(state, "pass_ended", bool) if "pass_ended" in state else False
+        _fail(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
+    f.dict("config").same(config, {"data": legacy_data} if version == 1 else None)
+    f.keys(WINDOW_KEYS, ("rank", "pass_ended"))
+    epoch = f.int("epoch", 0, MAX_EPOCH - 1)
+    offset = f.int("offset", 0, n_samples)
+    end = _end_epoch(f, epoch, offset == 0)
+    _placement(f)
+    ended = f.bool("pass_ended") if "pass_ended" in state else False
     return SavedPosition(version, epoch, offset, end, ended)
+
+
+@dataclass(frozen=True)
+class SavedPackPosition:
+    """What a valid packed-rows state says."""
+
+    epoch: int
+    block: int
+    row: int
+    offset: int
+    end_epoch: int | None
+    pass_ended: bool | None
+
+
+def read_pack_position(
+    state: Any, config: dict[str, Any], *, version: int, n_blocks: int, max_rows: int, block_rows: Callable[[int, int], int]
+) -> SavedPackPosition:
+    """Check a packed-rows state against ``config``; return its position.
+
+    Args:
+        state: a :class:`~streamtok.packed_rows.PackSampler` ``state_dict()``.
+        config: the current configuration.
+        version: the state version this streamtok writes.
+        n_blocks: blocks per epoch.
+        max_rows: rows an epoch can hold at most (its tokens over the row length).
+        block_rows: rows of ``(epoch, block)`` (packs that block: called last, on a checked position).
+
+    Raises:
+        StateMismatchError: another configuration or kind of sampler, or a corrupt state.
+    """
+    f = Fields(state)
+    f.dict("config").same(config)
+    saved_version = f.raw("version")
+    if not _is_int(saved_version) or saved_version != version:
+        _fail(f"state key 'version' is {saved_version!r}: not a packed-rows state of version {version}")
+    f.keys(WINDOW_KEYS + ("block", "row"), ("rank", "pass_ended"))
+    epoch = f.int("epoch", 0, MAX_EPOCH - 1)
+    block, row = f.int("block", 0, n_blocks), f.int("row", 0, max_rows)
+    offset = f.int("offset", 0, max_rows)
+    end = _end_epoch(f, epoch, block == row == 0)
+    _placement(f)
+    ended = f.bool("pass_ended") if "pass_ended" in state else None
+    if (block == n_blocks and row) or (block < n_blocks and row >= block_rows(epoch, block)):
+        _fail(f"state position epoch={epoch}, block={block}, row={row} is out of range: block {block} has fewer rows")
+    return SavedPackPosition(epoch, block, row, offset, end, ended)
+
+
+@dataclass(frozen=True)
+class SavedMixture:
+    """What a valid mixture state says (sources by their saved names)."""
+
+    step: int
+    windows: int
+    step_samples: int
+    counts: dict[str, int]
+    anchor_step: int
+    anchor_windows: int
+    targets: dict[str, float]
+    schedule: Any
+    end: int | None
+    primary: str | None
+    pass_ended: bool | None
+
+
+MIXTURE_KEYS = (
+    "version", "kind", "config", "step", "windows", "step_samples", "epoch", "offset", "end", "primary",
+    "sources", "anchor", "schedule", "batch_size", "world_size",
+)
+
+
+def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprints: Mapping[str, str]) -> SavedMixture:
+    """Check a mixture state against ``config`` and the current sources' data; return it.
+
+    Args:
+        state: a :class:`~streamtok.mixture.MixtureSampler` ``state_dict()``.
+        config: the current mode, seed and seq_len.
+        version: the state version this streamtok writes.
+        fingerprints: each current source's data fingerprint (a saved source of the same name
+            must hold the same data).
+
+    Raises:
+        StateMismatchError: not a mixture state, another configuration or data, or corrupt.
+    """
+    f = Fields(state)
+    if f.raw("version") != version or state.get("kind") != "mixture":
+        _fail(
+            f"state has version={state['version']!r}, kind={state.get('kind')!r}: not a mixture state of "
+            f"version {version!r}; load it into the loader that saved it"
+        )
+    f.keys(MIXTURE_KEYS, ("rank", "pass_ended"))
+    f.dict("config").same(config)
+    step, windows = f.int("step"), f.int("windows")
+    if step > windows:
+        _fail(f"state has step={step} but windows={windows}: every step takes at least one window")
+    step_samples = f.int("step_samples", 1)
+    f.int("epoch"), f.int("offset")
+    end = f.int("end", none=True)
+    primary = f.str("primary", none=True)
+    sources, counts = f.dict("sources"), {}
+    for name in sources.state:
+        if not isinstance(name, str) or not name:
+            _fail(f"state['sources'] has a source named {name!r}, not a non-empty str")
+        src = sources.dict(name)
+        src.keys(("data", "n_tokens", "windows"))
+        data = src.str("data")
+        src.int("n_tokens")
+        counts[name] = src.int("windows")
+        if name in fingerprints and data != fingerprints[name]:
+            _fail(
+                f"source {name!r} holds other data than when the state was saved (fingerprint "
+                f"{data} -> {fingerprints[name]}); give it another name to start it afresh"
+            )
+    if primary is not None and primary not in counts:
+        _fail(f"state key 'primary' is {primary!r}, not one of its sources {sorted(counts)}")
+    anchor = f.dict("anchor")
+    anchor.keys(("step", "windows", "targets"))
+    a_step, a_windows = anchor.int("step", 0, step), anchor.int("windows", 0, windows)
+    targets_f = anchor.dict("targets")
+    targets_f.keys(tuple(counts))
+    # No sum bound on counts or targets: a new pass moves each source to its next epoch start,
+    # so the counts (positions, not windows read) may exceed the windows taken.
+    targets = {name: targets_f.real(name) for name in counts}
+    schedule = f.raw("schedule")
+    if not isinstance(schedule, list):
+        f._wrong("schedule", schedule, "a list of [step, {name: weight}]")
+    _placement(f)
+    ended = f.bool("pass_ended") if "pass_ended" in state else None
+    return SavedMixture(step, windows, step_samples, counts, a_step, a_windows, targets, schedule, end, primary, ended)
+
+
+def read_node_state(state: Any, key: str, *, version_key: str | None = None, version: int | None = None) -> Any:
+    """The inner state under ``key`` of a ``streamtok.nodes`` node's state, checked to be a dict.
+
+    Args:
+        state: the node's state, from ``torchdata``'s ``state_dict()``.
+        key: where the inner state is (``"position"``, ``"source"``).
+        version_key, version: a version key the state must carry, with this value.
+
+    Raises:
+        StateMismatchError: not a dict, the version is absent or another, or ``key`` is missing.
+    """
+    f = Fields(state, "node state")
+    if version_key is not None:
+        saved = state.get(version_key)
+        if not _is_int(saved) or saved != version:
+            _fail(
+                f"node state has {version_key}={saved!r}, not {version}: not a streamtok WindowNode state; "
+                "pass the state torchdata's Loader.state_dict() returned for this pipeline"
+            )
+        f.keys((version_key, key))
+    else:
+        f.keys((key,))
+    f.dict(key)
+    return state[key]

@@ -19,10 +19,13 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from ._files import read_regular
 from .errors import StreamtokError
 
 MANIFEST, STATS = "manifest.json", "stats.bin"
 LAYOUT_VERSION = 1
+MANIFEST_MAX_BYTES = 64 << 20  # a manifest lists its shards: ~200 bytes each, so 300k shards fit
+LATEST_TIME = 32503680000.0  # 3000-01-01 UTC: a later "created" is not a time (datetime cannot show 1e300)
 
 
 class RunDirError(StreamtokError, ValueError):
@@ -72,11 +75,15 @@ def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
+def _is_time(v: Any) -> bool:
+    return _is_number(v) and 0 <= v < LATEST_TIME
+
+
 # The keys every run manifest has, with what each must be (checked before any use).
 _RUN_KEYS: dict[str, tuple[str, Any]] = {
     "layout_version": ("the integer 1", lambda v: v == LAYOUT_VERSION and _is_int(v)),
     "pid": ("a positive integer", lambda v: _is_int(v) and v > 0),
-    "created": ("a finite number (seconds since the epoch)", _is_number),
+    "created": ("a time (seconds since the epoch, before the year 3000)", _is_time),
 }
 # The keys the monitor reads to show and replay a run.
 _SHOW_KEYS: dict[str, tuple[str, Any]] = {
@@ -142,8 +149,8 @@ def manifest_problem(m: Any, *, full: bool = False) -> str | None:
         if problem:
             return f"'mixture' {problem}"
     start = m.get("pid_start")
-    if start is not None and not _is_number(start):
-        return f"'pid_start' is {start!r}, not a number or null"
+    if start is not None and not _is_time(start):
+        return f"'pid_start' is {start!r}, not a time (seconds since the epoch) or null"
     return None
 
 
@@ -155,13 +162,13 @@ def read_manifest(run_dir: str, *, full: bool = False) -> dict[str, Any]:
         full: also check the keys the monitor shows.
 
     Raises:
-        RunDirError: unreadable, not JSON, or not a streamtok run manifest.
+        RunDirError: unreadable, not a regular file of at most ``MANIFEST_MAX_BYTES`` (a FIFO,
+            a device, a symlink), not JSON, or not a streamtok run manifest.
     """
     path = os.path.join(run_dir, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            m = json.loads(f.read())
-    except (OSError, ValueError) as e:
+    try:  # a FIFO, a device or a link to one would block or never end: regular files only
+        m = json.loads(read_regular(path, MANIFEST_MAX_BYTES))
+    except (OSError, ValueError, RecursionError) as e:
         raise RunDirError(f"{path}: cannot read a run manifest: {e}") from e
     problem = manifest_problem(m, full=full)
     if problem:

@@ -27,6 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ._chain import chained
+from ._position import Fields
 from ._ring import SlotRef, SlotRing
 from .collate import Collator, host_empty, new_buffer, split
 from .doc_batches import DocumentCollator, document_collator
@@ -406,13 +407,16 @@ class StreamtokLoader(StatefulDataLoader):
                 started and not finished or closed): the loaded position would be overtaken
                 by it. Close it first (``it.close()``, or leave the loop), or :meth:`end_pass`.
         """
-        if not isinstance(state_dict, dict) or state_dict.get("streamtok") != LOADER_STATE_VERSION:
+        version = state_dict.get("streamtok") if isinstance(state_dict, dict) else None
+        if type(version) is not int or version != LOADER_STATE_VERSION:  # True == 1, but is no version
             raise StateMismatchError(
-                "this is not a streamtok loader state (no 'streamtok' version key); "
-                "pass the dict returned by StreamtokLoader.state_dict()"
+                f"this is not a streamtok loader state ('streamtok' version key: {version!r}, not "
+                f"{LOADER_STATE_VERSION}); pass the dict returned by StreamtokLoader.state_dict()"
             )
-        if "sampler" not in state_dict:
-            raise StateMismatchError("loader state has no 'sampler' key; pass the dict returned by state_dict()")
+        outer = Fields(state_dict, "loader state")
+        outer.keys(("streamtok", "sampler"), ("origin",))  # origin: informational, for streamtok locate
+        if "origin" in state_dict:
+            outer.dict("origin")
         with self._position_lock:
             if self._live_pass is not None:
                 raise PassActiveError(

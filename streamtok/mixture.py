@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from ._position import read_mixture
 from ._schedule import Anchor, Timeline, Weights, parse_weights
 from .collate import Collator
-from .errors import ConfigError, StateMismatchError
+from .errors import ConfigError
 from .reader import MemmapReader
 from ._chain import Stage
 from ._order import hash_key
@@ -325,55 +326,44 @@ class MixtureSampler(StepShape):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; other weights, step sizes or sources re-anchor the schedule.
 
+        The whole state is checked (:func:`streamtok._position.read_mixture`) before anything changes.
+
         Raises:
-            StateMismatchError: not a mixture state, another mode/seed/seq_len, or a source
-                name that now holds other data.
+            StateMismatchError: not a mixture state, another mode/seed/seq_len, a source
+                name that now holds other data, or a corrupt state (named key).
         """
-        if state.get("kind") != "mixture" or state["version"] != STATE_VERSION:
-            raise StateMismatchError("this state is not a mixture state of this version; load it into the loader that saved it")
-        ended = state.get("pass_ended", False)  # absent in states saved before passes were exact
-        if not isinstance(ended, bool):
-            raise StateMismatchError(f"mixture state key 'pass_ended' is {ended!r} ({type(ended).__name__}), not bool")
-        current = {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}
-        for key, value in current.items():
-            if state["config"][key] != value:
-                raise StateMismatchError(f"mixture state was saved with {key}={state['config'][key]!r} but this loader has {key}={value!r}")
-        saved = state["sources"]
-        for name, sampler in zip(self.names, self.samplers):
-            if name in saved and saved[name]["data"] != sampler.source.fingerprint:
-                raise StateMismatchError(
-                    f"source {name!r} holds other data than when the state was saved (fingerprint "
-                    f"{saved[name]['data']} -> {sampler.source.fingerprint}); give it another name to start it afresh"
-                )
-        self.step, self.windows = int(state["step"]), int(state["windows"])
-        self.counts = [int(saved[n]["windows"]) if n in saved else 0 for n in self.names]
-        if state["schedule"] == self._spec() and sorted(saved) == sorted(self.names):
-            saved_anchor = Anchor(
-                int(state["anchor"]["step"]), int(state["anchor"]["windows"]),
-                tuple(float(state["anchor"]["targets"][n]) for n in self.names),
-            )
-            if int(state["step_samples"]) == self.step_samples:
-                self.anchor = saved_anchor
+        saved = read_mixture(
+            state, {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}, version=STATE_VERSION,
+            fingerprints={n: s.source.fingerprint for n, s in zip(self.names, self.samplers)},
+        )
+        counts = [saved.counts.get(n, 0) for n in self.names]
+        resumed_at = None
+        if state["schedule"] == self._spec() and sorted(saved.counts) == sorted(self.names):
+            saved_anchor = Anchor(saved.anchor_step, saved.anchor_windows, tuple(saved.targets[n] for n in self.names))
+            if saved.step_samples == self.step_samples:
+                anchor = saved_anchor
             else:  # another batch or world size: the same targets, integrated on from here
-                old = Timeline(self.phases, saved_anchor, int(state["step_samples"]))
-                self.anchor = Anchor(self.step, self.windows, old.targets(self.windows))
-                self.resumed_at = self.step
+                old = Timeline(self.phases, saved_anchor, saved.step_samples)
+                anchor = Anchor(saved.step, saved.windows, old.targets(saved.windows))
+                resumed_at = saved.step
         else:
-            self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
-            self.resumed_at = self.step
+            anchor = Anchor(saved.step, saved.windows, tuple(float(c) for c in counts))
+            resumed_at = saved.step
             log.warning(
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
-                "each source continues at its own position", self.step, state["schedule"], self._spec(),
+                "each source continues at its own position", saved.step, state["schedule"], self._spec(),
             )
-        self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
-        end = state["end"]
         if self.epochs is None:
-            self.end = None
-        elif end is not None and state["primary"] == self.primary:
-            self.end = int(end)
+            end = None
+        elif saved.end is not None and saved.primary == self.primary:
+            end = saved.end
         else:
             size = self.sizes[self._p]
-            self.end = (self.counts[self._p] // size + self.epochs) * size
+            end = (counts[self._p] // size + self.epochs) * size
+        timeline = Timeline(self.phases, anchor, self.step_samples)
+        self.step, self.windows, self.counts, self.anchor, self.end = saved.step, saved.windows, counts, anchor, end
+        self.timeline, self.resumed_at = timeline, resumed_at
+        ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
         self.pass_ended = ended
         self._continue = not ended
 

@@ -32,7 +32,8 @@ import torch
 from torchdata.nodes import BaseNode
 
 from .collate import Collator, split
-from .errors import ConfigError, StateMismatchError
+from ._position import read_node_state
+from .errors import ConfigError
 from .reader import MemmapReader
 from .sampler import PassStart, WindowSampler
 
@@ -91,15 +92,12 @@ class WindowNode(BaseNode[int]):
         return self.sampler.seq_len
 
     def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        if initial_state is not None:  # checked whole before anything changes
+            position = read_node_state(initial_state, self.POSITION_KEY, version_key="streamtok_node", version=NODE_STATE_VERSION)
         super().reset(initial_state)
         self._sync()  # where the last pass stopped decides where the next one starts
         if initial_state is not None:
-            if not isinstance(initial_state, dict) or initial_state.get("streamtok_node") != NODE_STATE_VERSION:
-                raise StateMismatchError(
-                    "this is not a streamtok WindowNode state (no 'streamtok_node' version key); pass "
-                    "the state torchdata's Loader.state_dict() returned for this pipeline"
-                )
-            self.sampler.load_state_dict(initial_state[self.POSITION_KEY])
+            self.sampler.load_state_dict(position)  # checks the position before changing it
         if initial_state is not None and self.sampler.pass_ended:
             # Saved after its pass ended: as every torchdata node, resume into an empty pass;
             # torchdata's Loader (restart_on_stop_iteration) then resets to the next epoch.
@@ -204,8 +202,9 @@ class BatchNode(BaseNode[Any]):
         self.collator = Collator(reader, seq_len=seq_len, dtype=dtype, vocab_size=vocab_size)
 
     def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        inner = None if initial_state is None else read_node_state(initial_state, self.SOURCE_KEY)
         super().reset(initial_state)
-        self.source.reset(None if initial_state is None else initial_state[self.SOURCE_KEY])
+        self.source.reset(inner)
 
     def next(self) -> Any:
         take = getattr(self.source, "take", None)
@@ -242,8 +241,9 @@ class SplitNode(BaseNode[tuple[torch.Tensor, torch.Tensor]]):
         self.dtype = dtype
 
     def reset(self, initial_state: dict[str, Any] | None = None) -> None:
+        inner = None if initial_state is None else read_node_state(initial_state, self.SOURCE_KEY)
         super().reset(initial_state)
-        self.source.reset(None if initial_state is None else initial_state[self.SOURCE_KEY])
+        self.source.reset(inner)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         buf = next(self.source)

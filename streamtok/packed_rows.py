@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .boundaries import DocumentIndex
-from .errors import ConfigError, StateMismatchError
+from ._position import read_pack_position
+from .errors import ConfigError
 from .packing import document_order, pack_block
 from ._order import MODES
 from .sampler import StepShape, resolve_rank
@@ -259,30 +260,22 @@ class PackSampler(StepShape):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the next pass resumes there.
 
+        The whole state is checked (:func:`streamtok._position.read_pack_position`) before
+        anything changes.
+
         Raises:
-            StateMismatchError: the state was made for another mode, data or settings.
+            StateMismatchError: the state was made for another mode, data or settings, or is
+                corrupt (named key).
         """
-        saved, current = state["config"], self.config()
-        for key in current:
-            if saved.get(key, "<missing>") != current[key]:
-                raise StateMismatchError(
-                    f"state_dict was saved with {key}={saved.get(key, '<missing>')!r} but this loader has "
-                    f"{key}={current[key]!r}; load it into a loader built with the same settings and data"
-                )
-        if state["version"] != STATE_VERSION:
-            raise StateMismatchError(f"state version {state['version']} is not {STATE_VERSION}")
-        epoch, block, row = int(state["epoch"]), int(state["block"]), int(state["row"])
-        if epoch < 0 or not 0 <= block <= self.n_blocks or row < 0 or (
-            block < self.n_blocks and row >= len(self.block_rows(epoch, block))
-        ):
-            raise StateMismatchError(f"state position epoch={epoch}, block={block}, row={row} is out of range")
-        self.epoch, self.block, self.row, self.offset = epoch, block, row, int(state["offset"])
+        saved = read_pack_position(
+            state, self.config(), version=STATE_VERSION, n_blocks=self.n_blocks,
+            max_rows=self.source.n_tokens // self.window_len, block_rows=lambda e, b: len(self.block_rows(e, b)),
+        )
+        self.epoch, self.block, self.row, self.offset = saved.epoch, saved.block, saved.row, saved.offset
         self._normalise()
-        end = state["end_epoch"]
-        self.end_epoch = None if self.epochs is None else (int(end) if end is not None else self.epoch + self.epochs)
-        ended = state.get("pass_ended", False)  # absent in states saved before passes were exact
-        if not isinstance(ended, bool):
-            raise StateMismatchError(f"state key 'pass_ended' is {ended!r} ({type(ended).__name__}), not bool")
+        end = saved.end_epoch
+        self.end_epoch = None if self.epochs is None else (end if end is not None else self.epoch + self.epochs)
+        ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
         self.pass_ended = ended
         self._continue = not ended
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .boundaries import DocumentIndex
-from .errors import ConfigError, StateMismatchError
+from .errors import ConfigError
 from ._order import KeyedPermutation, hash_key, mix64
 from .sampler import WindowSampler
 
@@ -114,15 +114,6 @@ class DocStartSampler(RecordedStarts, WindowSampler):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "documents": "bos", "bos_id": self.index.bos_id}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state["config"].get("documents", "stream")
-        if saved != "bos":
-            raise StateMismatchError(
-                f"state_dict was saved with documents={saved!r} but this loader has documents='bos'; "
-                "load it into a loader with the same documents mode"
-            )
-        super().load_state_dict(state)
 
 
 _COVERAGE_CHUNK = 1 << 20  # documents whose starts are read at once (8 MiB)

@@ -25,7 +25,7 @@ import torch
 
 from ._background import Background
 from ._staging import CPUStage, CUDAStage, resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, PassActiveError
 
 Batch = Any
 
@@ -74,6 +74,8 @@ class CUDAPrefetcher:
         self._state: Any = None  # source state as of the last batch handed out
         self.background = getattr(source, "num_workers", 0) > 0 if background is None else background
         self._thread: weakref.ref[Background] | None = None  # the last pass's, while it lives
+        self._live_pass: object | None = None  # the running pass (iterator started, not finished or closed)
+        self._took_from_source = False
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +87,15 @@ class CUDAPrefetcher:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
 
     def __iter__(self) -> Iterator[Batch]:
+        token = self._live_pass = object()  # a newer pass supersedes this one's claim
+        self._took_from_source = True
+        try:
+            yield from self._pass()
+        finally:
+            if self._live_pass is token:
+                self._live_pass = None
+
+    def _pass(self) -> Iterator[Batch]:
         begun = time.perf_counter_ns()  # the loop is inside next() from here: its wait
         # An earlier pass's thread stops here; if it is blocked in its source for longer than
         # the join timeout, a streamtok loader still refuses it the position (a pass token).
@@ -151,11 +162,27 @@ class CUDAPrefetcher:
             running.close()
 
     def load_state_dict(self, state: Any) -> None:
-        """Load a state into the source; the next iteration resumes after its batch."""
+        """Load a state into the source; the next iteration resumes after its batch.
+
+        The same rule as :meth:`StreamtokLoader.load_state_dict`: not while a pass is running.
+
+        Raises:
+            PassActiveError: a pass over this prefetcher is still running (its iterator was
+                started and not finished or closed): leave the loop or ``it.close()`` first.
+            StateMismatchError: from the source, for a state of something else or a corrupt one.
+        """
+        if self._live_pass is not None:
+            raise PassActiveError(
+                "load_state_dict() while a pass over this CUDAPrefetcher is still running: its iterator "
+                "would go on from the old position. Close it first (it.close(), or leave the loop); "
+                "then load the state and iterate anew"
+            )
         self._stop_thread()
         self._queue.clear()
-        self._state = None
         end_pass = getattr(self.source, "end_pass", None)
-        if end_pass is not None:  # the pass this prefetcher was taking from must not go on
+        if end_pass is not None and self._took_from_source:
+            # The source's pass this prefetcher took from is over (a thread blocked past the
+            # join timeout may still hold it): it must not move the position any more.
             end_pass()
         self.source.load_state_dict(state)  # type: ignore[attr-defined]
+        self._state = None

@@ -11,7 +11,7 @@ import torch
 import streamtok
 import streamtok._background
 from _util import batch_hash, roundtrip, take
-from streamtok import ConfigError, CUDAPrefetcher
+from streamtok import ConfigError, CUDAPrefetcher, PassActiveError
 
 
 def make(path, **kw):
@@ -154,7 +154,10 @@ def test_a_thread_left_behind_cannot_move_the_position(shard_dir, monkeypatch):
     next(it)  # frees a place: the thread starts on the 5th batch and blocks
     assert entered.wait(10)
     old = pf._thread()._thread
+    with pytest.raises(PassActiveError, match="still running"):  # as the loader says
+        pf.load_state_dict(state)
     with pytest.warns(RuntimeWarning, match="did not stop"):
+        it.close()  # the loop is left: its thread is stopped, or left behind after the timeout
         pf.load_state_dict(state)
     assert old.is_alive()
     new = iter(pf)
@@ -196,3 +199,21 @@ def test_close_from_another_thread_ends_a_waiting_consumer(monkeypatch):
         next(it)  # would wait for ever without the wake-up
     closer.join(5)
     gate.set()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_load_state_dict_during_a_pass_is_refused_as_by_the_loader(shard_dir, background):
+    """The loader's rule: the running loop is not ended silently, the load is refused until it ends."""
+    path, _ = shard_dir
+    ref = [batch_hash(*b) for b in make(path)]
+    pf = CUDAPrefetcher(make(path), device="cpu", depth=2, background=background)
+    it = iter(pf)
+    head = [batch_hash(*next(it)) for _ in range(3)]
+    state = pf.state_dict()
+    with pytest.raises(PassActiveError, match="still running"):
+        pf.load_state_dict(roundtrip(state))
+    assert batch_hash(*next(it)) == ref[3]  # the loop goes on where it was
+    assert pf.state_dict() != state
+    it.close()
+    pf.load_state_dict(roundtrip(state))
+    assert head + [batch_hash(*b) for b in pf] == ref

@@ -206,3 +206,23 @@ def test_cli_download_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
     assert run_cli(["download", "--shards", "1", "--dir", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot create the download directory" in err
+
+
+def test_a_huge_shard_range_is_one_line_and_exit_2(tmp_path):
+    """``download --shards 1:99999999999`` used to expand the range first (MemoryError)."""
+    import resource
+    import sys
+
+    def cap_memory():  # a regression fails with MemoryError in seconds instead of eating the machine
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    out = subprocess.run(
+        cli_command("download", "--shards", "1:99999999999", "--dir", str(tmp_path)),
+        capture_output=True, text=True, timeout=120, preexec_fn=cap_memory,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "99,999,999,999 shards" in out.stderr
+    with pytest.raises(ConfigError, match="at most 100,000"):
+        hub.parse_spec(["1:60000", "60001:100001"])
+    assert len(hub.parse_spec("1:100000")) == hub.MAX_SHARDS

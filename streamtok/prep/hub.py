@@ -37,6 +37,9 @@ KNOWN_PATTERNS = {
 }
 Spec = str | int | Sequence[int | str] | None
 _RANGE = re.compile(r"^(\d*):(\d+)$")
+# More shards than any token-shard repo holds (fineweb-edu 100B: 1,000): a bigger SPEC is a typo,
+# and expanding 1:99999999999 into a list would take all memory first.
+MAX_SHARDS = 100_000
 
 
 def parse_spec(spec: Spec) -> list[int | str]:
@@ -47,7 +50,8 @@ def parse_spec(spec: Spec) -> list[int | str]:
             name, an int, a list of any of these, or ``None`` (no training shards).
 
     Raises:
-        ConfigError: a range that runs backwards or a piece that is neither a number nor a name.
+        ConfigError: a range that runs backwards, more than ``MAX_SHARDS`` shards, or a piece
+            that is neither a number nor a name.
     """
     if spec is None:
         return []
@@ -67,6 +71,11 @@ def parse_spec(spec: Spec) -> list[int | str]:
             lo, hi = int(m.group(1) or 1), int(m.group(2))
             if hi < lo:
                 raise ConfigError(f"shard range {piece!r} runs backwards; write LOW:HIGH, e.g. 1:3")
+            if len(out) + hi - lo + 1 > MAX_SHARDS:
+                raise ConfigError(
+                    f"shard range {piece!r} asks for {hi - lo + 1:,} shards; at most {MAX_SHARDS:,} in all "
+                    "can be asked for (repos hold about 1,000): check the numbers"
+                )
             out.extend(range(lo, hi + 1))
         elif piece.isdigit():
             out.append(int(piece))
