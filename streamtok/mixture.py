@@ -310,7 +310,7 @@ class MixtureSampler(StepShape):
             self.anchor = Anchor(self.step, self.windows, tuple(float(c) for c in self.counts))
             log.warning(
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
-                "each source continues at its own position", self.step, state["schedule"], self._spec(),
+                "each source continues at its own position", self.step, _shown(state["schedule"]), _shown(self._spec()),
             )
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         end = state["end"]
@@ -372,3 +372,17 @@ def build(
     )
     joint = MemmapReader(ShardLister([p for lister in listers.values() for p in lister.paths]), **reader_kw)
     return Mixture(sampler, joint, dtype=dtype, vocab_size=vocab_size)
+
+
+def _shown(spec: Any) -> str:
+    """A weight schedule for a log line: ``step 0: web 0.6, code 0.4; step 300: ...``.
+
+    Normalised weights are floats such as 0.6000000000000001; four significant digits say
+    what was asked for. A malformed saved schedule is shown as it is.
+    """
+    try:
+        return "; ".join(
+            f"step {step}: " + ", ".join(f"{name} {float(w):.4g}" for name, w in weights.items()) for step, weights in spec
+        )
+    except (TypeError, ValueError, AttributeError):
+        return repr(spec)

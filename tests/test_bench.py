@@ -79,3 +79,16 @@ def test_page_floor():
 def test_table_shows_errors():
     text = bench.table([{"name": "nanogpt", "error": "exit 1: boom"}])
     assert "error: exit 1: boom" in text
+
+
+def test_help_is_plain_text(capsys):
+    """``streamtok bench --help`` shows no reStructuredText markup (roles, double backquotes)."""
+    from streamtok.cli import build_parser, plain
+
+    assert plain("see :mod:`streamtok._bench_run`, :func:`~a.b.c` and ``--data DIR``") == (
+        "see streamtok._bench_run, c and --data DIR"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert "streamtok._bench_contestants" in out and ":mod:" not in out and "`" not in out
