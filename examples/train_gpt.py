@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import streamtok
-from doc_attention import doc_to, document_attention
+from streamtok.attention import doc_to, document_attention
 
 
 @dataclass
