@@ -208,3 +208,17 @@ def test_the_printed_resume_command_of_a_mixture_run_runs(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
     windows = {n: s["windows"] for n, s in ckpt["loader"]["sampler"]["sources"].items()}
     assert ckpt["step"] == 8 and windows == {"web": 14 + 4, "code": 6 + 16}  # 4 steps of 5 at 0.7/0.3, 4 at 0.2/0.8
+
+
+def test_make_pictures_draws_the_bench_chart_from_its_json(tmp_path):
+    """docs/make_pictures.py draws the README's chart from a bench report (the saved one)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench.png"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "make_pictures.py"), "--no-bench", "--no-screenshot",
+                          "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < out.stat().st_size < 300_000
+    assert os.path.getsize(os.path.join(ROOT, "docs", "bench.png")) < 300_000
+    report = json.load(open(os.path.join(ROOT, "docs", "bench.json")))
+    names = {r["name"] for r in report["results"]}
+    assert {"nanogpt", "mapstyle:workers=0", "streamtok:mode=shuffle,workers=0"} <= names
