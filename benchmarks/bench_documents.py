@@ -6,10 +6,8 @@ starts with BOS (50256) in uint16 llm.c shards, as llm.c's fineweb script writes
 
 1. index: a document index for ``--index-gib`` GiB of shards (written here, in the page
    cache), by 1 and by 2 processes (one per core).
-2. crop: the share of the consumed documents' tokens that ``"pack"`` drops, against a
-   nanochat-style packer written below (a buffer of ``--buffer`` documents refilled as they are
-   used; per row the longest document that fits, and when none fits the shortest is cropped to
-   fill the row and its rest dropped), at the same buffer size, at T=1024 and 2048.
+2. crop: the share of an epoch's tokens that ``"pack"`` drops, at T=1024 and 2048 (blocks of
+   ``--buffer`` documents). Against nanochat's own loader: ``bench_nanochat_pack.py``.
 3. rows that start mid-document in ``"stream"`` mode, and tokens/s of every mode (``--workers``,
    default 0; interleaved rounds, the median; per wall second and per CPU second of this
    process, which with workers misses theirs), relative to ``"stream"``. Each batch's ``doc``
@@ -26,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import bisect
 import multiprocessing
 import os
 import shutil
@@ -61,30 +58,6 @@ def write_docs(directory: Path, n_tokens: int, shards: int, median: float, sigma
         starts = np.concatenate(([0], np.cumsum(ls)))
         tokens[starts[starts < per]] = BOS
         write_shard(directory / f"docs_{k:04d}.bin", tokens)
-
-
-def nanochat_crop(ls: np.ndarray, cap: int, buffer: int) -> float:
-    """Cropped share of a nanochat-style best-fit packer over a refilled buffer."""
-    feed = iter(ls.tolist())
-    pool: list[int] = sorted(next(feed) for _ in range(buffer))
-    consumed = delivered = 0
-    exhausted = False
-    while True:
-        left = cap
-        while left:
-            while not exhausted and len(pool) < buffer:
-                try:
-                    bisect.insort(pool, next(feed))
-                except StopIteration:
-                    exhausted = True
-            if not pool:
-                return 1 - delivered / consumed
-            j = bisect.bisect_right(pool, left) - 1
-            n = pool.pop(j if j >= 0 else 0)
-            consumed += n
-            take = n if j >= 0 else left
-            delivered += take
-            left -= take
 
 
 def pack_crop(ls: np.ndarray, cap: int, buffer: int) -> float:
@@ -171,8 +144,7 @@ def main() -> None:
         print(f"documents: {len(ls):,}, median {np.median(ls):.0f}, mean {ls.mean():.0f}, "
               f"p90 {np.percentile(ls, 90):.0f}, max {ls.max()}")
         for T in (1024, 2048):
-            a, b = nanochat_crop(ls, T + 1, args.buffer), pack_crop(ls, T + 1, args.buffer)
-            print(f"crop T={T} buffer={args.buffer}: nanochat-style {a:.1%}, pack {b:.1%}")
+            print(f"crop T={T} buffer={args.buffer}: pack {pack_crop(ls, T + 1, args.buffer):.1%}")
         for T in (1024, 2048) if args.tokens else ():
             if T == 1024:
                 write_docs(tmp / "tp", args.tokens, 2, args.median, args.sigma)

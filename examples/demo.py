@@ -1,6 +1,7 @@
 """The README's first command: tokenize the shipped plays, then train a small GPT on CPU.
 
     python examples/demo.py
+    python examples/demo.py --steps 4 --shards /tmp/shards --run /tmp/run   # a quick check
 
 1. ``streamtok tokenize`` turns ``data/shakespeare/*.txt`` (public domain, 2 MB) into llm.c
    shards in ``data/shards/`` with the real GPT-2 encoding, offline; the first 60k tokens go
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sys
@@ -28,18 +30,31 @@ SHARDS = os.path.join(ROOT, "data", "shards")
 RUN = os.path.join(ROOT, "runs", "shakespeare")
 
 
-def main() -> None:
-    print(f"== tokenizing {len(TEXTS)} plays into {os.path.relpath(SHARDS, ROOT)}/ (GPT-2, offline)", flush=True)
+def shown(path: str) -> str:
+    """``path`` relative to the current directory when it is inside it (shorter hints), else absolute."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--shards", default=SHARDS, help="where the shards go (default data/shards)")
+    p.add_argument("--run", default=RUN, help="checkpoint and log directory (default runs/shakespeare)")
+    args = p.parse_args(argv)
+    shards, run = shown(args.shards), shown(args.run)
+    print(f"== tokenizing {len(TEXTS)} plays into {shards}/ (GPT-2, offline)", flush=True)
     code = streamtok_main(
-        ["tokenize", *TEXTS, "--out", SHARDS, "--doc-per-file", "--val-tokens", "60000",
+        ["tokenize", *TEXTS, "--out", shards, "--doc-per-file", "--val-tokens", "60000",
          "--shard-tokens", "300000", "--prefix", "shakespeare", "--no-progress"]
     )
     if code:
         sys.exit(code)
-    print(f"== training a small GPT on CPU; checkpoints in {os.path.relpath(RUN, ROOT)}/", flush=True)
+    every = str(min(50, args.steps))
+    print(f"== training a small GPT on CPU; checkpoints in {run}/", flush=True)
     train_gpt.main(
-        ["--data", SHARDS, "--out", RUN, "--steps", "200", "--n-embd", "64", "--n-layer", "2",
-         "--batch-size", "16", "--seq-len", "64", "--eval-every", "50", "--ckpt-every", "50"]
+        ["--data", shards, "--out", run, "--steps", str(args.steps), "--n-embd", "64", "--n-layer", "2",
+         "--batch-size", "16", "--seq-len", "64", "--eval-every", every, "--ckpt-every", every]
     )
 
 

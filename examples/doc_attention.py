@@ -1,58 +1,63 @@
-"""Attention that stays inside documents, from the ``doc`` of a streamtok batch.
+"""Attention that stays inside documents: the three kernels, fed from a batch's ``doc``.
 
-    for x, y, doc in streamtok.loader(..., documents="mask"):
-        out = document_attention(q, k, v, doc)     # q, k, v: (B, heads, T, head_dim)
+    python examples/doc_attention.py --data data/shards
 
-A token attends to the tokens before it in its own segment (its document, or the part of it
-in this row): a block-diagonal causal mask. On CUDA with FlexAttention (torch >= 2.5) the mask
-is a ``BlockMask`` built from the segment ids, so only the blocks on the diagonal are computed;
-elsewhere (CPU) ``scaled_dot_product_attention`` gets a dense ``(B, 1, T, T)`` boolean mask,
-which costs ``B*T*T`` bytes: fine for small ``T``, what FlexAttention avoids for long rows.
-FlashAttention's varlen kernels take ``doc.cu_seqlens`` and ``doc.max_seqlen`` directly.
+The helpers live in the package (:mod:`streamtok.attention`); ``train_gpt.py --documents``
+uses them. Per batch of ``streamtok.loader(..., documents="mask" | "bos" | "pack")``:
+
+- FlexAttention: ``flex_attention(q, k, v, block_mask=flex_block_mask(doc))``;
+- FlashAttention varlen: ``flash_attn_varlen_func(q, k, v, **varlen_args(doc), causal=True)``
+  on the flattened ``(B*T, heads, head_dim)`` tokens;
+- SDPA: ``scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(doc))``.
+
+This script runs one batch through all three that this machine has, and prints how far each
+is from the dense reference.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 import torch.nn.functional as F
 
-try:  # FlexAttention: torch >= 2.5
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-except ImportError:  # pragma: no cover - older torch
-    create_block_mask = flex_attention = None
+import streamtok
+from streamtok.attention import block_causal_mask, doc_to, document_attention, flex_block_mask, varlen_args
+
+__all__ = ["block_causal_mask", "doc_to", "document_attention", "flex_block_mask", "varlen_args"]
 
 
-def segment_ids(doc) -> torch.Tensor:
-    """``(B, T)`` int: which segment of its row each token is in (0, 1, 2, ... per row)."""
-    return torch.cumsum(doc.position_ids == 0, dim=1) - 1
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/shards")
+    p.add_argument("--documents", default="mask", choices=["mask", "bos", "pack"])
+    p.add_argument("--seq-len", type=int, default=256)
+    args = p.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loader = streamtok.loader(args.data, seq_len=args.seq_len, batch_size=2, documents=args.documents, metrics=False)
+    x, _, doc = next(iter(loader))
+    doc = doc_to(doc, device)
+    B, T, heads, d = *x.shape, 2, 16
+    q, k, v = (torch.randn(B, heads, T, d, device=device) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(doc))
+    print(f"{doc}: dense mask {tuple(block_causal_mask(doc).shape)}")
+    print(f"document_attention: max |diff| {(document_attention(q, k, v, doc) - ref).abs().max().item():.1e}")
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        print("FlexAttention: not in this torch")
+    else:
+        out = flex_attention(q, k, v, block_mask=flex_block_mask(doc))
+        print(f"FlexAttention: max |diff| {(out - ref).abs().max().item():.1e}")
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        print(f"flash-attn: not installed; its arguments would be {varlen_args(doc)}")
+    else:
+        flat = [t.transpose(1, 2).reshape(B * T, heads, d).to(torch.bfloat16) for t in (q, k, v)]
+        out = flash_attn_varlen_func(*flat, **varlen_args(doc), causal=True).view(B, T, heads, d).transpose(1, 2)
+        print(f"flash-attn varlen: max |diff| {(out.float() - ref).abs().max().item():.1e} (bf16)")
 
 
-def block_causal_mask(doc) -> torch.Tensor:
-    """``(B, 1, T, T)`` bool, True where query ``i`` may attend to key ``j``: same segment, ``j <= i``."""
-    seg = segment_ids(doc)
-    T = seg.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=seg.device).tril()
-    return ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None]
-
-
-def flex_block_mask(doc, n_heads: int | None = None):
-    """A FlexAttention ``BlockMask`` of the same rule (CUDA)."""
-    seg = segment_ids(doc)
-    B, T = seg.shape
-
-    def same_document_causal(b, h, q, kv):
-        return (seg[b, q] == seg[b, kv]) & (q >= kv)
-
-    return create_block_mask(same_document_causal, B, None, T, T, device=seg.device)
-
-
-def document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, doc) -> torch.Tensor:
-    """Causal attention restricted to each token's segment; ``q, k, v``: ``(B, heads, T, d)``."""
-    if q.is_cuda and flex_attention is not None:
-        return flex_attention(q, k, v, block_mask=flex_block_mask(doc))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(doc))
-
-
-def doc_to(doc, device: str | torch.device):
-    """The batch's ``doc`` on ``device`` (its compact boundaries move; position ids follow)."""
-    return type(doc)(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in doc)
+if __name__ == "__main__":
+    main()

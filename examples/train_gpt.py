@@ -1,7 +1,7 @@
 """Train a small GPT from streamtok shards: the script to copy into your own project.
 
     python examples/train_gpt.py --data data/shards --out runs/shakespeare
-    python examples/train_gpt.py --data data/shards --out runs/shakespeare --resume
+    python examples/train_gpt.py --data data/shards --out runs/shakespeare --resume --steps 800
     python examples/train_gpt.py --data data/mix --mix web=0.7,code=0.3 --anneal 300:web=0.2,code=0.8
 
 Data: ``streamtok.loader`` (shuffled train split) behind a ``CUDAPrefetcher`` (the batch's
@@ -10,6 +10,9 @@ Validation: the held-out split in ``sequential`` mode, every token once, the sam
 every time. Checkpoints hold the model, the optimizer and the loader's position together,
 written to a temporary file and renamed, so a run killed at any moment resumes from the last
 complete checkpoint and sees exactly the batches an uninterrupted run would have seen.
+A checkpoint also holds the model and data settings it was made with (``SETTINGS``):
+``--resume`` takes them from it, so only ``--steps`` need be given again; a setting given
+again with another value is refused, naming both values.
 On CUDA it uses bf16 autocast, TF32 matmuls, fused AdamW and, with ``--compile``,
 ``torch.compile``; on CPU a tiny model. The loop never waits for the GPU between log lines:
 losses stay on the device and are read (one sync) every ``--log-every`` steps.
@@ -22,6 +25,8 @@ import hashlib
 import json
 import math
 import os
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -30,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import streamtok
-from doc_attention import doc_to, document_attention
+from streamtok.attention import doc_to, document_attention
 
 
 @dataclass
@@ -85,19 +90,29 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+# Settings a checkpoint is made with and a resume must keep: the model's shape and what the
+# data loader's state is valid for. Their defaults; on the command line they default to None,
+# so a resume can tell a value given again from one left out.
+SETTINGS = {
+    "batch_size": 16, "seq_len": 64, "n_layer": 2, "n_head": 4, "n_embd": 128, "seed": 0,
+    "documents": "stream", "mix": None, "anneal": None,
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", default=["data/shards"], help="shard directory, glob or files (train and val splits)")
     p.add_argument("--out", default="runs/shakespeare", help="checkpoint and log directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/ckpt.pt if it exists, with the model and data settings it was made with")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--n-layer", type=int, default=2)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--batch-size", type=int, help="default 16")
+    p.add_argument("--seq-len", type=int, help="default 64")
+    p.add_argument("--n-layer", type=int, help="default 2")
+    p.add_argument("--n-head", type=int, help="default 4")
+    p.add_argument("--n-embd", type=int, help="default 128")
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10, help="read the losses from the device this often")
@@ -107,9 +122,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-batches", help="append 'step sha1' of every batch to this file (syncs every step: for tests)")
     p.add_argument("--mix", help="a mixture of DATA's subdirectories: name=weight,... (web=0.7,code=0.3)")
     p.add_argument("--anneal", help="with --mix, weights from a step on: STEP:name=weight,...")
-    p.add_argument("--documents", default="stream", choices=["stream", "mask", "bos", "pack"],
-                   help="rows and attention by document (see examples/doc_attention.py)")
+    p.add_argument("--documents", choices=["stream", "mask", "bos", "pack"],
+                   help="rows and attention by document (default stream; see streamtok.attention)")
     return p.parse_args(argv)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_settings(args: argparse.Namespace, saved: dict | None, ckpt_path: str) -> None:
+    """Fill ``args``' SETTINGS: from the checkpoint when resuming, else the defaults.
+
+    Args:
+        args: the parsed command line; settings left out are None.
+        saved: the checkpoint's settings (``None``: a new run).
+        ckpt_path: the checkpoint's path, for the error message.
+
+    Raises:
+        SystemExit: (status 2) a setting given on the command line disagrees with the checkpoint's.
+    """
+    for name, default in SETTINGS.items():
+        given = getattr(args, name)
+        if saved is None:
+            setattr(args, name, default if given is None else given)
+        elif given is not None and given != saved[name]:
+            print(
+                f"train_gpt.py: error: {flag(name)} {given} disagrees with {ckpt_path}, made with "
+                f"{flag(name)} {saved[name]}; leave {flag(name)} out to resume with the checkpoint's value, "
+                f"or give another --out to start a new run", file=sys.stderr,
+            )
+            raise SystemExit(2)
+        else:
+            setattr(args, name, saved[name])
+
+
+def saved_settings(ckpt: dict) -> dict:
+    """The settings a checkpoint was made with; older checkpoints only held the model's shape."""
+    if "settings" in ckpt:
+        return ckpt["settings"]
+    return {**SETTINGS, **{k: v for k, v in ckpt["config"].items() if k in SETTINGS}}
+
+
+def resume_command(args: argparse.Namespace, steps: int) -> str:
+    """The shell command that continues this run to ``steps``, with this interpreter.
+
+    The checkpoint holds every setting; the ones that choose the data are repeated so that
+    the command says what it trains on (they must agree with the checkpoint's anyway).
+    """
+    script = os.path.abspath(__file__)
+    if script.startswith(os.getcwd() + os.sep):
+        script = os.path.relpath(script)
+    data = [arg for name in ("mix", "anneal", "documents") if getattr(args, name) not in (None, SETTINGS[name])
+            for arg in (flag(name), str(getattr(args, name)))]
+    return shlex.join([sys.executable, script, "--data", *args.data, "--out", args.out, *data,
+                       "--resume", "--steps", str(steps)])
 
 
 def mixture(args: argparse.Namespace) -> tuple[dict, object]:
@@ -157,13 +224,17 @@ def evaluate(model: nn.Module, val: streamtok.CUDAPrefetcher, n_batches: int, au
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     if cuda:
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for what runs outside autocast
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "ckpt.pt")
+    ckpt = None
+    if args.resume and os.path.exists(ckpt_path):
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    resolve_settings(args, None if ckpt is None else saved_settings(ckpt), ckpt_path)
+    torch.manual_seed(args.seed)
 
     source = args.data[0] if len(args.data) == 1 else args.data
     mix: dict = {}
@@ -187,13 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     model = GPT(cfg).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95), fused=cuda or None)
     step = 0
-    if args.resume and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])
         train.load_state_dict(ckpt["loader"])
         step = ckpt["step"]
-        print(f"resumed from {ckpt_path} at step {step}")
+        print(f"resumed from {ckpt_path} at step {step}, with its settings "
+              + " ".join(f"{flag(n)} {getattr(args, n)}" for n in SETTINGS if getattr(args, n) is not None))
     fwd = torch.compile(model) if args.compile and cuda else model
 
     def autocast():
@@ -253,12 +324,13 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optim": optim.state_dict(),
                 "loader": train.state_dict(), "step": step, "config": asdict(cfg),
+                "settings": {name: getattr(args, name) for name in SETTINGS},
             })
     log.close()
     if batch_log:
         batch_log.close()
     print(f"checkpoint: {ckpt_path} (step {step})")
-    print(f"resume:     python examples/train_gpt.py --data {' '.join(args.data)} --out {args.out} --resume --steps {args.steps + 200}")
+    print(f"resume:     {resume_command(args, 2 * args.steps)}")
     print("monitor:    streamtok-monitor   (in another terminal while training runs)")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ._bench_contestants import parse, shard_files
 from ._formats import probe_shard, write_shard
+from .cli import plain
 
 BASELINE = "nanogpt"
 QUICK = (
@@ -223,7 +224,7 @@ def _duration(text: str) -> float:
 
 def register(subparsers: Any) -> None:
     """Add ``streamtok bench`` to the ``streamtok`` command."""
-    p = subparsers.add_parser("bench", help="benchmark streamtok against nanoGPT and DataLoader peers", description=__doc__.replace("``", ""))
+    p = subparsers.add_parser("bench", help="benchmark streamtok against nanoGPT and DataLoader peers", description=plain(__doc__))
     p.add_argument("--quick", action="store_true", help="fewer contestants, batches and repeats (about a minute)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--data", help="a directory of existing shards (default: synthetic, in a temporary directory)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from .errors import StreamtokError
@@ -22,8 +23,21 @@ SUBCOMMANDS = (
 )
 
 
+def plain(doc: str) -> str:
+    """A docstring as ``--help`` text: Sphinx roles and double backquotes become plain words.
+
+    Args:
+        doc: reStructuredText such as ``:mod:`streamtok._bench_run```, ``:func:`~a.b```, ````x````.
+
+    Returns:
+        The same text with ``:role:`target``` as ``target`` (``~a.b`` as ``b``) and ````x```` as ``x``.
+    """
+    doc = re.sub(r":[a-z]+:`(~?)([^`]+)`", lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], doc)
+    return doc.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamtok", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = argparse.ArgumentParser(prog="streamtok", description=plain(__doc__.splitlines()[0]))
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(name).register(sub)

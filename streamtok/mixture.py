@@ -351,7 +351,7 @@ class MixtureSampler(StepShape):
             resumed_at = saved.step
             log.warning(
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
-                "each source continues at its own position", saved.step, state["schedule"], self._spec(),
+                "each source continues at its own position", saved.step, _shown(state["schedule"]), _shown(self._spec()),
             )
         if self.epochs is None:
             end = None
@@ -419,3 +419,17 @@ def build(
         joint_lister.objects.update(lister.objects)
     joint = MemmapReader(joint_lister, **reader_kw)
     return Mixture(sampler, joint, dtype=dtype, vocab_size=vocab_size)
+
+
+def _shown(spec: Any) -> str:
+    """A weight schedule for a log line: ``step 0: web 0.6, code 0.4; step 300: ...``.
+
+    Normalised weights are floats such as 0.6000000000000001; four significant digits say
+    what was asked for. A malformed saved schedule is shown as it is.
+    """
+    try:
+        return "; ".join(
+            f"step {step}: " + ", ".join(f"{name} {float(w):.4g}" for name, w in weights.items()) for step, weights in spec
+        )
+    except (TypeError, ValueError, AttributeError):
+        return repr(spec)

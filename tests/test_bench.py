@@ -104,3 +104,16 @@ def test_json_output_is_strict_json_with_null_for_unknown(tmp_path, monkeypatch,
     bench.handler(args)
     report = _strict(capsys.readouterr().out)
     assert report["results"] == [{"name": "nanogpt", "tokens_per_s": None, "cold": {"read_amp": None}, "all": [1.0, None]}]
+
+
+def test_help_is_plain_text(capsys):
+    """``streamtok bench --help`` shows no reStructuredText markup (roles, double backquotes)."""
+    from streamtok.cli import build_parser, plain
+
+    assert plain("see :mod:`streamtok._bench_run`, :func:`~a.b.c` and ``--data DIR``") == (
+        "see streamtok._bench_run, c and --data DIR"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert "streamtok._bench_contestants" in out and ":mod:" not in out and "`" not in out

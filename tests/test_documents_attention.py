@@ -15,7 +15,7 @@ from test_documents import make_doc_shards
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 sys.path.insert(0, EXAMPLES)
 
-import doc_attention  # noqa: E402
+from streamtok import attention as doc_attention  # noqa: E402
 import train_gpt  # noqa: E402
 
 T = 24

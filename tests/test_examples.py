@@ -156,3 +156,69 @@ def test_fineweb_edu_example_offline_from_the_hub_cache(tmp_path):
     )
     assert missing.returncode == 1 and "edu_fineweb_train_000004.bin" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def printed_command(stdout: str, label: str) -> list[str]:
+    """The command a run printed after ``label`` (e.g. ``resume:``), as argv."""
+    import shlex
+
+    (line,) = [line for line in stdout.splitlines() if line.startswith(label)]
+    return shlex.split(line[len(label):])
+
+
+@pytest.mark.slow
+def test_the_demos_printed_resume_command_runs(tmp_path):
+    """The demo trains a non-default model; the command it prints resumes it as printed."""
+    env = {**os.environ, "STREAMTOK_METRICS": "0"}
+    demo = subprocess.run([sys.executable, os.path.join(EXAMPLES, "demo.py"), "--steps", "2", "--shards", "shards",
+                           "--run", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    cmd = printed_command(demo.stdout, "resume:")
+    assert cmd[0] == sys.executable and cmd[cmd.index("--steps") + 1] == "4"
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from run/ckpt.pt at step 2" in resumed.stdout and "--n-embd 64" in resumed.stdout
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["step"] == 4
+    # A setting given again with another value is refused, naming both values.
+    clash = subprocess.run([*cmd[:-1], "6", "--n-embd", "128"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert clash.returncode == 2 and "--n-embd 128" in clash.stderr and "--n-embd 64" in clash.stderr
+    assert "Traceback" not in clash.stderr
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_of_a_mixture_run_runs(tmp_path):
+    """After --mix/--anneal the printed command keeps them and continues the mixture's counts."""
+    rng = np.random.default_rng(0)
+    for src in ("web", "code"):
+        for part, n in (("train", 12000), ("val", 3000)):
+            write_shard(tmp_path / "data" / src / f"{src}_{part}_000000.bin", rng.integers(0, 500, n).astype(np.uint16))
+    env = {**os.environ, "STREAMTOK_METRICS": "0"}
+    first = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "train_gpt.py"), "--data", "data", "--out", "run",
+         "--mix", "web=0.7,code=0.3", "--anneal", "4:web=0.2,code=0.8", "--steps", "4", "--seq-len", "16",
+         "--batch-size", "5", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--eval-every", "4",
+         "--eval-batches", "1", "--num-workers", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    cmd = printed_command(first.stdout, "resume:")
+    assert cmd[0] == sys.executable and "--mix" in cmd and "--anneal" in cmd
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    windows = {n: s["windows"] for n, s in ckpt["loader"]["sampler"]["sources"].items()}
+    assert ckpt["step"] == 8 and windows == {"web": 14 + 4, "code": 6 + 16}  # 4 steps of 5 at 0.7/0.3, 4 at 0.2/0.8
+
+
+def test_make_pictures_draws_the_bench_chart_from_its_json(tmp_path):
+    """docs/make_pictures.py draws the README's chart from a bench report (the saved one)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench.png"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "make_pictures.py"), "--no-bench", "--no-screenshot",
+                          "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < out.stat().st_size < 300_000
+    assert os.path.getsize(os.path.join(ROOT, "docs", "bench.png")) < 300_000
+    report = json.load(open(os.path.join(ROOT, "docs", "bench.json")))
+    names = {r["name"] for r in report["results"]}
+    assert {"nanogpt", "mapstyle:workers=0", "streamtok:mode=shuffle,workers=0"} <= names

@@ -241,6 +241,7 @@ def test_new_weights_on_resume_hold_from_there_with_one_log_line(mix_dirs, caplo
         new.load_state_dict(state)
     lines = [r for r in caplog.records if "other weights" in r.getMessage()]
     assert len(lines) == 1
+    assert "now step 0: web 0.1, code 0.1, math 0.8)" in lines[0].getMessage()  # not 0.10000000000000002
     take(new, 20)
     after = new.windows_by_source()
     b, windows = 4, 20 * 4

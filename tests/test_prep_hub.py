@@ -226,3 +226,23 @@ def test_a_huge_shard_range_is_one_line_and_exit_2(tmp_path):
     with pytest.raises(ConfigError, match="at most 100,000"):
         hub.parse_spec(["1:60000", "60001:100001"])
     assert len(hub.parse_spec("1:100000")) == hub.MAX_SHARDS
+
+
+def test_unreachable_hub_error_is_whole_words(tmp_path, monkeypatch, capsys):
+    """No network and no cache: the message names the cause and is not cut mid-word."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    long = ("An error happened while trying to locate the file on the Hub and we cannot find the requested files in "
+            "the local cache. Please check your connection and try again or make sure your Internet connection is on.")
+
+    def unreachable(*args, **kw):
+        raise LocalEntryNotFoundError(long) from ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", unreachable)
+    assert run_cli(["download", "--shards", "1", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "could not be reached (ConnectionError: [Errno -2] Name or service not known); check the network" in err
+    assert hub._clip(long, 120) == long[:120].rsplit(" ", 1)[0] + " ..." and hub._clip(long, 120).endswith("local cache. ...")
+    assert hub._clip("short\nsecond line") == "short"

@@ -166,3 +166,54 @@ def test_document_lengths_unknown_without_a_boundary(tmp_path, capsys):
     write_shard(tmp_path / "ids.npy", np.array([3, 1, 2, 3], dtype=np.int32))
     assert inspect_mod.document_lengths(str(tmp_path / "ids.npy"), bos_id=None) is None  # int32 .npy: no default
     assert inspect_mod.document_lengths(str(tmp_path / "ids.npy"), bos_id=3) == {"n_documents": 2, "median": 2.0, "p90": pytest.approx(2.8), "max": 3}
+
+
+def test_megatron_int32_vocabulary_is_unknown_not_gpt2(tmp_path, capsys):
+    """A Megatron int32 shard (Llama-3 ids) is not checked against GPT-2: --check says it cannot check."""
+    from test_megatron import write_megatron
+
+    rng = np.random.default_rng(0)
+    docs = [np.r_[128000, rng.integers(0, 128256, n - 1)] for n in (40, 70, 25)]
+    write_megatron(tmp_path / "llama", docs, dtype=np.int32)
+    assert run_cli(["inspect", str(tmp_path / "llama.bin"), "--check", "--json"]) == 2
+    (r,) = records(capsys)
+    assert r["vocab_size"] is None and "Megatron int32" in r["vocab_source"] and "65,500 or more" in r["vocab_source"]
+    assert (r["n_bad"], r["n_docs"], r["head_text"], r["error"]) == (0, 3, None, None)  # documents from the .idx
+    assert run_cli(["inspect", str(tmp_path / "llama.bin"), "--check"]) == 2
+    out = capsys.readouterr().out
+    assert "ids not checked against a vocabulary" in out and "--vocab-size" in out
+    assert ">= 50257" not in out and "decoded" not in out
+    assert run_cli(["inspect", str(tmp_path / "llama.bin")]) == 0  # without --check: a report, not a failure
+    capsys.readouterr()
+    assert run_cli(["inspect", str(tmp_path / "llama.bin"), "--check", "--vocab-size", "128256"]) == 0
+    assert "vocab 128256 from --vocab-size 128256" in capsys.readouterr().out
+    assert run_cli(["inspect", str(tmp_path / "llama.bin"), "--check", "--vocab-size", "100000"]) == 1
+
+
+@pytest.mark.parametrize(
+    "kind, dtype, size, source",
+    [
+        ("llmc", np.uint16, 50257, "llm.c header (magic 20240520: GPT-2)"),
+        ("llmc", np.uint32, 128256, "llm.c header (magic 20240801: Llama 3)"),
+        ("npy", np.uint16, 50257, "GPT-2 assumed: uint16 without a header"),
+        ("npy", np.int32, None, "unknown: int32 ids in a npy shard"),
+        ("megatron", np.uint16, None, "unknown: a Megatron uint16 shard says only that its vocabulary is under 65,500"),
+    ],
+)
+def test_vocabulary_comes_from_what_the_data_says(tmp_path, kind, dtype, size, source):
+    from streamtok._formats import probe_shard
+    from streamtok.prep.vocabulary import shard_vocabulary
+
+    if kind == "megatron":
+        from test_megatron import write_megatron
+
+        write_megatron(tmp_path / "m", [np.arange(5, dtype=dtype)], dtype=dtype)
+        path = tmp_path / "m.bin"
+    else:
+        path = tmp_path / ("s.bin" if kind == "llmc" else "s.npy")
+        write_shard(path, np.arange(5, dtype=dtype))
+    vocab = shard_vocabulary(probe_shard(str(path)))
+    assert vocab.size == size and vocab.source.startswith(source)
+    assert (vocab.encoding is not None) == (size == 50257)  # decoded only when known to be GPT-2
+    assert shard_vocabulary(probe_shard(str(path)), vocab_size=7).size == 7
+    assert shard_vocabulary(probe_shard(str(path)), encoding="gpt2").size == 50257

@@ -259,16 +259,25 @@ def _fetch(repo_id: str, name: str, i: int, n: int, *, local_files_only: bool, l
         elif local_files_only:
             why = "local rank 0 did not leave it there; check that all ranks use the same local_dir/cache_dir"
         else:
-            why = f"the Hub could not be reached ({str(exc).splitlines()[0][:160]}); check the network or HF_ENDPOINT"
+            cause = f"{type(exc.__cause__).__name__}: {_clip(str(exc.__cause__))}" if exc.__cause__ else _clip(str(exc))
+            why = f"the Hub could not be reached ({cause}); check the network or HF_ENDPOINT"
         raise HubError(f"{repo_id}: {name} is not {where} and {why}") from None
     except RepositoryNotFoundError:
         raise HubError(f"{repo_id}: no such dataset repo on the Hub, or it is private (log in with `hf auth login`)") from None
     except EntryNotFoundError:
         raise HubError(f"{repo_id}: the repo has no file {name}; check --shards (and --pattern for this repo)") from None
     except HfHubHTTPError as exc:
-        raise HubError(f"{repo_id}: downloading {name} failed: {str(exc).splitlines()[0][:200]}") from None
+        raise HubError(f"{repo_id}: downloading {name} failed: {_clip(str(exc))}") from None
     except OSError as exc:
         raise HubError(f"{repo_id}: downloading {name} failed: {exc}") from None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut at a word boundary (marked ``...``) when over ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def register(subparsers: Any) -> None:

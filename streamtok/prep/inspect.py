@@ -12,15 +12,16 @@ index (:func:`streamtok.documents.document_stats`): the ``.docidx`` that ``strea
 wrote or a loader cached, else one more vectorised scan (~1 s per GiB) that caches it; for a
 Megatron shard, its ``.idx``. A leading partial document (begun in the shard before) counts.
 
-The vocabulary follows the shard: a shard listed in the ``streamtok tokenize`` manifest beside
-it is checked against that run's vocabulary and document boundary (and decoded only if it was
-GPT-2); an llm.c Llama-3 shard (magic 20240801) holds ids of Llama 3's 128,256-token
-vocabulary, whose documents start with ``<|begin_of_text|>`` (128000), and is not decoded as
-GPT-2 text. Other shards use ``--encoding`` (default gpt2), which also overrides the above;
-``--vocab-size`` overrides every vocabulary size.
+The vocabulary comes from what the data says (:mod:`streamtok.prep.vocabulary`): the
+``streamtok tokenize`` manifest beside the shard, the llm.c header (GPT-2 or Llama 3), GPT-2
+assumed for headerless uint16 ids (nanoGPT's layout; said so), and otherwise -- a Megatron
+shard, wider headerless ids -- unknown: nothing is decoded, and ``--check`` checks only that
+no id is negative and says it could not check the rest. ``--encoding`` and ``--vocab-size``
+override what the data says.
 
 Exit status: 0 all good; 1 ``--check`` found out-of-vocabulary ids; 2 a shard could not be
-read (its :class:`~streamtok.errors.ShardFormatError` is printed, the other shards still are).
+read (its :class:`~streamtok.errors.ShardFormatError` is printed, the other shards still are),
+or ``--check`` could not check a shard whose vocabulary is unknown (pass ``--vocab-size``).
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from .._formats import HEADER_INTS, LLMC_FORMATS, MAGIC_LLAMA3, ShardInfo, probe_shard
+from .._formats import HEADER_INTS, LLMC_FORMATS, ShardInfo, probe_shard
 from ..documents import document_stats, stats_of_starts
-from ..errors import ConfigError, EncodingUnavailableError, StreamtokError
+from ..errors import ConfigError, StreamtokError
 from ..shards import ShardLister, check_shard_path
 from ..storage.urls import is_remote
-from .encoding import load_encoding
 from .shardsink import sha256_file
+from .vocabulary import LLAMA3_BOS, LLAMA3_VOCAB, shard_vocabulary  # noqa: F401  (names kept importable from here)
 
 SLICE_TOKENS = 1 << 24
-LLAMA3_VOCAB = 128_256
-LLAMA3_BOS = 128_000  # <|begin_of_text|>: llm.c's Llama-3 shards put it before each document
 
 
 @dataclass
@@ -67,17 +66,20 @@ class ShardReport:
     head_tokens: list[int] = field(default_factory=list)
     head_text: str | None = None
     documents: dict[str, Any] | None = None  # n_documents, median, p90, max (tokens); None: unknown
+    vocab_size: int | None = None  # None: unknown (ids not checked against a vocabulary)
+    vocab_source: str = ""  # where vocab_size came from
     error: str | None = None
 
 
 def scan_shard(
-    path: str, *, vocab_size: int, eot: int | None, raw_dtype: str = "uint16", head: int = 16, sha256: bool = False
+    path: str, *, vocab_size: int | None, eot: int | None, raw_dtype: str = "uint16", head: int = 16, sha256: bool = False
 ) -> ShardReport:
     """Read one shard's header and scan its ids.
 
     Args:
         path: the shard file.
-        vocab_size: ids must be in ``[0, vocab_size)``; others are counted in ``n_bad``.
+        vocab_size: ids must be in ``[0, vocab_size)``; others are counted in ``n_bad``
+            (``None``: unknown, only negative ids are counted).
         eot: the end-of-text id counted as documents (``None``: not counted).
         raw_dtype: the dtype of headerless ``.bin`` files.
         head: how many leading tokens to report.
@@ -87,7 +89,7 @@ def scan_shard(
         ShardFormatError, ShardNotFoundError: the file cannot be read as a shard.
     """
     info = _probe(path, raw_dtype)
-    rep = ShardReport(path, info.kind, info.dtype.name, _header(info), info.n_tokens)
+    rep = ShardReport(path, info.kind, info.dtype.name, _header(info), info.n_tokens, vocab_size=vocab_size)
     tokens = _tokens(path, info, raw_dtype)
     signed = info.dtype.kind == "i"
     for lo in range(0, info.n_tokens, SLICE_TOKENS):
@@ -98,7 +100,8 @@ def scan_shard(
         if eot is not None:
             rep.n_docs += int(np.count_nonzero(part == eot))
         # Python ints compare exactly with any numpy integer dtype, so no cast can wrap here.
-        bad = part >= vocab_size if high >= vocab_size else np.zeros(len(part), dtype=bool)
+        above = vocab_size is not None and high >= vocab_size
+        bad = part >= vocab_size if above else np.zeros(len(part), dtype=bool)
         if signed and low < 0:
             negative = part < 0
             rep.n_negative += int(np.count_nonzero(negative))
@@ -188,7 +191,7 @@ def _header(info: ShardInfo) -> dict[str, Any]:
     return {"bytes": 0}
 
 
-def _print_text(rep: ShardReport, vocab_size: int) -> None:
+def _print_text(rep: ShardReport, check: bool = False) -> None:
     if rep.error:
         print(f"{rep.path}: error: {rep.error}", file=sys.stderr)
         return
@@ -196,13 +199,19 @@ def _print_text(rep: ShardReport, vocab_size: int) -> None:
     print(f"{rep.path}")
     print(f"  format {rep.format}, dtype {rep.dtype}, header: {hdr}")
     low = f"min token id {rep.min_token}, " if rep.min_token < 0 else ""
-    print(f"  {rep.n_tokens:,} tokens, {rep.n_docs:,} documents, {low}max token id {rep.max_token} (vocab {vocab_size})")
+    vocab = f"vocab {rep.vocab_size} from {rep.vocab_source}" if rep.vocab_size is not None else f"vocab {rep.vocab_source}"
+    print(f"  {rep.n_tokens:,} tokens, {rep.n_docs:,} documents, {low}max token id {rep.max_token} ({vocab})")
     if rep.n_bad:
-        if rep.n_negative:
-            what = f"ids outside 0..{vocab_size - 1} ({rep.n_negative:,} negative, {rep.n_bad - rep.n_negative:,} >= {vocab_size})"
+        if rep.vocab_size is None:
+            what = "negative ids"
+        elif rep.n_negative:
+            what = f"ids outside 0..{rep.vocab_size - 1} ({rep.n_negative:,} negative, {rep.n_bad - rep.n_negative:,} >= {rep.vocab_size})"
         else:
-            what = f"ids >= {vocab_size}"
+            what = f"ids >= {rep.vocab_size}"
         print(f"  {rep.n_bad:,} {what}; first at token offset {rep.first_bad_offset} (id {rep.first_bad_token})")
+    if check and rep.vocab_size is None:
+        print("  --check: ids not checked against a vocabulary, which is not known for this shard; "
+              "pass --vocab-size N or --encoding NAME")
     if rep.documents is not None:
         d = rep.documents
         partial = " (one begun before the shard)" if d["n_documents"] == rep.n_docs + 1 and rep.format != "megatron" else ""
@@ -231,12 +240,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="shard files, directories or globs; or URLs (s3://, gs://, az://, https://, hf://) of objects, prefixes or globs")
-    p.add_argument("--encoding", help="tiktoken encoding for decoding and the vocab size (default gpt2; Llama-3 .bin shards: their 128256 ids, not decoded)")
-    p.add_argument("--vocab-size", type=int, help="ids must be below this (default: the encoding's)")
+    p.add_argument("--encoding", help="tiktoken encoding for decoding and the vocab size (default: what the data says: "
+                   "tokenize manifest, llm.c header, GPT-2 for headerless uint16; unknown for Megatron shards)")
+    p.add_argument("--vocab-size", type=int, help="ids must be below this (default: the encoding's, or what the data says)")
     p.add_argument("--raw-dtype", default="uint16", help="dtype of headerless .bin files (default uint16)")
     p.add_argument("--head", type=int, default=16, metavar="N", help="decode the first N tokens (default 16)")
     p.add_argument("--sha256", action="store_true", help="also print each file's sha256")
-    p.add_argument("--check", action="store_true", help="exit 1 when an id is >= the vocab size")
+    p.add_argument("--check", action="store_true", help="exit 1 when an id is outside [0, vocab); 2 when the vocab is unknown")
     p.add_argument("--json", action="store_true", help="one JSON object per shard, one per line")
     p.set_defaults(func=run)
 
@@ -247,67 +257,33 @@ def run(args: argparse.Namespace) -> int:
     Args:
         args: the parsed command line.
     """
-    enc = None
-    try:
-        enc = load_encoding(args.encoding or "gpt2")
-    except EncodingUnavailableError:
-        if args.vocab_size is None:
-            raise
     paths = [p for src in args.paths for p in _expand(src)]
     status = 0
     for path in paths:
-        vocab_size = args.vocab_size or (enc.n_vocab if enc is not None else 0)
         try:
             if not is_remote(path):
                 check_shard_path(path)
-            shard_enc, vocab_size, eot = _vocabulary(path, args, enc)
-            rep = scan_shard(path, vocab_size=vocab_size, eot=eot, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
-            rep.documents = document_lengths(path, bos_id=eot, raw_dtype=args.raw_dtype)
-            if rep.format == "megatron" and rep.documents is not None:
-                rep.n_docs = rep.documents["n_documents"]  # its .idx, not a boundary token, says where documents start
-            if shard_enc is not None:
-                ids = [t for t in rep.head_tokens if 0 <= t < shard_enc.n_vocab]
-                rep.head_text = shard_enc.decode(ids, errors="replace")
+            info = _probe(path, args.raw_dtype)
+            vocab = shard_vocabulary(info, encoding=args.encoding, vocab_size=args.vocab_size)
+            rep = scan_shard(path, vocab_size=vocab.size, eot=vocab.boundary, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
+            rep.vocab_source = vocab.source
+            rep.documents = document_lengths(path, bos_id=vocab.boundary, raw_dtype=args.raw_dtype)
+            if rep.documents is not None and (rep.format == "megatron" or vocab.boundary is None):
+                rep.n_docs = rep.documents["n_documents"]  # the index says where documents start, not an id given here
+            if vocab.encoding is not None:
+                ids = [t for t in rep.head_tokens if 0 <= t < vocab.encoding.n_vocab]
+                rep.head_text = vocab.encoding.decode(ids, errors="replace")
         except StreamtokError as exc:
             rep, status = ShardReport(path, error=str(exc)), 2
-        if rep.n_bad and args.check:
+        if args.check and rep.n_bad:
             status = max(status, 1)
+        if args.check and rep.error is None and rep.vocab_size is None:
+            status = 2
         if args.json:
-            print(json.dumps({**asdict(rep), "vocab_size": vocab_size}))
+            print(json.dumps(asdict(rep)))
         else:
-            _print_text(rep, vocab_size)
+            _print_text(rep, args.check)
     return status
-
-
-def _vocabulary(path: str, args: argparse.Namespace, enc: Any) -> tuple[Any, int, int | None]:
-    # (encoding to decode with or None, vocabulary size, document-start id) for one shard.
-    info = _probe(path, args.raw_dtype)
-    if args.encoding is None and not is_remote(path):
-        made = _tokenize_manifest(path)
-        if made is not None:
-            n_vocab, boundary, encoding = made
-            shard_enc = enc if encoding == "gpt2" else None
-            return shard_enc, args.vocab_size or n_vocab, boundary
-    llama3 = info.kind == "llmc" and _header(info)["magic"] == MAGIC_LLAMA3
-    if llama3 and args.encoding is None:
-        return None, args.vocab_size or LLAMA3_VOCAB, LLAMA3_BOS
-    eot = enc.eot_token if enc is not None else None
-    return enc, args.vocab_size or enc.n_vocab, eot
-
-
-def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
-    # (n_vocab, boundary id, tiktoken encoding or None) from the streamtok tokenize manifest
-    # beside the shard, when it lists this shard; anything malformed is ignored.
-    try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json")) as f:
-            m = json.load(f)
-        names = {s["name"] for s in m["shards"]}
-        n_vocab, boundary, encoding = m["n_vocab"], m["eot_token"], m.get("encoding")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if os.path.basename(path) not in names or type(n_vocab) is not int or type(boundary) is not int:
-        return None
-    return n_vocab, boundary, encoding if isinstance(encoding, str) else None
 
 
 def _expand(source: str) -> list[str]:
