@@ -328,15 +328,17 @@ def test_cli_stats_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys
     assert err.count("\n") == 1 and "not a regular file" in err and "stats.bin" in err
 
 
-def test_cli_list_shows_an_impossible_creation_time_as_unknown(tmp_path, monkeypatch, capsys):
-    # Issue 19 item 10: "created": 1e300 passed the manifest check and then overflowed.
+def test_cli_list_skips_an_impossible_creation_time(tmp_path, monkeypatch, capsys):
+    # Issue 19 item 10: "created": 1e300 passed the manifest check and then overflowed. The
+    # run directory's manifest check (streamtok._runs) now refuses a creation time that is
+    # not a time: such a directory is not a streamtok run, and --list lists the good ones.
     monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path))
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({**GOOD_MANIFEST, "created": 1e300}))
+    for name, created in (("bad", 1e300), ("good", 1000.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({**GOOD_MANIFEST, "created": created}))
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr()
-    assert "?" * 19 in out.out and str(run) in out.out and "Traceback" not in out.err
+    assert str(tmp_path / "good") in out.out and str(tmp_path / "bad") not in out.out and "Traceback" not in out.err
 
 
 def test_cli_list_prunes_ended_runs_past_the_bound(tmp_path, monkeypatch, capsys):

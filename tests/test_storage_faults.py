@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -131,6 +132,8 @@ def test_the_monitor_samples_a_remote_run_without_touching_the_store(remote, tmp
     monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
     loader = streamtok.loader(url, storage_options=opts, seq_len=32, batch_size=4, split="all", metrics=True, lookahead=0)
     it = iter(loader)
+    next(it)
+    time.sleep(0.01)  # the meter stores its totals when the loop asks again, at most every 5 ms
     next(it)
     server.proxy.reset()  # no fetch ahead (lookahead=0): every request from now on would be the monitor's
     watch = Sampler(run_dir=loader._metrics.dir)
