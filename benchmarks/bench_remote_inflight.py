@@ -15,10 +15,7 @@ step of 32 windows needs 32 GETs). Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import streamtok  # noqa: E402
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY  # noqa: E402
+from s3_server import s3_in_subprocess  # noqa: E402
 from streamtok._formats import write_shard  # noqa: E402
 
 
@@ -61,29 +58,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for k in range(2):
         write_shard(tmp / "ds" / f"s_{k}.bin", rng.integers(0, 50000, 10_000_000, dtype=np.uint16))
-    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "tests" / "s3_server.py"),
-                               "--latency-ms", "30", "--memory"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        where = json.loads(server.stdout.readline())
-        os.environ.update({"AWS_ENDPOINT_URL": where["endpoint"], "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION, "AWS_ALLOW_HTTP": "true"})
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=where["moto_endpoint"], region_name=REGION,
-                              aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
-        client.create_bucket(Bucket="inflight")
-        for k in range(2):
-            client.put_object(Bucket="inflight", Key=f"ds/s_{k}.bin", Body=(tmp / "ds" / f"s_{k}.bin").read_bytes())
-        for r in range(args.rounds):
-            local, _, _ = _rate(str(tmp / "ds"), 200)
-            print(f"round {r}: local warm {local / 1e6:.1f} Mtok/s", flush=True)
-            for n in [int(x) for x in args.in_flight.split(",")]:
-                rate, first, st = _rate("s3://inflight/ds/", args.batches, storage_options={"max_in_flight": n})
-                print(f"round {r}: windows, max_in_flight {n:4d}: {rate / 1e6:.2f} Mtok/s, first batch {first:.2f} s, "
-                      f"{st['requests']} requests, fetched/used {st['fetched_bytes'] / st['used_bytes']:.3f}", flush=True)
+        with s3_in_subprocess(latency_ms=30, memory=True) as client:
+            client.create_bucket(Bucket="inflight")
+            for k in range(2):
+                client.put_object(Bucket="inflight", Key=f"ds/s_{k}.bin", Body=(tmp / "ds" / f"s_{k}.bin").read_bytes())
+            for r in range(args.rounds):
+                local, _, _ = _rate(str(tmp / "ds"), 200)
+                print(f"round {r}: local warm {local / 1e6:.1f} Mtok/s", flush=True)
+                for n in [int(x) for x in args.in_flight.split(",")]:
+                    rate, first, st = _rate("s3://inflight/ds/", args.batches, storage_options={"max_in_flight": n})
+                    print(f"round {r}: windows, max_in_flight {n:4d}: {rate / 1e6:.2f} Mtok/s, first batch {first:.2f} s, "
+                          f"{st['requests']} requests, fetched/used {st['fetched_bytes'] / st['used_bytes']:.3f}", flush=True)
     finally:
-        server.stdin.close()
-        server.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

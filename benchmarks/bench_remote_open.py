@@ -17,9 +17,7 @@ machine it, not the client, bounds the cold time. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import shutil
 import statistics
 import sys
@@ -32,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import streamtok  # noqa: E402
-from s3_server import ACCESS_KEY, REGION, SECRET_KEY  # noqa: E402
+from s3_server import s3_in_subprocess  # noqa: E402
 from streamtok._formats import write_shard  # noqa: E402
 from streamtok.storage.remote import forget_opened  # noqa: E402
 
@@ -56,40 +54,30 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-open-"))
     os.environ["STREAMTOK_CACHE_DIR"] = str(tmp / "cache")
     rng = np.random.default_rng(0)
-    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "tests" / "s3_server.py"),
-                               "--latency-ms", str(args.latency_ms), *(["--memory"] if args.memory else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        where = json.loads(server.stdout.readline())
-        os.environ.update({"AWS_ENDPOINT_URL": where["endpoint"], "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION, "AWS_ALLOW_HTTP": "true"})
-        import boto3
+        with s3_in_subprocess(latency_ms=args.latency_ms, memory=args.memory) as client:
+            bucket = "bench-open"
+            client.create_bucket(Bucket=bucket)
+            for k in range(args.shards):
+                write_shard(tmp / "one.bin", rng.integers(0, 50000, args.tokens, dtype=np.uint16))
+                client.put_object(Bucket=bucket, Key=f"ds/shard_{k:06d}.bin", Body=(tmp / "one.bin").read_bytes())
+            url = f"s3://{bucket}/ds/"
+            import torch  # noqa: F401 - imported before timing (the loader's first build would pay for it)
 
-        client = boto3.client("s3", endpoint_url=where["moto_endpoint"], region_name=REGION,
-                              aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
-        bucket = "bench-open"
-        client.create_bucket(Bucket=bucket)
-        for k in range(args.shards):
-            write_shard(tmp / "one.bin", rng.integers(0, 50000, args.tokens, dtype=np.uint16))
-            client.put_object(Bucket=bucket, Key=f"ds/shard_{k:06d}.bin", Body=(tmp / "one.bin").read_bytes())
-        url = f"s3://{bucket}/ds/"
-        import torch  # noqa: F401 - imported before timing (the loader's first build would pay for it)
-
-        cold, warm = [], []
-        for r in range(args.rounds):
-            shutil.rmtree(tmp / "cache", ignore_errors=True)
+            cold, warm = [], []
+            for r in range(args.rounds):
+                shutil.rmtree(tmp / "cache", ignore_errors=True)
+                for kind, out in (("cold", cold), ("restart", warm)):
+                    forget_opened()  # as a new process would: only the metadata cache on disk remains
+                    seconds, cpu, fp, c = _build(url)
+                    out.append((seconds, cpu))
+                    print(f"round {r} {kind:7s}: {seconds:6.2f} s wall, {cpu:5.2f} s client CPU, {c.requests} requests "
+                          f"({c.retries} retried), fingerprint {fp}", flush=True)
             for kind, out in (("cold", cold), ("restart", warm)):
-                forget_opened()  # as a new process would: only the metadata cache on disk remains
-                seconds, cpu, fp, c = _build(url)
-                out.append((seconds, cpu))
-                print(f"round {r} {kind:7s}: {seconds:6.2f} s wall, {cpu:5.2f} s client CPU, {c.requests} requests "
-                      f"({c.retries} retried), fingerprint {fp}", flush=True)
-        for kind, out in (("cold", cold), ("restart", warm)):
-            print(f"{args.shards} shards, {args.latency_ms:g} ms per request, {kind}: median {statistics.median(s for s, _ in out):.2f} s "
-                  f"wall, {statistics.median(c for _, c in out):.2f} s client CPU")
+                print(f"{args.shards} shards, {args.latency_ms:g} ms per request, {kind}: median {statistics.median(s for s, _ in out):.2f} s "
+                      f"wall, {statistics.median(c for _, c in out):.2f} s client CPU")
     finally:
-        server.stdin.close()
-        server.wait(timeout=30)
-    shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -502,6 +503,30 @@ def s3_bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     bucket = s3.create_bucket()
     yield s3, bucket
     s3.proxy.reset()
+
+
+@contextlib.contextmanager
+def s3_in_subprocess(*, latency_ms: float = 0.0, memory: bool = False) -> Iterator[Any]:
+    """This module's server run as its own process (see :func:`main`: a benchmark's client then
+    shares no interpreter lock with the server), with the ``AWS_*`` environment of this process
+    pointed at its proxy; yields a boto3 client of the moto behind it, to create and fill buckets."""
+    import json
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, __file__, "--latency-ms", str(latency_ms), *(["--memory"] if memory else [])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        where = json.loads(server.stdout.readline())  # type: ignore[union-attr]
+        os.environ.update({"AWS_ENDPOINT_URL": where["endpoint"], "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION, "AWS_ALLOW_HTTP": "true"})
+        import boto3
+
+        yield boto3.client("s3", endpoint_url=where["moto_endpoint"], region_name=REGION,
+                           aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait(timeout=30)
 
 
 def main() -> None:
