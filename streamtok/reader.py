@@ -324,6 +324,11 @@ class MemmapReader(Stage):
         if self._remote is not None:  # object storage: every piece in one concurrent fetch
             np.concatenate(self._remote.read_spans(self, starts, lengths, out.dtype), out=out)
             return out
+        return self.read_files(starts, lengths, out)
+
+    def read_files(self, starts: np.ndarray, lengths: Any, out: np.ndarray) -> np.ndarray:
+        """:meth:`read_pieces` of local shards only (the storage layer's reads of the local
+        shards of a loader that mixes local and remote ones): ``pread``, each shard checked after."""
         touched: dict[int, ShardFile] = {}
         self._read(np.asarray(starts, dtype=np.int64), np.asarray(lengths).tolist(), out, touched)
         for entry in touched.values():

@@ -98,6 +98,26 @@ def test_a_glob_and_a_mixture_of_remote_and_local(data):
     _same(remote, local, 30)
 
 
+def test_a_local_shard_beside_remote_ones_is_checked_as_a_local_loader_checks_it(data, tmp_path):
+    """A same-size rewrite of the local source of a remote+local mixture is refused, never read."""
+    import shutil
+
+    from streamtok.errors import ShardFormatError
+
+    root, url, opts = data
+    local = tmp_path / "b"
+    shutil.copytree(root / "mix" / "b", local)
+    kw = dict(seq_len=16, batch_size=4, seed=1, weights={"a": 0.5, "b": 0.5}, metrics=False, split="all", epochs=None)
+    loader = streamtok.loader({"a": url + "mix/a/", "b": str(local)}, storage_options=opts, **kw)
+    it = iter(loader)
+    next(it)
+    shard = local / "b_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:1024] + bytes(shard.stat().st_size - 1024))  # same size, new tokens
+    with pytest.raises(ShardFormatError, match="b_000000.bin"):
+        for _ in range(50):
+            next(it)
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_world_size_two(data, rank):
     root, url, opts = data

@@ -208,8 +208,8 @@ class RemoteShards:
         for row, col, k, lo, n in pieces:
             if k in self.objects:
                 out[row, col : col + n] = np.frombuffer(next(bodies), dtype=self.infos[k].dtype)
-            else:
-                out[row, col : col + n] = reader.checked_array(k)[lo : lo + n]
+            else:  # a local shard beside remote ones: read and checked as the reader reads it
+                reader.read_files(np.array([reader.offset_list[k] + lo]), (n,), out[row, col : col + n])
         return out
 
     def read_spans(self, reader: Any, starts: np.ndarray, lengths: np.ndarray, dtype: np.dtype) -> list[np.ndarray]:
@@ -221,5 +221,5 @@ class RemoteShards:
             if k in self.objects:
                 out[row][col : col + n] = np.frombuffer(next(bodies), dtype=self.infos[k].dtype)
             else:
-                out[row][col : col + n] = reader.checked_array(k)[lo : lo + n]
+                reader.read_files(np.array([reader.offset_list[k] + lo]), (n,), out[row][col : col + n])
         return out
