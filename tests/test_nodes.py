@@ -178,15 +178,21 @@ def test_torchdata_batcher_and_threads_gather_the_same_batches(reader):
     assert [_key(b) for b in nodes.Loader(theirs)] == ours
 
 
-def test_multi_node_weighted_sampler_over_two_streamtok_sources(tmp_path):
+def _weighted_pair(tmp_path, stop_criteria: str) -> Callable[[], nodes.BaseNode]:
+    """torchdata's MultiNodeWeightedSampler over two streamtok sources (tokens of b from 100,000)."""
     make_shards(tmp_path / "a", [4000])
     make_shards(tmp_path / "b", [3000], start=100_000)
     readers = {name: streamtok.MemmapReader(tmp_path / name) for name in "ab"}
 
     def make():
         sources = {name: BatchNode(WindowNode(r, seq_len=T, seed=9), B) for name, r in readers.items()}
-        return nodes.MultiNodeWeightedSampler(sources, {"a": 0.7, "b": 0.3}, seed=1, rank=0, world_size=1, stop_criteria="ALL_DATASETS_EXHAUSTED")
+        return nodes.MultiNodeWeightedSampler(sources, {"a": 0.7, "b": 0.3}, seed=1, rank=0, world_size=1, stop_criteria=stop_criteria)
 
+    return make
+
+
+def test_multi_node_weighted_sampler_over_two_streamtok_sources(tmp_path):
+    make = _weighted_pair(tmp_path, "ALL_DATASETS_EXHAUSTED")
     items = list(nodes.Loader(make()))
     from_b = sum(int(x[0, 0]) >= 100_000 for x, _ in items)
     assert 0 < from_b < len(items)
@@ -283,12 +289,4 @@ def test_torchdata_save_load_rules(reader, name, mode):
 
 
 def test_torchdata_save_load_rules_for_a_weighted_mix_of_sources(tmp_path):
-    make_shards(tmp_path / "a", [4000])
-    make_shards(tmp_path / "b", [3000], start=100_000)
-    readers = {name: streamtok.MemmapReader(tmp_path / name) for name in "ab"}
-
-    def make():
-        sources = {name: BatchNode(WindowNode(r, seq_len=T, seed=9), B) for name, r in readers.items()}
-        return nodes.MultiNodeWeightedSampler(sources, {"a": 0.7, "b": 0.3}, seed=1, rank=0, world_size=1, stop_criteria="FIRST_DATASET_EXHAUSTED")
-
-    check_torchdata_save_load(make, midpoint=4)
+    check_torchdata_save_load(_weighted_pair(tmp_path, "FIRST_DATASET_EXHAUSTED"), midpoint=4)
