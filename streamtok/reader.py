@@ -228,7 +228,7 @@ class MemmapReader(Stage):
 
         One ``fstat`` (~1 µs): its inode, size, mtime and ctime must be those seen when the
         reader was built, else :class:`ShardFormatError` names the file. A copy made from the
-        array after the check is not covered (use :meth:`gather`, or call :meth:`check` after it).
+        array after the check is not covered (use :meth:`gather` or :meth:`read_files`).
         A remote shard's reads check its ETag and size instead (:mod:`streamtok.storage.store`).
         """
         if self._remote is not None and self._remote.is_remote(k):
@@ -236,10 +236,6 @@ class MemmapReader(Stage):
         entry = self._entry(k)
         entry.check()
         return entry.arr
-
-    def check(self, k: int) -> None:
-        """Raise :class:`ShardFormatError` if shard ``k`` changed since the reader was built."""
-        self._entry(k).check()
 
     def _entry(self, k: int) -> ShardFile:
         if self._pid != os.getpid():  # a forked child must not share the parent's LRU
