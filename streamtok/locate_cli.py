@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any
 
+from ._files import read_regular
 from .errors import ConfigError, StateMismatchError
 from .locate import ORIGIN_KEYS
 
@@ -141,9 +143,12 @@ def _checked_weights(weights: Any, where: str) -> None:
 def _load(path: str) -> Any:
     """A JSON state or a torch checkpoint (loaded with ``weights_only=True``: no code runs)."""
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+        raise ConfigError(f"{path}: not a regular file")
+    size = st.st_size
     if size > _MAX_STATE_BYTES and path.endswith(".json"):
         raise ConfigError(f"{path}: {size} bytes is too large for a loader state")
     with open(path, "rb") as f:
@@ -210,8 +215,7 @@ def _decoder(directory: str) -> Any:
     """A decode function from the ``streamtok tokenize`` manifest of a shard directory."""
     path = os.path.join(directory, MANIFEST)
     try:
-        with open(path, "rb") as f:
-            manifest = json.loads(f.read(_MAX_STATE_BYTES))
+        manifest = json.loads(read_regular(path, _MAX_STATE_BYTES))  # a FIFO or a link is not read
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--text: no readable tokenize manifest at {path} ({exc}); the tokenizer is not known") from None
     if not isinstance(manifest, dict):

@@ -167,6 +167,14 @@ def test_cli_refuses_a_tampered_origin(tmp_path, capsys, tamper, message):
     assert code == 2 and message in err, err
 
 
+def test_cli_refuses_a_fifo_instead_of_waiting_on_it(tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "state.json")
+    code, _, err = _cli(capsys, str(tmp_path / "state.json"), "--step", "0")
+    assert code == 2 and "not a regular file" in err
+
+
 def test_cli_decodes_with_the_tokenize_manifest(tmp_path, capsys):
     text = tmp_path / "plays.txt"
     text.write_text("\n\n".join(f"Scene {i}. Enter the player number {i}, speaking plainly." for i in range(300)))
