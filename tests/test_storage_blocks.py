@@ -315,3 +315,24 @@ def test_prefetches_reserve_in_order_of_need(tmp_path, remote):
     cache.close()
     names = sorted(n.split(".")[2] for n in os.listdir(tmp_path / "cache" / "blocks"))
     assert names == ["0", "1", "2"]
+
+
+def test_a_block_is_published_only_under_the_directory_lock(tmp_path):
+    """A scan counts under the directory lock; a download renamed meanwhile (its ``.part`` already
+    listed, the block not yet) would be counted by no one and let the next reservation overfill.
+    So the rename waits for the lock: this failed once in CI as a fourth block in room for three."""
+    d = _cachedir.CacheDir(tmp_path / "cache", limit_bytes=4 * BLOCK)
+    name = _cachedir.BlockName("d" * 32, BLOCK, 0, 10)
+    assert d.reserve(name, lambda n: float("inf"), 0)
+    def download() -> None:
+        with d.block_lock(name):  # as BlockCache does: a live download holds its block's lock
+            d.write(name, b"x" * 10)
+
+    with d._flock(d._lock_path):
+        t = threading.Thread(target=download)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not os.path.exists(d.block_path(name))
+        assert [e.partial for e in d.scan()] == [True]
+    t.join(10)
+    assert [e.partial for e in d.scan()] == [False] and d.usage() == 10

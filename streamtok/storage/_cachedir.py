@@ -205,12 +205,18 @@ class CacheDir:
             return True
 
     def write(self, name: BlockName, data: bytes | memoryview) -> None:
-        """Write a reserved block and publish it by rename; on any error the reservation is freed."""
+        """Write a reserved block and publish it by rename; on any error the reservation is freed.
+
+        The write runs outside the directory lock (it is the long part); the rename inside it.
+        """
         part = self.block_path(name) + _PART
         try:
             with open(part, "r+b") as f:
                 f.write(data)
-            os.replace(part, self.block_path(name))
+            # Renamed under the directory lock: a scan running meanwhile could otherwise list
+            # neither name (readdir over a rename) and undercount, letting a reservation overfill.
+            with self._flock(self._lock_path):
+                os.replace(part, self.block_path(name))
         except BaseException:
             _unlink(part)
             raise
