@@ -30,8 +30,8 @@ import types
 from pathlib import Path
 
 import streamtok
-from streamtok._bench_run import warm
-from streamtok.bench import make_data
+from streamtok.bench.cli import make_data
+from streamtok.bench.run import warm
 
 
 def _mmap_pieces(check: bool):

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamtok._bench_run import warm
 from streamtok._digest import file_sha256
-from streamtok.bench import make_data
-from streamtok.documents import GPT2_EOT, document_starts, scan_document_starts, sidecar_paths
+from streamtok.bench.cli import make_data
+from streamtok.bench.run import warm
+from streamtok.documents.sidecar import GPT2_EOT, document_starts, scan_document_starts, sidecar_paths
 
 
 def _v1_key(path: Path) -> int:

@@ -36,8 +36,8 @@ import numpy as np
 
 import streamtok
 from streamtok._formats import write_shard
-from streamtok.documents import write_document_index
-from streamtok.packing import pack_block
+from streamtok.documents.samplers import pack_block
+from streamtok.documents.sidecar import write_document_index
 
 BOS = 50256
 

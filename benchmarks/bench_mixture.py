@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streamtok._formats import write_shard
-from streamtok.mixture import MixtureSampler
+from streamtok.mixture.sampler import MixtureSampler
 from streamtok.reader import MemmapReader
 
 FAR = 10**9

@@ -28,8 +28,8 @@ from pathlib import Path
 from torchdata import nodes
 
 import streamtok
-from streamtok._bench_run import warm
-from streamtok.bench import machine, make_data
+from streamtok.bench.cli import machine, make_data
+from streamtok.bench.run import warm
 from streamtok.nodes import BatchNode, WindowNode
 
 

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamtok._bench_contestants import Shape, make, shard_files
-from streamtok._bench_run import warm
-from streamtok.bench import machine, make_data
+from streamtok.bench.cli import machine, make_data
+from streamtok.bench.contestants import Shape, make, shard_files
+from streamtok.bench.run import warm
 
 NAMES = (
     "nanogpt", "floor",

@@ -29,8 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import streamtok  # noqa: E402
 from s3_server import s3_in_subprocess  # noqa: E402
+
+import streamtok  # noqa: E402
 from streamtok._formats import write_shard  # noqa: E402
 from streamtok.storage.remote import forget_opened  # noqa: E402
 

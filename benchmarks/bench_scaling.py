@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from streamtok.bench import machine, make_data, run_all
+from streamtok.bench.cli import machine, make_data, run_all
 
 WORKERS = (0, 1, 2)
 BATCH_SIZES = (8, 32, 128)

@@ -7,7 +7,7 @@ Three estimators of the time a loop spends inside ``next()``:
 * ``sampled wait`` (streamtok before issue 21): time one batch in ``stride`` (1-64), count
   it ``stride`` times, capped at the block's wall time.
 * ``every batch``: two clock reads per batch, exact.
-* ``wall - sampled work`` (:class:`streamtok._meter.Meter` now): the wall time between
+* ``wall - sampled work`` (:class:`streamtok.metrics.meter.Meter` now): the wall time between
   timed receipts is exact, the loop's own work is sampled; every batch timed when batches
   take 50 µs or more.
 

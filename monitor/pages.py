@@ -28,7 +28,7 @@ class PageCounter:
     """Page bytes spanned by the windows delivered between two positions of a run.
 
     Args:
-        manifest: the run's manifest (see :mod:`streamtok.metrics`).
+        manifest: the run's manifest (see :mod:`streamtok.metrics.publish`).
         max_windows: most windows computed per call before sampling steps.
     """
 

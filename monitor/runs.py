@@ -1,6 +1,6 @@
 """Which run to show: the busiest live one, the next one when it ends, one picked by hand.
 
-Pure functions of the run root (see :mod:`streamtok.metrics`); the app and the command line
+Pure functions of the run root (see :mod:`streamtok.metrics.publish`); the app and the command line
 call them, the watcher thread calls :func:`next_run` when the shown run has ended.
 """
 
@@ -36,7 +36,7 @@ def live_runs(root: str | None = None) -> list[metrics.RunInfo]:
     """The runs under ``root`` whose trainer is alive on this host, newest first.
 
     Args:
-        root: the run root; default :func:`streamtok.metrics.run_root`.
+        root: the run root; default :func:`streamtok.metrics.publish.run_root`.
     """
     return [r for r in metrics.list_runs(root) if r.alive]
 
@@ -48,7 +48,7 @@ def next_run(current: str | None, root: str | None = None) -> Sampler | None:
 
     Args:
         current: the run directory shown now.
-        root: the run root; default :func:`streamtok.metrics.run_root`.
+        root: the run root; default :func:`streamtok.metrics.publish.run_root`.
     """
     live = [r for r in live_runs(root) if r.dir != current]
     while live:
@@ -65,7 +65,7 @@ def wait_for_run(interval_s: float, root: str | None = None, timeout_s: float | 
 
     Args:
         interval_s: seconds between looks.
-        root: the run root; default :func:`streamtok.metrics.run_root`.
+        root: the run root; default :func:`streamtok.metrics.publish.run_root`.
         timeout_s: give up after this long (``None``: wait forever).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

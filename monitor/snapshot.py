@@ -48,7 +48,7 @@ class Sampler:
     """Snapshots of one run (``run_dir``) or of any process (``pid``, with ``files`` globs).
 
     Args:
-        run_dir: a streamtok run directory (see :mod:`streamtok.metrics`).
+        run_dir: a streamtok run directory (see :mod:`streamtok.metrics.publish`).
         pid: a process to watch when there is no run directory.
         files: glob patterns of files whose page-cache residency to show (``--pid`` mode).
         history: values kept for each sparkline (tokens/s, waiting, disk, hit).

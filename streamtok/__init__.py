@@ -2,25 +2,28 @@
 
 The data path, one stage per module, each importing only the ones below it::
 
-    prefetch.py   CUDAPrefetcher   batches staged on the device, state as consumed
-    loader.py     StreamtokLoader  StatefulDataLoader, workers, ranks, state_dict  | nodes.py: the
-    collate.py    Collator         B window starts -> one compact buffer -> (x, y) | same stages as
-    sampler.py    WindowSampler    which windows, in what order, for whom          | torchdata nodes
-    reader.py     MemmapReader     one virtual token array over memory-mapped shards
-    shards.py     ShardLister      which files, in order, and how they split
+    prefetch.py    CUDAPrefetcher   batches staged on the device, state as consumed
+    dataloader.py  StreamtokLoader  StatefulDataLoader, workers, ranks, state_dict | nodes.py: the
+    collate.py     Collator         B window starts -> one compact buffer -> (x, y) | same stages as
+    sampler.py     WindowSampler    which windows, in what order, for whom         | torchdata nodes
+    reader.py      MemmapReader     one virtual token array over the shards
+    shards.py      ShardLister      which files, in order, and how they split
 
-``streamtok.loader(...)`` builds the common chain in one call. Names are imported on first
-use, so ``import streamtok.metrics`` (what ``streamtok-monitor`` needs) does not import torch.
+Wings, each a sub-package the stages do not import: ``documents/`` (document-aware rows),
+``mixture/`` (weighted sources), ``metrics/`` (what ``streamtok-monitor`` reads), ``bench/``;
+under the reader, ``storage/`` (object stores); beside it, ``prep/`` (tokenize, download,
+inspect) and ``frameworks/``. ``streamtok.loader(...)`` (``build.py``) picks the stages and
+wings for its options in one call. Names are imported on first use, so
+``import streamtok.metrics`` (what ``streamtok-monitor`` needs) does not import torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from . import _chain
+from ._lazy import lazy_names
 from .errors import (
     ConfigError,
     EncodingUnavailableError,
@@ -48,16 +51,17 @@ _LAZY = {
     "MemmapReader": "reader",
     "ShardLister": "shards",
     "WindowSampler": "sampler",
-    "StreamtokLoader": "loader",
-    "create_dataloaders": "loader",
-    "loader": "loader",
-    "Mixture": "mixture",
-    "MixtureSampler": "mixture",
-    "Documents": "boundaries",
-    "document_stats": "documents",
-    "write_document_index": "documents",
+    "StreamtokLoader": "dataloader",
+    "create_dataloaders": "build",
+    "loader": "build",
+    "Mixture": "mixture.collate",
+    "MixtureSampler": "mixture.sampler",
+    "Documents": "documents.index",
+    "document_stats": "documents.sidecar",
+    "write_document_index": "documents.sidecar",
 }
-_STAGES = ("reader", "sampler", "collate", "mixture", "loader", "prefetch")
+# Imported when a chained form (``sampler.batch(...)``, ``collator.loader(...)``) is missing.
+_STAGES = ("reader", "sampler", "collate", "mixture.collate", "dataloader", "build", "prefetch")
 
 __all__ = sorted(
     [
@@ -80,31 +84,12 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'streamtok' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    setattr(sys.modules[__name__], name, value)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 def _import_stages() -> None:
     for module in _STAGES:
         importlib.import_module(f".{module}", __name__)
-
-
-class _Package(types.ModuleType):
-    # Importing the submodule streamtok.loader makes Python set the attribute `loader` of this
-    # package to that module, hiding the function streamtok.loader(...): keep the function.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
 
 
 def _hub_lister(repo_id: str, shards: Any = None, **kw: Any) -> Any:
@@ -116,4 +101,3 @@ def _hub_lister(repo_id: str, shards: Any = None, **kw: Any) -> Any:
 # The data path does not import the command-line tools; the package offers the Hub to it.
 _chain.provide("hub_lister", _hub_lister)
 _chain.on_missing_form(_import_stages)
-sys.modules[__name__].__class__ = _Package

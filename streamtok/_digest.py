@@ -3,7 +3,7 @@
 A document index is used only for the bytes it was built from (issue 19): its key holds the
 sha256 of the whole shard. Hashing a shard costs a full read (sha256: ~0.3-1 GiB/s per core,
 about as long as the scan that builds an index), so the digest is remembered in
-``$STREAMTOK_CACHE_DIR/sha256/`` (see :func:`streamtok.documents.cache_dir`) under the file's
+``$STREAMTOK_CACHE_DIR/sha256/`` (see :func:`streamtok.documents.sidecar.cache_dir`) under the file's
 *stamp*: inode, device, size, mtime and ctime (ns). Any write, truncation, ``utime`` (as
 ``rsync -t`` or a restore does to keep an old mtime) or rename moves the ctime or the inode,
 and no tool can set a ctime back, so an unchanged stamp means unchanged bytes; a new stamp

@@ -9,12 +9,34 @@ batches ``lookahead`` steps ahead (``MADV_WILLNEED``): a cold cache then reads ~
 from __future__ import annotations
 
 import bisect
+import ctypes
+import ctypes.util
 import mmap
 from typing import Any
 
 import numpy as np
 
-from ._pagecache import resident
+PAGE = mmap.PAGESIZE
+
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    _mincore = _libc.mincore
+    _mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte))
+    _mincore.restype = ctypes.c_int
+except (OSError, AttributeError):  # not Linux/BSD libc
+    _mincore = None
+
+_vec = (ctypes.c_ubyte * 1)()
+
+
+def resident(address: int) -> bool | None:
+    """Whether the page holding virtual ``address`` (inside a mapping) is cached; ``None``: unknown."""
+    if _mincore is None:
+        return None
+    if _mincore(address - address % PAGE, PAGE, _vec) != 0:
+        return None
+    return bool(_vec[0] & 1)
+
 
 _HINT_CALLS = 64  # batches hinted after a page-cache miss
 _SKIP_CALLS = 8  # batches not hinted after both probes found their pages cached

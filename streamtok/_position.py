@@ -222,7 +222,7 @@ def read_pack_position(
     """Check a packed-rows state against ``config``; return its position.
 
     Args:
-        state: a :class:`~streamtok.packed_rows.PackSampler` ``state_dict()``.
+        state: a :class:`~streamtok.documents.pack.PackSampler` ``state_dict()``.
         config: the current configuration.
         version: the state version this streamtok writes.
         n_blocks: blocks per epoch.
@@ -276,7 +276,7 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
     """Check a mixture state against ``config`` and the current sources' data; return it.
 
     Args:
-        state: a :class:`~streamtok.mixture.MixtureSampler` ``state_dict()``.
+        state: a :class:`~streamtok.mixture.sampler.MixtureSampler` ``state_dict()``.
         config: the current mode, seed and seq_len.
         version: the state version this streamtok writes.
         fingerprints: each current source's data fingerprint (a saved source of the same name

@@ -1,6 +1,6 @@
 """Attention that stays inside documents, from the ``doc`` of a streamtok batch.
 
-    from streamtok.attention import document_attention, flex_block_mask, varlen_args
+    from .attention import document_attention, flex_block_mask, varlen_args
 
     for x, y, doc in streamtok.loader(..., documents="mask"):
         out = document_attention(q, k, v, doc)     # q, k, v: (B, heads, T, head_dim)

@@ -18,7 +18,7 @@ SUBCOMMANDS = (
     "streamtok.prep.tokenize_cli",
     "streamtok.prep.hub",
     "streamtok.prep.inspect",
-    "streamtok.bench",
+    "streamtok.bench.cli",
     "streamtok.locate_cli",
 )
 
@@ -27,7 +27,7 @@ def plain(doc: str) -> str:
     """A docstring as ``--help`` text: Sphinx roles and double backquotes become plain words.
 
     Args:
-        doc: reStructuredText such as ``:mod:`streamtok._bench_run```, ``:func:`~a.b```, ````x````.
+        doc: reStructuredText such as ``:mod:`streamtok.bench.run```, ``:func:`~a.b```, ````x````.
 
     Returns:
         The same text with ``:role:`target``` as ``target`` (``~a.b`` as ``b``) and ````x```` as ``x``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,15 @@ class Collator(Stage):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def attach(self, batches: Iterator[Any], *, pass_start: Callable[[], Any], direct: bool, compact: bool) -> Iterator[Any]:
+        """What the DataLoader yields for one pass's ``batches``: here the batches themselves.
+
+        A collator that adds to each batch (the document collator: ``doc``) overrides this;
+        ``pass_start()`` is where the pass began, ``direct`` says the batches were gathered in
+        this process (no workers), ``compact`` that they are ``(B, T+1)`` buffers, not ``(x, y)``.
+        """
+        return batches
 
     def _check_range(self, out: np.ndarray, starts: np.ndarray) -> None:
         if int(out.max()) < self.vocab_size and (out.dtype.kind == "u" or int(out.min()) >= 0):

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ._schedule import Anchor, Timeline
+from .documents.pack import PackSampler
 from .errors import ConfigError
-from .mixture import Mixture, MixtureSampler
-from .packed_rows import PackSampler
+from .mixture.collate import Mixture
+from .mixture.sampler import MixtureSampler
+from .mixture.schedule import Anchor, Timeline
 from .sampler import PassStart, WindowSampler, as_int
 from .shards import ShardLister
 

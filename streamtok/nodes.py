@@ -3,7 +3,7 @@
 ::
 
     from torchdata import nodes
-    from streamtok.nodes import BatchNode, WindowNode
+    from .nodes import BatchNode, WindowNode
 
     node = nodes.Prefetcher(BatchNode(WindowNode(reader, seq_len=1024, seed=0), 32), 2)
     loader = nodes.Loader(node)            # state_dict() / load_state_dict() as torchdata's
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torchdata.nodes import BaseNode
 
-from .collate import Collator, split
 from ._position import read_node_state
+from .collate import Collator, split
 from .errors import ConfigError
 from .reader import MemmapReader
 from .sampler import PassStart, WindowSampler

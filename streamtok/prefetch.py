@@ -26,6 +26,7 @@ import torch
 from ._background import Background
 from ._staging import CPUStage, CUDAStage, resolve_device
 from .errors import ConfigError, PassActiveError
+from .metrics.publish import RunPublisher
 
 Batch = Any
 
@@ -103,7 +104,9 @@ class CUDAPrefetcher:
         self._queue.clear()
         self._state = self._source_state()
         it = iter(self.source.iter_compact() if self.compact else self.source)  # type: ignore[attr-defined]
-        published = getattr(self.source, "_metrics", None)  # streamtok.metrics.RunPublisher
+        published = getattr(self.source, "metrics", None)  # StreamtokLoader.metrics
+        if not isinstance(published, RunPublisher):
+            published = None
         # The loop is metered here, in its own slot: with a thread, the loader's meter times
         # that thread (the slot is claimed before the thread starts, which claims the
         # loader's); without, the loader's meter would count the staging as the loop's work.

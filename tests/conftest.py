@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from _util import make_shards
 
 

@@ -11,10 +11,10 @@ import os
 import sys
 
 import torch
+from _util import batch_hash
 from accelerate import Accelerator
 
 import streamtok
-from _util import batch_hash
 from streamtok.frameworks.accelerate import prepare_loader
 
 T, B, K = 16, 2, 5

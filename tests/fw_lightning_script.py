@@ -12,10 +12,10 @@ import sys
 
 import lightning.pytorch as pl
 import torch
+from _util import batch_hash
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import streamtok
-from _util import batch_hash
 from streamtok.frameworks.lightning import StreamtokDataModule
 
 T, B, K = 16, 2, 7

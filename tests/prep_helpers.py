@@ -19,7 +19,7 @@ from streamtok.prep.encoding import load_encoding
 
 PREP_COMMANDS = ("streamtok.prep.tokenize_cli", "streamtok.prep.hub", "streamtok.prep.inspect")
 WORDS = "the quick brown fox jumps over a lazy dog . , ! café naïve 日本語 emoji 🙂 <|endoftext|> 42 1999".split()
-# Runs one prep subcommand in a fresh interpreter (streamtok.bench may not exist yet).
+# Runs one prep subcommand in a fresh interpreter (streamtok.bench.cli may not exist yet).
 CLI_SNIPPET = (
     "import sys; from unittest import mock; from streamtok import cli; "
     f"mock.patch.object(cli, 'SUBCOMMANDS', {PREP_COMMANDS!r}).start(); sys.exit(cli.main(sys.argv[1:]))"

@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 
-import streamtok
 from _util import batch_hash
+
+import streamtok
 
 data, log, ckpt, mode, workers, epochs = sys.argv[1:7]
 kill_after = int(sys.argv[7]) if len(sys.argv) > 7 else None

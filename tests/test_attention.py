@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from streamtok import attention
-from streamtok.boundaries import documents_from_starts
+from streamtok.documents.index import documents_from_starts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = 24

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok._ring import SlotRef, SlotRing
 
 T = 15

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from streamtok import bench
-from streamtok._bench_contestants import Shape, make, parse
-from streamtok._bench_run import page_floor
+from streamtok.bench.contestants import Shape, make, parse
+from streamtok.bench.run import page_floor
 
 CONTESTANTS = [
     "nanogpt", "floor", "mapstyle:workers=0",
@@ -110,10 +110,10 @@ def test_help_is_plain_text(capsys):
     """``streamtok bench --help`` shows no reStructuredText markup (roles, double backquotes)."""
     from streamtok.cli import build_parser, plain
 
-    assert plain("see :mod:`streamtok._bench_run`, :func:`~a.b.c` and ``--data DIR``") == (
-        "see streamtok._bench_run, c and --data DIR"
+    assert plain("see :mod:`streamtok.bench.run`, :func:`~a.b.c` and ``--data DIR``") == (
+        "see streamtok.bench.run, c and --data DIR"
     )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--help"])
     out = capsys.readouterr().out
-    assert "streamtok._bench_contestants" in out and ":mod:" not in out and "`" not in out
+    assert "streamtok.bench.contestants" in out and ":mod:" not in out and "`" not in out

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from streamtok._order import BlockLocalPermutation
-from streamtok._order import WindowOrder
+from streamtok._order import BlockLocalPermutation, WindowOrder
 
 
 @settings(max_examples=40, deadline=None)

@@ -11,7 +11,7 @@ import pytest
 import streamtok
 from streamtok import ShardFormatError
 from streamtok._formats import write_shard
-from streamtok.documents import GPT2_EOT, document_starts, scan_document_starts, sidecar_paths, write_document_index
+from streamtok.documents.sidecar import GPT2_EOT, document_starts, scan_document_starts, sidecar_paths, write_document_index
 
 
 def _shard(path, n=200_000, seed=0):

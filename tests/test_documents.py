@@ -11,7 +11,8 @@ import torch
 import streamtok
 from streamtok import documents as documents_module
 from streamtok._formats import probe_shard, write_shard
-from streamtok.documents import (
+from streamtok.documents.samplers import pack_block
+from streamtok.documents.sidecar import (
     default_bos_id,
     document_starts,
     document_stats,
@@ -20,7 +21,6 @@ from streamtok.documents import (
     write_document_index,
 )
 from streamtok.errors import ConfigError
-from streamtok.packing import pack_block
 
 BOS = 50256
 T, B = 32, 4
@@ -255,7 +255,7 @@ def test_pack_block_crops_only_when_nothing_fits():
 
 
 def test_position_ids_on_other_devices_match(doc_dir):
-    from streamtok.boundaries import _position_ids_torch
+    from streamtok.documents.index import _position_ids_torch
 
     path, _, _ = doc_dir
     for x, y, doc in streamtok.loader(path, seq_len=T, batch_size=B, split="all", documents="mask", metrics=False):
@@ -351,7 +351,7 @@ def test_rows_of_long_documents_warn_once_with_the_share_an_epoch_skips(tmp_path
 
 def test_the_skipped_share_of_a_big_index_is_estimated_from_a_sample(doc_dir, monkeypatch):
     from streamtok import packing
-    from streamtok.boundaries import DocumentIndex
+    from streamtok.documents.index import DocumentIndex
     from streamtok.reader import MemmapReader
 
     path, tokens, starts = doc_dir

@@ -8,22 +8,23 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_documents import make_doc_shards
 
 import streamtok
-from test_documents import make_doc_shards
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 sys.path.insert(0, EXAMPLES)
 
-from streamtok import attention as doc_attention  # noqa: E402
 import train_gpt  # noqa: E402
+
+from streamtok import attention as doc_attention  # noqa: E402
 
 T = 24
 
 
 def doc_of(rows_starts):
     """A ``doc`` for rows whose documents start at the given columns."""
-    from streamtok.boundaries import documents_from_starts
+    from streamtok.documents.index import documents_from_starts
 
     rows = np.array([r for r, cols in enumerate(rows_starts) for _ in cols], dtype=np.int64)
     cols = np.array([c for cols in rows_starts for c in cols], dtype=np.int64)

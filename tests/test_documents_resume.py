@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-import streamtok
 from _util import check_resume, roundtrip, take
 from test_documents import make_doc_shards
+
+import streamtok
 
 T, B = 16, 4
 MODES = ["mask", "bos", "pack"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok.errors import ConfigError
 
 accelerate = pytest.importorskip("accelerate", reason="HF Accelerate is not installed (pip install -e '.[dev]')")

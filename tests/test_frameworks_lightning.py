@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok.errors import ConfigError
 
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed (pip install -e '.[dev]')")

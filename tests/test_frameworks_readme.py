@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _util import make_shards
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok.errors import ConfigError, StateMismatchError
 
 pytest.importorskip("torchtitan", reason="torchtitan is not installed (pip install -e '.[dev]', Python >= 3.11)")

@@ -11,9 +11,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok import ShardFormatError, StateMismatchError, TokenRangeError
 from streamtok._formats import HEADER_INTS
 

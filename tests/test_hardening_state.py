@@ -10,10 +10,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _util import batch_hash, make_shards
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 import streamtok
-from _util import batch_hash, make_shards
 from streamtok import ConfigError, PassActiveError, StateMismatchError
 
 

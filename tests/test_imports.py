@@ -1,4 +1,4 @@
-"""The data path reads bottom to top: no import circle, no stage importing a later stage.
+"""The house: stages bottom to top, wings beside them, each folder with its import rule; no circle.
 
 Every ``import`` statement in ``streamtok/`` counts, including those inside functions and
 ``if TYPE_CHECKING:`` blocks: a stage that names a later one cannot be read without it.
@@ -10,23 +10,44 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "streamtok"
-# The stages, bottom to top. A stage imports only stages before it in this list.
-STAGES = ["_formats", "shards", "reader", "sampler", "collate", "loader", "prefetch"]
-# Stages beside the chain, at a rank between two of its stages (documents: the index, above
-# the formats; boundaries over a reader; bos/pack orders beside the sampler; the batch
-# stages beside the collator).
-BESIDE = {
-    "documents": 1.5,
-    "boundaries": 2.5,
-    "packing": 3.3,
-    "packed_rows": 3.6,
-    "mixture": 4.5,
-    "doc_batches": 4.5,
-    "nodes": 4.5,
-    "locate": 4.6,
+
+# Shared basics: they import only each other (no stage, no wing).
+BASICS = {
+    "errors", "_atomic", "_files", "_chain", "_lazy", "_order", "_position", "_background",
+    "_formats", "_shardfile", "_digest", "_pagehints",
 }
-HELPERS = {"_chain", "_order", "_position", "_schedule", "_pagehints", "_pagecache", "_ring", "_staging", "_background", "_atomic", "errors", "metrics"}
-DATA_PATH = {*STAGES, *BESIDE, *HELPERS}
+# The data path, bottom to top: a stage imports only the stages before it (and the basics).
+STAGES = ["shards", "reader", "sampler", "collate", "dataloader", "prefetch"]
+BELOW_DATALOADER = {"shards", "reader", "sampler", "collate"}
+# What each module or folder may import besides the basics and itself. A folder's rule holds
+# for every module in it; a module's own rule wins over its folder's.
+RULES: dict[str, set[str]] = {
+    # under the reader: object stores (and the .docidx format, which remote shards fetch)
+    "storage": {"documents.sidecar"},
+    "shards": {"storage"},
+    "reader": {"shards", "storage"},
+    "sampler": {"shards", "reader"},
+    "collate": {"shards", "reader", "sampler"},
+    # the DataLoader knows neither documents nor mixtures: a collator it is given does its part
+    "_ring": {"collate"},
+    "dataloader": {*BELOW_DATALOADER, "_ring", "metrics", "locate"},
+    "_staging": {"collate"},
+    "prefetch": {"_staging", "metrics"},
+    "nodes": BELOW_DATALOADER,
+    # the wings: documents and mixtures build on the stages up to the collator; a mixture may
+    # hold documents, never the reverse; metrics need no stage and no torch (the monitor reads them)
+    "documents": BELOW_DATALOADER | {"storage"},
+    "documents.sidecar": set(),
+    "mixture": BELOW_DATALOADER | {"documents", "storage"},
+    "metrics": {"storage.urls"},
+    "locate": BELOW_DATALOADER | {"documents", "mixture"},
+    # for the trainer's side of documents (masks from a batch's doc): a leaf
+    "attention": set(),
+    # the one place that knows every stage and wing: streamtok.loader(...)
+    "build": {*STAGES, "documents", "mixture", "locate", "storage"},
+}
+DATA_PATH = [*RULES, "streamtok"]
+TOOLS = ("prep", "cli", "locate_cli", "bench", "frameworks")
 
 
 def _module_name(path: Path) -> str:
@@ -96,29 +117,67 @@ def test_no_import_circle():
             visit(module, [module])
 
 
-def test_no_stage_imports_a_later_stage():
-    rank = {f"streamtok.{m}": i for i, m in enumerate(STAGES)}
-    rank |= {f"streamtok.{m}": r for m, r in BESIDE.items()}
-    wrong = [
-        f"{_short(mod)} imports {_short(dep)}"
-        for mod, deps in _graph().items()
-        for dep in deps
-        if mod in rank and dep in rank and rank[dep] >= rank[mod]
-    ]
-    assert not wrong, "a stage imports a later stage: " + "; ".join(sorted(wrong))
+def _rule(module: str) -> tuple[str, set[str]] | None:
+    """The most specific rule for ``module``: its own, else its folder's."""
+    name = _short(module)
+    while name:
+        if name in RULES:
+            return name, RULES[name]
+        name = name.rpartition(".")[0]
+    return None
 
 
-def test_data_path_imports_no_tool():
-    wrong = [
-        f"{_short(mod)} imports {dep}"
-        for mod, deps in _graph().items()
-        if _short(mod) in DATA_PATH
-        for dep in deps
-        if dep.startswith(("streamtok.prep", "streamtok.cli", "streamtok.bench", "streamtok._bench"))
+def _allowed(dep: str, own: str, allowed: set[str]) -> bool:
+    name = _short(dep)
+    if name in BASICS or name == own or name.startswith(own + "."):
+        return True
+    return any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def _broken_rules() -> list[str]:
+    wrong = []
+    for mod, deps in _graph().items():
+        if _short(mod) in BASICS:
+            wrong += [f"{_short(mod)} imports {_short(d)}" for d in deps if _short(d) not in BASICS]
+            continue
+        rule = _rule(mod)
+        if rule is None or mod == "streamtok":
+            continue
+        own, allowed = rule
+        wrong += [f"{_short(mod)} imports {_short(d)}" for d in deps if not _allowed(d, own, allowed)]
+    return sorted(wrong)
+
+
+def test_every_module_imports_only_what_its_folder_rule_allows():
+    wrong = _broken_rules()
+    assert not wrong, "imports against the layer rules: " + "; ".join(wrong)
+
+
+def test_every_module_of_the_data_path_has_a_rule():
+    """A new module is placed on purpose: a rule of its own or of its folder, or it is a tool."""
+    unplaced = [
+        _short(m) for m in _graph()
+        if m != "streamtok" and _short(m) not in BASICS and _rule(m) is None
+        and not _short(m).startswith(TOOLS)
     ]
-    for path in PACKAGE.glob("*.py"):
-        if path.stem in DATA_PATH:
-            wrong += [f"{path.stem} imports {t}" for t, _ in _imports(path) if t.split(".")[0] in ("monitor", "streamtok_monitor", "textual")]
+    assert not unplaced, f"modules with no import rule: {unplaced}"
+
+
+def test_the_top_level_is_the_stages_and_the_wings():
+    """``ls streamtok/``: the stages, their front doors, private basics, and one folder per wing."""
+    public = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_"))
+    assert public == sorted([*STAGES, "attention", "build", "cli", "errors", "locate", "locate_cli", "nodes"])
+    folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert folders == ["bench", "documents", "frameworks", "metrics", "mixture", "prep", "storage"]
+
+
+def test_metrics_import_no_torch():
+    wrong = [
+        f"{_short(_module_name(p))} imports {t}"
+        for p in (PACKAGE / "metrics").rglob("*.py")
+        for t, _ in _imports(p)
+        if t.split(".")[0] == "torch"
+    ]
     assert not wrong, "; ".join(wrong)
 
 
@@ -148,9 +207,15 @@ def test_the_checks_see_a_planted_circle(tmp_path, monkeypatch):
         assert "shards" in str(exc)
     else:
         raise AssertionError("the planted circle was not found")
-    try:
-        test_no_stage_imports_a_later_stage()
-    except AssertionError as exc:
-        assert "shards imports collate" in str(exc)
-    else:
-        raise AssertionError("the planted upward import was not found")
+    assert "shards imports collate" in _broken_rules()
+
+
+def test_the_rules_catch_a_wing_in_the_dataloader(tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "streamtok"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "dataloader.py").write_text((copy / "dataloader.py").read_text() + "\nfrom .documents.collate import DocumentCollator\n")
+    (copy / "metrics" / "meter.py").write_text((copy / "metrics" / "meter.py").read_text() + "\nfrom ..reader import MemmapReader\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", copy)
+    assert _broken_rules() == ["dataloader imports documents.collate", "metrics.meter imports reader"]

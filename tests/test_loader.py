@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from _util import batch_hash, check_resume, make_shards, roundtrip, take
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 import streamtok
-from _util import batch_hash, check_resume, make_shards, roundtrip, take
 from streamtok import ConfigError, StateMismatchError, TokenRangeError
 
 T, B = 32, 4

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from _util import make_shards
+from test_documents import BOS, make_doc_shards
 
 import streamtok
-from _util import make_shards
 from streamtok import cli
 from streamtok.errors import ConfigError
-from test_documents import BOS, make_doc_shards
 
 T, B = 16, 3
 
@@ -184,8 +184,8 @@ def test_cli_decodes_with_the_tokenize_manifest(tmp_path, capsys):
     torch.save({"loader": loader.state_dict()}, tmp_path / "ckpt.pt")
     code, out, err = _cli(capsys, str(tmp_path / "ckpt.pt"), "--step", "2", "--text")
     assert code == 0, err
-    from streamtok.prep.encoding import load_encoding
     from streamtok.locate import step_input
+    from streamtok.prep.encoding import load_encoding
 
     enc = load_encoding("gpt2")
     rows = loader.collator.gather(step_input(loader.collator, 2)).numpy()

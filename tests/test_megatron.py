@@ -8,7 +8,7 @@ import pytest
 
 import streamtok
 from streamtok._formats import probe_shard
-from streamtok.documents import document_starts
+from streamtok.documents.sidecar import document_starts
 from streamtok.errors import ShardFormatError
 
 CODES = {np.dtype(np.uint8): 1, np.dtype(np.int32): 4, np.dtype(np.uint16): 8}

@@ -1,4 +1,4 @@
-"""streamtok.metrics: what the loader publishes, read back as the monitor reads it."""
+"""streamtok.metrics.publish: what the loader publishes, read back as the monitor reads it."""
 
 import json
 import os
@@ -247,7 +247,7 @@ def test_meter_samples_a_fast_loop_and_still_counts_every_batch(tmp_path):
 
 
 def test_streamtok_never_imports_the_dashboard():
-    code = "import sys, streamtok, streamtok.metrics; print(sorted(m for m in ('textual', 'streamtok_monitor') if m in sys.modules))"
+    code = "import sys, streamtok, streamtok.metrics.publish; print(sorted(m for m in ('textual', 'streamtok_monitor') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]"
 

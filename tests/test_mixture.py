@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _util import batch_hash, check_resume, make_shards, roundtrip, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamtok
-from _util import batch_hash, check_resume, make_shards, roundtrip, take
 from streamtok import ConfigError, StateMismatchError
-from streamtok.mixture import MixtureSampler
+from streamtok.mixture.sampler import MixtureSampler
 from streamtok.reader import MemmapReader
 
 T = 8
@@ -96,7 +96,7 @@ def _check_bound(readers, names, pairs, batch_size, world_size, resume_at, new_b
         assert counts.sum() == sampler.windows
         assert (counts >= before).all()
         assert (counts[step_w == 0] == before[step_w == 0]).all(), "a paused source gave a window"
-        # One window a step with paused sources: measured up to ~1.4 (see streamtok._schedule).
+        # One window a step with paused sources: measured up to ~1.4 (see streamtok.mixture.schedule).
         slack = b if (b > 1 or not zero) else 2
         err = np.abs(counts - tau).max()
         assert err <= slack, f"step {g}: counts {counts} vs targets {tau} (b={b})"

@@ -12,11 +12,11 @@ import textwrap
 import time
 
 import pytest
-
-from streamtok import metrics
 from streamtok_monitor import cli
 from streamtok_monitor.app import HelpScreen, MonitorApp
 from streamtok_monitor.watcher import Sampler
+
+from streamtok import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -202,9 +202,9 @@ def test_console_script_runs(tmp_path):
 def test_default_run_is_the_busiest_live_one(tmp_path, monkeypatch):
     """A training loader and a newer, idle validation loader: the monitor opens the training one."""
     from _util import make_shards
+    from streamtok_monitor.cli import busiest
 
     import streamtok
-    from streamtok_monitor.cli import busiest
 
     monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
     make_shards(tmp_path / "d", [4000, 4000, 2000])
@@ -212,7 +212,7 @@ def test_default_run_is_the_busiest_live_one(tmp_path, monkeypatch):
     for _, _ in zip(range(20), train):
         pass
     val = streamtok.loader(tmp_path / "d", seq_len=16, batch_size=4, split="val", mode="sequential")
-    live = [r for r in streamtok.metrics.list_runs() if r.alive]
+    live = [r for r in streamtok.metrics.publish.list_runs() if r.alive]
     assert len(live) == 2 and live[0].dir == val._metrics.dir  # newest first
     assert busiest(live).dir == train._metrics.dir
 
@@ -294,7 +294,7 @@ def test_cli_stats_file_missing_or_short(tmp_path, capsys):
 
 
 def _header(n_slots: int = 1) -> bytes:
-    from streamtok._stats import HEADER_WORDS, MAGIC, SLOT_WORDS
+    from streamtok.metrics.layout import HEADER_WORDS, MAGIC, SLOT_WORDS
 
     words = [MAGIC, 1, n_slots, SLOT_WORDS, 0, 0] + [0] * (HEADER_WORDS - 6) + [0] * (SLOT_WORDS * n_slots)
     return struct.pack(f"<{len(words)}q", *words)
@@ -330,7 +330,7 @@ def test_cli_stats_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, capsys
 
 def test_cli_list_skips_an_impossible_creation_time(tmp_path, monkeypatch, capsys):
     # Issue 19 item 10: "created": 1e300 passed the manifest check and then overflowed. The
-    # run directory's manifest check (streamtok._runs) now refuses a creation time that is
+    # run directory's manifest check (streamtok.metrics.rundir) now refuses a creation time that is
     # not a time: such a directory is not a streamtok run, and --list lists the good ones.
     monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path))
     for name, created in (("bad", 1e300), ("good", 1000.0)):

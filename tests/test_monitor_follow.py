@@ -9,15 +9,15 @@ import time
 
 import numpy as np
 import pytest
+from streamtok_monitor import cli
+from streamtok_monitor.app import MonitorApp, RunPicker
+from streamtok_monitor.runs import next_run, wait_for_run
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok import metrics
 from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
-from streamtok_monitor import cli
-from streamtok_monitor.app import MonitorApp, RunPicker
-from streamtok_monitor.runs import next_run, wait_for_run
-from streamtok_monitor.watcher import Sampler
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 import pytest
+from streamtok_monitor import probes
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok._formats import write_shard
-from streamtok_monitor import probes
-from streamtok_monitor.watcher import Sampler
 
 READER = """
 import os, sys, time

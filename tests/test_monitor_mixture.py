@@ -1,13 +1,13 @@
 """The monitor on a mixture's run: per-source rows from the published counts, unknown
 figures shown as unknown (the run is this test's own process, so it counts as alive)."""
 
-import pytest
 import numpy as np
+import pytest
+from streamtok_monitor import panels
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok._formats import write_shard
-from streamtok_monitor import panels
-from streamtok_monitor.watcher import Sampler
 
 
 @pytest.fixture(autouse=True)

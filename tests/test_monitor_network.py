@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streamtok import metrics
 from streamtok_monitor import snapshot
 from streamtok_monitor.panels import network_line
+
+from streamtok import metrics
 
 
 def _slot(i, role, pid, **net):

@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from streamtok_monitor.pages import PageCounter
 
 import streamtok
 from streamtok import metrics
 from streamtok.sampler import PassStart
-from streamtok_monitor.pages import PageCounter
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +74,6 @@ def test_replay_follows_breaks_and_new_passes(tmp_path):
     """A loop that breaks and re-iterates (issue 10.1): the monitor's page bytes and hit ratio
     against the truth, computed from the starts the loop consumed and /proc/self/io."""
     from _util import make_shards
-
     from streamtok_monitor.watcher import Sampler
 
     make_shards(tmp_path / "d", [30_000, 20_000], dtype=np.uint16)  # token i is i: x[:, 0] is the start

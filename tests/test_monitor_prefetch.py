@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from streamtok_monitor.panels import throughput_detail
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok import metrics
 from streamtok._formats import write_shard
-from streamtok_monitor.panels import throughput_detail
-from streamtok_monitor.watcher import Sampler
 
 WARMUP, TAKEN, STEP_S = 10, 50, 0.004
 

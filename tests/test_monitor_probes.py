@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 from streamtok_monitor import format as fmt
 from streamtok_monitor import probes, watcher
 

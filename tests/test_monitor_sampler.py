@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from streamtok_monitor import panels, probes
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok import metrics
 from streamtok._formats import write_shard
-from streamtok_monitor import panels, probes
-from streamtok_monitor.watcher import Sampler
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +132,7 @@ def test_expensive_probes_run_every_slow_interval_only(shard, monkeypatch):
 def test_the_monitor_and_metrics_never_import_torch():
     """Issue 10.7: no torch in the monitor's process (235 MB RSS and 2 s to start with it)."""
     code = (
-        "import sys, streamtok, streamtok.metrics, streamtok_monitor.cli, streamtok_monitor.app, "
+        "import sys, streamtok, streamtok.metrics.publish, streamtok_monitor.cli, streamtok_monitor.app, "
         "streamtok_monitor.watcher, streamtok_monitor.pages; "
         "print(sorted(m for m in ('torch', 'torchdata') if m in sys.modules))"
     )
@@ -143,7 +143,7 @@ def test_the_monitor_and_metrics_never_import_torch():
 
 def test_lazy_package_keeps_every_public_name():
     code = (
-        "import streamtok, streamtok.loader as _; from streamtok import CUDAPrefetcher, loader, StreamtokError; "
+        "import streamtok, streamtok.build as _, streamtok.dataloader as _; from streamtok import CUDAPrefetcher, loader, StreamtokError; "
         "assert callable(streamtok.loader) and streamtok.loader is loader; "
         "assert all(getattr(streamtok, n) is not None for n in streamtok.__all__); print('ok')"
     )
@@ -185,8 +185,9 @@ def test_amp_floor_is_the_pages_the_windows_span(shard):
 
 def test_another_hosts_run_is_never_called_alive(shard, capsys):
     """Issue 9.2: a run root shared over NFS; a PID of another node means nothing here."""
-    from streamtok._atomic import write_json_atomic
     from streamtok_monitor import cli
+
+    from streamtok._atomic import write_json_atomic
 
     loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all")
     path = os.path.join(loader._metrics.dir, metrics.MANIFEST)

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import pytest
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok._formats import write_shard
-from streamtok_monitor.watcher import Sampler
 
 LOOPS = {"fast": (0.0, 0.35), "300us": (300e-6, 0.35), "5ms": (5e-3, 0.35)}  # work per batch, seconds of loop
 

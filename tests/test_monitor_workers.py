@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 import pytest
+from streamtok_monitor.watcher import Sampler
 
 import streamtok
 from streamtok._formats import write_shard
-from streamtok_monitor.watcher import Sampler
 
 PASSES, PER_PASS = 4, 150
 

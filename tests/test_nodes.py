@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from _util import make_shards
 from torchdata import nodes
 
 import streamtok
-from _util import make_shards
 from streamtok.errors import ConfigError, StateMismatchError
 from streamtok.nodes import BatchNode, SplitNode, WindowNode
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 import torch
+from _util import batch_hash, roundtrip, take
 
 import streamtok
 import streamtok._background
-from _util import batch_hash, roundtrip, take
 from streamtok import ConfigError, CUDAPrefetcher, PassActiveError
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 import pytest
-from prep_helpers import cli_command, output_bytes, make_docs, write_txt
+from prep_helpers import cli_command, make_docs, output_bytes, write_txt
 
 from streamtok.prep.sources import ReadOptions
 from streamtok.prep.tokenize import KILL_ENV, TokenizeConfig, tokenize_files

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prep_helpers import output_bytes, make_docs, run_cli, write_txt
+from prep_helpers import make_docs, output_bytes, run_cli, write_txt
 
 from streamtok.errors import ConfigError, StateMismatchError
 from streamtok.prep.sources import ReadOptions

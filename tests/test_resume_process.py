@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from _util import batch_hash
 
 import streamtok
-from _util import batch_hash
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "stream_script.py")
 

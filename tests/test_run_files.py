@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
-
 from _util import make_shards
-from streamtok.metrics import list_runs
+
+from streamtok.metrics.publish import list_runs
 
 LIMIT_S = 60  # a hang is a failure; a pass takes a few seconds
 
@@ -52,7 +52,7 @@ def _python(code: str, root, **env) -> subprocess.CompletedProcess:
 
 
 def test_listing_runs_skips_fifos_and_devices_without_blocking(hostile_root):
-    out = _python("from streamtok.metrics import list_runs; print([r.dir.rsplit('/', 1)[1] for r in list_runs()])", hostile_root)
+    out = _python("from streamtok.metrics.publish import list_runs; print([r.dir.rsplit('/', 1)[1] for r in list_runs()])", hostile_root)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['good']"
 
@@ -80,7 +80,7 @@ def test_monitor_list_neither_hangs_nor_tracebacks(hostile_root):
 def test_read_manifest_names_what_it_refused(hostile_root):
     code = (
         "import sys\n"
-        "from streamtok.metrics import RunDirError, read_manifest\n"
+        "from streamtok.metrics.publish import RunDirError, read_manifest\n"
         "for name in ('fifo', 'zero', 'far-future'):\n"
         "    try:\n"
         "        read_manifest(sys.argv[1] + '/' + name)\n"

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import pytest
+from _util import make_shards
 
 import streamtok
-from _util import make_shards
 from streamtok import ShardFormatError, ShardNotFoundError
 from streamtok._formats import write_shard
 

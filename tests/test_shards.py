@@ -1,8 +1,8 @@
 import os
 
 import pytest
-
 from _util import make_shards
+
 from streamtok import ConfigError, ShardLister, ShardNotFoundError
 
 

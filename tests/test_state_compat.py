@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _util import batch_hash, make_shards
 
 import streamtok
-from _util import batch_hash, make_shards
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "state_v1.json").read_text())
 

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _util import make_shards, roundtrip
+from test_documents import make_doc_shards
 
 import streamtok
-from _util import make_shards, roundtrip
 from streamtok import StateMismatchError
-from test_documents import make_doc_shards
 
 KINDS = ["stream", "mask", "bos", "pack", "mixture"]
 T, B = 16, 4

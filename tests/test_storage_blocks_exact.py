@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
+from s3_server import s3  # noqa: F401
 from test_storage_exact import _rest, _same, data  # noqa: F401
 
 import streamtok
-from s3_server import s3  # noqa: F401
 
 BLOCK = 4096
 

@@ -16,10 +16,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-import streamtok
 from _util import batch_hash
 from s3_server import s3  # noqa: F401
+
+import streamtok
 from streamtok._formats import write_shard
 
 EOT = 50256

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from s3_server import SECRET_KEY, s3, s3_bucket  # noqa: F401
 
 import streamtok
-from s3_server import SECRET_KEY, s3, s3_bucket  # noqa: F401
 from streamtok._formats import write_shard
 from streamtok.errors import ObjectChangedError, RemoteReadError, StorageError, StreamtokError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from http_server import http_root  # noqa: F401
 
 import streamtok
-from http_server import http_root  # noqa: F401
 from streamtok._formats import write_shard
 from streamtok.errors import ObjectChangedError
 

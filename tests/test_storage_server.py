@@ -6,7 +6,6 @@ import http.client
 import time
 
 import pytest
-
 from s3_server import s3, s3_bucket  # noqa: F401
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from s3_server import s3, s3_bucket  # noqa: F401
 
 import streamtok
-from s3_server import s3, s3_bucket  # noqa: F401
 from streamtok import ShardLister
 from streamtok._formats import write_shard
 from streamtok.errors import ConfigError, ShardFormatError, ShardNotFoundError

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import streamtok
-from streamtok._pagecache import resident
+from streamtok._pagehints import resident
 from streamtok.errors import ConfigError
 
 

@@ -3,9 +3,9 @@
 One module per framework, each importing its framework on import, so ``import streamtok``
 (and this package) imports none of them::
 
-    from streamtok.frameworks.accelerate import prepare_loader      # HF Accelerate
-    from streamtok.frameworks.lightning import StreamtokDataModule  # Lightning
-    from streamtok.frameworks.torchtitan import TitanLoader         # torchtitan
+    from .accelerate import prepare_loader      # HF Accelerate
+    from .lightning import StreamtokDataModule  # Lightning
+    from .torchtitan import TitanLoader         # torchtitan
 
 The same two facts hold in all three. A streamtok loader already gives each data-parallel
 rank its own batches (rank ``r`` takes its ``B`` windows of every global step), so a

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..dataloader import StreamtokLoader
 from ..errors import ConfigError
-from ..loader import StreamtokLoader
 
 
 def streamtok_loader(loader: Any, where: str) -> StreamtokLoader:

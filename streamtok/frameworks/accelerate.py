@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..loader import StreamtokLoader
+from ..dataloader import StreamtokLoader
 from ._checks import check_place, streamtok_loader
 
 __all__ = ["prepare_loader"]

@@ -34,8 +34,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from ..dataloader import StreamtokLoader
 from ..errors import ConfigError
-from ..loader import StreamtokLoader
 from ._checks import check_place, streamtok_loader
 
 __all__ = ["EpochLoader", "StreamtokDataModule"]

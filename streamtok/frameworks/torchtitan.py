@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torchtitan.components.dataloader import BaseDataLoader
 
+from ..build import loader as build_loader
+from ..dataloader import StreamtokLoader
 from ..errors import ConfigError, StateMismatchError
-from ..loader import StreamtokLoader
-from ..loader import loader as build_loader
 from ._checks import streamtok_loader
 
 __all__ = ["TitanLoader"]

@@ -8,7 +8,7 @@ stays flat; ~0.1 s per 100M tokens from the page cache). ``--check`` also fails 
 size -- naming the first one's offset.
 
 The documents' length distribution (count, median, p90, max) comes from the shard's document
-index (:func:`streamtok.documents.document_stats`): the ``.docidx`` that ``streamtok tokenize``
+index (:func:`streamtok.documents.sidecar.document_stats`): the ``.docidx`` that ``streamtok tokenize``
 wrote or a loader cached, else one more vectorised scan (~1 s per GiB) that caches it; for a
 Megatron shard, its ``.idx``. A leading partial document (begun in the shard before) counts.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._formats import HEADER_INTS, LLMC_FORMATS, ShardInfo, probe_shard
-from ..documents import document_stats, stats_of_starts
+from ..documents.sidecar import document_stats, stats_of_starts
 from ..errors import ConfigError, StreamtokError
 from ..shards import ShardLister, check_shard_path
 from ..storage.urls import is_remote

@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import StateMismatchError
 from .._atomic import write_json_atomic
-from ..documents import SIDECAR_SUFFIX
+from ..documents.sidecar import SIDECAR_SUFFIX
+from ..errors import StateMismatchError
 from .sources import STDIN, input_format
 
 MANIFEST = "manifest.json"

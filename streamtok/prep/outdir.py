@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..documents import SIDECAR_SUFFIX
+from ..documents.sidecar import SIDECAR_SUFFIX
 from ..errors import ConfigError
 from ..shards import SHARD_SUFFIXES
 from .manifest import MANIFEST, shard_name_pattern

@@ -13,7 +13,7 @@ tokens, so no document is cut between val and train. Val shards are named
 ``<prefix>_val_000000.bin``, train shards ``<prefix>_train_000000.bin``, each split numbered
 from 0, which is what :meth:`streamtok.ShardLister.split` recognises.
 
-Beside each shard goes its document index, ``<shard>.docidx`` (:mod:`streamtok.documents`:
+Beside each shard goes its document index, ``<shard>.docidx`` (:mod:`streamtok.documents.sidecar`:
 the offsets of its end-of-text ids, 8 bytes per document, one scan of the shard just written,
 its pages still cached). It is *portable*, keyed by the shard's size and content rather than
 its mtime, so a rerun, another worker count or engine, or a resume writes the same bytes, and
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .._formats import write_shard
 from .._digest import file_sha256
-from ..documents import cache_dir, document_starts, write_document_index
+from .._formats import write_shard
+from ..documents.sidecar import cache_dir, document_starts, write_document_index
 from ..errors import ConfigError, ShardFormatError
 
 

@@ -21,8 +21,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np

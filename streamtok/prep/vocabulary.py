@@ -107,9 +107,6 @@ def _gpt2() -> Any:
         return None
 
 
-    return int(np.fromfile(path, dtype="<i4", count=HEADER_INTS)[0])
-
-
 def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
     # (n_vocab, boundary id, tiktoken encoding or None) from the streamtok tokenize manifest
     # beside the shard, when it lists this shard; anything malformed is ignored.

@@ -38,8 +38,8 @@ The interface a strategy builds on (the "blocks" cache plugs in here):
 from __future__ import annotations
 
 from .options import StorageOptions, redact
-from .remote import FETCH_STRATEGIES, RemoteShards, make_fetcher
 from .refs import ObjectRef
+from .remote import FETCH_STRATEGIES, RemoteShards, make_fetcher
 from .store import NetCounters, RemoteStore
 from .urls import is_remote
 

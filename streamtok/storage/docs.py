@@ -5,7 +5,7 @@ the object's ETag ties it to one version); (2) a Megatron shard's ``.idx`` (one 
 (3) the scan: the shard's token bytes fetched in 8 MiB ranges, concurrently, and compared with
 the boundary token (the whole shard crosses the network once, and never again for that
 version). A ``.docidx`` uploaded beside a shard is not used: an index is trusted only when it
-provably belongs to the bytes (:mod:`streamtok.documents` keys it by the sha256 of the whole
+provably belongs to the bytes (:mod:`streamtok.documents.sidecar` keys it by the sha256 of the whole
 shard), which a remote reader could check only by reading the whole shard, i.e. by the scan.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
-from ..documents import cache_dir, default_bos_id
 from .._formats import parse_megatron_index
+from ..documents.sidecar import cache_dir, default_bos_id
 from .refs import ObjectRef
 
 _SCAN_BYTES = 8 << 20

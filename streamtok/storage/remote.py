@@ -136,7 +136,7 @@ class RemoteShards:
         self.fetcher = make_fetcher(fetch, self.store, self.objects, cache_dir=cache_dir, cache_limit=cache_limit)
 
     def net_totals(self) -> tuple[int, ...]:
-        """This process's ``streamtok._stats.NET_FIELDS``: requests, bytes, retries, in flight,
+        """This process's ``streamtok.metrics.layout.NET_FIELDS``: requests, bytes, retries, in flight,
         time blocked on the store, cache hits and cache bytes (the last two: ``fetch="blocks"``)."""
         c = self.store.counters
         cache = getattr(self.fetcher, "cache", None)

@@ -1,7 +1,7 @@
 """PackSampler: the order of packed rows (``documents="pack"``), a pure function of the position.
 
-The epoch's documents (in :func:`~streamtok.packing.document_order`) are cut into blocks of
-``block_docs``; block ``b`` of epoch ``e`` packs into rows by :func:`~streamtok.packing.pack_block`,
+The epoch's documents (in :func:`~streamtok.documents.samplers.document_order`) are cut into blocks of
+``block_docs``; block ``b`` of epoch ``e`` packs into rows by :func:`~streamtok.documents.samplers.pack_block`,
 a function of ``(seed, e, b)`` alone. The epoch's rows are the blocks' rows in block order;
 global step ``g`` takes the next ``B*W`` of them and rank ``r`` its contiguous ``B``, as for
 windows (DESIGN §2), so the stream does not depend on ``num_workers`` and a saved position
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .boundaries import DocumentIndex
-from ._position import read_pack_position
-from .errors import ConfigError
-from .packing import document_order, pack_block
-from ._order import MODES
-from .sampler import StepShape, resolve_rank
+from .._order import MODES
+from .._position import read_pack_position
+from ..errors import ConfigError
+from ..sampler import StepShape, resolve_rank
+from .index import DocumentIndex
+from .samplers import document_order, pack_block
 
 STATE_VERSION = 1
 _CACHED_BLOCKS = 4

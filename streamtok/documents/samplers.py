@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .boundaries import DocumentIndex
-from .errors import ConfigError
-from ._order import KeyedPermutation, hash_key, mix64
-from .sampler import WindowSampler
+from .._order import KeyedPermutation, hash_key, mix64
+from ..errors import ConfigError
+from ..sampler import WindowSampler
+from .index import DocumentIndex
 
 
 def document_order(mode: str, seed: int, epoch: int, k: np.ndarray, n: int) -> np.ndarray:

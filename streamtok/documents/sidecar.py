@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
-from ._digest import file_digest, file_sha256
-from ._shardfile import Stamp, stamp_of
-from ._formats import MAGIC_GPT2, MAGIC_LLAMA3, ShardInfo, megatron_index_path, probe_shard, read_megatron_index
-from .errors import ConfigError, ShardFormatError
+from .._atomic import atomic_write
+from .._digest import file_digest, file_sha256
+from .._formats import MAGIC_GPT2, MAGIC_LLAMA3, ShardInfo, megatron_index_path, probe_shard, read_megatron_index
+from .._shardfile import Stamp, stamp_of
+from ..errors import ConfigError, ShardFormatError
 
 SIDECAR_SUFFIX = ".docidx"
 _MAGIC = 0x5354444F43494458  # "STDOCIDX"

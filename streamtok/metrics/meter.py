@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._stats import SlotWriter, SourceRows
+from .layout import SlotWriter, SourceRows
+
 
 class Meter:
     """The trainer's side: iterates the loop's batches, timing the training loop's wait.

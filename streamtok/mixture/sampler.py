@@ -3,7 +3,7 @@
 Each source keeps its own order, exactly as a :class:`WindowSampler` of its own would (its
 seed derived from the mixture seed and its name): window ``k`` of a source is sample
 ``k % n`` of its epoch ``k // n``. Which source each slot of a global step reads comes from
-:mod:`streamtok._schedule` (O(sources) per step; counts within one step of the integrated
+:mod:`streamtok.mixture.schedule` (O(sources) per step; counts within one step of the integrated
 weights), and within a step the slots are ordered by their units' due times, so the sources
 interleave over the ranks. The position is the step, the windows so far and one count per
 source; it resumes under any ``num_workers``, world size, batch size, weights or set of
@@ -37,19 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from ._position import read_mixture
-from ._schedule import Anchor, Timeline, Weights, parse_weights
-from .collate import Collator
-from .errors import ConfigError
-from .reader import MemmapReader
-from ._chain import Stage
-from ._order import hash_key
-from .sampler import CHUNK_STEPS, StepShape, WindowSampler, resolve_rank
-from .shards import ShardLister
+from .._order import hash_key
+from .._position import read_mixture
+from ..errors import ConfigError
+from ..reader import MemmapReader
+from ..sampler import CHUNK_STEPS, StepShape, WindowSampler, resolve_rank
+from .schedule import Anchor, Timeline, Weights, parse_weights
 
 # A string, so that a single-source loader given this state refuses it by its version.
 STATE_VERSION = "mixture/1"
-log = logging.getLogger("streamtok.mixture")
+log = logging.getLogger("streamtok.mixture.sampler")
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class MixtureSampler(StepShape):
         primary: the source whose epochs ``epochs`` counts.
 
     Raises:
-        ConfigError: bad weights or settings (see :func:`streamtok._schedule.parse_weights`),
+        ConfigError: bad weights or settings (see :func:`streamtok.mixture.schedule.parse_weights`),
             ``epochs`` without ``primary``, or a source too short for one window.
     """
 
@@ -366,59 +363,6 @@ class MixtureSampler(StepShape):
         ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
         self.pass_ended = ended
         self._continue = not ended
-
-
-class Mixture(Stage):
-    """The batch stage of a mixture: a :class:`MixtureSampler` and the gather of one joint reader.
-
-    Used where a :class:`Collator` is (``StreamtokLoader(Mixture(...))``); chained form ``.loader(...)``.
-
-    Args:
-        source: the :class:`MixtureSampler`.
-        reader: a :class:`MemmapReader` over every source's shards, in source order.
-        dtype, vocab_size: as for :class:`Collator`.
-    """
-
-    def __init__(self, source: MixtureSampler, reader: MemmapReader, *, dtype: Any = None, vocab_size: int | None = None):
-        kw = {} if dtype is None else {"dtype": dtype}
-        self._collator = Collator(reader, seq_len=source.seq_len, vocab_size=vocab_size, **kw)
-        self.source, self.reader = source, reader
-        self.batch_size, self.seq_len = source.batch_size, source.seq_len
-        self.dtype, self.vocab_size = self._collator.dtype, vocab_size
-        self.transport_dtype = self._collator.transport_dtype
-        self.gather = self._collator.gather
-
-    def __repr__(self) -> str:
-        return f"Mixture(sources={list(self.source.names)}, batch_size={self.batch_size}, seq_len={self.seq_len})"
-
-
-def build(
-    sources: Mapping[str, Any], weights: Weights, *, seq_len: int, batch_size: int, split: str, holdout: int,
-    mode: str, seed: int, epochs: int | None, primary: str | None, rank: int | None, world_size: int | None,
-    reader_kw: dict[str, Any], dtype: Any, vocab_size: int | None,
-) -> Mixture:
-    """The :class:`Mixture` for ``loader({name: source, ...}, weights=...)``."""
-    if not sources:
-        raise ConfigError("a mixture needs at least one source")
-    if weights is None:
-        raise ConfigError(f"a mixture of sources {sorted(sources)} needs weights={{name: weight}}")
-    listers = {}
-    for name, src in sources.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"mixture source names must be non-empty strings, not {name!r}")
-        lister = src if isinstance(src, ShardLister) else ShardLister(src, storage_options=reader_kw.get("storage_options"))
-        listers[name] = lister.split(split, holdout)
-    plain = {k: v for k, v in reader_kw.items() if k in ("raw_dtype", "storage_options")}
-    readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
-    sampler = MixtureSampler(
-        readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,
-        batch_size=batch_size, rank=rank, world_size=world_size,
-    )
-    joint_lister = ShardLister([p for lister in listers.values() for p in lister.paths], storage_options=reader_kw.get("storage_options"))
-    for lister in listers.values():  # what listings learned (sizes, ETags) saves the joint reader its HEADs
-        joint_lister.objects.update(lister.objects)
-    joint = MemmapReader(joint_lister, **reader_kw)
-    return Mixture(sampler, joint, dtype=dtype, vocab_size=vocab_size)
 
 
 def _shown(spec: Any) -> str:

@@ -15,18 +15,18 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .boundaries import DocumentIndex, Documents
-from .collate import Collator, new_buffer, split
-from .errors import ConfigError
-from .packed_rows import PackSampler
-from .packing import DocStartSampler, MaskSampler, skipped_share
-from .reader import MemmapReader
+from ..collate import Collator, new_buffer, split
+from ..errors import ConfigError
+from ..reader import MemmapReader
+from .index import DocumentIndex, Documents
+from .pack import PackSampler
+from .samplers import DocStartSampler, MaskSampler, skipped_share
 
 DOCUMENT_MODES = ("stream", "mask", "bos", "pack")
 # bos and pack rows read a document's first T+1 tokens only: warn when an epoch skips more.
@@ -98,14 +98,16 @@ class DocumentCollator(Collator):
         starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
         return self.index.batch_documents(starts, self.seq_len, self.batch_size)
 
-    def attach(self, loader: Any, batches: Iterator[Any], *, compact: bool) -> Iterator[tuple[Any, ...]]:
+    def attach(
+        self, batches: Iterator[Any], *, pass_start: Callable[[], Any], direct: bool, compact: bool
+    ) -> Iterator[tuple[Any, ...]]:
         """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
 
         Without workers the sampler records the plans of the steps gathered here, a chunk at
         a time, in order; with workers this process walks the same pure order alongside.
         """
         sampler = self.sampler
-        recorded = sampler.record = deque() if loader.num_workers == 0 else None
+        recorded = sampler.record = deque() if direct else None
         plans: Iterator[np.ndarray] | None = None
         ready: deque[Documents] = deque()
         for item in batches:
@@ -114,7 +116,7 @@ class DocumentCollator(Collator):
                     ready.extend(self.chunk_documents(recorded.popleft()))
                 else:
                     if plans is None:  # the pass began with the first batch
-                        plans = sampler.iter_steps(loader.pass_start, 0, 1)
+                        plans = sampler.iter_steps(pass_start(), 0, 1)
                     ready.extend(self.chunk_documents(list(itertools.islice(plans, _CHUNK_STEPS))))
             doc = ready.popleft()
             yield (item, doc) if compact else (*item, doc)

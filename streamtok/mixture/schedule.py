@@ -17,7 +17,7 @@ rounded as well, which this rule does not do.
 The arithmetic is relative to the anchor: counts and targets are measured from
 ``base = floor(targets at the anchor)`` and deadlines from the step's own window position,
 so a schedule re-anchored at other counts (a mixture's new pass, see
-:mod:`streamtok.mixture`) takes, and orders, exactly the same windows as from zero; measured
+:mod:`streamtok.mixture.sampler`) takes, and orders, exactly the same windows as from zero; measured
 in absolute numbers, the rounding of large counts could break a tie the other way.
 
 Cost: a step is O(S) float operations (deadlines of the last and next unit of each source,
@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # A unit due less than half a window after a source pauses is due when it pauses, so a
 # paused source stops within half a window of its target, not up to one behind (its deficit

@@ -1,11 +1,11 @@
 """``streamtok bench``: streamtok against the loaders people use, on the same data and machine.
 
 Builds synthetic GPT-2-range shards in a temporary directory (or reads ``--data DIR``),
-then runs each contestant in its own process (``streamtok._bench_run``: cold cache, warm
+then runs each contestant in its own process (``streamtok.bench.run``: cold cache, warm
 median of repeats, trainer-thread cost under a simulated step, peak RSS) and prints one
 table with ratios to nanoGPT's ``get_batch``. ``--quick`` takes about a minute on 2 cores;
 ``--json`` prints the results for machines. Contestant names are described in
-:mod:`streamtok._bench_contestants`.
+:mod:`streamtok.bench.contestants`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ._bench_contestants import parse, shard_files
-from ._formats import probe_shard, write_shard
-from .cli import plain
+from .._formats import probe_shard, write_shard
+from ..cli import plain
+from .contestants import parse, shard_files
 
 BASELINE = "nanogpt"
 QUICK = (
@@ -87,7 +87,7 @@ def machine() -> dict[str, Any]:
 
 def run_contestant(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run one contestant in a fresh interpreter; its JSON line, or an ``error`` entry."""
-    cmd = [sys.executable, "-m", "streamtok._bench_run", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "streamtok.bench.run", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

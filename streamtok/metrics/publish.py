@@ -52,24 +52,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _atomic
-from ._meter import Consumed, Meter, counting_gather, mixture_sources
-from ._runs import (
-    KEEP_ENDED,
-    LAYOUT_VERSION,
-    MANIFEST,
-    STATS,
-    RunDirError,
-    RunInfo,
-    identity,
-    is_local,
-    list_runs,
-    pid_alive,
-    prune_runs,
-    read_manifest,
-    run_root,
-)
-from ._stats import (
+from .. import _atomic
+from .layout import (
     BATCHES,
     ENDED_EPOCH,
     ENDED_OFFSET,
@@ -99,6 +83,22 @@ from ._stats import (
     StatsReader,
     source_block_words,
     stats_words,
+)
+from .meter import Consumed, Meter, counting_gather, mixture_sources
+from .rundir import (
+    KEEP_ENDED,
+    LAYOUT_VERSION,
+    MANIFEST,
+    STATS,
+    RunDirError,
+    RunInfo,
+    identity,
+    is_local,
+    list_runs,
+    pid_alive,
+    prune_runs,
+    read_manifest,
+    run_root,
 )
 
 _counter = itertools.count()
@@ -357,7 +357,7 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
 
 def _shown_path(path: str) -> str:
     """A local shard's absolute path; a remote one's URL without its query (signed URLs carry tokens there)."""
-    from .storage.urls import is_remote, redact_queries
+    from ..storage.urls import is_remote, redact_queries
 
     return redact_queries(path) if is_remote(path) else os.path.abspath(path)
 

@@ -12,13 +12,11 @@ the workers. The state is streamtok's own, a few integers: it restores under ano
 from __future__ import annotations
 
 import functools
-import inspect
-import os
 import pickle
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,40 +24,15 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ._chain import chained
 from ._position import Fields
 from ._ring import SlotRef, SlotRing
 from .collate import Collator, host_empty, new_buffer, split
-from .doc_batches import DocumentCollator, document_collator
 from .errors import ConfigError, PassActiveError, StateMismatchError
-from .locate import RowOrigin, locate_step, origin_of
-from .metrics import RunPublisher
-from .metrics import for_loader as metrics_for_loader
-from .mixture import Mixture, Weights
-from .mixture import build as build_mixture
-from .reader import MemmapReader
-from .sampler import WindowSampler, as_int, resolve_rank
-from .shards import ShardLister, Source
+from .metrics.publish import RunPublisher
+from .metrics.publish import for_loader as metrics_for_loader
+from .sampler import as_int
 
 LOADER_STATE_VERSION = 1
-_READER_KEYS = set(inspect.signature(MemmapReader.__init__).parameters) - {"self", "source"}
-# Page-cache hints by mode (benchmarks/RESULTS.md). Random windows: MADV_RANDOM, else each
-# 2 KiB window faults in up to 8 MiB of readahead (120-150x the bytes used, cold), and ask for
-# the pages of the batches 8 steps ahead (a cold cache then reads ~10x faster; the reader
-# skips the hints while the pages are cached). Sequential: the kernel's readahead suffices.
-_PAGE_HINTS: dict[str, dict[str, Any]] = {
-    "shuffle": {"advice": "random", "lookahead": 8},
-    "block_shuffle": {"advice": "random", "lookahead": 8},
-    "random": {"advice": "random", "lookahead": 8},
-    "sequential": {"advice": "sequential", "lookahead": 0},
-}
-# Remote shards (streamtok.storage): fetch the byte ranges of the batches this many steps
-# ahead (at 30 ms per request and ~1 ms per batch, 32 steps keep the requests ahead of use).
-REMOTE_LOOKAHEAD = 32
-# fetch="blocks": the steps announced ahead are the block cache's plan (what to evict, what
-# to download next); announcing costs no request, so look further (256 steps of 32 windows:
-# 8k window reads planned, ~0.5 MB of plan per process).
-BLOCKS_LOOKAHEAD = 256
 _DATALOADER_KEYS = {"timeout", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory_device"}
 
 
@@ -182,7 +155,7 @@ class StreamtokLoader(StatefulDataLoader):
         persistent_workers: keep the worker processes between passes (e.g. a validation
             loader iterated at every evaluation: no restart, which costs seconds with
             ``multiprocessing_context="spawn"``); the stream is the same either way.
-        metrics: publish live counters for ``streamtok-monitor`` (see :mod:`streamtok.metrics`);
+        metrics: publish live counters for ``streamtok-monitor`` (see :mod:`streamtok.metrics.publish`);
             ``None`` (default) means on unless ``STREAMTOK_METRICS=0``.
         **kw: ``timeout``, ``worker_init_fn``, ``multiprocessing_context``,
             ``prefetch_factor`` and ``pin_memory_device``, as for ``DataLoader``; and, as
@@ -263,16 +236,14 @@ class StreamtokLoader(StatefulDataLoader):
 
         :class:`~streamtok.CUDAPrefetcher` uses this to move 2-byte tokens to the GPU and
         split and upcast them there. With ``documents``: ``(buf, doc)``, ``doc`` a tuple of its
-        compact boundaries (see :class:`streamtok.boundaries.Documents`).
+        compact boundaries (see :class:`streamtok.documents.index.Documents`).
         """
-        if isinstance(self.collator, DocumentCollator):
-            return self.collator.attach(self, self._batches(None), compact=True)
-        return self._batches(None)
+        return self._attach(self._batches(None), compact=True)
 
     def _batches(self, dtype: torch.dtype | None) -> Iterator[Any]:
         """Batches of one pass: ``(x, y)`` of ``dtype``, or (``None``) the compact buffers.
 
-        Metered as the caller sees them (streamtok.metrics: the wait timed includes the
+        Metered as the caller sees them (streamtok.metrics.publish: the wait timed includes the
         split into ``(x, y)``; the pass start is published for the monitor's page replay).
         """
         batches = self._pass(dtype)
@@ -351,10 +322,18 @@ class StreamtokLoader(StatefulDataLoader):
         return SlotRing(self.num_workers, slots, shape, self.collator.transport_dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
-        batches = self._batches(self.collator.dtype)
-        if isinstance(self.collator, DocumentCollator):  # (x, y, doc): streamtok.doc_batches
-            return self.collator.attach(self, batches, compact=False)
-        return batches
+        return self._attach(self._batches(self.collator.dtype), compact=False)
+
+    def _attach(self, batches: Iterator[Any], compact: bool) -> Iterator[Any]:
+        """What the collator adds to each batch of the pass (documents: ``doc``), if anything."""
+        return self.collator.attach(
+            batches, pass_start=lambda: self.pass_start, direct=self.num_workers == 0, compact=compact
+        )
+
+    @property
+    def metrics(self) -> RunPublisher | None:
+        """This loader's live counters for ``streamtok-monitor`` (``None`` with ``metrics=False``)."""
+        return self._metrics
 
     def __len__(self) -> int:
         sampler = self.collator.source
@@ -368,8 +347,8 @@ class StreamtokLoader(StatefulDataLoader):
         per_source = getattr(self.collator.source, "windows_by_source", None)
         return {} if per_source is None else per_source()
 
-    def locate(self, step: int) -> list[RowOrigin]:
-        """Where each row of this rank's batch number ``step`` of the run comes from.
+    def locate(self, step: int) -> list[Any]:
+        """:class:`~streamtok.locate.RowOrigin` records: where each row of this rank's batch number ``step`` of the run comes from.
 
         ``step`` counts this rank's batches from the start of the run, 0-based, across
         epochs; the answer is computed from the order, not by replaying it, whether or not
@@ -378,6 +357,8 @@ class StreamtokLoader(StatefulDataLoader):
         Raises:
             ConfigError: ``step`` is negative, not an integer, or past the end of the run.
         """
+        from .locate import locate_step  # the inverse of every sampler's order, wings included
+
         return locate_step(self.collator, step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -450,187 +431,3 @@ def _accept_conventions(kw: dict[str, Any]) -> None:
                 f"unsupported loader option {key}=: batches, order and collation come from "
                 "the Collator and WindowSampler (streamtok.loader(batch_size=..., mode=...))"
             )
-
-
-@chained(Collator, "loader")
-@chained(Mixture, "loader")
-def _loader_form(self: Collator | Mixture, **kw: Any) -> StreamtokLoader:
-    """A :class:`StreamtokLoader` over this collator or mixture (keywords as for the loader)."""
-    return StreamtokLoader(self, **kw)  # type: ignore[arg-type]
-
-
-def _lister(source: Source | ShardLister, split_name: str, holdout: int, storage_options: Any = None) -> ShardLister:
-    lister = source if isinstance(source, ShardLister) else ShardLister(source, storage_options=storage_options)
-    return lister.split(split_name, holdout)
-
-
-def _is_remote_source(source: Any) -> bool:
-    """Whether a loader source names objects in a store (then pages need no hints, bytes a lookahead)."""
-    from .storage.urls import is_remote
-
-    if isinstance(source, ShardLister):
-        source = source.source  # what it was made from (reading .paths could start a download)
-    if isinstance(source, Mapping):
-        return any(_is_remote_source(s) for s in source.values())
-    if isinstance(source, (str, os.PathLike)):
-        return is_remote(source)
-    return any(is_remote(p) for p in source)
-
-
-class _DefaultEpochs(int):
-    """``epochs`` left at its default: 1 for one source, a stream (``None``) for a mixture."""
-
-    def __repr__(self) -> str:
-        return "1"
-
-
-_ONE_EPOCH = _DefaultEpochs(1)
-
-
-def loader(
-    source: Source | ShardLister | Mapping[str, Source | ShardLister],
-    *,
-    weights: Weights | None = None,
-    primary: str | None = None,
-    seq_len: int,
-    batch_size: int,
-    split: str = "train",
-    holdout: int = 1,
-    mode: str = "shuffle",
-    seed: int = 0,
-    epochs: int | None = _ONE_EPOCH,
-    num_workers: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    group: Any = None,
-    dtype: torch.dtype = torch.int64,
-    pin_memory: bool = False,
-    documents: str = "stream",
-    bos_id: int | None = None,
-    **kw: Any,
-) -> StreamtokLoader:
-    """Batches ``(x, y)`` of shape ``(batch_size, seq_len)`` from token shards.
-
-    Args:
-        source: a directory, glob, list of paths, or :class:`ShardLister`; or a mixture:
-            ``{name: source}`` (see :mod:`streamtok.mixture`).
-        weights: a mixture's ``{name: weight}`` or ``[(step, {name: weight}), ...]``.
-        primary: the mixture source whose epochs ``epochs`` counts.
-        seq_len: tokens per row ``T``.
-        batch_size: rows per batch on this rank ``B``.
-        split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
-        holdout: trailing shards held out for ``"val"`` when none is named ``val``.
-        mode: ``"shuffle"`` (every window once per epoch), ``"random"`` (with replacement)
-            or ``"sequential"`` (every token once, for validation); ``"block_shuffle"``: every
-            window once per epoch, shuffled within pools of 64 blocks of 4 Mi tokens (for
-            object storage where requests cost; README "Reading from object storage").
-        seed: picks the order; same seed, same batches.
-        epochs: epochs per pass over the loader; ``None`` streams forever (default: 1; a
-            mixture streams unless ``primary`` is given).
-        num_workers: DataLoader workers; the stream does not depend on it.
-        rank, world_size: the data-parallel place; ``None`` reads ``torch.distributed``,
-            then ``RANK``/``WORLD_SIZE`` (global ranks: with tensor or pipeline parallelism
-            pass the data-parallel ones, or ``group``).
-        group: a ``torch.distributed`` process group (the data-parallel one) to take
-            ``rank``/``world_size`` from.
-        dtype: dtype of ``x`` and ``y``.
-        pin_memory: pin batches for asynchronous GPU copies.
-        documents: ``"stream"`` (windows of the flat token stream), ``"mask"`` (the same
-            windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
-            ``"pack"`` (rows of whole documents, best-fit; ``block_docs=`` sets the packer's
-            buffer, default 1000); other than ``"stream"`` batches are ``(x, y, doc)``,
-            see :mod:`streamtok.doc_batches`.
-        bos_id: the token that starts a document; ``None``: from the format (50256 for
-            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
-        **kw: reader options (``raw_dtype``, ``max_open``, ``advice``, ``lookahead``; the
-            last two default by mode, see ``_PAGE_HINTS``; for remote shards
-            ``storage_options``, ``fetch``, ``cache_dir``, ``cache_limit``, see
-            :class:`~streamtok.MemmapReader`, and ``lookahead`` defaults to
-            ``REMOTE_LOOKAHEAD``, ``BLOCKS_LOOKAHEAD`` with ``fetch="blocks"``), ``vocab_size``, and DataLoader
-            options (``prefetch_factor``, ``timeout``, ``worker_init_fn``,
-            ``multiprocessing_context``, ``pin_memory_device``); ``metrics=False`` turns off
-            the live counters for ``streamtok-monitor`` (see :class:`StreamtokLoader`).
-    """
-    origin = origin_of(
-        source, weights=weights, primary=primary, seq_len=seq_len, batch_size=batch_size, split=split,
-        holdout=holdout, mode=mode, seed=seed, epochs=epochs,
-        documents=documents, bos_id=bos_id, **{k: kw[k] for k in ("block_docs", "raw_dtype") if k in kw},
-    )
-    reader_kw = {k: kw.pop(k) for k in list(kw) if k in _READER_KEYS}
-    if _is_remote_source(source):
-        hints = {"lookahead": BLOCKS_LOOKAHEAD if reader_kw.get("fetch") == "blocks" else REMOTE_LOOKAHEAD}
-    else:
-        hints = _PAGE_HINTS.get(mode, {})
-    for key, value in hints.items():
-        reader_kw.setdefault(key, value)
-    if documents == "pack":
-        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
-    vocab_size = kw.pop("vocab_size", None)
-    if group is not None:  # the data-parallel place, for every kind of loader below
-        rank, world_size = resolve_rank(rank, world_size, group)
-        group = None
-    if isinstance(source, Mapping):
-        if documents != "stream" or bos_id is not None:
-            raise ConfigError("documents= and bos_id= do not work with a mixture yet: use documents='stream'")
-        if epochs is _ONE_EPOCH:
-            epochs = None if primary is None else 1
-        mixture = build_mixture(
-            source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
-            seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
-            dtype=dtype, vocab_size=vocab_size,
-        )
-        return _with_origin(StreamtokLoader(mixture, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)  # type: ignore[arg-type]
-    if weights is not None or primary is not None:
-        raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
-    if epochs is _ONE_EPOCH:
-        epochs = 1
-    reader = MemmapReader(_lister(source, split, holdout, reader_kw.get("storage_options")), **reader_kw)
-    if documents != "stream" or bos_id is not None or "block_docs" in kw:  # streamtok.doc_batches
-        collator = document_collator(
-            reader, documents=documents, bos_id=bos_id, seq_len=seq_len, batch_size=batch_size,
-            collate_kw={"dtype": dtype, "vocab_size": vocab_size}, mode=mode, seed=seed, epochs=epochs,
-            rank=rank, world_size=world_size, **{k: kw.pop(k) for k in ("block_docs",) if k in kw},
-        )
-        return _with_origin(StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)
-    sampler = WindowSampler(
-        reader, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs,
-        batch_size=batch_size, rank=rank, world_size=world_size, group=group,
-    )
-    collator = Collator(sampler, dtype=dtype, vocab_size=vocab_size)
-    return _with_origin(StreamtokLoader(collator, num_workers=num_workers, pin_memory=pin_memory, **kw), origin)
-
-
-def _with_origin(built: StreamtokLoader, origin: dict[str, Any]) -> StreamtokLoader:
-    built.origin = origin
-    return built
-
-
-def create_dataloaders(
-    train_data_path: str | os.PathLike | Sequence[str],
-    val_data_path: str | os.PathLike | Sequence[str] | None,
-    batch_size: int,
-    max_length: int,
-    num_workers: int = 0,
-    prefetch_factor: int | None = None,
-    seed: int = 0,
-) -> tuple[StreamtokLoader, StreamtokLoader | None]:
-    """``(train_loader, val_loader)`` for the ``.npy`` recipe: one file (or set) per split.
-
-    The training loader shuffles and reshuffles on every pass; the validation loader reads
-    every token once, in order.
-
-    Args:
-        train_data_path: the training tokens (a ``.npy`` or ``.bin`` file, a directory, a glob).
-        val_data_path: the validation tokens, or ``None`` for no validation loader.
-        batch_size: rows per batch.
-        max_length: tokens per row ``T``.
-        num_workers: DataLoader workers of each loader.
-        prefetch_factor: batches each worker prepares ahead (with workers).
-        seed: the shuffle order.
-    """
-    common: dict[str, Any] = {"seq_len": max_length, "batch_size": batch_size, "split": "all", "num_workers": num_workers}
-    if num_workers and prefetch_factor is not None:
-        common["prefetch_factor"] = prefetch_factor
-    train = loader(train_data_path, mode="shuffle", seed=seed, **common)
-    val = None if val_data_path is None else loader(val_data_path, mode="sequential", seed=seed, **common)
-    return train, val

@@ -1,4 +1,4 @@
-"""One contestant, measured in its own process: ``python -m streamtok._bench_run SPEC_JSON``.
+"""One contestant, measured in its own process: ``python -m streamtok.bench.run SPEC_JSON``.
 
 Its own process, so that peak memory is its own and one contestant's workers or page-table
 state do not leak into the next. Prints one JSON line. Measures, in this order:
@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from ._bench_contestants import Shape, make, shard_files
+from .contestants import Shape, make, shard_files
 
 PAGE = 4096
 _RSS_KEYS = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}

@@ -21,7 +21,7 @@ import stat
 import time
 from typing import Any
 
-from ._runs import LAYOUT_VERSION, STATS, RunDirError
+from .rundir import LAYOUT_VERSION, STATS, RunDirError
 
 MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
 HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, n_sources, 2 spare

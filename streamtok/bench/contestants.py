@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._formats import probe_shard
+from .._formats import probe_shard
 
 Factory = Callable[[], Iterator[Any]]
 

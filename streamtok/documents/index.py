@@ -1,6 +1,6 @@
 """Document boundaries over a reader's virtual token array, and the ``doc`` a batch carries.
 
-:class:`DocumentIndex` joins the shards' indexes (:mod:`streamtok.documents`, each memory-mapped)
+:class:`DocumentIndex` joins the shards' indexes (:mod:`streamtok.documents.sidecar`, each memory-mapped)
 into global document ids: document ``d`` lies in shard ``k`` with ``doc_offsets[k] <= d <
 doc_offsets[k+1]`` and starts at ``offsets[k] + starts_k[d - doc_offsets[k]]``. Only the
 per-shard document counts are held in memory; a lookup of ``n`` positions costs one
@@ -20,8 +20,8 @@ import functools
 import numpy as np
 import torch
 
-from .documents import document_starts
-from .reader import MemmapReader
+from ..reader import MemmapReader
+from .sidecar import document_starts
 
 
 class Documents(tuple):
@@ -124,7 +124,7 @@ class DocumentIndex:
         # Plain ndarray views of the maps: np.memmap's subclass hooks cost per lookup.
         remote = getattr(self.reader, "remote", None)
         if remote is not None:  # remote shards: fetched or built once, cached locally (streamtok.storage.docs)
-            from .storage.docs import remote_document_starts
+            from ..storage.docs import remote_document_starts
 
             return [
                 remote_document_starts(remote, k, bos_id=self.bos_id) if remote.is_remote(k)

@@ -19,8 +19,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ._files import read_regular
-from .errors import StreamtokError
+from .._files import read_regular
+from ..errors import StreamtokError
 
 MANIFEST, STATS = "manifest.json", "stats.bin"
 LAYOUT_VERSION = 1
