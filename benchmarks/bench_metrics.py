@@ -28,7 +28,7 @@ import timeit
 import numpy as np
 
 import streamtok
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 from streamtok._formats import write_shard
 
 

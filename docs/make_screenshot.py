@@ -33,7 +33,7 @@ async def shoot(run_dir: str, size: tuple[int, int], out: str) -> None:
 
 
 def main() -> None:
-    from streamtok import metrics
+    from streamtok.metrics import publish as metrics
 
     runs = tempfile.mkdtemp(prefix="streamtok-shot-")
     env = {**os.environ, "STREAMTOK_RUN_DIR": runs}

@@ -23,7 +23,7 @@ from textual.widget import Widget
 from textual.widgets import Digits, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 from . import panels
 from .format import count_parts

@@ -16,7 +16,7 @@ import sys
 import time
 from datetime import datetime
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 from .runs import busiest, next_run, wait_for_run
 from .watcher import Sampler

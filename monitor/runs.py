@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 from .snapshot import Sampler
 

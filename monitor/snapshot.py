@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 from . import probes
 

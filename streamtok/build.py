@@ -45,6 +45,16 @@ REMOTE_LOOKAHEAD = 32
 BLOCKS_LOOKAHEAD = 256
 
 
+class _ByMode:
+    """A page-hint option left out: chosen by the mode (and by where the shards are)."""
+
+    def __repr__(self) -> str:
+        return "by mode"
+
+
+_BY_MODE: Any = _ByMode()
+
+
 @chained(Collator, "loader")
 @chained(Mixture, "loader")
 def _loader_form(self: Collator | Mixture, **kw: Any) -> StreamtokLoader:
@@ -104,8 +114,8 @@ def loader(
     vocab_size: int | None = None,
     raw_dtype: str | Any = "uint16",
     max_open: int | None = None,
-    advice: str | None = None,
-    lookahead: int | None = None,
+    advice: str | None = _BY_MODE,
+    lookahead: int = _BY_MODE,
     storage_options: Mapping[str, Any] | None = None,
     fetch: str = "windows",
     cache_dir: str | os.PathLike | None = None,
@@ -150,7 +160,7 @@ def loader(
         block_docs: documents the ``"pack"`` packer fits at once (default 1000).
         vocab_size: refuse a batch holding a token id at or above it (named shard and offset).
         raw_dtype, max_open: reader options (headerless shards' dtype; shards kept open).
-        advice, lookahead: page-cache hints; ``None``: by mode (``_PAGE_HINTS``), and for
+        advice, lookahead: page-cache hints; left out: by mode (``_PAGE_HINTS``), and for
             remote shards ``REMOTE_LOOKAHEAD`` steps of byte ranges fetched ahead
             (``BLOCKS_LOOKAHEAD`` with ``fetch="blocks"``).
         storage_options, fetch, cache_dir, cache_limit: object storage (see
@@ -177,8 +187,8 @@ def loader(
         hints: dict[str, Any] = {"lookahead": BLOCKS_LOOKAHEAD if fetch == "blocks" else REMOTE_LOOKAHEAD}
     else:
         hints = _PAGE_HINTS.get(mode, {})
-    reader_kw["advice"] = hints.get("advice") if advice is None else advice
-    reader_kw["lookahead"] = hints.get("lookahead", 0) if lookahead is None else lookahead
+    reader_kw["advice"] = hints.get("advice") if advice is _BY_MODE else advice
+    reader_kw["lookahead"] = hints.get("lookahead", 0) if lookahead is _BY_MODE else lookahead
     if documents == "pack":
         reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
     if group is not None:  # the data-parallel place, for every kind of loader below

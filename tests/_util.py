@@ -13,6 +13,9 @@ import torch
 
 from streamtok._formats import write_shard
 
+TESTS = Path(__file__).resolve().parent  # the helpers (s3_server, blocks_client, scripts) live here
+ROOT = TESTS.parent  # the repository
+
 
 def make_shards(
     directory: str | os.PathLike,

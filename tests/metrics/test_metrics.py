@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import streamtok
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
 
@@ -118,7 +118,7 @@ def test_torn_slot_is_retried_then_returned(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from streamtok import metrics
+    from streamtok.metrics import publish as metrics
     pub = metrics.RunPublisher({}, n_slots=1, root=sys.argv[1])
     w = pub.slot(0, metrics.ROLE_TRAINER)
     print(pub.dir, flush=True)

@@ -11,19 +11,19 @@ import subprocess
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from blocks_client import Obj, fetcher, objects, store_for
 from s3_server import s3, s3_bucket  # noqa: F401
 
+from _util import TESTS
 from streamtok.errors import ConfigError
 from streamtok.storage import _cachedir
 from streamtok.storage.blocks import BlockCache
 
 BLOCK = 64 << 10
-HERE = Path(__file__).parent
+HERE = TESTS
 
 
 @pytest.fixture

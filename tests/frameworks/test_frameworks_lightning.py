@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from _util import make_shards
+from _util import TESTS, make_shards
 
 import streamtok
 from streamtok.errors import ConfigError
@@ -18,7 +17,7 @@ from streamtok.errors import ConfigError
 pl = pytest.importorskip("lightning.pytorch", reason="Lightning is not installed (pip install -e '.[dev]')")
 from streamtok.frameworks.lightning import StreamtokDataModule  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+HERE = TESTS
 sys.path.insert(0, str(HERE))
 import fw_lightning_script as script  # noqa: E402
 

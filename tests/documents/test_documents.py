@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import streamtok
-from streamtok import documents as documents_module
+from streamtok.documents import sidecar as documents_module
 from streamtok._formats import probe_shard, write_shard
 from streamtok.documents.samplers import pack_block
 from streamtok.documents.sidecar import (
@@ -350,7 +350,7 @@ def test_rows_of_long_documents_warn_once_with_the_share_an_epoch_skips(tmp_path
 
 
 def test_the_skipped_share_of_a_big_index_is_estimated_from_a_sample(doc_dir, monkeypatch):
-    from streamtok import packing
+    from streamtok.documents import samplers as packing
     from streamtok.documents.index import DocumentIndex
     from streamtok.reader import MemmapReader
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _util import ROOT
 from streamtok.errors import ConfigError, InputFormatError
 from streamtok.prep import hf_tokenizer
 from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
@@ -16,7 +17,7 @@ from streamtok.prep.units import Piece
 
 tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
 
-PLAYS = Path(__file__).resolve().parent.parent / "data" / "shakespeare"
+PLAYS = ROOT / "data" / "shakespeare"
 
 
 def _tokenizer(out: Path, bos: str | None, *, plain: list[str] = ()) -> Path:

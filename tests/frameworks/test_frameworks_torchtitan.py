@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _util import make_shards
+from _util import TESTS, make_shards
 
 import streamtok
 from streamtok.errors import ConfigError, StateMismatchError
@@ -21,7 +21,7 @@ from torchtitan.components.dataloader import BaseDataLoader, ParallelAwareDatalo
 
 from streamtok.frameworks.torchtitan import TitanLoader  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+HERE = TESTS
 sys.path.insert(0, str(HERE))
 import fw_torchtitan_script as script  # noqa: E402
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _util import batch_hash, check_resume, make_shards, roundtrip, take
+from _util import ROOT, batch_hash, check_resume, make_shards, roundtrip, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -182,7 +182,7 @@ def test_resume_in_a_new_process_gives_the_same_stream(mix_dirs, tmp_path):
         f"ld.load_state_dict(json.load(open({str(state_file)!r})))\n"
         "print(json.dumps([batch_hash(x, y) for x, y in take(ld, 4)]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
@@ -375,7 +375,7 @@ def test_train_gpt_mix_with_an_annealing_phase(tmp_path):
     for src in ("web", "code"):
         for part, n in (("train", 12000), ("val", 3000)):
             write_shard(tmp_path / "data" / src / f"{src}_{part}_000000.bin", rng.integers(0, 500, n).astype(np.uint16))
-    root = Path(__file__).parent.parent
+    root = ROOT
     cmd = [sys.executable, str(root / "examples" / "train_gpt.py"), "--data", str(tmp_path / "data"),
            "--out", str(tmp_path / "run"), "--mix", "web=0.7,code=0.3", "--anneal", "10:web=0.2,code=0.8",
            "--steps", "20", "--seq-len", "16", "--batch-size", "5", "--n-layer", "1", "--n-head", "2",

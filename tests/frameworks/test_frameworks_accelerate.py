@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from _util import make_shards
+from _util import TESTS, make_shards
 
 import streamtok
 from streamtok.errors import ConfigError
@@ -18,7 +17,7 @@ from streamtok.errors import ConfigError
 accelerate = pytest.importorskip("accelerate", reason="HF Accelerate is not installed (pip install -e '.[dev]')")
 from streamtok.frameworks.accelerate import prepare_loader  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+HERE = TESTS
 T, B, K = 16, 2, 5  # as in fw_accelerate_script.py
 
 

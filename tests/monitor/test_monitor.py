@@ -16,7 +16,7 @@ from streamtok_monitor import cli
 from streamtok_monitor.app import HelpScreen, MonitorApp
 from streamtok_monitor.watcher import Sampler
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def test_monitor_survives_the_trainer_being_killed(trainer):
 
 
 def _wait_for_batches(run_dir, timeout_s=15):
-    from streamtok import metrics
+    from streamtok.metrics import publish as metrics
 
     reader, deadline = metrics.StatsReader(run_dir), time.monotonic() + timeout_s
     while reader.slot(0)["batches"] == 0 and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from _util import TESTS
 from s3_server import s3  # noqa: F401
 from test_storage_exact import _rest, _same, data  # noqa: F401
 
@@ -92,7 +93,7 @@ def test_resumed_in_a_new_process_reuses_the_cache(data, s3, tmp_path):  # noqa:
     state = first.state_dict()
     assert _rest(streamtok.loader(url + "ds/", **big, **kw), state) == _rest(streamtok.loader(root / "ds", **kw), state)
     expected = _rest(streamtok.loader(root / "ds", **kw), state)
-    env = {**os.environ, **s3.env(), "PYTHONPATH": os.path.dirname(__file__)}
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(TESTS)}
     out = subprocess.run([sys.executable, "-c", SCRIPT, url + "ds/", json.dumps(state), json.dumps(big)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -103,7 +104,7 @@ def test_resumed_in_a_new_process_reuses_the_cache(data, s3, tmp_path):  # noqa:
 
 @pytest.mark.parametrize("fetch", ["windows", "blocks"])
 def test_the_metrics_hold_the_network_and_cache_totals(data, fetch, tmp_path):  # noqa: F811
-    from streamtok import metrics
+    from streamtok.metrics import publish as metrics
 
     _, url, opts = data
     kw = _blocks(opts, tmp_path) if fetch == "blocks" else dict(storage_options=opts)

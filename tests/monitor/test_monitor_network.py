@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from streamtok_monitor import snapshot
 from streamtok_monitor.panels import network_line
 
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 
 
 def _slot(i, role, pid, **net):

@@ -2,12 +2,11 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from _util import check_resume, roundtrip, take
+from _util import TESTS, check_resume, roundtrip, take
 from test_documents import make_doc_shards
 
 import streamtok
@@ -82,7 +81,7 @@ def test_states_of_other_modes_are_refused(docs):
 
 SCRIPT = """
 import json, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/documents"]
 from test_documents_resume import digest, make
 loader = make({path!r}, {documents!r}, num_workers={workers})
 loader.load_state_dict(json.load(open({state!r})))
@@ -97,7 +96,7 @@ def test_resume_in_a_new_process(docs, documents, tmp_path):
     head = [digest(b) for b in take(first, 5)]
     state = tmp_path / "state.json"
     state.write_text(json.dumps(first.state_dict()))
-    code = SCRIPT.format(tests=os.path.dirname(__file__), path=str(docs), documents=documents, workers=1, state=str(state))
+    code = SCRIPT.format(tests=str(TESTS), path=str(docs), documents=documents, workers=1, state=str(state))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert head + json.loads(out.stdout.strip().splitlines()[-1]) == full

@@ -7,7 +7,7 @@ import pytest
 from streamtok_monitor.pages import PageCounter
 
 import streamtok
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 from streamtok.sampler import PassStart
 
 

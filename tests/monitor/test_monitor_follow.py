@@ -15,7 +15,7 @@ from streamtok_monitor.runs import next_run, wait_for_run
 from streamtok_monitor.watcher import Sampler
 
 import streamtok
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
 

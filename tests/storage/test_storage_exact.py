@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _util import batch_hash
+from _util import TESTS, batch_hash
 from s3_server import s3  # noqa: F401
 
 import streamtok
@@ -188,7 +188,7 @@ def test_resumed_in_a_new_process_from_the_environment(data, s3):  # noqa: F811
     it.close()
     state = local.state_dict()
     expected = _rest(streamtok.loader(root / "ds", **kw), state)
-    env = {**os.environ, **s3.env(), "PYTHONPATH": os.path.dirname(__file__)}
+    env = {**os.environ, **s3.env(), "PYTHONPATH": str(TESTS)}
     out = subprocess.run([sys.executable, "-c", SCRIPT, url + "ds/", json.dumps(state)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamtok import bench
+from streamtok.bench import cli as bench
 from streamtok.bench.contestants import Shape, make, parse
 from streamtok.bench.run import page_floor
 

@@ -64,7 +64,7 @@ def test_source_lines_fit_the_rows_given():
 
 
 def test_counts_that_do_not_match_the_manifest_are_unknown():
-    from streamtok import metrics
+    from streamtok.metrics import publish as metrics
 
     manifest = {"seq_len": 10, "mixture": {"sources": [{"name": "a", "windows_per_epoch": 4}, {"name": "b", "windows_per_epoch": 4}]}}
     row = {"windows": 2, "tokens": 20, "target": 0.5, "weight": 0.5}

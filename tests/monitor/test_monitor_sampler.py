@@ -11,7 +11,7 @@ from streamtok_monitor import panels, probes
 from streamtok_monitor.watcher import Sampler
 
 import streamtok
-from streamtok import metrics
+from streamtok.metrics import publish as metrics
 from streamtok._formats import write_shard
 
 

@@ -18,7 +18,7 @@ from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, out
 
 import streamtok
 from streamtok import MemmapReader, ShardLister
-from streamtok import documents as documents_module
+from streamtok.documents import sidecar as documents_module
 from streamtok._formats import MAGIC_GPT2, probe_shard
 from streamtok.errors import ConfigError, InputFormatError, StateMismatchError
 from streamtok.prep.shardsink import ShardPlan, ShardSink

@@ -211,7 +211,6 @@ def test_cli_download_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
 def test_a_huge_shard_range_is_one_line_and_exit_2(tmp_path):
     """``download --shards 1:99999999999`` used to expand the range first (MemoryError)."""
     import resource
-    import sys
 
     def cap_memory():  # a regression fails with MemoryError in seconds instead of eating the machine
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_documents import make_doc_shards
 
-import streamtok
+from _util import ROOT
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(str(ROOT), "examples")
 sys.path.insert(0, EXAMPLES)
 
 import train_gpt  # noqa: E402

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prep_helpers import dir_bytes, make_hub_files, offline_hub, output_bytes, run_cli
 
+from _util import ROOT
 from streamtok import MemmapReader, ShardLister
 from streamtok._formats import MAGIC_GPT2, MAGIC_LLAMA3, probe_shard
 from streamtok.errors import ConfigError, EncodingUnavailableError
@@ -17,7 +18,7 @@ from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
 
 tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
 
-PLAYS = Path(__file__).resolve().parent.parent / "data" / "shakespeare"
+PLAYS = ROOT / "data" / "shakespeare"
 N_FILLERS = 66_000  # pushes the vocabulary past 65,536 ids
 
 
