@@ -114,3 +114,11 @@ def check_resume(factory: Callable[[], object], midpoints: list[int], passes: in
         resumed.load_state_dict(roundtrip(ended.state_dict()))
         assert _pass(resumed) == ref[p + 1], f"a state saved after pass {p} ended did not resume into pass {p + 1}"
     return len(ref[0])
+
+
+def run_or_show(cmd: list[str], **kw) -> None:
+    """Run a helper process; if it fails, fail with the tail of its output (not a bare exit code)."""
+    import subprocess
+
+    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert out.returncode == 0, f"{cmd[-3:]} exited {out.returncode}:\n{(out.stdout + out.stderr)[-4000:]}"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from _util import TESTS, make_shards
+from _util import TESTS, make_shards, run_or_show
 
 import streamtok
 from streamtok.errors import ConfigError
@@ -56,8 +56,7 @@ def test_two_processes_each_rank_once_and_exact_resume(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     script = str(HERE / "fw_accelerate_script.py")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    subprocess.run([*torchrun, script, data, str(tmp_path)], check=True, env=env, timeout=120,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_or_show([*torchrun, script, data, str(tmp_path)], env=env, timeout=120)
     ranks = [json.loads((tmp_path / f"run_rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
 

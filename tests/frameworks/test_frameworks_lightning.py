@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from _util import TESTS, make_shards
+from _util import TESTS, make_shards, run_or_show
 
 import streamtok
 from streamtok.errors import ConfigError
@@ -30,8 +29,8 @@ def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lightning")
     make_shards(root / "data", [800, 700])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(HERE / "fw_lightning_script.py"), str(root / "data"), str(root / "run"), "2"],
-                   check=True, env=env, timeout=150, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_or_show([sys.executable, str(HERE / "fw_lightning_script.py"), str(root / "data"), str(root / "run"), "2"],
+                   env=env, timeout=150)
     ranks = [json.loads((root / "run" / f"rank{r}.json").read_text()) for r in range(2)]
     return root, ranks
 

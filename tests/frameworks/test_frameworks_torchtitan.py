@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from _util import TESTS, make_shards
+from _util import TESTS, make_shards, run_or_show
 
 import streamtok
 from streamtok.errors import ConfigError, StateMismatchError
@@ -81,9 +80,9 @@ def test_checkpoint_manager_resumes_across_dp_degrees(tmp_path):
         d.mkdir()
     script.run(str(data), str(one), 1, 0)  # DP 1: one epoch, DCP checkpoint at step K
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    run_or_show([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(HERE / "fw_torchtitan_script.py"), str(data), str(two), "2", str(one)],
-                   check=True, env=env, timeout=150, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   env=env, timeout=150)
     script.run(str(data), str(back), 1, 0, load_from=str(two))  # DP 2's checkpoint, at DP 1
 
     full = _read(one / "run_rank0.json")
