@@ -11,6 +11,7 @@ the workers. The state is streamtok's own, a few integers: it restores under ano
 
 from __future__ import annotations
 
+import copy
 import functools
 import pickle
 import threading
@@ -371,7 +372,7 @@ class StreamtokLoader(StatefulDataLoader):
         with self._position_lock:
             state = {"streamtok": LOADER_STATE_VERSION, "sampler": self.collator.source.state_dict()}
         if self.origin is not None:
-            state["origin"] = self.origin
+            state["origin"] = copy.deepcopy(self.origin)  # the caller may edit its checkpoint dict
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

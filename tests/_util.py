@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,3 +123,62 @@ def run_or_show(cmd: list[str], **kw) -> None:
 
     out = subprocess.run(cmd, capture_output=True, text=True, **kw)
     assert out.returncode == 0, f"{cmd[-3:]} exited {out.returncode}:\n{(out.stdout + out.stderr)[-4000:]}"
+
+
+# Document shards (tests/documents, attention, locate, states) and Megatron pairs (formats, inspect, storage).
+BOS = 50256
+
+
+def make_doc_shards(directory, n_shards=3, docs=60, *, seed=0, median=20, lead=3, lead_all=False):
+    """uint16 llm.c shards of documents that each start with BOS; the first shard (``lead_all``:
+    every shard) starts with ``lead`` tokens of a document begun before it. Returns (all
+    tokens, global document starts)."""
+    rng = np.random.default_rng(seed)
+    parts, starts, pos = [], [], 0
+    for k in range(n_shards):
+        pieces = [rng.integers(0, 50000, lead if k == 0 or lead_all else 0).astype(np.uint16)]
+        for _ in range(docs):
+            n = 1 + int(rng.lognormal(np.log(median), 0.9))
+            d = rng.integers(0, 50000, n).astype(np.uint16)
+            d[0] = BOS
+            pieces.append(d)
+        tokens = np.concatenate(pieces)
+        write_shard(os.path.join(directory, f"docs_{k:03d}.bin"), tokens)
+        starts += (np.flatnonzero(tokens == BOS) + pos).tolist()
+        parts.append(tokens)
+        pos += len(tokens)
+    return np.concatenate(parts), np.array(starts)
+
+
+CODES = {np.dtype(np.uint8): 1, np.dtype(np.int32): 4, np.dtype(np.uint16): 8}
+
+
+def write_megatron(prefix, documents, dtype=np.uint16, *, sequences_per_doc=1):
+    """Write ``prefix.bin`` and ``prefix.idx`` as Megatron-LM's indexed dataset writer lays them out:
+    magic, version 1, dtype code, sequence and document-entry counts, int32 sequence lengths,
+    int64 byte pointers, int64 document index (sequence index of each document start, then the count)."""
+    dtype = np.dtype(dtype)
+    sequences = []
+    doc_index = [0]
+    for doc in documents:
+        doc = np.asarray(doc, dtype=dtype)
+        sequences += np.array_split(doc, sequences_per_doc)
+        doc_index.append(len(sequences))
+    lengths = np.array([len(s) for s in sequences], dtype=np.int32)
+    pointers = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64) * dtype.itemsize)).astype(np.int64)
+    with open(f"{prefix}.bin", "wb") as f:
+        f.write(np.concatenate(sequences).astype(dtype).tobytes())
+    with open(f"{prefix}.idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00")
+        f.write(struct.pack("<Q", 1))
+        f.write(struct.pack("<B", CODES[dtype]))
+        f.write(struct.pack("<Q", len(lengths)))
+        f.write(struct.pack("<Q", len(doc_index)))
+        f.write(lengths.tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.array(doc_index, dtype=np.int64).tobytes())
+    return np.concatenate(sequences)
+
+
+def docs_of(rng, n, median=12, start=1):
+    return [rng.integers(start, 1000, 1 + int(rng.lognormal(np.log(median), 0.8))) for _ in range(n)]

@@ -90,7 +90,7 @@ def test_varlen_args_are_flash_attns_contract():
 
 
 def test_loader_docs_in_every_documents_mode(tmp_path):
-    from test_documents import make_doc_shards
+    from _util import make_doc_shards
 
     import streamtok
 
@@ -109,7 +109,7 @@ def test_importing_it_does_not_import_torch():
 
 def test_the_readme_snippet_runs(tmp_path, monkeypatch):
     """The README's documents snippet, as written, on a data/shards of documents."""
-    from test_documents import make_doc_shards
+    from _util import make_doc_shards
 
     text = open(os.path.join(ROOT, "README.md")).read()
     (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "streamtok.attention" in b]
@@ -125,7 +125,7 @@ def test_the_readme_snippet_runs(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_example_runs(tmp_path):
-    from test_documents import make_doc_shards
+    from _util import make_doc_shards
 
     make_doc_shards(tmp_path, n_shards=2, docs=80, median=15)
     out = subprocess.run([sys.executable, "-W", "ignore", os.path.join(ROOT, "examples", "doc_attention.py"), "--data",

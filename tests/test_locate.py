@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _util import make_shards
-from test_documents import BOS, make_doc_shards
+from _util import BOS, make_doc_shards, make_shards
 
 import streamtok
 from streamtok import cli
@@ -192,3 +191,11 @@ def test_cli_decodes_with_the_tokenize_manifest(tmp_path, capsys):
     for row in rows:
         assert repr(enc.decode(row.tolist())) in out
     assert "document" in out
+
+
+def test_state_dict_gives_a_copy_of_the_origin(shard_dir):
+    """Editing a saved checkpoint dict never edits the loader that gave it."""
+    loader = streamtok.loader(shard_dir[0], seq_len=16, batch_size=2, metrics=False)
+    state = loader.state_dict()
+    state["origin"]["seq_len"] = 999
+    assert loader.state_dict()["origin"]["seq_len"] == 16

@@ -5,44 +5,12 @@ import struct
 
 import numpy as np
 import pytest
+from _util import docs_of, write_megatron
 
 import streamtok
 from streamtok._formats import probe_shard
 from streamtok.documents.sidecar import document_starts
 from streamtok.errors import ShardFormatError
-
-CODES = {np.dtype(np.uint8): 1, np.dtype(np.int32): 4, np.dtype(np.uint16): 8}
-
-
-def write_megatron(prefix, documents, dtype=np.uint16, *, sequences_per_doc=1):
-    """Write ``prefix.bin`` and ``prefix.idx`` as Megatron-LM's indexed dataset writer lays them out:
-    magic, version 1, dtype code, sequence and document-entry counts, int32 sequence lengths,
-    int64 byte pointers, int64 document index (sequence index of each document start, then the count)."""
-    dtype = np.dtype(dtype)
-    sequences = []
-    doc_index = [0]
-    for doc in documents:
-        doc = np.asarray(doc, dtype=dtype)
-        sequences += np.array_split(doc, sequences_per_doc)
-        doc_index.append(len(sequences))
-    lengths = np.array([len(s) for s in sequences], dtype=np.int32)
-    pointers = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64) * dtype.itemsize)).astype(np.int64)
-    with open(f"{prefix}.bin", "wb") as f:
-        f.write(np.concatenate(sequences).astype(dtype).tobytes())
-    with open(f"{prefix}.idx", "wb") as f:
-        f.write(b"MMIDIDX\x00\x00")
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", CODES[dtype]))
-        f.write(struct.pack("<Q", len(lengths)))
-        f.write(struct.pack("<Q", len(doc_index)))
-        f.write(lengths.tobytes())
-        f.write(pointers.tobytes())
-        f.write(np.array(doc_index, dtype=np.int64).tobytes())
-    return np.concatenate(sequences)
-
-
-def docs_of(rng, n, median=12, start=1):
-    return [rng.integers(start, 1000, 1 + int(rng.lognormal(np.log(median), 0.8))) for _ in range(n)]
 
 
 @pytest.fixture

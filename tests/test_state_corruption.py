@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _util import make_shards, roundtrip
-from test_documents import make_doc_shards
+from _util import make_doc_shards, make_shards, roundtrip
 
 import streamtok
 from streamtok import StateMismatchError

@@ -7,10 +7,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from _util import BOS, make_doc_shards
 
 import streamtok
-from streamtok.documents import sidecar as documents_module
 from streamtok._formats import probe_shard, write_shard
+from streamtok.documents import sidecar as documents_module
 from streamtok.documents.samplers import pack_block
 from streamtok.documents.sidecar import (
     default_bos_id,
@@ -22,29 +23,7 @@ from streamtok.documents.sidecar import (
 )
 from streamtok.errors import ConfigError
 
-BOS = 50256
 T, B = 32, 4
-
-
-def make_doc_shards(directory, n_shards=3, docs=60, *, seed=0, median=20, lead=3, lead_all=False):
-    """uint16 llm.c shards of documents that each start with BOS; the first shard (``lead_all``:
-    every shard) starts with ``lead`` tokens of a document begun before it. Returns (all
-    tokens, global document starts)."""
-    rng = np.random.default_rng(seed)
-    parts, starts, pos = [], [], 0
-    for k in range(n_shards):
-        pieces = [rng.integers(0, 50000, lead if k == 0 or lead_all else 0).astype(np.uint16)]
-        for _ in range(docs):
-            n = 1 + int(rng.lognormal(np.log(median), 0.9))
-            d = rng.integers(0, 50000, n).astype(np.uint16)
-            d[0] = BOS
-            pieces.append(d)
-        tokens = np.concatenate(pieces)
-        write_shard(os.path.join(directory, f"docs_{k:03d}.bin"), tokens)
-        starts += (np.flatnonzero(tokens == BOS) + pos).tolist()
-        parts.append(tokens)
-        pos += len(tokens)
-    return np.concatenate(parts), np.array(starts)
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_documents import make_doc_shards
-
-from _util import ROOT
+from _util import ROOT, make_doc_shards
 
 EXAMPLES = os.path.join(str(ROOT), "examples")
 sys.path.insert(0, EXAMPLES)

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from _util import TESTS, check_resume, roundtrip, take
-from test_documents import make_doc_shards
+from _util import TESTS, check_resume, make_doc_shards, roundtrip, take
 
 import streamtok
 

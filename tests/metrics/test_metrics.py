@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import streamtok
-from streamtok.metrics import publish as metrics
 from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
+from streamtok.metrics import publish as metrics
 
 
 @pytest.fixture(autouse=True)

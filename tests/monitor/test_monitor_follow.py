@@ -15,9 +15,9 @@ from streamtok_monitor.runs import next_run, wait_for_run
 from streamtok_monitor.watcher import Sampler
 
 import streamtok
-from streamtok.metrics import publish as metrics
 from streamtok._atomic import write_json_atomic
 from streamtok._formats import write_shard
+from streamtok.metrics import publish as metrics
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from streamtok_monitor.panels import throughput_detail
 from streamtok_monitor.watcher import Sampler
 
 import streamtok
-from streamtok.metrics import publish as metrics
 from streamtok._formats import write_shard
+from streamtok.metrics import publish as metrics
 
 WARMUP, TAKEN, STEP_S = 10, 50, 0.004
 

@@ -11,8 +11,8 @@ from streamtok_monitor import panels, probes
 from streamtok_monitor.watcher import Sampler
 
 import streamtok
-from streamtok.metrics import publish as metrics
 from streamtok._formats import write_shard
+from streamtok.metrics import publish as metrics
 
 
 @pytest.fixture(autouse=True)

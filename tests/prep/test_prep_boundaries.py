@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _util import ROOT
+
 from streamtok.errors import ConfigError, InputFormatError
 from streamtok.prep import hf_tokenizer
 from streamtok.prep.tokenize import TokenizeConfig, tokenize_files

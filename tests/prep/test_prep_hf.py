@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _util import ROOT
 from prep_helpers import dir_bytes, make_hub_files, offline_hub, output_bytes, run_cli
 
-from _util import ROOT
 from streamtok import MemmapReader, ShardLister
 from streamtok._formats import MAGIC_GPT2, MAGIC_LLAMA3, probe_shard
 from streamtok.errors import ConfigError, EncodingUnavailableError

@@ -134,7 +134,7 @@ LENGTHS = [5, 10, 20, 40, 100]  # median 20, p90 40 + 0.6 * 60 = 76, max 100
 def _write_documents(tmp_path, kind):
     # The five documents of LENGTHS in one shard of ``kind``; returns the shard's path.
     if kind == "megatron":
-        from test_megatron import write_megatron
+        from _util import write_megatron
 
         write_megatron(tmp_path / "mega", [np.ones(n, dtype=np.uint16) for n in LENGTHS])
         return tmp_path / "mega.bin"
@@ -170,7 +170,7 @@ def test_document_lengths_unknown_without_a_boundary(tmp_path, capsys):
 
 def test_megatron_int32_vocabulary_is_unknown_not_gpt2(tmp_path, capsys):
     """A Megatron int32 shard (Llama-3 ids) is not checked against GPT-2: --check says it cannot check."""
-    from test_megatron import write_megatron
+    from _util import write_megatron
 
     rng = np.random.default_rng(0)
     docs = [np.r_[128000, rng.integers(0, 128256, n - 1)] for n in (40, 70, 25)]
@@ -205,7 +205,7 @@ def test_vocabulary_comes_from_what_the_data_says(tmp_path, kind, dtype, size, s
     from streamtok.prep.vocabulary import shard_vocabulary
 
     if kind == "megatron":
-        from test_megatron import write_megatron
+        from _util import write_megatron
 
         write_megatron(tmp_path / "m", [np.arange(5, dtype=dtype)], dtype=dtype)
         path = tmp_path / "m.bin"

@@ -18,8 +18,8 @@ from prep_helpers import cli_command, dir_bytes, expected_tokens, make_docs, out
 
 import streamtok
 from streamtok import MemmapReader, ShardLister
-from streamtok.documents import sidecar as documents_module
 from streamtok._formats import MAGIC_GPT2, probe_shard
+from streamtok.documents import sidecar as documents_module
 from streamtok.errors import ConfigError, InputFormatError, StateMismatchError
 from streamtok.prep.shardsink import ShardPlan, ShardSink
 from streamtok.prep.sources import ReadOptions

@@ -14,10 +14,10 @@ import warnings
 
 import numpy as np
 import pytest
+from _util import TESTS
 from blocks_client import Obj, fetcher, objects, store_for
 from s3_server import s3, s3_bucket  # noqa: F401
 
-from _util import TESTS
 from streamtok.errors import ConfigError
 from streamtok.storage import _cachedir
 from streamtok.storage.blocks import BlockCache

@@ -197,7 +197,7 @@ def test_resumed_in_a_new_process_from_the_environment(data, s3):  # noqa: F811
 
 @pytest.mark.parametrize("documents", ["stream", "bos"])
 def test_megatron_pairs_in_a_bucket(s3, tmp_path, monkeypatch, documents):  # noqa: F811
-    from test_megatron import docs_of, write_megatron
+    from _util import docs_of, write_megatron
 
     monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
     rng = np.random.default_rng(5)
