@@ -168,8 +168,12 @@ def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> 
     )
 
 
-def _format_boundary(info: ShardInfo) -> Boundary | None:
-    """The boundary the shard's format implies (steps 3-4 of the module docstring), or ``None``."""
+def format_boundary(info: ShardInfo) -> Boundary | None:
+    """The boundary the shard's format implies (steps 3-4 of the module docstring), or ``None``.
+
+    Args:
+        info: the probed shard.
+    """
     if info.kind == "megatron":
         return Boundary(None, "Megatron .idx")
     try:
@@ -198,7 +202,7 @@ def shard_boundary(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> B
         record = tokenize_record(info, cache=cache)
         if record is not None:
             return Boundary(record.boundary, f"the tokenize manifest {record.manifest}")
-    return _format_boundary(info)
+    return format_boundary(info)
 
 
 def _names(paths: list[str]) -> str:
