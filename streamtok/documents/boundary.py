@@ -94,8 +94,9 @@ class Boundary:
         return f"bos_id={self.token}, {'assumed' if self.assumed else 'from'} {self.source}"
 
 
-def _read_manifest(directory: str) -> tuple[str, dict[str, Any]] | None:
-    """``(path, manifest)`` of a readable tokenize manifest in ``directory``, else ``None``."""
+def _read_manifest(directory: str) -> tuple[str, dict[str, Any], dict[str, list[Any]]] | None:
+    """``(path, manifest, its shard entries by name)`` of a readable tokenize manifest in
+    ``directory``, else ``None``."""
     path = os.path.join(directory, MANIFEST)
     try:
         manifest = json.loads(read_regular(path, MANIFEST_MAX_BYTES))
@@ -103,7 +104,11 @@ def _read_manifest(directory: str) -> tuple[str, dict[str, Any]] | None:
         return None  # absent, unreadable, a FIFO or a link, not JSON: it says nothing
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         return None  # another tool's manifest.json
-    return path, manifest
+    by_name: dict[str, list[Any]] = {}
+    for entry in manifest["shards"]:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            by_name.setdefault(entry["name"], []).append(entry)
+    return path, manifest, by_name
 
 
 def _refuse(manifest: str, name: str, what: str) -> ConfigError:
@@ -140,9 +145,9 @@ def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> 
             cache[directory] = found
     if found is None:
         return None
-    path, manifest = found
+    path, manifest, by_name = found
     name = os.path.basename(info.path)
-    entries = [s for s in manifest["shards"] if isinstance(s, dict) and s.get("name") == name]
+    entries = by_name.get(name)
     if not entries:
         return None
     if len(entries) > 1:
