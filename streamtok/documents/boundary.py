@@ -8,7 +8,8 @@ which one spoke:
 1. ``bos_id=`` given to the loader (it wins over everything);
 2. the ``streamtok tokenize`` manifest beside the shard (``manifest.json``), when it lists the
    shard by name. It is checked before it is believed: the shard's dtype, token count and
-   sha256 must be the ones listed. A manifest that lists the shard and does not match it is
+   sha256 must be the ones listed, and the shard must hold as many of its boundary token as
+   the documents listed (an edited ``eot_token`` counts other ids). A manifest that lists the shard and does not match it is
    *refused* (``ConfigError``: the shard changed after tokenize, or the manifest is another
    run's), never skipped, since skipping would fall back to a default that may be wrong. A
    ``manifest.json`` that cannot be read, is not a tokenize manifest, or does not list the
@@ -24,7 +25,8 @@ which one spoke:
 The shards of one source must agree on one token (one index per source); a mixture asks this
 of each of its sources. Cost: one read of each directory's ``manifest.json`` and, for each
 shard it lists, its sha256 -- remembered per version of the file (:mod:`streamtok._digest`),
-the digest the document index is keyed on anyway, so free after a shard's first use.
+the digest the document index is keyed on anyway -- and its document index with the listed
+token, which the loader opens next: nothing is read twice.
 
 ``streamtok inspect`` and ``streamtok locate --text`` read the manifest through
 :func:`tokenize_record` too: one reader of it.
@@ -44,7 +46,7 @@ from .._files import read_regular
 from .._formats import MAGIC_GPT2, MAGIC_LLAMA3, ShardInfo, probe_shard
 from ..errors import ConfigError
 from ..storage.urls import dirname, is_remote
-from .sidecar import GPT2_EOT, LLAMA3_BOS, cache_dir, default_bos_id
+from .sidecar import GPT2_EOT, LLAMA3_BOS, cache_dir, default_bos_id, document_starts
 
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 256 << 20  # a tokenize manifest lists its shards: large, never this large
@@ -131,8 +133,8 @@ def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> 
         (a remote shard's neighbours are not read).
 
     Raises:
-        ConfigError: the manifest lists the shard, but its dtype, token count or sha256 are not
-            the shard's, or its boundary entries are malformed.
+        ConfigError: the manifest lists the shard, but its dtype, token count, sha256 or count
+            of boundary tokens are not the shard's, or its entries are malformed.
     """
     if is_remote(info.path):
         return None
@@ -166,6 +168,14 @@ def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> 
     actual = file_sha256(info.path, cache_dir())  # remembered per file version: the index needs it too
     if actual != listed:
         raise _refuse(path, name, f"says sha256 {listed[:16]}... where the shard's is {actual[:16]}...")
+    # The boundary itself: tokenize counted its ids in each shard. An edited eot_token counts
+    # other ids; the index built here with it is the one the loader opens next (no second scan).
+    n_docs = entry.get("n_docs")
+    if type(n_docs) is not int or n_docs < 0:
+        raise _refuse(path, name, f"its n_docs {n_docs!r} is not a count")
+    held = len(document_starts(info.path, bos_id=boundary, raw_dtype=info.dtype.name if info.kind == "raw" else "uint16"))
+    if held != n_docs:
+        raise _refuse(path, name, f"says {n_docs} documents where the shard holds {held} of its eot_token {boundary}")
     encoding, tokenizer = manifest.get("encoding"), manifest.get("tokenizer")
     return TokenizeRecord(
         path, boundary, n_vocab, encoding if isinstance(encoding, str) else None,

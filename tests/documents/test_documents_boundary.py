@@ -155,7 +155,7 @@ def _edit(shard, value, at=-1):
     shard.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("damage", ["shard edited", "n_tokens", "sha256", "dtype", "eot_token", "listed twice"])
+@pytest.mark.parametrize("damage", ["shard edited", "n_tokens", "sha256", "dtype", "eot_token", "another eot_token", "n_docs", "listed twice"])
 def test_a_manifest_that_does_not_match_its_shards_is_refused(made, tmp_path, damage):
     path, eot = _copy(made, "uint16", tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -170,6 +170,10 @@ def test_a_manifest_that_does_not_match_its_shards_is_refused(made, tmp_path, da
         manifest["dtype"] = "uint32"
     elif damage == "eot_token":
         manifest["eot_token"] = manifest["n_vocab"]
+    elif damage == "another eot_token":
+        manifest["eot_token"] = 7  # a word's id: it occurs, but not once per listed document
+    elif damage == "n_docs":
+        shard["n_docs"] = -1
     else:
         manifest["shards"].append(dict(shard))
     if damage != "shard edited":
