@@ -197,31 +197,33 @@ def _states(obj: Any, path: str, depth: int = 0) -> Iterator[tuple[str, dict[str
 
 
 def _texts(built: Any, step: int, rows: list[Any]) -> list[str]:
+    from ._formats import probe_shard
+    from .documents.boundary import tokenize_record
     from .locate import step_input
 
     tokens = built.collator.gather(step_input(built.collator, step)).numpy()
     raw_dtype = (built.origin or {}).get("raw_dtype") or "uint16"
-    decoders: dict[str, Any] = {}
+    records: dict[str, Any] = {}  # by shard
+    decoders: dict[str, Any] = {}  # by manifest: one tokenizer loaded per manifest
     manifests: dict[str, Any] = {}
     out = []
     for i, row in enumerate(rows):
-        if row.shard not in decoders:
-            decoders[row.shard] = _decoder(row.shard, raw_dtype, manifests)
-        out.append(decoders[row.shard](tokens[i].tolist()))
+        if row.shard not in records:
+            # The reader the loader takes its boundary token from: the manifest is checked against the shard.
+            records[row.shard] = record = tokenize_record(probe_shard(row.shard, raw_dtype=raw_dtype), cache=manifests)
+            if record is None:
+                raise ConfigError(
+                    f"--text: no streamtok tokenize manifest ({MANIFEST}) beside {row.shard} lists it; the tokenizer is not known"
+                )
+        record = records[row.shard]
+        if record.manifest not in decoders:
+            decoders[record.manifest] = _decoder(record)
+        out.append(decoders[record.manifest](tokens[i].tolist()))
     return out
 
 
-def _decoder(shard: str, raw_dtype: str, manifests: dict[str, Any]) -> Any:
-    """A decode function from the ``streamtok tokenize`` manifest that lists ``shard`` (checked
-    against it by the reader the loader takes its boundary token from)."""
-    from ._formats import probe_shard
-    from .documents.boundary import tokenize_record
-
-    record = tokenize_record(probe_shard(shard, raw_dtype=raw_dtype), cache=manifests)
-    if record is None:
-        raise ConfigError(
-            f"--text: no streamtok tokenize manifest ({MANIFEST}) beside {shard} lists it; the tokenizer is not known"
-        )
+def _decoder(record: Any) -> Any:
+    """A decode function for the tokenizer a checked tokenize manifest names (a :class:`TokenizeRecord`)."""
     if record.encoding is not None:
         from .prep.encoding import load_encoding
 
