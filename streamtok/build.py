@@ -155,8 +155,11 @@ def loader(
             windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
             ``"pack"`` (rows of whole documents, best-fit); other than ``"stream"`` batches
             are ``(x, y, doc)``, see :mod:`streamtok.documents`.
-        bos_id: the token that starts a document; ``None``: from the format (50256 for
-            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
+        bos_id: the token that starts a document; ``None``: what the data says, in this
+            order: the ``streamtok tokenize`` manifest beside the shards (checked against
+            them), the format (50256 for llm.c GPT-2 shards, 128000 for llm.c Llama 3 shards,
+            Megatron's ``.idx``), 50256 assumed (with a warning) for uint16 without a header;
+            none known is a ``ConfigError`` (see :mod:`streamtok.documents.boundary`).
         block_docs: documents the ``"pack"`` packer fits at once (default 1000).
         vocab_size: refuse a batch holding a token id at or above it (named shard and offset).
         raw_dtype, max_open: reader options (headerless shards' dtype; shards kept open).

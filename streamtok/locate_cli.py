@@ -16,11 +16,10 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from ._files import read_regular
+from .documents.boundary import MANIFEST
 from .errors import ConfigError, StateMismatchError
 from .locate import ORIGIN_KEYS
 
-MANIFEST = "manifest.json"
 _MAX_STATE_BYTES = 64 << 20
 _INTS = ("seq_len", "batch_size", "holdout", "seed", "epochs", "bos_id", "block_docs")
 _STRINGS = ("split", "mode", "documents", "primary", "raw_dtype")
@@ -198,42 +197,47 @@ def _states(obj: Any, path: str, depth: int = 0) -> Iterator[tuple[str, dict[str
 
 
 def _texts(built: Any, step: int, rows: list[Any]) -> list[str]:
+    from ._formats import probe_shard
+    from .documents.boundary import tokenize_record
     from .locate import step_input
 
     tokens = built.collator.gather(step_input(built.collator, step)).numpy()
-    decoders: dict[str, Any] = {}
+    raw_dtype = (built.origin or {}).get("raw_dtype") or "uint16"
+    records: dict[str, Any] = {}  # by shard
+    decoders: dict[str, Any] = {}  # by manifest: one tokenizer loaded per manifest
+    manifests: dict[str, Any] = {}
     out = []
     for i, row in enumerate(rows):
-        directory = os.path.dirname(row.shard)
-        if directory not in decoders:
-            decoders[directory] = _decoder(directory)
-        out.append(decoders[directory](tokens[i].tolist()))
+        if row.shard not in records:
+            # The reader the loader takes its boundary token from: the manifest is checked against the shard.
+            records[row.shard] = record = tokenize_record(probe_shard(row.shard, raw_dtype=raw_dtype), cache=manifests)
+            if record is None:
+                raise ConfigError(
+                    f"--text: no streamtok tokenize manifest ({MANIFEST}) beside {row.shard} lists it; the tokenizer is not known"
+                )
+        record = records[row.shard]
+        if record.manifest not in decoders:
+            decoders[record.manifest] = _decoder(record)
+        out.append(decoders[record.manifest](tokens[i].tolist()))
     return out
 
 
-def _decoder(directory: str) -> Any:
-    """A decode function from the ``streamtok tokenize`` manifest of a shard directory."""
-    path = os.path.join(directory, MANIFEST)
-    try:
-        manifest = json.loads(read_regular(path, _MAX_STATE_BYTES))  # a FIFO or a link is not read
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--text: no readable tokenize manifest at {path} ({exc}); the tokenizer is not known") from None
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"--text: {path} is not a tokenize manifest")
-    encoding, tokenizer = manifest.get("encoding"), manifest.get("tokenizer")
-    if isinstance(encoding, str):
+def _decoder(record: Any) -> Any:
+    """A decode function for the tokenizer a checked tokenize manifest names (a :class:`TokenizeRecord`)."""
+    if record.encoding is not None:
         from .prep.encoding import load_encoding
 
-        enc = load_encoding(encoding)
+        enc = load_encoding(record.encoding)
         return lambda ids: enc.decode(ids, errors="replace")
-    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("source"), str):
+    tokenizer = record.tokenizer
+    if tokenizer is not None and isinstance(tokenizer.get("source"), str):
         from tokenizers import Tokenizer
 
         from .prep.hf_tokenizer import resolve_tokenizer
 
         found = resolve_tokenizer(tokenizer["source"])
         if found.sha256 != tokenizer.get("sha256"):
-            raise ConfigError(f"--text: the tokenizer at {tokenizer['source']} is not the one {path} was made with (sha256 differs)")
+            raise ConfigError(f"--text: the tokenizer at {tokenizer['source']} is not the one {record.manifest} was made with (sha256 differs)")
         tok = Tokenizer.from_file(found.path)
         return lambda ids: tok.decode(ids, skip_special_tokens=False)
-    raise ConfigError(f"--text: {path} names no tokenizer (neither 'encoding' nor 'tokenizer')")
+    raise ConfigError(f"--text: {record.manifest} names no tokenizer (neither 'encoding' nor 'tokenizer')")

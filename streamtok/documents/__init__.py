@@ -2,12 +2,14 @@
 whole documents packed best-fit (``"pack"``).
 
     sidecar.py   the ``.docidx`` files: each shard's document starts, scanned once, kept beside it
+    boundary.py  which token starts a document: bos_id, the checked tokenize manifest, the format
     index.py     DocumentIndex (starts over the reader's token space) and Documents (a batch's)
     samplers.py  the bos and mask samplers (window samplers that record each step's plan)
     pack.py      PackSampler: rows of whole documents, best-fit, exactly resumable
     collate.py   DocumentCollator: ``(x, y, doc)``; ``document_collator`` picks the pieces
 
-Names are imported on first use (``sidecar`` needs no torch: ``streamtok tokenize`` uses it).
+Names are imported on first use (``sidecar`` and ``boundary`` need no torch: ``streamtok tokenize`` and
+``inspect`` use them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ _NAMES = {
     "sidecar_paths": "sidecar",
     "stats_of_starts": "sidecar",
     "write_document_index": "sidecar",
+    "Boundary": "boundary",
+    "TokenizeRecord": "boundary",
+    "boundary_token": "boundary",
+    "format_boundary": "boundary",
+    "resolve_boundary": "boundary",
+    "shard_boundary": "boundary",
+    "tokenize_record": "boundary",
     "DocumentIndex": "index",
     "Documents": "index",
     "documents_from_starts": "index",

@@ -145,7 +145,8 @@ def document_collator(
     Args:
         reader: the data.
         documents: ``"mask"``, ``"bos"`` or ``"pack"``.
-        bos_id: the boundary token, or ``None`` for the format's.
+        bos_id: the boundary token, or ``None`` for what the data says (the tokenize manifest
+            beside the shards, else the format; :mod:`streamtok.documents.boundary`).
         seq_len, batch_size: the batch shape.
         block_docs: documents per packed block (``"pack"``).
         collate_kw: ``dtype`` and ``vocab_size``.
@@ -157,16 +158,14 @@ def document_collator(
         raise ConfigError(f"documents must be one of {DOCUMENT_MODES}, not {documents!r}")
     if block_docs != 1000 and documents != "pack":
         raise ConfigError(f"block_docs (the packer's buffer) takes effect only with documents='pack', not {documents!r}")
-    if bos_id is not None and (int(bos_id) != bos_id or bos_id < 0):
-        raise ConfigError(f"bos_id must be a non-negative token id or None, not {bos_id!r}")
-    index = DocumentIndex(reader, bos_id)
+    index = DocumentIndex(reader, bos_id)  # checks bos_id; None: the token the data names, or ConfigError
     kw = {"seq_len": seq_len, "batch_size": batch_size, **sampler_kw}
     sampler: Any
     if documents == "mask":
         sampler = MaskSampler(reader, **kw)
         if index.n_documents == 0:  # bos and pack refuse this (no row can start); mask still reads
             warnings.warn(
-                f"streamtok: documents='mask' found 0 document starts (bos_id={_bos_name(index)}) in the "
+                f"streamtok: documents='mask' found 0 document starts ({index.boundary.describe()}) in the "
                 f"{reader.n_tokens} tokens of {reader.describe()}: every batch is one segment per row, as "
                 "documents='stream'; check bos_id", UserWarning, stacklevel=3,
             )
@@ -177,10 +176,6 @@ def document_collator(
         sampler = PackSampler(reader, index=index, block_docs=block_docs, **kw)
         _warn_skipped(index, reader, sampler.window_len, "pack", None)
     return DocumentCollator(sampler, index=index, documents=documents, **collate_kw)
-
-
-def _bos_name(index: DocumentIndex) -> str:
-    return repr(index.bos_id) if index.bos_id is not None else "None, the format's default"
 
 
 def _warn_skipped(index: DocumentIndex, reader: MemmapReader, window_len: int, documents: str, usable: int | None) -> None:

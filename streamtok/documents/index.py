@@ -16,11 +16,13 @@ start and every document start in the row. ``cu_seqlens`` are those starts over 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
 
 from ..reader import MemmapReader
+from .boundary import resolve_boundary
 from .sidecar import document_starts
 
 
@@ -98,12 +100,27 @@ class DocumentIndex:
 
     Args:
         reader: the token array.
-        bos_id: the boundary token (``None``: each shard's format default; Megatron's ``.idx``).
+        bos_id: the boundary token; ``None``: what the data says (the tokenize manifest beside
+            the shards, else the format: :mod:`streamtok.documents.boundary`).
+
+    Attributes:
+        bos_id: as given (what a saved state records).
+        boundary: the token used and where it came from.
+
+    Raises:
+        ConfigError: ``bos_id`` is ``None`` and nothing says which token starts a document.
     """
 
     def __init__(self, reader: MemmapReader, bos_id: int | None = None):
         self.reader = reader
         self.bos_id = bos_id
+        self.boundary = resolve_boundary(reader.infos, bos_id)
+        if self.boundary.assumed:
+            warnings.warn(
+                f"streamtok: {reader.describe()}: the shards do not say which token starts a document; "
+                f"{self.boundary.describe()}. Pass bos_id={self.boundary.token} to say so, or the id your "
+                "tokenizer writes before each document", UserWarning, stacklevel=4,
+            )
         self._shard_starts = self._open()
         counts = np.array([len(s) for s in self._shard_starts], dtype=np.int64)
         self.doc_offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
@@ -120,18 +137,18 @@ class DocumentIndex:
         self._shard_starts = self._open()
 
     def _open(self) -> list[np.ndarray]:
-        raw = str(self.reader.raw_dtype)
+        raw, bos_id = str(self.reader.raw_dtype), self.boundary.token
         # Plain ndarray views of the maps: np.memmap's subclass hooks cost per lookup.
         remote = getattr(self.reader, "remote", None)
         if remote is not None:  # remote shards: fetched or built once, cached locally (streamtok.storage.docs)
             from ..storage.docs import remote_document_starts
 
             return [
-                remote_document_starts(remote, k, bos_id=self.bos_id) if remote.is_remote(k)
-                else np.asarray(document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw))
+                remote_document_starts(remote, k, bos_id=bos_id) if remote.is_remote(k)
+                else np.asarray(document_starts(i.path, bos_id=bos_id, raw_dtype=raw))
                 for k, i in enumerate(self.reader.infos)
             ]
-        return [np.asarray(document_starts(i.path, bos_id=self.bos_id, raw_dtype=raw)) for i in self.reader.infos]
+        return [np.asarray(document_starts(i.path, bos_id=bos_id, raw_dtype=raw)) for i in self.reader.infos]
 
     def _by_shard(self, k: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
         """``(shard, selection)`` pairs covering ``k`` (one slice when a single shard is touched)."""

@@ -78,7 +78,7 @@ class PackSampler(StepShape):
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.n_samples = index.n_documents
         if self.n_samples == 0:
-            raise ConfigError(f"{source.describe()}: no document starts (bos_id={index.bos_id}); check bos_id")
+            raise ConfigError(f"{source.describe()}: no document starts ({index.boundary.describe()}); check bos_id")
         self.n_blocks = -(-self.n_samples // self.block_docs)
         self.epoch, self.block, self.row, self.offset = 0, 0, 0, 0
         self.end_epoch = epochs

@@ -94,8 +94,8 @@ class DocStartSampler(RecordedStarts, WindowSampler):
         if self.n_samples < self.step_samples:
             raise ConfigError(
                 f"{source.describe()}: {self.n_samples} document starts with {self.window_len} tokens "
-                f"after them cannot fill one global step of {self.step_samples} rows; "
-                "check bos_id, or use a smaller batch or more data"
+                f"after them ({index.boundary.describe()}) cannot fill one global step of {self.step_samples} "
+                "rows; check bos_id, or use a smaller batch or more data"
             )
 
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:

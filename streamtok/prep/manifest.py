@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._atomic import write_json_atomic
+from ..documents.boundary import MANIFEST  # the name the loader reads the boundary token from
 from ..documents.sidecar import SIDECAR_SUFFIX
 from ..errors import StateMismatchError
 from .sources import STDIN, input_format
 
-MANIFEST = "manifest.json"
 VERSION = 1
 _TOTALS = ("n_docs", "n_chars", "n_bytes")
 

@@ -7,35 +7,34 @@ Llama-3 shard and decodes it as gibberish), so each source of knowledge is asked
 the answer says which one spoke:
 
 1. ``--encoding`` / ``--vocab-size`` on the command line (they win over everything);
-2. the ``streamtok tokenize`` manifest beside the shard, when it lists the shard;
+2. the ``streamtok tokenize`` manifest beside the shard, when it lists the shard and matches it
+   (read and checked by :func:`streamtok.documents.boundary.tokenize_record`, as the loader
+   reads it: one that lists the shard and does not match is an error for that shard);
 3. the llm.c header: magic 20240520 is GPT-2 (50,257 ids, boundary 50256), magic 20240801 is
    Llama 3 (128,256 ids, boundary ``<|begin_of_text|>`` 128000);
 4. a headerless uint16 ``.bin``/``.npy``: GPT-2, *assumed* (nanoGPT's ``train.bin`` layout, and
-   the loader's default boundary), and said to be;
+   the loader's assumed boundary), and said to be;
 5. anything else -- a Megatron ``.idx`` (whose dtype says only that the vocabulary is under
    65,500 ids for uint16, at least that for int32, as Megatron-LM picks it), or wider
    headerless ids -- is *unknown*: nothing is decoded and ``--check`` says it could not check.
+
+The boundary of steps 2-4 is the loader's (:func:`streamtok.documents.boundary.shard_boundary`):
+``inspect`` counts the documents a ``documents="mask"`` loader would find.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from .._files import read_regular
 from .._formats import LLMC_FORMATS, MAGIC_LLAMA3, ShardInfo
+from ..documents.boundary import format_boundary, tokenize_record
+from ..documents.sidecar import LLAMA3_BOS  # noqa: F401  (kept importable from here, as inspect's)
 from ..errors import EncodingUnavailableError
-from ..storage.urls import is_remote
 from .encoding import load_encoding
 
-MANIFEST_MAX_BYTES = 256 << 20  # a tokenize manifest lists its shards: large, never this large
-
-MAGIC_GPT2 = 20240520
-GPT2_VOCAB, GPT2_EOT = 50_257, 50_256
+GPT2_VOCAB = 50_257
 LLAMA3_VOCAB = 128_256
-LLAMA3_BOS = 128_000  # <|begin_of_text|>: llm.c's Llama-3 shards put it before each document
 MEGATRON_UINT16_BELOW = 65_500  # Megatron-LM stores ids as uint16 below this vocabulary size, else int32
 
 
@@ -45,7 +44,8 @@ class Vocabulary:
 
     Attributes:
         size: ids must be in ``[0, size)``; ``None`` when unknown.
-        boundary: the id that starts (or ends) each document; ``None``: the format's default.
+        boundary: the id that starts (or ends) each document; ``None``: none known (or a
+            Megatron shard, whose ``.idx`` holds its document starts).
         encoding: a tiktoken encoding to decode the first tokens with, or ``None``.
         source: where the answer came from, for the report (e.g. ``"llm.c header (GPT-2)"``).
     """
@@ -66,6 +66,7 @@ def shard_vocabulary(info: ShardInfo, *, encoding: str | None = None, vocab_size
 
     Raises:
         EncodingUnavailableError: ``encoding`` cannot be loaded and no ``vocab_size`` was given.
+        ConfigError: the tokenize manifest beside the shard lists it but does not match it.
     """
     try:
         vocab = _from_data(info, encoding)
@@ -82,18 +83,19 @@ def _from_data(info: ShardInfo, encoding: str | None) -> Vocabulary:
     if encoding is not None:
         enc = load_encoding(encoding)
         return Vocabulary(enc.n_vocab, enc.eot_token, enc, f"--encoding {encoding}")
-    made = _tokenize_manifest(info.path)
-    if made is not None:
-        n_vocab, boundary, name = made
-        enc = _gpt2() if name == "gpt2" else None
-        return Vocabulary(n_vocab, boundary, enc, f"the tokenize manifest ({name or 'a Hugging Face tokenizer'})")
+    record = tokenize_record(info) if info.kind != "megatron" else None
+    if record is not None:
+        enc = _gpt2() if record.encoding == "gpt2" else None
+        return Vocabulary(record.n_vocab, record.boundary, enc, f"the tokenize manifest ({record.encoding or 'a Hugging Face tokenizer'})")
+    boundary = format_boundary(info)  # the loader's own rule: both count the same documents
+    token = boundary.token if boundary is not None else None
     if info.kind == "llmc":
         magic = next(m for m, (version, _) in LLMC_FORMATS.items() if version == info.version)  # checked on open
         if magic == MAGIC_LLAMA3:
-            return Vocabulary(LLAMA3_VOCAB, LLAMA3_BOS, None, f"llm.c header (magic {magic}: Llama 3)")
-        return Vocabulary(GPT2_VOCAB, GPT2_EOT, _gpt2(), f"llm.c header (magic {magic}: GPT-2)")
+            return Vocabulary(LLAMA3_VOCAB, token, None, f"llm.c header (magic {magic}: Llama 3)")
+        return Vocabulary(GPT2_VOCAB, token, _gpt2(), f"llm.c header (magic {magic}: GPT-2)")
     if info.kind in ("raw", "npy") and info.dtype.name == "uint16":
-        return Vocabulary(GPT2_VOCAB, GPT2_EOT, _gpt2(), "GPT-2 assumed: uint16 without a header (nanoGPT's layout)")
+        return Vocabulary(GPT2_VOCAB, token, _gpt2(), "GPT-2 assumed: uint16 without a header (nanoGPT's layout)")
     if info.kind == "megatron":
         bound = f"under {MEGATRON_UINT16_BELOW:,}" if info.dtype.itemsize <= 2 else f"{MEGATRON_UINT16_BELOW:,} or more"
         return Vocabulary(None, None, None, f"unknown: a Megatron {info.dtype.name} shard says only that its vocabulary is {bound} ids")
@@ -105,19 +107,3 @@ def _gpt2() -> Any:
         return load_encoding("gpt2")
     except EncodingUnavailableError:  # the size is known anyway; only the decoding is lost
         return None
-
-
-def _tokenize_manifest(path: str) -> tuple[int, int, str | None] | None:
-    # (n_vocab, boundary id, tiktoken encoding or None) from the streamtok tokenize manifest
-    # beside the shard, when it lists this shard; anything malformed is ignored.
-    if is_remote(path):
-        return None  # an object's neighbours are not files here
-    try:
-        m = json.loads(read_regular(os.path.join(os.path.dirname(os.path.abspath(path)), "manifest.json"), MANIFEST_MAX_BYTES))
-        names = {s["name"] for s in m["shards"]}
-        n_vocab, boundary, encoding = m["n_vocab"], m["eot_token"], m.get("encoding")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if os.path.basename(path) not in names or type(n_vocab) is not int or type(boundary) is not int:
-        return None
-    return n_vocab, boundary, encoding if isinstance(encoding, str) else None
