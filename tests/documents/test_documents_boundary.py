@@ -232,7 +232,7 @@ def test_shards_that_disagree_are_refused(made, tmp_path):
 
 
 def test_boundary_token_of_each_source_of_a_mixture(made, tmp_path):
-    from test_megatron import docs_of, write_megatron
+    from _util import docs_of, write_megatron
 
     write_shard(tmp_path / "l3.bin", np.arange(10, dtype=np.uint32))
     write_megatron(tmp_path / "m_text_document", docs_of(np.random.default_rng(0), 5))
