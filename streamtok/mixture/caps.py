@@ -2,8 +2,8 @@
 
 As OLMo-core's ``max_repetition_factor``: a small source with a big weight would otherwise
 repeat without bound. Source ``s`` with ``n_s`` windows an epoch reads at most
-``cap_s = floor(x * n_s)`` windows per pass (``x`` may be fractional; the product is taken
-on ``x`` as written in decimal, so 0.29 of 100 windows is 29, not 28), counted from where it
+``cap_s = floor(x * n_s)`` windows per pass (``x`` may be fractional; a product within 1e-9
+of a whole number is that number, so 0.29 of 100 windows is 29, not 28), counted from where it
 stood when the pass began: its windows ``[from_s, from_s + cap_s)`` of its own order, each
 exactly once per whole epoch, never one more. A stream (``epochs=None``) is one pass, from
 0; each pass of a finite mixture begins with every source at an epoch start, so a pass reads
@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from fractions import Fraction
 from typing import Any
 
 from ..errors import ConfigError
@@ -69,7 +68,7 @@ def parse_max_epochs(max_epochs: MaxEpochs | None, names: Sequence[str], sizes: 
         x = max_epochs[name]
         if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
             raise ConfigError(f"max_epochs of source {name!r} must be a finite number of epochs > 0, not {x!r}")
-        windows = math.floor(Fraction(repr(float(x))) * size) if not isinstance(x, numbers.Integral) else int(x) * size
+        windows = int(x) * size if isinstance(x, numbers.Integral) else cap_windows(float(x), size)
         if windows < 1:
             raise ConfigError(
                 f"max_epochs of source {name!r} is {x!r} of its {size} windows an epoch: less than one "
@@ -77,6 +76,14 @@ def parse_max_epochs(max_epochs: MaxEpochs | None, names: Sequence[str], sizes: 
             )
         caps.append(windows)
     return tuple(caps)
+
+
+def cap_windows(x: float, size: int) -> int:
+    """``floor(x * size)``, a product within ``1e-9`` (relative) of a whole number taken as it: the
+    float product of 0.29 and 100 is 28.999999999999996, and 1/3 of 300 in floats is not 100."""
+    product = x * size
+    nearest = round(product)
+    return int(nearest) if abs(product - nearest) <= 1e-9 * max(1.0, product) else math.floor(product)
 
 
 def limits_from(caps: Sequence[int | None], start: Sequence[int]) -> tuple[int | None, ...]:
@@ -140,7 +147,7 @@ class Course:
 
     def take(self, tl: Timeline, counts: Sequence[int], windows: int) -> list[int] | None:
         """Windows of each source in the step after ``windows``; ``None``: the pass ends before it."""
-        room = None if self.limits is None else [None if lim is None else lim - c for c, lim in zip(counts, self.limits)]
+        room = None if self.limits is None else [None if lim is None else max(0, lim - c) for c, lim in zip(counts, self.limits)]
         take = tl.take(counts, windows, room)
         if take is None or (self.end is not None and counts[self.primary] + take[self.primary] > self.end):
             return None
