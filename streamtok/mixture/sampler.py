@@ -249,9 +249,10 @@ class MixtureSampler(StepShape):
     def advance(self) -> None:
         """Record that the consumer received one more step."""
         take = self.course.take(self.timeline, self.counts, self.windows)
-        self.counts, self.anchor = self.course.after(self.step, self.windows, self.counts, take, self.anchor)
+        self.counts, anchor = self.course.after(self.step, self.windows, self.counts, take, self.anchor)
         self.step, self.windows = self.step + 1, self.windows + self.step_samples
-        self.timeline = self.course.timeline(self.anchor, self.counts)
+        if anchor is not self.anchor:  # a source ran out: the others' schedule from here
+            self.anchor, self.timeline = anchor, self.course.timeline(anchor, self.counts)
 
     def pass_steps(self, start: MixturePosition) -> int | None:
         """Steps of the pass from ``start`` (simulated, O(steps), ~10 µs each); ``None``: endless.

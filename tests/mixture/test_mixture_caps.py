@@ -412,3 +412,20 @@ def test_fractional_epochs_are_read_as_written(mix_dirs, tmp_path):
 def test_one_source_reports_no_epochs_by_source(mix_dirs):
     ld = streamtok.loader(mix_dirs["web"], seq_len=T, batch_size=4, split="all", metrics=False)
     assert ld.epochs_by_source() == {}
+
+
+def test_persistent_workers_carry_each_pass_s_caps(mix_dirs):
+    """The pass start a worker gets holds the pass's limits: every pass reads its capped epoch."""
+    make = lambda **kw: _loader(mix_dirs, {"math": 1, "code": 0.5}, epochs=1, primary="web", **kw)  # noqa: E731
+    ref = make()
+    expected = [[batch_hash(*b) for b in ref] for _ in range(2)]
+    ld = make(num_workers=2, persistent_workers=True)
+    assert [[batch_hash(*b) for b in ld] for _ in range(2)] == expected
+
+
+def test_a_pass_left_early_counts_the_next_pass_s_caps_from_its_start(mix_dirs):
+    ld = _loader(mix_dirs, {"math": 1}, epochs=1, primary="web", mode="sequential")
+    full = [r for x, _ in _loader(mix_dirs, {"math": 1}, epochs=1, primary="web", mode="sequential") for r in _rows(x)]
+    _run(ld, 5)  # left after 5 steps: math part-way through its epoch
+    again = [r for x, _ in ld for r in _rows(x)]
+    assert again == full  # the next pass: math from its next epoch start, one whole epoch again
