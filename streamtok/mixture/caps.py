@@ -147,8 +147,12 @@ class Course:
 
     def take(self, tl: Timeline, counts: Sequence[int], windows: int) -> list[int] | None:
         """Windows of each source in the step after ``windows``; ``None``: the pass ends before it."""
-        room = None if self.limits is None else [None if lim is None else max(0, lim - c) for c, lim in zip(counts, self.limits)]
-        take = tl.take(counts, windows, room)
+        if self.limits is None:
+            take = tl.take(counts, windows)
+            if self.end is None:
+                return take
+        else:
+            take = tl.take(counts, windows, [None if lim is None else max(0, lim - c) for c, lim in zip(counts, self.limits)])
         if take is None or (self.end is not None and counts[self.primary] + take[self.primary] > self.end):
             return None
         return take
@@ -156,7 +160,7 @@ class Course:
     def after(self, step: int, windows: int, counts: Sequence[int], take: Sequence[int], anchor: Anchor) -> tuple[list[int], Anchor]:
         """The counts and the anchor after global ``step`` (a source that ran out in it re-anchors the targets)."""
         new = [c + t for c, t in zip(counts, take)]
-        if out_at(new, self.limits) != out_at(counts, self.limits):
+        if self.limits is not None and out_at(new, self.limits) != out_at(counts, self.limits):
             anchor = Anchor(step + 1, windows + self.b, tuple(float(c) for c in new))
         return new, anchor
 
