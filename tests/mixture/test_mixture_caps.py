@@ -429,3 +429,22 @@ def test_a_pass_left_early_counts_the_next_pass_s_caps_from_its_start(mix_dirs):
     _run(ld, 5)  # left after 5 steps: math part-way through its epoch
     again = [r for x, _ in ld for r in _rows(x)]
     assert again == full  # the next pass: math from its next epoch start, one whole epoch again
+
+
+def test_streamtok_locate_rebuilds_a_capped_mixture_from_its_state(mix_dirs, tmp_path, capsys):
+    from streamtok import cli
+
+    caps = {"web": 0.25, "code": 0.5, "math": 1}
+    ld = _loader(mix_dirs, caps)
+    batches = [_rows(x) for x, _ in ld]
+    state = roundtrip(ld.state_dict())
+    assert state["origin"]["max_epochs"] == caps
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    step = len(batches) - 2  # after every cap but the last
+    assert cli.main(["locate", str(tmp_path / "state.json"), "--step", str(step), "--json"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["source"] for p in printed] == [name for name, _ in batches[step]]
+    state["origin"]["max_epochs"] = {"math": "1"}
+    (tmp_path / "bad.json").write_text(json.dumps(state))
+    assert cli.main(["locate", str(tmp_path / "bad.json"), "--step", "1"]) == 2
+    assert "origin.max_epochs" in capsys.readouterr().err
