@@ -192,9 +192,10 @@ class MixtureSampler(StepShape):
         """One plain dict per source for metrics and the monitor's per-source line.
 
         Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
-        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised),
-        ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
-        realised); shares are ``None`` before the first step.
+        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised;
+        0 once capped out), ``target`` (the share of windows the schedule asked for so far),
+        ``share`` (the share realised) and ``max_epochs`` (its cap, ``None``: uncapped); shares
+        are ``None`` before the first step.
         """
         return self.report_at(self.windows, self.counts)
 
@@ -209,6 +210,7 @@ class MixtureSampler(StepShape):
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
+                "max_epochs": self.max_epochs.get(name),
             }
             for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)
         ]
