@@ -335,7 +335,7 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
     if "max_epochs" in state:  # repetition caps: {name: epochs > 0} of saved sources
         caps = f.dict("max_epochs")
         caps.keys((), tuple(counts))
-        max_epochs = {name: caps.real(name, 0.0) for name in caps.state}
+        max_epochs = {name: caps.real(name, 0.0, math.inf) for name in caps.state}
         zero = sorted(name for name, x in max_epochs.items() if x <= 0)
         if zero:
             _fail(f"state['max_epochs'] caps source(s) {zero} at 0 epochs: a cap is a number of epochs > 0")

@@ -38,6 +38,7 @@ from ..errors import ConfigError
 from .schedule import Anchor, Timeline
 
 Phases = Sequence[tuple[int, tuple[float, ...]]]
+NEVER = 1 << 53  # windows no count reaches (a saved count beyond this is refused as corrupt)
 MaxEpochs = Mapping[str, float]
 
 
@@ -69,6 +70,9 @@ def parse_max_epochs(max_epochs: MaxEpochs | None, names: Sequence[str], sizes: 
         if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
             raise ConfigError(f"max_epochs of source {name!r} must be a finite number of epochs > 0, not {x!r}")
         windows = int(x) * size if isinstance(x, numbers.Integral) else cap_windows(float(x), size)
+        if windows >= NEVER:  # a cap no run reaches (counts stay below 2**53): no cap
+            caps.append(None)
+            continue
         if windows < 1:
             raise ConfigError(
                 f"max_epochs of source {name!r} is {x!r} of its {size} windows an epoch: less than one "
@@ -82,6 +86,8 @@ def cap_windows(x: float, size: int) -> int:
     """``floor(x * size)``, a product within ``1e-9`` (relative) of a whole number taken as it: the
     float product of 0.29 and 100 is 28.999999999999996, and 1/3 of 300 in floats is not 100."""
     product = x * size
+    if not math.isfinite(product) or product >= NEVER:
+        return NEVER
     nearest = round(product)
     return int(nearest) if abs(product - nearest) <= 1e-9 * max(1.0, product) else math.floor(product)
 

@@ -392,6 +392,19 @@ def test_bad_max_epochs_are_config_errors(mix_dirs, caps, message):
         _loader(mix_dirs, caps)
 
 
+def test_a_cap_no_run_can_reach_is_no_cap(mix_dirs):
+    ld = _loader(mix_dirs, {"math": 1e300, "code": 10**20})
+    assert ld.collator.source.limits is None
+    with pytest.raises(TypeError, match="endless"):
+        len(ld)
+    take(ld, 3)
+    state = roundtrip(ld.state_dict())
+    assert state["sampler"]["max_epochs"] == {"code": 10**20, "math": 1e300}
+    again = _loader(mix_dirs, {"math": 1e300, "code": 10**20})
+    again.load_state_dict(state)
+    assert [batch_hash(*b) for b in take(again, 2)] == [batch_hash(*b) for b in take(ld, 2)]
+
+
 def test_max_epochs_needs_a_mixture(mix_dirs):
     with pytest.raises(ConfigError, match="max_epochs= are for a mixture"):
         streamtok.loader(mix_dirs["web"], max_epochs={"web": 1}, seq_len=T, batch_size=4, split="all", metrics=False)
