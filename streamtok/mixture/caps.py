@@ -158,19 +158,24 @@ class Course:
             if self.end is None:
                 return take
         else:
-            take = tl.take(counts, windows, [None if lim is None else max(0, lim - c) for c, lim in zip(counts, self.limits)])
+            room = [None if lim is None else max(0, lim - c) for c, lim in zip(counts, self.limits)]
+            take = tl.take(counts, windows, room)
         if take is None or (self.end is not None and counts[self.primary] + take[self.primary] > self.end):
             return None
         return take
 
-    def after(self, step: int, windows: int, counts: Sequence[int], take: Sequence[int], anchor: Anchor) -> tuple[list[int], Anchor]:
+    def after(
+        self, step: int, windows: int, counts: Sequence[int], take: Sequence[int], anchor: Anchor,
+    ) -> tuple[list[int], Anchor]:
         """The counts and the anchor after global ``step`` (a source that ran out in it re-anchors the targets)."""
         new = [c + t for c, t in zip(counts, take)]
         if self.limits is not None and out_at(new, self.limits) != out_at(counts, self.limits):
             anchor = Anchor(step + 1, windows + self.b, tuple(float(c) for c in new))
         return new, anchor
 
-    def steps(self, step: int, windows: int, counts: Sequence[int], anchor: Anchor) -> Iterator[tuple[Timeline, int, list[int], list[int]]]:
+    def steps(
+        self, step: int, windows: int, counts: Sequence[int], anchor: Anchor,
+    ) -> Iterator[tuple[Timeline, int, list[int], list[int]]]:
         """``(timeline, windows, counts, take)`` of every step of the pass from this position to its end."""
         counts = list(counts)
         tl = self.timeline(anchor, counts)
@@ -208,8 +213,10 @@ class Course:
                 return None
         return n
 
+
 def spec(max_epochs: MaxEpochs | None, names: Sequence[str]) -> dict[str, Any]:
     """``max_epochs`` as the state records it: ``{name: x}`` in source order, numbers as floats or ints."""
     if not max_epochs:
         return {}
-    return {n: (int(max_epochs[n]) if isinstance(max_epochs[n], numbers.Integral) else float(max_epochs[n])) for n in names if n in max_epochs}
+    plain = {n: max_epochs[n] for n in names if n in max_epochs}
+    return {n: int(x) if isinstance(x, numbers.Integral) else float(x) for n, x in plain.items()}
