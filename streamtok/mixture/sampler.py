@@ -22,6 +22,10 @@ from the pass's start; the step count and the weight schedule go on). A stream
 StatefulDataLoader, a state saved after the last batch of a pass, before the loop saw the
 end, resumes into an empty pass; one saved after it resumes into the next pass.
 
+Repetition caps (``max_epochs``, :mod:`streamtok.mixture.caps`) count per pass: a source
+that read its cap is out, its weight renormalised away from the next step; a stream whose
+caps leave no source to read ends.
+
 All sources are read through one :class:`MemmapReader` over all their shards
 (source ``s`` holds global tokens ``[base_s, base_s + n_s)``), so the loader's gather, page
 hints and metrics work unchanged.
