@@ -373,7 +373,8 @@ class MixtureSampler(StepShape):
         limits = self._limits(cap_from)
         course = Course(self.phases, self.step_samples, limits, end, self._p)
         saved_caps = saved.max_epochs or {}
-        same_caps = saved_caps == self.max_epochs and (limits is None or saved.cap_from is not None)
+        # The saved anchor holds under the same caps counted from the same pass start.
+        same_caps = saved_caps == self.max_epochs and (limits is None or (saved.cap_from is not None and same_pass))
         resumed_at = None
         if state["schedule"] == self._spec() and sorted(saved.counts) == sorted(self.names) and same_caps:
             saved_anchor = Anchor(saved.anchor_step, saved.anchor_windows, tuple(saved.targets[n] for n in self.names))
