@@ -461,3 +461,23 @@ def test_streamtok_locate_rebuilds_a_capped_mixture_from_its_state(mix_dirs, tmp
     (tmp_path / "bad.json").write_text(json.dumps(state))
     assert cli.main(["locate", str(tmp_path / "bad.json"), "--step", "1"]) == 2
     assert "origin.max_epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label", ["stream", "finite"])
+def test_a_state_saved_before_caps_loads_into_a_capped_loader(tmp_path, label):
+    """tests/fixtures/mixture_state_v1.json (no max_epochs, no cap_from): the caps count from
+    each source's epoch start (a stream's: 0), and the source stops there."""
+    fixture = json.loads((ROOT / "tests" / "fixtures" / "mixture_state_v1.json").read_text())
+    dirs = {}
+    for name, src in fixture["sources"].items():
+        make_shards(tmp_path / name, src["lengths"], start=src["start"])
+        dirs[name] = tmp_path / name
+    saved = fixture["states"][label]
+    ld = streamtok.loader(dirs, weights=fixture["weights"], max_epochs={"math": 1}, **fixture["loader"], **saved["kw"])
+    ld.load_state_dict(saved["state"])
+    sampler = ld.collator.source
+    n_math = sampler.sizes[NAMES.index("math")]
+    assert sampler.cap_from == [0, 0, 0]  # every count of the fixture is inside its source's epoch 0
+    rows = [r for x, _ in ld for r in _rows(x)] if label == "finite" else [r for x, _ in take(ld, 150) for r in _rows(x)]
+    assert ld.windows_by_source()["math"] == n_math  # read to its cap from the saved 9 or 15, not past it
+    assert sum(1 for name, _ in rows if name == "math") == n_math - saved["state"]["sampler"]["sources"]["math"]["windows"]
