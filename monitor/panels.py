@@ -217,8 +217,8 @@ def run_panel(snap: Snapshot, width: int = 36, rows: int = 9) -> Text:
 
 def mixture_lines(sources: list[dict[str, Any]], width: int = 36, rows: int = 4) -> Text:
     """A header and one line per mixture source: the share of windows realised, the share the
-    schedule asked for so far (its weights integrated), the source's epoch; wider, its weight
-    now and its tokens. Unknown figures show as ``-``. Fewer ``rows`` than sources: the
+    schedule asked for so far (its weights integrated), the source's epoch (over its cap,
+    ``1/2``, when ``max_epochs`` caps it); wider, its weight now and its tokens. Unknown figures show as ``-``. Fewer ``rows`` than sources: the
     first ones and how many more."""
     columns = [("real", 7), ("target", 7), ("epoch", 6)]
     if width >= 50:
@@ -235,7 +235,9 @@ def mixture_lines(sources: list[dict[str, Any]], width: int = 36, rows: int = 4)
         t.append(f"\n{shorten(s['name'], name_w - 1):<{name_w}}")
         t.append(f"{percent(s['share']):>7}", style="bold")
         t.append(f"{percent(s['target']):>7}")
-        t.append(f"{'-' if s['epoch'] is None else s['epoch']:>6}")
+        cap = s.get("max_epochs")
+        epoch = "-" if s["epoch"] is None else str(s["epoch"])
+        t.append(f"{epoch if cap is None else f'{epoch}/{cap:g}':>6}")
         if len(columns) > 3:
             t.append(f"{percent(s['weight']):>7}", style="dim")
         if len(columns) > 4:

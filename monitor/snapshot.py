@@ -440,7 +440,9 @@ class Sampler:
         names = [s["name"] for s in mix["sources"]]
         report = metrics.mixture_report(m, loop)
         unknown = dict.fromkeys(("windows", "tokens", "epoch", "weight", "target", "share"))
-        sources = report if report is not None else [{"name": n, **unknown} for n in names]
+        sources = report if report is not None else [
+            {"name": s["name"], **unknown, "max_epochs": s.get("max_epochs")} for s in mix["sources"]
+        ]
         primary = mix.get("primary")
         progress = epoch = None
         if primary is not None and loop is not None:

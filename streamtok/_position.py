@@ -264,6 +264,8 @@ class SavedMixture:
     end: int | None
     primary: str | None
     pass_ended: bool | None
+    max_epochs: dict[str, float] | None = None  # None: saved before repetition caps
+    cap_from: dict[str, int] | None = None
 
 
 MIXTURE_KEYS = (
@@ -291,7 +293,7 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
             f"state has version={state['version']!r}, kind={state.get('kind')!r}: not a mixture state of "
             f"version {version!r}; load it into the loader that saved it"
         )
-    f.keys(MIXTURE_KEYS, ("rank", "pass_ended"))
+    f.keys(MIXTURE_KEYS, ("rank", "pass_ended", "max_epochs", "cap_from"))
     f.dict("config").same(config)
     step, windows = f.int("step"), f.int("windows")
     if step > windows:
@@ -329,7 +331,21 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
         f._wrong("schedule", schedule, "a list of [step, {name: weight}]")
     _placement(f)
     ended = f.bool("pass_ended") if "pass_ended" in state else None
-    return SavedMixture(step, windows, step_samples, counts, a_step, a_windows, targets, schedule, end, primary, ended)
+    max_epochs = cap_from = None
+    if "max_epochs" in state:  # repetition caps: {name: epochs > 0} of saved sources
+        caps = f.dict("max_epochs")
+        caps.keys((), tuple(counts))
+        max_epochs = {name: caps.real(name, 0.0, math.inf) for name in caps.state}
+        zero = sorted(name for name, x in max_epochs.items() if x <= 0)
+        if zero:
+            _fail(f"state['max_epochs'] caps source(s) {zero} at 0 epochs: a cap is a number of epochs > 0")
+    if "cap_from" in state:  # where each source's cap counts from: its count when the pass began
+        starts = f.dict("cap_from")
+        starts.keys(tuple(counts))
+        cap_from = {name: starts.int(name, 0, counts[name]) for name in counts}
+    return SavedMixture(
+        step, windows, step_samples, counts, a_step, a_windows, targets, schedule, end, primary, ended, max_epochs, cap_from,
+    )
 
 
 def read_node_state(state: Any, key: str, *, version_key: str | None = None, version: int | None = None) -> Any:

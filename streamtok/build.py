@@ -95,6 +95,7 @@ def loader(
     *,
     weights: Weights | None = None,
     primary: str | None = None,
+    max_epochs: Mapping[str, float] | None = None,
     seq_len: int,
     batch_size: int,
     split: str = "train",
@@ -132,6 +133,9 @@ def loader(
             mixture: ``{name: source}`` (see :mod:`streamtok.mixture`).
         weights: a mixture's ``{name: weight}`` or ``[(step, {name: weight}), ...]``.
         primary: the mixture source whose epochs ``epochs`` counts.
+        max_epochs: a mixture's repetition caps ``{name: x}``: source ``name`` reads at most
+            ``floor(x * its windows an epoch)`` windows a pass (``x > 0``, fractions allowed),
+            then its weight is removed and the others' renormalised (README "Mixtures").
         seq_len: tokens per row ``T``.
         batch_size: rows per batch on this rank ``B``.
         split: ``"train"``, ``"val"`` or ``"all"`` (see :meth:`ShardLister.split`).
@@ -181,6 +185,7 @@ def loader(
         holdout=holdout, mode=mode, seed=seed, epochs=epochs, documents=documents, bos_id=bos_id,
         **({"block_docs": block_docs} if block_docs is not None else {}),
         **({"raw_dtype": raw_dtype} if raw_dtype != "uint16" else {}),
+        **({"max_epochs": max_epochs} if max_epochs is not None else {}),
     )
     reader_kw: dict[str, Any] = {
         "raw_dtype": raw_dtype, "max_open": max_open, "storage_options": storage_options, "fetch": fetch,
@@ -210,11 +215,14 @@ def loader(
         collator: Any = build_mixture(
             source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
             seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
-            dtype=dtype, vocab_size=vocab_size,
+            dtype=dtype, vocab_size=vocab_size, max_epochs=max_epochs,
         )
     else:
-        if weights is not None or primary is not None:
-            raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
+        if weights is not None or primary is not None or max_epochs is not None:
+            raise ConfigError(
+                "weights=, primary= and max_epochs= are for a mixture: pass source as {name: source, ...} "
+                "(one source's epochs are epochs=)"
+            )
         if epochs is _ONE_EPOCH:
             epochs = 1
         reader = MemmapReader(_lister(source, split, holdout, storage_options), **reader_kw)

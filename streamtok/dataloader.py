@@ -348,6 +348,13 @@ class StreamtokLoader(StatefulDataLoader):
         per_source = getattr(self.collator.source, "windows_by_source", None)
         return {} if per_source is None else per_source()
 
+    def epochs_by_source(self) -> dict[str, float]:
+        """Epochs each source has given so far, all ranks: its windows over its windows an epoch
+        (``1.5``: one and a half; a mixture's names, ``{}`` for one source). With ``max_epochs``
+        a source stops at its cap: ``x`` epochs a pass, ``floor(x * n) / n`` exactly."""
+        per_source = getattr(self.collator.source, "epochs_by_source", None)
+        return {} if per_source is None else per_source()
+
     def locate(self, step: int) -> list[Any]:
         """:class:`~streamtok.locate.RowOrigin` records: where each row of this rank's batch number ``step`` of the run comes from.
 

@@ -32,14 +32,15 @@ from .documents.pack import PackSampler
 from .errors import ConfigError
 from .mixture.collate import Mixture
 from .mixture.sampler import MixtureSampler
-from .mixture.schedule import Anchor, Timeline
+from .mixture.caps import Course
+from .mixture.schedule import Anchor
 from .sampler import PassStart, WindowSampler, as_int
 from .shards import ShardLister
 
 # loader() settings an origin records, besides the sources (``block_docs``, ``raw_dtype``: when given).
 ORIGIN_KEYS = (
     "weights", "primary", "seq_len", "batch_size", "split", "holdout", "mode", "seed", "epochs",
-    "documents", "bos_id", "block_docs", "raw_dtype",
+    "documents", "bos_id", "block_docs", "raw_dtype", "max_epochs",
 )
 
 
@@ -146,30 +147,31 @@ def _window_step(sampler: WindowSampler, step: int) -> np.ndarray:
 
 
 def _mixture_step(sampler: MixtureSampler, step: int) -> np.ndarray:
-    b, p = sampler.step_samples, None if sampler.primary is None else sampler.names.index(sampler.primary)
+    b, p, n = sampler.step_samples, None if sampler.primary is None else sampler.names.index(sampler.primary), len(sampler.names)
     if sampler.resumed_at is None:  # one schedule since the start: step it from there
-        at, windows, counts = 0, 0, [0] * len(sampler.names)
-        tl = Timeline(sampler.phases, Anchor(0, 0, (0.0,) * len(sampler.names)), b)
         end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
+        course = Course(sampler.phases, b, sampler._limits([0] * n), end, p)
+        steps = course.steps(0, 0, [0] * n, Anchor(0, 0, (0.0,) * n))
+        at = 0
     elif sampler.step <= step:  # resumed with another schedule: from the loader's own position on
-        at, windows, counts, tl, end = sampler.step, sampler.windows, list(sampler.counts), sampler.timeline, sampler.end
+        steps = sampler.course.steps(sampler.step, sampler.windows, sampler.counts, sampler.anchor)
+        at, end = sampler.step, sampler.end
     else:
         raise ConfigError(
             f"step {step} comes before step {sampler.step}, and this loader resumed at step "
-            f"{sampler.resumed_at} with other weights, sources or batch size: the schedule before it "
+            f"{sampler.resumed_at} with other weights, sources, caps or batch size: the schedule before it "
             "is not in the state. Locate it with a loader built with the earlier settings"
         )
-    while True:
-        take = tl.take(counts, windows)
-        if end is not None and counts[p] + take[p] > end:
-            raise ConfigError(
-                f"step {step} is past the end of the run: its mixture's pass ends after step {at - 1} "
-                f"({sampler.epochs} epoch(s) of primary {sampler.primary!r}; epochs=None never ends)"
-            )
+    for tl, windows, counts, take in steps:
         if at == step:
             return sampler.step_starts([(windows, counts, take)], tl)[0]
-        counts = [c + t for c, t in zip(counts, take)]
-        windows, at = windows + b, at + 1
+        at += 1
+    why = [f"{sampler.epochs} epoch(s) of primary {sampler.primary!r}"] if end is not None else []
+    why += ["the sources' max_epochs"] if sampler.limits is not None else []
+    raise ConfigError(
+        f"step {step} is past the end of the run: its mixture's pass ends after step {at - 1} "
+        f"({' or '.join(why)}; epochs=None without max_epochs never ends)"
+    )
 
 
 def _pack_step(sampler: PackSampler, step: int) -> np.ndarray:
@@ -206,6 +208,8 @@ def origin_of(source: Any, **settings: Any) -> dict[str, Any]:
     for key, value in settings.items():
         if key == "weights" and value is not None:
             value = _plain_weights(value)
+        elif key == "max_epochs":
+            value = _plain_caps(value)
         elif key == "raw_dtype":
             value = str(np.dtype(value))
         out[key] = _plain(value)
@@ -236,6 +240,14 @@ def _place(path: Any) -> str:
             netloc += f":{parts.port}"
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return os.path.abspath(text)
+
+
+def _plain_caps(max_epochs: Any) -> Any:
+    """``{name: epochs}`` as JSON numbers (malformed caps, refused by the loader, as ``None``)."""
+    try:
+        return {str(k): (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in max_epochs.items()}
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def _plain_weights(weights: Any) -> Any:

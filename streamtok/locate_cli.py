@@ -101,6 +101,11 @@ def _checked_origin(origin: Any, where: str) -> dict[str, Any]:
                 raise StateMismatchError(f"{where}: origin.{key} is {value!r}, not a string")
         elif key == "weights":
             _checked_weights(value, where)
+        elif key == "max_epochs" and not (
+            isinstance(value, dict)
+            and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items())
+        ):
+            raise StateMismatchError(f"{where}: origin.max_epochs is {value!r}, not {{name: number}}")
         if key != "source" and not (key in ("block_docs", "raw_dtype") and value is None):
             out[key] = value
     if isinstance(out.get("weights"), list):

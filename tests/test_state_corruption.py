@@ -161,7 +161,7 @@ BAD_FLOATS = [float("nan"), float("inf"), -1.0, "1.0", True, 1e300, None]
 BAD_STRS = [5, "", ["x"]]
 BAD_BOOLS = ["yes", 1, None]
 BAD_NONES = ["x", -7, 1.5, True]
-OPTIONAL = {"rank", "pass_ended"}  # absent from older states; dropping them is valid
+OPTIONAL = {"rank", "pass_ended", "max_epochs", "cap_from"}  # absent from older states; dropping them is valid
 NULLABLE = {"primary"}  # None is a valid value
 
 

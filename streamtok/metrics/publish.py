@@ -321,7 +321,8 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
     if mixture is not None:  # static: the monitor divides the published counts by these
         facts["mixture"] = {
             "sources": [
-                {"name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens)}
+                {"name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
+                 **({"max_epochs": mixture.max_epochs[n]} if n in getattr(mixture, "max_epochs", {}) else {})}
                 for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
             ],
             "primary": mixture.primary,
@@ -402,7 +403,7 @@ def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> lis
         {
             "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
             "epoch": r["windows"] // src["windows_per_epoch"], "weight": r["weight"], "target": r["target"],
-            "share": r["windows"] / total if total else None,
+            "share": r["windows"] / total if total else None, "max_epochs": src.get("max_epochs"),
         }
         for src, r in zip(mix["sources"], block["rows"])
     ]

@@ -112,6 +112,9 @@ def _mixture_problem(m: Any) -> str | None:
         if not (isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"]
                 and _is_int(s.get("windows_per_epoch")) and s["windows_per_epoch"] > 0):
             return f"source {s!r} is not {{name: a non-empty string, windows_per_epoch: a positive integer}}"
+        cap = s.get("max_epochs")
+        if cap is not None and not (isinstance(cap, (int, float)) and not isinstance(cap, bool) and math.isfinite(cap) and cap > 0):
+            return f"source {s['name']!r} has max_epochs {cap!r}, not a number of epochs > 0"
         names.append(s["name"])
     if len(set(names)) != len(names):
         return f"source names {names} repeat"

@@ -1,6 +1,7 @@
 """Mixtures: rows from several weighted sources in an exact, resumable schedule.
 
     schedule.py  which source each slot of a global step reads (weights over steps, anchors)
+    caps.py      repetition caps (max_epochs): a source out after x of its epochs, its share renormalised
     sampler.py   MixtureSampler: every source's own order, interleaved by the schedule
     collate.py   Mixture: the sampler and one reader over all sources, for the DataLoader
 """

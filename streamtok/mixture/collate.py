@@ -15,6 +15,7 @@ from ..collate import Collator
 from ..errors import ConfigError
 from ..reader import MemmapReader
 from ..shards import ShardLister
+from .caps import MaxEpochs
 from .sampler import MixtureSampler
 from .schedule import Weights
 
@@ -47,7 +48,7 @@ class Mixture(Stage):
 def build(
     sources: Mapping[str, Any], weights: Weights, *, seq_len: int, batch_size: int, split: str, holdout: int,
     mode: str, seed: int, epochs: int | None, primary: str | None, rank: int | None, world_size: int | None,
-    reader_kw: dict[str, Any], dtype: Any, vocab_size: int | None,
+    reader_kw: dict[str, Any], dtype: Any, vocab_size: int | None, max_epochs: MaxEpochs | None = None,
 ) -> Mixture:
     """The :class:`Mixture` for ``loader({name: source, ...}, weights=...)``."""
     if not sources:
@@ -64,7 +65,7 @@ def build(
     readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
     sampler = MixtureSampler(
         readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,
-        batch_size=batch_size, rank=rank, world_size=world_size,
+        batch_size=batch_size, rank=rank, world_size=world_size, max_epochs=max_epochs,
     )
     joint_lister = ShardLister([p for lister in listers.values() for p in lister.paths], storage_options=reader_kw.get("storage_options"))
     for lister in listers.values():  # what listings learned (sizes, ETags) saves the joint reader its HEADs

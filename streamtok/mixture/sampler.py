@@ -22,6 +22,10 @@ from the pass's start; the step count and the weight schedule go on). A stream
 StatefulDataLoader, a state saved after the last batch of a pass, before the loop saw the
 end, resumes into an empty pass; one saved after it resumes into the next pass.
 
+Repetition caps (``max_epochs``, :mod:`streamtok.mixture.caps`) count per pass: a source
+that read its cap is out, its weight renormalised away from the next step; a stream whose
+caps leave no source to read ends.
+
 All sources are read through one :class:`MemmapReader` over all their shards
 (source ``s`` holds global tokens ``[base_s, base_s + n_s)``), so the loader's gather, page
 hints and metrics work unchanged.
@@ -42,6 +46,8 @@ from .._position import read_mixture
 from ..errors import ConfigError
 from ..reader import MemmapReader
 from ..sampler import CHUNK_STEPS, StepShape, WindowSampler, resolve_rank
+from .caps import Course, MaxEpochs, limits_from, parse_max_epochs
+from .caps import spec as caps_spec
 from .schedule import Anchor, Timeline, Weights, parse_weights
 
 # A string, so that a single-source loader given this state refuses it by its version.
@@ -51,7 +57,8 @@ log = logging.getLogger("streamtok.mixture.sampler")
 
 @dataclass(frozen=True)
 class MixturePosition:
-    """Where a pass begins: step, windows so far, per-source counts, the primary's end count, the anchor.
+    """Where a pass begins: step, windows so far, per-source counts, the primary's end count, the anchor,
+    and each source's last count under its repetition cap (``None``: no caps).
 
     The anchor travels with the position: persistent workers keep the sampler they started
     with, and build the pass's schedule from it.
@@ -62,6 +69,7 @@ class MixturePosition:
     counts: tuple[int, ...]
     end: int | None
     anchor: Anchor
+    limits: tuple[int | None, ...] | None = None
 
 
 def _source_seed(seed: int, name: str) -> int:
@@ -77,16 +85,20 @@ class MixtureSampler(StepShape):
         seq_len, mode, seed, batch_size, rank, world_size: as for :class:`WindowSampler`.
         epochs: ``None`` streams; a number counts epochs of the ``primary`` source.
         primary: the source whose epochs ``epochs`` counts.
+        max_epochs: ``{name: x}``: source ``name`` reads at most ``floor(x * its windows an
+            epoch)`` windows per pass, then its share goes to the others (see
+            :mod:`streamtok.mixture.caps`).
 
     Raises:
         ConfigError: bad weights or settings (see :func:`streamtok.mixture.schedule.parse_weights`),
-            ``epochs`` without ``primary``, or a source too short for one window.
+            ``epochs`` without ``primary``, a source too short for one window, or bad
+            ``max_epochs`` (see :func:`streamtok.mixture.caps.parse_max_epochs`).
     """
 
     def __init__(
         self, readers: Mapping[str, MemmapReader], weights: Weights, *, seq_len: int, mode: str = "shuffle",
         seed: int = 0, epochs: int | None = None, primary: str | None = None, batch_size: int = 1,
-        rank: int | None = None, world_size: int | None = None,
+        rank: int | None = None, world_size: int | None = None, max_epochs: MaxEpochs | None = None,
     ):
         if not readers:
             raise ConfigError("a mixture needs at least one source")
@@ -120,16 +132,27 @@ class MixtureSampler(StepShape):
         self.step, self.windows, self.counts = 0, 0, [0] * len(self.names)
         self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
         self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
-        self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
+        self.caps = parse_max_epochs(max_epochs, self.names, self.sizes)
+        self.max_epochs = caps_spec(max_epochs, self.names)
+        self.cap_from = [0] * len(self.names)  # where each source's cap counts from: its count at the pass start
+        self.limits = self._limits(self.cap_from)
+        self.course = Course(self.phases, self.step_samples, self.limits, self.end, self._p)
+        self.timeline = self.course.timeline(self.anchor, self.counts)
         # The step where a loaded state changed the weights, sources or step size: the run
         # before it followed another schedule (streamtok.locate then starts from here).
         self.resumed_at: int | None = None
         self._continue = True  # the next pass continues from the position (fresh or loaded)
         self.pass_ended = False  # the consumer saw the current pass end (set by the loader)
-        if self.end is not None and not self._fits(self.counts, self.windows, self.end):
+        if self.course.take(self.timeline, self.counts, self.windows) is None:
+            if Course(self.phases, self.step_samples, None, self.end, self._p).take(self.timeline, self.counts, 0) is None:
+                raise ConfigError(
+                    f"epochs={epochs} of primary={primary!r} ({self.end} windows) cannot fill its share of one "
+                    f"global step of {self.step_samples} windows; use more epochs, a smaller batch or more data"
+                )
             raise ConfigError(
-                f"epochs={epochs} of primary={primary!r} ({self.end} windows) cannot fill its share of one "
-                f"global step of {self.step_samples} windows; use more epochs, a smaller batch or more data"
+                f"max_epochs={max_epochs!r} leaves too few windows for the first global step of "
+                f"{self.step_samples} windows (caps in windows: {dict(zip(self.names, self.caps))}); "
+                "raise the caps, use a smaller batch or more data"
             )
 
     @property
@@ -157,6 +180,14 @@ class MixtureSampler(StepShape):
         """Each source's current epoch (its windows so far over its windows per epoch)."""
         return {n: c // size for n, c, size in zip(self.names, self.counts, self.sizes)}
 
+    def epochs_by_source(self) -> dict[str, float]:
+        """Each source's epochs so far, all ranks: its windows over its windows per epoch (1.5: one and a half)."""
+        return {n: c / size for n, c, size in zip(self.names, self.counts, self.sizes)}
+
+    def _limits(self, cap_from: Sequence[int]) -> tuple[int | None, ...] | None:
+        """Each source's last count in a pass whose caps count from ``cap_from`` (``None``: no caps)."""
+        return limits_from(self.caps, cap_from) if any(c is not None for c in self.caps) else None
+
     def targets(self) -> dict[str, float]:
         """Each source's target count now: the weights integrated since the anchor."""
         return dict(zip(self.names, self.timeline.targets(self.windows)))
@@ -165,9 +196,10 @@ class MixtureSampler(StepShape):
         """One plain dict per source for metrics and the monitor's per-source line.
 
         Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
-        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised),
-        ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
-        realised); shares are ``None`` before the first step.
+        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised;
+        0 once capped out), ``target`` (the share of windows the schedule asked for so far),
+        ``share`` (the share realised) and ``max_epochs`` (its cap, ``None``: uncapped); shares
+        are ``None`` before the first step.
         """
         return self.report_at(self.windows, self.counts)
 
@@ -182,6 +214,7 @@ class MixtureSampler(StepShape):
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
+                "max_epochs": self.max_epochs.get(name),
             }
             for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)
         ]
@@ -195,75 +228,61 @@ class MixtureSampler(StepShape):
         re-anchored there, and the end ``epochs`` primary epochs on.
         """
         if self._continue or self.end is None:
-            return MixturePosition(self.step, self.windows, tuple(self.counts), self.end, self.anchor)
+            return MixturePosition(self.step, self.windows, tuple(self.counts), self.end, self.anchor, self.limits)
         counts = tuple(-(-c // n) * n for c, n in zip(self.counts, self.sizes))
         end = counts[self._p] + self.epochs * self.sizes[self._p]
         anchor = Anchor(self.step, self.windows, tuple(float(c) for c in counts))
-        return MixturePosition(self.step, self.windows, counts, end, anchor)
+        return MixturePosition(self.step, self.windows, counts, end, anchor, self._limits(counts))
 
     def begin_pass(self) -> MixturePosition:
         """Start the next pass (see :meth:`next_pass`) and return where it begins."""
+        new = not (self._continue or self.end is None)
         start = self.next_pass()
-        self.counts, self.end = list(start.counts), start.end
-        if start.anchor != self.anchor:
-            self.timeline = self._timeline(start.anchor)
-            self.anchor = start.anchor
+        self.course = self._course(start)
+        self.counts, self.end, self.anchor, self.limits = list(start.counts), start.end, start.anchor, start.limits
+        if new:
+            self.cap_from = list(start.counts)
+        self.timeline = self.course.timeline(self.anchor, self.counts)
         self._continue = self.pass_ended = False
         return start
 
-    def _timeline(self, anchor: Anchor) -> Timeline:
-        """The schedule integrated from ``anchor`` (the last other one is kept: a worker builds a pass's once)."""
-        if anchor == self.anchor:
-            return self.timeline
-        cached = getattr(self, "_other", None)
-        if cached is None or cached[0] != anchor:
-            cached = self._other = (anchor, Timeline(self.phases, anchor, self.step_samples))
-        return cached[1]
-
-    def _fits(self, counts: Sequence[int], windows: int, end: int) -> bool:
-        return counts[self._p] + self.timeline.take(counts, windows)[self._p] <= end
+    def _course(self, start: MixturePosition) -> Course:
+        """The steps of the pass from ``start`` (this pass's own, or another's: a worker's)."""
+        if start.limits == self.limits and start.end == self.end:
+            return self.course
+        return Course(self.phases, self.step_samples, start.limits, start.end, self._p)
 
     def advance(self) -> None:
         """Record that the consumer received one more step."""
-        take = self.timeline.take(self.counts, self.windows)
-        self.counts = [c + t for c, t in zip(self.counts, take)]
+        take = self.course.take(self.timeline, self.counts, self.windows)
+        self.counts, anchor = self.course.after(self.step, self.windows, self.counts, take, self.anchor)
         self.step, self.windows = self.step + 1, self.windows + self.step_samples
+        if anchor is not self.anchor:  # a source ran out: the others' schedule from here
+            self.anchor, self.timeline = anchor, self.course.timeline(anchor, self.counts)
 
     def pass_steps(self, start: MixturePosition) -> int | None:
         """Steps of the pass from ``start`` (simulated, O(steps), ~10 µs each); ``None``: endless.
 
-        It ends: ``__init__`` refuses a primary source whose last weight is 0.
+        A finite pass ends: ``__init__`` refuses a primary source whose last weight is 0. A
+        stream ends when its caps leave no source to read (see :meth:`Course.length`).
         """
-        if start.end is None:
-            return None
-        counts, windows, n = list(start.counts), start.windows, 0
-        tl = self._timeline(start.anchor)
-        while True:
-            take = tl.take(counts, windows)
-            if counts[self._p] + take[self._p] > start.end:
-                return n
-            counts = [c + t for c, t in zip(counts, take)]
-            windows, n = windows + self.step_samples, n + 1
+        return self._course(start).length(start.step, start.windows, start.counts, start.anchor)
 
     # -- the order ----------------------------------------------------------------------------
     def iter_steps(self, start: MixturePosition, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
         """Start arrays of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
-        counts, windows, j = list(start.counts), start.windows, 0
-        tl, b = self._timeline(start.anchor), self.step_samples
-        while True:
-            chunk: list[tuple[int, list[int], list[int]]] = []
-            while len(chunk) < CHUNK_STEPS:
-                take = tl.take(counts, windows)
-                if start.end is not None and counts[self._p] + take[self._p] > start.end:
-                    break
-                if j % num_workers == worker_id:
-                    chunk.append((windows, list(counts), take))
-                counts = [c + t for c, t in zip(counts, take)]
-                windows, j = windows + b, j + 1
-            if chunk:
+        chunk: list[tuple[int, list[int], list[int]]] = []
+        tl = None
+        steps = self._course(start).steps(start.step, start.windows, start.counts, start.anchor)
+        for j, (step_tl, windows, counts, take) in enumerate(steps):
+            if chunk and (len(chunk) == CHUNK_STEPS or step_tl is not tl):  # a chunk is one timeline's
                 yield from self.step_starts(chunk, tl)
-            if len(chunk) < CHUNK_STEPS:
-                return
+                chunk = []
+            tl = step_tl
+            if j % num_workers == worker_id:
+                chunk.append((windows, counts, take))
+        if chunk:
+            yield from self.step_starts(chunk, tl)
 
     def step_starts(self, chunk: list[tuple[int, list[int], list[int]]], tl: Timeline | None = None) -> np.ndarray:
         """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)`` of
@@ -304,7 +323,8 @@ class MixtureSampler(StepShape):
         return [[s, dict(zip(self.names, w))] for s, w in self.phases]
 
     def state_dict(self) -> dict[str, Any]:
-        """The position (step, windows, per-source counts and fingerprints, anchor), JSON-serialisable."""
+        """The position (step, windows, per-source counts and fingerprints, anchor, where the caps
+        count from), JSON-serialisable."""
         return {
             "version": STATE_VERSION, "kind": "mixture",
             "config": {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len},
@@ -316,12 +336,16 @@ class MixtureSampler(StepShape):
             },
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
+            "max_epochs": dict(self.max_epochs), "cap_from": dict(zip(self.names, self.cap_from)),
             "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
             "pass_ended": self.pass_ended,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; other weights, step sizes or sources re-anchor the schedule.
+        """Continue from a saved position; other weights, caps, step sizes or sources re-anchor the schedule.
+
+        A state saved before repetition caps (no ``cap_from``) counts a finite mixture's caps
+        from each source's current epoch start, a stream's from 0.
 
         The whole state is checked (:func:`streamtok._position.read_mixture`) before anything changes.
 
@@ -334,46 +358,58 @@ class MixtureSampler(StepShape):
             fingerprints={n: s.source.fingerprint for n, s in zip(self.names, self.samplers)},
         )
         counts = [saved.counts.get(n, 0) for n in self.names]
+        same_pass = self.epochs is None or (saved.end is not None and saved.primary == self.primary)
+        if self.epochs is None:
+            end = None
+        elif same_pass:
+            end = saved.end
+        else:
+            size = self.sizes[self._p]
+            end = (counts[self._p] // size + self.epochs) * size
+        if saved.cap_from is not None and same_pass:
+            cap_from = [saved.cap_from.get(n, 0) for n in self.names]
+        else:  # an older state, or a new pass: the caps count from each source's epoch start
+            cap_from = [0 if self.epochs is None else c // n * n for c, n in zip(counts, self.sizes)]
+        limits = self._limits(cap_from)
+        course = Course(self.phases, self.step_samples, limits, end, self._p)
+        saved_caps = saved.max_epochs or {}
+        # The saved anchor holds under the same caps counted from the same pass start.
+        same_caps = saved_caps == self.max_epochs and (limits is None or (saved.cap_from is not None and same_pass))
         resumed_at = None
-        if state["schedule"] == self._spec() and sorted(saved.counts) == sorted(self.names):
+        if state["schedule"] == self._spec() and sorted(saved.counts) == sorted(self.names) and same_caps:
             saved_anchor = Anchor(saved.anchor_step, saved.anchor_windows, tuple(saved.targets[n] for n in self.names))
             if saved.step_samples == self.step_samples:
                 anchor = saved_anchor
             else:  # another batch or world size: the same targets, integrated on from here
-                old = Timeline(self.phases, saved_anchor, saved.step_samples)
+                old = Course(self.phases, saved.step_samples, limits, end, self._p).timeline(saved_anchor, counts)
                 anchor = Anchor(saved.step, saved.windows, old.targets(saved.windows))
                 resumed_at = saved.step
         else:
             anchor = Anchor(saved.step, saved.windows, tuple(float(c) for c in counts))
             resumed_at = saved.step
             log.warning(
-                "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
-                "each source continues at its own position", saved.step, _shown(state["schedule"]), _shown(self._spec()),
+                "streamtok mixture: resuming at step %d with other weights, sources or max_epochs (saved %s, now %s); "
+                "each source continues at its own position", saved.step,
+                _shown(state["schedule"], saved_caps), _shown(self._spec(), self.max_epochs),
             )
-        if self.epochs is None:
-            end = None
-        elif saved.end is not None and saved.primary == self.primary:
-            end = saved.end
-        else:
-            size = self.sizes[self._p]
-            end = (counts[self._p] // size + self.epochs) * size
-        timeline = Timeline(self.phases, anchor, self.step_samples)
         self.step, self.windows, self.counts, self.anchor, self.end = saved.step, saved.windows, counts, anchor, end
-        self.timeline, self.resumed_at = timeline, resumed_at
+        self.cap_from, self.limits, self.course = cap_from, limits, course
+        self.timeline, self.resumed_at = course.timeline(anchor, counts), resumed_at
         ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
         self.pass_ended = ended
         self._continue = not ended
 
 
-def _shown(spec: Any) -> str:
-    """A weight schedule for a log line: ``step 0: web 0.6, code 0.4; step 300: ...``.
+def _shown(spec: Any, max_epochs: Mapping[str, float] | None = None) -> str:
+    """A weight schedule for a log line: ``step 0: web 0.6, code 0.4; step 300: ...``, then the caps if any.
 
     Normalised weights are floats such as 0.6000000000000001; four significant digits say
     what was asked for. A malformed saved schedule is shown as it is.
     """
+    caps = f"; max_epochs {dict(max_epochs)}" if max_epochs else ""
     try:
         return "; ".join(
             f"step {step}: " + ", ".join(f"{name} {float(w):.4g}" for name, w in weights.items()) for step, weights in spec
-        )
+        ) + caps
     except (TypeError, ValueError, AttributeError):
-        return repr(spec)
+        return repr(spec) + caps

@@ -168,8 +168,13 @@ class Timeline:
                     return t
         return math.inf
 
-    def take(self, counts: Sequence[int], windows: int) -> list[int]:
-        """Windows of each source in the step that starts after ``windows`` windows."""
+    def take(self, counts: Sequence[int], windows: int, room: Sequence[int | None] | None = None) -> list[int] | None:
+        """Windows of each source in the step that starts after ``windows`` windows.
+
+        ``room``: the most each source may take (``None``: any; repetition caps, see
+        :mod:`streamtok.mixture.caps`); a source short of room gives its share to the others
+        by due time. ``None`` when the sources with a positive weight and room cannot fill it.
+        """
         k = self.segment(windows)
         now, end = self.tau(k, windows), self.tau(k, windows + self.b)
         w, d, n = self.weights[k], self.delta, self.n
@@ -177,6 +182,8 @@ class Timeline:
         take = [
             max(0, math.floor(end[s] - counts[s] + 1 - d)) if w[s] > 0 else 0 for s in range(n)
         ]
+        if room is not None:
+            take = [t if r is None else min(t, r) for t, r in zip(take, room)]
         extra = sum(take) - self.b
         while extra > 0:  # drop the released units due last
             s = max(
@@ -185,11 +192,11 @@ class Timeline:
             )
             take[s] -= 1
             extra -= 1
-        while extra < 0:  # a paused source was behind: take the units due next
-            s = min(
-                (s for s in range(n) if w[s] > 0),
-                key=lambda s: (self.due(s, counts[s] + take[s] + 1 - d, k, windows, now[s]), s),
-            )
+        while extra < 0:  # a paused source was behind, or one ran out of room: take the units due next
+            open_ = [s for s in range(n) if w[s] > 0 and (room is None or room[s] is None or take[s] < room[s])]
+            if not open_:
+                return None
+            s = min(open_, key=lambda s: (self.due(s, counts[s] + take[s] + 1 - d, k, windows, now[s]), s))
             take[s] += 1
             extra += 1
         return take

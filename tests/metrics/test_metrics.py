@@ -495,6 +495,8 @@ def test_one_source_run_has_no_source_block(one_shard):
         ({"sources": [{"name": "web", "windows_per_epoch": 0}]}, "windows_per_epoch"),
         ({"sources": [{"name": "a", "windows_per_epoch": 1}, {"name": "a", "windows_per_epoch": 2}]}, "repeat"),
         ({"sources": [{"name": "a", "windows_per_epoch": 1}], "primary": "b"}, "primary 'b'"),
+        ({"sources": [{"name": "a", "windows_per_epoch": 1, "max_epochs": 0}]}, "max_epochs 0"),
+        ({"sources": [{"name": "a", "windows_per_epoch": 1, "max_epochs": "2"}]}, "max_epochs '2'"),
     ],
 )
 def test_a_malformed_mixture_manifest_is_named(three_sources, mixture, problem):

@@ -73,3 +73,22 @@ def test_counts_that_do_not_match_the_manifest_are_unknown():
     assert metrics.mixture_report(manifest, {**slot, "sources": {**slot["sources"], "rows": [row] * 3}}) is None
     assert metrics.mixture_report(manifest, {**slot, "batches": 0}) is None  # nothing stored yet
     assert metrics.mixture_report(manifest, None) is None
+
+
+def test_a_capped_source_shows_its_epoch_over_its_cap_and_no_weight_once_out(sources):
+    loader = _loader(sources, epochs=None, max_epochs={"math": 1, "code": 2.5})
+    sampler = Sampler(run_dir=loader._metrics.dir, slow_interval_s=3600)
+    before = sampler.sample()["run"]["mixture"]["sources"]
+    assert [s["max_epochs"] for s in before] == [None, 2.5, 1]  # known from the manifest before any batch
+    it = iter(loader)
+    for _ in range(40):  # math (36 windows an epoch, one of 5 a step) is out after ~36 steps
+        next(it)
+    it.close()
+    snap = sampler.sample()
+    rows = {s["name"]: s for s in snap["run"]["mixture"]["sources"]}
+    assert rows == {r["name"]: r for r in loader.collator.source.report()}
+    assert rows["math"]["windows"] == loader.collator.source.limits[2] and rows["math"]["weight"] == 0.0
+    lines = panels.mixture_lines(list(rows.values()), 60, rows=5).plain.splitlines()
+    math_line = next(line for line in lines if line.startswith("math"))
+    assert "1/1" in math_line and "0.0%" in math_line
+    assert "0/2.5" in next(line for line in lines if line.startswith("code"))
