@@ -254,3 +254,52 @@ def test_locate_command_names_a_batch_of_the_demo_checkpoint(newcomer: Newcomer)
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "shakespeare_train_0000" in done.stdout, done.stdout[-2000:]
+
+
+def _speed_section() -> str:
+    text = README.read_text()
+    section = text[text.index("## Speed, measured"):]
+    return " ".join(section[: section.index("\n## ", 1)].split())
+
+
+def _make_pictures():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_pictures
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    return make_pictures
+
+
+def test_the_bench_ratios_the_readme_quotes_are_its_chart_and_table():
+    """The ratios quoted for the chart are docs/bench.json's; those for the table, the table's rows."""
+    import json
+
+    text = _speed_section()
+    found = re.search(r"in the chart streamtok \(x, y\) without workers is ([\d.]+)x nanoGPT and the numpy floor "
+                      r"([\d.]+)x, in the table ([\d.]+)x and ([\d.]+)x", text)
+    assert found, "the Speed section no longer says where its numbers come from"
+    chart = {r["name"]: r for r in json.loads((ROOT / "docs" / "bench.json").read_text())["results"]}
+    rows = dict(re.findall(r"\| (streamtok shuffle w=0|floor) \| [\d.]+ \| ([\d.]+) \|", text))
+    assert found.groups() == (f"{chart['streamtok:mode=shuffle,workers=0']['x_baseline']:.2f}",
+                              f"{chart['floor']['x_baseline']:.2f}", rows["streamtok shuffle w=0"], rows["floor"])
+
+
+def test_make_pictures_rewrites_the_readme_table_from_its_json(tmp_path):
+    """After a bench run the table is streamtok.bench.table of the same JSON the chart is drawn from."""
+    import json
+
+    from streamtok.bench import table
+
+    pictures = _make_pictures()
+    report = json.loads((ROOT / "docs" / "bench.json").read_text())
+    copy = tmp_path / "README.md"
+    copy.write_text(README.read_text())
+    pictures.update_readme(report, str(copy))
+    before, after = README.read_text().split("\n"), copy.read_text().split("\n")
+    start = next(k for k, line in enumerate(before) if line.startswith("| contestant |"))
+    by_name = {r["name"]: r for r in report["results"]}
+    rows = table([by_name[name] for name in pictures.TABLE if name in by_name]).split("\n")
+    assert after[start:start + len(rows)] == rows and rows[2].startswith("| nanogpt |") and rows[3].startswith("| floor |")
+    old_end = next(k for k in range(start, len(before)) if not before[k].startswith("|"))
+    assert after[:start] == before[:start] and after[start + len(rows):] == before[old_end:]
