@@ -191,7 +191,7 @@ def test_every_block_is_run_or_excused():
     assert not set(RUN) & set(ELSEWHERE)
     assert set(ids) == set(RUN) | set(ELSEWHERE), (
         f"not run nor excused: {sorted(set(ids) - set(RUN) - set(ELSEWHERE))}; "
-        f"listed but gone from README.md: {sorted(set(RUN) | set(ELSEWHERE) - set(ids))}")
+        f"listed but gone from README.md: {sorted((set(RUN) | set(ELSEWHERE)) - set(ids))}")
 
 
 def test_the_blocks_run_elsewhere_are_the_ones_that_test_runs():
