@@ -120,10 +120,11 @@ def run_demo(home: Newcomer) -> None:
     The demo is stopped (SIGSTOP) from the line that prints the monitor command, so its run is
     live whatever the machine's speed while the monitor looks, then continued to the end.
     """
-    demo = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--steps", "2", "--shards", "data/shards",
-         "--run", "runs/shakespeare"],
-        cwd=home.dir, env=home.env, stdout=subprocess.PIPE, stderr=open(home.dir / "demo.stderr", "w"), text=True)
+    with open(home.dir / "demo.stderr", "w") as stderr:
+        demo = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "demo.py"), "--steps", "2", "--shards", "data/shards",
+             "--run", "runs/shakespeare"],
+            cwd=home.dir, env=home.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     home.demo_pid = demo.pid
     lines = []
     try:
@@ -142,6 +143,7 @@ def run_demo(home: Newcomer) -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        demo.stdout.close()  # type: ignore[union-attr]
     home.demo_stdout = "".join(lines)
 
 
