@@ -203,6 +203,16 @@ def test_the_blocks_run_elsewhere_are_the_ones_that_test_runs():
     assert [by_id(i).code for i in ELSEWHERE] == _snippets()
 
 
+def test_no_block_has_a_placeholder():
+    """``...`` runs (it is Python's Ellipsis) but stands for code the reader must guess: none in code."""
+    import io
+    import tokenize
+
+    for b in blocks("python"):
+        tokens = tokenize.generate_tokens(io.StringIO(b.code).readline)
+        assert not [t for t in tokens if t.type == tokenize.OP and t.string == "..."], b.id
+
+
 def test_no_block_reaches_past_loopback():
     """Only the object-storage blocks name a URL, and the only host they name is 127.0.0.1."""
     for b in blocks("python"):
