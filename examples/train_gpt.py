@@ -27,6 +27,7 @@ import math
 import os
 import shlex
 import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass
 
@@ -180,12 +181,13 @@ def resume_command(args: argparse.Namespace, steps: int) -> str:
 
 
 def monitor_command() -> str:
-    """How to start ``streamtok-monitor`` from any shell: the script beside this interpreter.
+    """How to start ``streamtok-monitor`` from any shell: the script this interpreter's install made.
 
     The README's first command installs into ``.venv`` without activating it, so the bare
-    name is not on the PATH there; the console script next to ``sys.executable`` is.
+    name is not on the PATH there; the console script in this interpreter's scripts
+    directory (``.venv/bin``) is.
     """
-    script = os.path.join(os.path.dirname(sys.executable), "streamtok-monitor")
+    script = os.path.join(sysconfig.get_path("scripts"), "streamtok-monitor")
     return shlex.quote(script) if os.path.exists(script) else "streamtok-monitor"
 
 
