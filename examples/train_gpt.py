@@ -27,6 +27,7 @@ import math
 import os
 import shlex
 import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass
 
@@ -179,6 +180,17 @@ def resume_command(args: argparse.Namespace, steps: int) -> str:
                        "--resume", "--steps", str(steps)])
 
 
+def monitor_command() -> str:
+    """How to start ``streamtok-monitor`` from any shell: the script this interpreter's install made.
+
+    The README's first command installs into ``.venv`` without activating it, so the bare
+    name is not on the PATH there; the console script in this interpreter's scripts
+    directory (``.venv/bin``) is.
+    """
+    script = os.path.join(sysconfig.get_path("scripts"), "streamtok-monitor")
+    return shlex.quote(script) if os.path.exists(script) else "streamtok-monitor"
+
+
 def mixture(args: argparse.Namespace) -> tuple[dict, object]:
     """``({name: directory}, weights or schedule)`` from ``--mix`` and ``--anneal``."""
     table = lambda text: {k: float(v) for k, v in (item.split("=") for item in text.split(","))}  # noqa: E731
@@ -273,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.1f}M parameters on {device}; config {asdict(cfg)}")
     print(f"data: {len(train_loader.collator.reader.paths)} train shards, "
-          f"{train_loader.collator.reader.n_tokens:,} tokens; watch live with: streamtok-monitor")
+          f"{train_loader.collator.reader.n_tokens:,} tokens; watch live with: {monitor_command()}")
     log = open(os.path.join(args.out, "log.jsonl"), "a")
     batch_log = open(args.log_batches, "a") if args.log_batches else None
     t0, tokens_seen = time.perf_counter(), 0
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_log.close()
     print(f"checkpoint: {ckpt_path} (step {step})")
     print(f"resume:     {resume_command(args, 2 * args.steps)}")
-    print("monitor:    streamtok-monitor   (in another terminal while training runs)")
+    print(f"monitor:    {monitor_command()}   # in another terminal while training runs (--wait: started before it)")
 
 
 if __name__ == "__main__":
