@@ -84,8 +84,8 @@ def test_opening_reads_headers_concurrently_and_a_restart_reads_none(s3_bucket, 
     url = f"s3://{bucket}/p/"
     first = streamtok.MemmapReader(url)
     c = server.proxy.counters
-    # One LIST, then a header and a tail GET per shard, many in flight at once.
-    assert (c.lists, c.heads, c.range_gets) == (1, 0, 48)
+    # One LIST, then one GET per (small) shard for its header and both samples, many in flight at once.
+    assert (c.lists, c.heads, c.range_gets) == (1, 0, 24)
     assert c.max_in_flight >= 16
     fingerprint = first.fingerprint
     server.proxy.reset()
@@ -97,9 +97,27 @@ def test_opening_reads_headers_concurrently_and_a_restart_reads_none(s3_bucket, 
     server.upload(bucket, "p/s_3.bin", tmp_path / "new.bin")
     server.proxy.reset()
     changed = streamtok.MemmapReader(url)
-    assert server.proxy.counters.range_gets == 2
+    assert server.proxy.counters.range_gets == 1
     assert changed.fingerprint != fingerprint
     assert np.array_equal(changed.read(int(changed.offsets[3]), int(changed.offsets[3]) + 5), np.arange(5))
+
+
+@pytest.mark.parametrize("n_tokens, gets", [(300, 1), (36_864, 1), (36_865, 2), (60_000, 2)])
+def test_a_small_shard_is_opened_in_one_get_a_large_one_in_two(s3_bucket, tmp_path, monkeypatch, n_tokens, gets):
+    # 36,864 tokens: 73,728 + 1,024 bytes, the head (5,120) and tail (4,096) ranges exactly
+    # OPEN_GAP (64 KiB) apart; one token more and the bytes between are not worth fetching.
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, ["s_1.bin"], n=n_tokens)
+    server.proxy.reset()
+    remote = streamtok.MemmapReader(f"s3://{bucket}/p/")
+    c = server.proxy.counters
+    assert (c.lists, c.heads, c.range_gets) == (1, 0, gets)
+    spans = sorted((int(a), int(b)) for _, _, r in c.log if r for a, b in [r[len("bytes="):].split("-")])
+    size = 1024 + 2 * n_tokens
+    assert spans == ([(0, size - 1)] if gets == 1 else [(0, 5119), (size - 4096, size - 1)])
+    local = streamtok.MemmapReader(str(tmp_path / "up"))
+    assert remote.fingerprint == local.fingerprint and remote.infos[0].n_tokens == n_tokens
 
 
 def test_coalescing_only_merges_small_gaps():
@@ -206,6 +224,6 @@ def test_a_mixture_opens_each_remote_shard_once(s3_bucket, tmp_path, monkeypatch
                               seq_len=16, batch_size=2, split="all", metrics=False, lookahead=0)
     c = server.proxy.counters
     # Per shard (an explicit URL): a HEAD of it and of its would-be Megatron .idx when the source
-    # is listed, then the header and tail GETs once; the joint reader of the mixture asks nothing.
-    assert (c.heads, c.range_gets) == (4, 4)
+    # is listed, then one GET of the (small) shard once; the joint reader of the mixture asks nothing.
+    assert (c.heads, c.range_gets) == (4, 2)
     assert loader.collator.reader.n_tokens == 1800
