@@ -10,6 +10,7 @@ from s3_server import s3, s3_bucket  # noqa: F401
 from streamtok import ShardLister
 from streamtok._formats import write_shard
 from streamtok.errors import ConfigError, ShardFormatError, ShardNotFoundError
+from streamtok.storage.remote import forget_opened
 from streamtok.storage.windows import coalesce
 
 
@@ -100,6 +101,31 @@ def test_opening_reads_headers_concurrently_and_a_restart_reads_none(s3_bucket, 
     assert server.proxy.counters.range_gets == 1
     assert changed.fingerprint != fingerprint
     assert np.array_equal(changed.read(int(changed.offsets[3]), int(changed.offsets[3]) + 5), np.arange(5))
+
+
+def test_a_damaged_metadata_cache_is_checked_and_rewritten(s3_bucket, tmp_path, monkeypatch):
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, [f"s_{k}.bin" for k in range(4)], n=300)
+    url = f"s3://{bucket}/p/"
+    fingerprint = streamtok.MemmapReader(url).fingerprint
+    (path,) = (tmp_path / "cache" / "remote-meta").iterdir()
+    raw = path.read_bytes()
+    assert raw.count(b"\n") >= 1 and len(raw) > 4 * 2 * 600  # a JSON line, then the samples' raw bytes
+    path.write_bytes(raw[: -600 - 1])  # the last shard's sample cut short: that entry is not used
+    server.proxy.reset()
+    forget_opened()  # as a new process: only the file on disk remains
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 1
+    path.write_bytes(b"not json\n" + raw)  # unreadable: every shard is probed again, and the file rewritten
+    server.proxy.reset()
+    forget_opened()
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 4 and path.read_bytes() == raw
+    server.proxy.reset()
+    forget_opened()
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 0
 
 
 @pytest.mark.parametrize("n_tokens, gets", [(300, 1), (36_864, 1), (36_865, 2), (60_000, 2)])
