@@ -124,7 +124,10 @@ class _BatchStream(IterableDataset):
         # The order is known: have the kernel fetch the pages of the next batches now.
         ahead: deque[np.ndarray] = deque()
         for starts in steps:
-            reader.willneed(starts, sampler.window_len)
+            if starts.ndim == 2:  # documents="pack" over remote shards: a plan of (row, start, length) pieces
+                reader.remote.willneed_spans(reader, starts[:, 1], starts[:, 2])
+            else:
+                reader.willneed(starts, sampler.window_len)
             ahead.append(starts)
             if len(ahead) > reader.lookahead:
                 yield gather(ahead.popleft(), shared=shared)
@@ -563,8 +566,8 @@ def loader(
         hints = _PAGE_HINTS.get(mode, {})
     for key, value in hints.items():
         reader_kw.setdefault(key, value)
-    if documents == "pack":
-        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
+    if documents == "pack" and not _is_remote_source(source):
+        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints (remote: fetched ahead)
     vocab_size = kw.pop("vocab_size", None)
     if group is not None:  # the data-parallel place, for every kind of loader below
         rank, world_size = resolve_rank(rank, world_size, group)

@@ -198,6 +198,13 @@ class RemoteShards:
         """Start fetching the remote bytes of these windows (a coming step)."""
         self.fetcher.prefetch(self._key(starts, length), self._ranges(self.pieces(reader, starts, length)))
 
+    def _spans_key(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[str, tuple[bytes, int], bytes]:
+        return ("spans", self._key(starts, 0), np.ascontiguousarray(lengths, dtype=np.int64).tobytes())
+
+    def willneed_spans(self, reader: Any, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """Start fetching the remote bytes of these pieces (a coming step of ``documents="pack"``)."""
+        self.fetcher.prefetch(self._spans_key(starts, lengths), self._ranges(self.pieces(reader, starts, lengths)))
+
     def gather(self, reader: Any, starts: np.ndarray, length: int, out: np.ndarray) -> np.ndarray:
         """Copy ``tokens[s:s+length]`` for each start into the rows of ``out`` (see ``MemmapReader.gather``)."""
         pieces = self.pieces(reader, starts, length)
@@ -213,9 +220,12 @@ class RemoteShards:
         return out
 
     def read_spans(self, reader: Any, starts: np.ndarray, lengths: np.ndarray, dtype: np.dtype) -> list[np.ndarray]:
-        """Tokens ``[s, s+n)`` for each start and length, all fetched at once (documents="pack")."""
+        """Tokens ``[s, s+n)`` for each start and length, all fetched at once, or taken from
+        :meth:`willneed_spans` (``documents="pack"``)."""
         pieces = self.pieces(reader, starts, lengths)
-        bodies = iter(self.fetcher.read(("spans", self._key(starts, 0), np.asarray(lengths).tobytes()), self._ranges(pieces)))
+        t0 = time.perf_counter_ns()
+        bodies = iter(self.fetcher.read(self._spans_key(starts, lengths), self._ranges(pieces)))
+        self.net_wait_ns += time.perf_counter_ns() - t0
         out = [np.empty(int(n), dtype=dtype) for n in np.asarray(lengths).tolist()]
         for row, col, k, lo, n in pieces:
             if k in self.objects:
