@@ -146,6 +146,33 @@ def test_a_small_shard_is_opened_in_one_get_a_large_one_in_two(s3_bucket, tmp_pa
     assert remote.fingerprint == local.fingerprint and remote.infos[0].n_tokens == n_tokens
 
 
+def test_an_explicit_list_of_urls_is_opened_without_heads_and_checked_by_head_on_a_restart(s3_bucket, tmp_path, monkeypatch):
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, ["a_1.bin", "a_2.bin", "a_3.bin"], n=500)
+    _upload(server, bucket, tmp_path, ["a_4.bin"], n=60_000)  # past FIRST_BYTES: its tail is a second GET
+    urls_ = [f"s3://{bucket}/p/a_{k}.bin" for k in range(1, 5)]
+    server.proxy.reset()
+    forget_opened()
+    cold = streamtok.MemmapReader(urls_)
+    c = server.proxy.counters
+    # No HEAD: each first GET (no If-Match) told the size and ETag; the large shard's tail GET carries it.
+    assert (c.lists, c.heads, c.range_gets) == (0, 0, 5)
+    local = streamtok.MemmapReader(sorted(str(p) for p in (tmp_path / "up").iterdir()))
+    assert cold.fingerprint == local.fingerprint and cold.n_tokens == local.n_tokens
+    assert np.array_equal(cold.read(0, cold.n_tokens), local.read(0, local.n_tokens))
+    for again in (False, True):  # in this process (memo), then as a new one (the metadata cache)
+        if again:
+            forget_opened()
+        server.proxy.reset()
+        assert streamtok.MemmapReader(urls_).fingerprint == cold.fingerprint
+        assert (server.proxy.counters.heads, server.proxy.counters.range_gets) == (4, 0)  # checked, not read
+    server.proxy.reset()
+    forget_opened()
+    with pytest.raises(ShardNotFoundError, match="no_such.bin"):
+        streamtok.MemmapReader([*urls_, f"s3://{bucket}/p/no_such.bin"])
+
+
 def test_coalescing_only_merges_small_gaps():
     ranges = [(0, 0, 100), (0, 120, 220), (0, 10_000, 10_100), (1, 0, 100), (0, 230, 330)]
     requests, where = coalesce(ranges, max_gap=1 << 16, max_request=1 << 20)

@@ -49,6 +49,7 @@ class MetaCache:
 
     def __init__(self, path: Path):
         self.path = path
+        self._loaded: tuple[dict[str, Any], bytes] | None = None
 
     @classmethod
     def for_urls(cls, urls: Sequence[str], raw_dtype: np.dtype) -> MetaCache:
@@ -56,7 +57,16 @@ class MetaCache:
         return cls(cache_root() / f"{key}.meta")
 
     def _load(self) -> tuple[dict[str, Any], bytes]:
-        """``(entries by URL hash, the samples' bytes)``; nothing when the file is missing or not ours."""
+        """``(entries by URL hash, the samples' bytes)``, read once; nothing when the file is missing or not ours."""
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
+
+    def has(self, url: str) -> bool:
+        """Whether the file holds an entry for ``url`` (valid or not: :meth:`lookup` checks)."""
+        return _hash(url) in self._load()[0]
+
+    def _read(self) -> tuple[dict[str, Any], bytes]:
         try:
             raw = self.path.read_bytes()
         except OSError:

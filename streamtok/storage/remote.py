@@ -110,8 +110,12 @@ class RemoteShards:
         probed: dict[str, Probed] = {}
         if remote:
             refs = dict(known)
-            missing = [u for u in remote if refs.get(u) is None]
-            refs.update({r.url: r for r in self.store.head_many(missing)} if cache is not None and missing else {})
+            # Objects no listing described: a HEAD only for those that may need no read (an entry
+            # in the metadata cache, or opened already in this process), to check their ETag and
+            # size; the others' first GET tells both (see .probe).
+            opened = {key[0] for key in _OPENED}
+            check = [u for u in remote if refs.get(u) is None and ((cache is not None and cache.has(u)) or u in opened)]
+            refs.update({r.url: r for r in self.store.head_many(check)})
             hits = cache.lookup(refs, remote) if cache is not None else {}
             # Opened already in this process (a mixture opens each source, then all together).
             hits.update({u: _OPENED[key] for u in remote if u not in hits and (key := _memo_key(refs.get(u), raw_dtype)) in _OPENED})

@@ -249,6 +249,37 @@ class RemoteStore:
 
         return await self._retrying(what, attempt)
 
+    async def fetch_first_async(self, url: str, n: int) -> tuple[ObjectRef, memoryview]:
+        """The object at ``url`` (its size and ETag, as a HEAD would give them) and its first
+        ``n`` bytes (all of them when it is smaller), in ONE ranged GET: opening a shard that no
+        listing described costs one request, not a HEAD and then a GET.
+
+        Raises:
+            ShardNotFoundError: no such object.
+            RemoteReadError: the read failed past the retry bound, or was refused.
+        """
+        import obstore
+
+        u = urls.parse(url)
+        what = urls.redact_queries(url)
+        store = self._store(u)
+
+        async def attempt() -> tuple[ObjectRef, memoryview]:
+            try:
+                result = await obstore.get_async(store, u.key, options={"range": (0, n)})
+                data = await result.bytes_async()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
+                raise self._classify(exc, what) from None
+            ref = ObjectRef(url, int(result.meta["size"]), result.meta.get("e_tag"))
+            if len(data) != min(n, ref.size):
+                raise _Transient(f"a short read: {len(data)} bytes of {min(n, ref.size)}")
+            self.counters.bytes += len(data)
+            return ref, memoryview(data)
+
+        return await self._retrying(what, attempt)
+
     def fetch_range(self, obj: ObjectRef, start: int, stop: int) -> memoryview:
         """:meth:`fetch_range_async`, waited for (the interface the blocks cache builds on)."""
         return self.run(self.fetch_range_async(obj, start, stop))
