@@ -13,6 +13,11 @@ alternating rounds, three things are timed on the same server:
   the fingerprint (what ``state_dict`` needs);
 - **restart**: the same with the metadata cache of the cold build (the LIST alone, no GET).
 
+With ``--explicit`` the loader is given the 1000 URLs as a list instead of the prefix: no
+LIST; cold, one GET per shard that returns its size and ETag with its bytes (a large shard's
+tail is a second GET); restart, one HEAD per shard to check it. The floor then makes those
+GETs, and those HEADs, itself.
+
 Each line gives the wall seconds, this process's CPU seconds (the client's own cost), the
 server process's CPU seconds (moto and the proxy), what the proxy saw (LISTs, ranged GETs,
 HEADs, the most requests in flight at once), then the medians and the ratio of streamtok to
@@ -20,7 +25,7 @@ the floor. With ``--memory`` the proxy answers ranged GETs from its own copy of 
 (moto then serves only the LIST); its copies are filled by an untimed warm-up pass first, so
 every round sees the same server. Usage::
 
-    python benchmarks/bench_remote_open.py [--shards 1000] [--tokens 4096] [--latency-ms 30] [--rounds 5] [--memory]
+    python benchmarks/bench_remote_open.py [--shards 1000] [--tokens 4096] [--latency-ms 30] [--rounds 5] [--memory] [--explicit]
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import streamtok  # noqa: E402
 from s3_server import ACCESS_KEY, REGION, SECRET_KEY, ServerProcess, s3_process  # noqa: E402
 from streamtok._formats import write_shard  # noqa: E402
-from streamtok.storage.probe import FINGERPRINT_BYTES, HEAD_BYTES, OPEN_GAP  # noqa: E402
+from streamtok.storage.probe import FINGERPRINT_BYTES, FIRST_BYTES, HEAD_BYTES, OPEN_GAP  # noqa: E402
 from streamtok.storage.remote import forget_opened  # noqa: E402
 
 BUCKET = "bench-open"
@@ -77,12 +82,13 @@ def _ranges(size: int) -> list[tuple[int, int]]:
 class Floor:
     """The same requests as a cold open, made by obstore alone."""
 
-    def __init__(self, endpoint: str, max_in_flight: int = 256):
+    def __init__(self, endpoint: str, keys: list[str], max_in_flight: int = 256):
         from obstore.store import S3Store
 
         self.store = S3Store(BUCKET, config={"endpoint": endpoint, "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY,
                                              "region": REGION}, client_options={"allow_http": True}, retry_config={"max_retries": 0})
         self.max_in_flight = max_in_flight
+        self.keys = keys
 
     async def _list(self) -> list[dict[str, Any]]:
         import obstore
@@ -103,14 +109,50 @@ class Floor:
         got = await asyncio.gather(*(one(m["path"], m["e_tag"], a, b) for m in metas for a, b in _ranges(m["size"])))
         return sum(got)
 
+    async def _open_explicit(self) -> int:
+        """Per key: a GET of its first FIRST_BYTES (size and ETag come with it), then its tail if larger."""
+        import obstore
+
+        limit = asyncio.Semaphore(self.max_in_flight)
+
+        async def one(path: str) -> int:
+            async with limit:
+                result = await obstore.get_async(self.store, path, options={"range": (0, FIRST_BYTES)})
+                n = len(await result.bytes_async())
+            size, etag = result.meta["size"], result.meta["e_tag"]
+            if size > n:
+                async with limit:
+                    tail = await obstore.get_async(self.store, path, options={"range": (size - FINGERPRINT_BYTES, size), "if_match": etag})
+                    n += len(await tail.bytes_async())
+            return n
+
+        return sum(await asyncio.gather(*(one(k) for k in self.keys)))
+
+    async def _heads(self) -> int:
+        import obstore
+
+        limit = asyncio.Semaphore(self.max_in_flight)
+
+        async def one(path: str) -> int:
+            async with limit:
+                return (await obstore.head_async(self.store, path))["size"]
+
+        return len(await asyncio.gather(*(one(k) for k in self.keys)))
+
     def open(self) -> int:
         return asyncio.run(self._open())
 
     def list(self) -> int:
         return len(asyncio.run(self._list()))
 
+    def open_explicit(self) -> int:
+        return asyncio.run(self._open_explicit())
 
-def _build(url: str) -> str:
+    def heads(self) -> int:
+        return asyncio.run(self._heads())
+
+
+def _build(url: str | list[str]) -> str:
     loader = streamtok.loader(url, seq_len=64, batch_size=8, split="all", metrics=False, lookahead=1)
     return loader.collator.reader.fingerprint
 
@@ -127,6 +169,7 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=30.0)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--memory", action="store_true", help="the proxy answers ranged GETs from its copy (moto serves the LIST only)")
+    p.add_argument("--explicit", action="store_true", help="give the loader the list of URLs, not the prefix")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-open-"))
     os.environ["STREAMTOK_CACHE_DIR"] = str(tmp / "cache")
@@ -138,26 +181,29 @@ def main() -> None:
             for k in range(args.shards):
                 write_shard(tmp / "one.bin", rng.integers(0, 50000, args.tokens, dtype=np.uint16))
                 server.client.put_object(Bucket=BUCKET, Key=f"ds/shard_{k:06d}.bin", Body=(tmp / "one.bin").read_bytes())
-            url = f"s3://{BUCKET}/ds/"
+            keys = [f"ds/shard_{k:06d}.bin" for k in range(args.shards)]
+            url: str | list[str] = [f"s3://{BUCKET}/{key}" for key in keys] if args.explicit else f"s3://{BUCKET}/ds/"
             import torch  # noqa: F401 - imported before timing (the loader's first build would pay for it)
 
-            floor = Floor(server.endpoint)
+            floor = Floor(server.endpoint, keys)
+            floor_open, floor_restart = (floor.open_explicit, floor.heads) if args.explicit else (floor.open, floor.list)
             print(_line("warm-up", _measure(server, floor.open)) + " (untimed: fills the proxy's copies, warms both clients)", flush=True)
             forget_opened()
             _build(url)
             for r in range(args.rounds):
                 shutil.rmtree(tmp / "cache", ignore_errors=True)
                 forget_opened()  # as a new process would: only the metadata cache on disk remains
-                for kind, fn in (("floor, open", floor.open), ("cold", lambda: _build(url)),
-                                 ("floor, LIST", floor.list), ("restart", lambda: _build(url))):
+                for kind, fn in (("floor, open", floor_open), ("cold", lambda: _build(url)),
+                                 ("floor, LIST", floor_restart), ("restart", lambda: _build(url))):
                     if kind == "restart":
                         forget_opened()
                     m = _measure(server, fn)
                     results[kind].append(m)
                     print(f"round {r} " + _line(kind, m), flush=True)
             med = {k: {f: statistics.median(m[f] for m in v) for f in ("wall", "cpu", "server_cpu")} for k, v in results.items()}
-            print(f"\n{args.shards} shards of {args.tokens} tokens, {args.latency_ms:g} ms per request, "
-                  f"{'proxy copies' if args.memory else 'moto serves every GET'}, median of {args.rounds}:")
+            print(f"\n{args.shards} shards of {args.tokens} tokens{', a list of URLs' if args.explicit else ''}, "
+                  f"{args.latency_ms:g} ms per request, {'proxy copies' if args.memory else 'moto serves every GET'}, "
+                  f"median of {args.rounds} ('floor, LIST': {'one HEAD per shard' if args.explicit else 'the LIST'}):")
             for kind, m in med.items():
                 print(f"  {kind:12s} {m['wall']:6.2f} s wall, {m['cpu']:5.2f} s client CPU, {m['server_cpu']:5.2f} s server CPU")
             print(f"  streamtok / floor: cold {med['cold']['wall'] / med['floor, open']['wall']:.2f}x, "

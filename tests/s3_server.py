@@ -135,8 +135,8 @@ class FaultProxy:
         latency_s: added before forwarding each request.
         bandwidth_bps: cap on response body bytes per second, all connections together.
         hang_s: how long a ``"timeout"`` fault keeps the client waiting before closing.
-        memory: answer ranged GETs from a copy of each object the proxy fetched whole once
-            (for benchmarks: moto's per-request cost then stops bounding requests/s). Writes
+        memory: answer ranged GETs (and HEADs) from a copy of each object the proxy fetched
+            whole once (for benchmarks: moto's per-request cost then stops bounding requests/s). Writes
             through the proxy drop the copy; uploads straight to moto do not, so leave it off
             where objects change.
     """
@@ -327,8 +327,13 @@ class FaultProxy:
                     raise
 
             def _from_memory(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, list, bytes] | None:
-                """A ranged GET of an object answered from the proxy's copy (``memory=True``)."""
+                """A ranged GET of an object answered from the proxy's copy (``memory=True``), or a
+                HEAD of an object copied already."""
                 rng = headers.get("Range") or headers.get("range")
+                if method == "HEAD" and "?" not in path:
+                    with proxy._lock:
+                        held = proxy._memory.get(path)
+                    return None if held is None else (200, "OK", held[0] + [("Content-Length", str(len(held[1])))], b"")
                 if method != "GET" or "?" in path or not rng or not rng.startswith("bytes="):
                     return None
                 with proxy._lock:
