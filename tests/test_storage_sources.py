@@ -171,6 +171,9 @@ def test_an_explicit_list_of_urls_is_opened_without_heads_and_checked_by_head_on
     forget_opened()
     with pytest.raises(ShardNotFoundError, match="no_such.bin"):
         streamtok.MemmapReader([*urls_, f"s3://{bucket}/p/no_such.bin"])
+    server.upload(bucket, "p/empty.bin", b"")  # no byte 0 to range over: S3 answers 416, not a size
+    with pytest.raises(ShardFormatError, match="empty.bin: the shard is empty"):
+        streamtok.MemmapReader([*urls_, f"s3://{bucket}/p/empty.bin"])
 
 
 def test_coalescing_only_merges_small_gaps():

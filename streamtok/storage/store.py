@@ -111,6 +111,10 @@ class _Transient(Exception):
     """A failure worth another try."""
 
 
+class _Unsatisfiable(Exception):
+    """HTTP 416: the range starts past the object's end (an empty object has no byte 0)."""
+
+
 class RemoteStore:
     """Ranged reads, HEAD and listing for the objects of one reader (any scheme), per process.
 
@@ -271,6 +275,9 @@ class RemoteStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
+                status = _STATUS.search(str(exc))
+                if status and status.group(1) == "416":
+                    raise _Unsatisfiable() from None
                 raise self._classify(exc, what) from None
             ref = ObjectRef(url, int(result.meta["size"]), result.meta.get("e_tag"))
             if len(data) != min(n, ref.size):
@@ -278,7 +285,11 @@ class RemoteStore:
             self.counters.bytes += len(data)
             return ref, memoryview(data)
 
-        return await self._retrying(what, attempt)
+        try:
+            return await self._retrying(what, attempt)
+        except _Unsatisfiable:  # S3 answers 416 for any range of an empty object: ask what it is now
+            ref = await self.head_async(url)
+            return ref, await self.fetch_range_async(ref, 0, min(n, ref.size))
 
     def fetch_range(self, obj: ObjectRef, start: int, stop: int) -> memoryview:
         """:meth:`fetch_range_async`, waited for (the interface the blocks cache builds on)."""
