@@ -14,6 +14,11 @@ Every GET of a known object carries ``If-Match: <etag>`` (when the store gave an
 its length is checked: bytes of another version of an object, or fewer bytes than asked
 for, are never returned.
 
+Requests still in flight when the interpreter exits (a loader that fetched steps ahead and
+was not read to its end) are let finish first, up to ``EXIT_DRAIN_S``, and queued ones are
+not sent: a response arriving while the interpreter is torn down makes the client's threads
+call back into a dying interpreter, and the process crashed (SIGSEGV/SIGABRT) at exit.
+
 obstore's runtime does not survive ``fork``: a process forked after its parent made a
 request would hang on its first one. Such a process gets a :class:`StorageError` saying so
 instead; DataLoader workers over remote data start with ``forkserver`` (see
@@ -23,7 +28,9 @@ instead; DataLoader workers over remote data start with ``forkserver`` (see
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import os
 import random
 import re
@@ -41,6 +48,8 @@ _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
 _STATUS = re.compile(r"status code: (\d{3})")
+_closing = False  # the interpreter is exiting: send nothing more
+EXIT_DRAIN_S = 5.0  # the longest an exiting process waits for its requests in flight
 
 
 @dataclass
@@ -77,6 +86,24 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         thread.start()
         _loop = (os.getpid(), loop)
         return loop
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Let this process's requests in flight end before the interpreter is torn down (see the module docstring)."""
+    global _closing
+    held = _loop
+    if held is None or held[0] != os.getpid():
+        return
+    _closing = True
+
+    async def drain() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=EXIT_DRAIN_S)
+
+    with contextlib.suppress(Exception):  # a loop already stopped, or past the bound: exit anyway
+        asyncio.run_coroutine_threadsafe(drain(), held[1]).result(EXIT_DRAIN_S + 1)
 
 
 def _obstore_store(url: urls.Url, options: StorageOptions) -> Any:
@@ -182,6 +209,8 @@ class RemoteStore:
                 self.counters.retries += 1
                 await asyncio.sleep(min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
             async with self._semaphore():
+                if _closing:  # queued when the process began to exit: never sent
+                    raise asyncio.CancelledError
                 self.counters.requests += 1
                 self.counters.in_flight += 1
                 try:
