@@ -197,8 +197,8 @@ def loader(
         hints = _PAGE_HINTS.get(mode, {})
     reader_kw["advice"] = hints.get("advice") if advice is _BY_MODE else advice
     reader_kw["lookahead"] = hints.get("lookahead", 0) if lookahead is _BY_MODE else lookahead
-    if documents == "pack":
-        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints
+    if documents == "pack" and not _is_remote_source(source):
+        reader_kw["lookahead"] = 0  # a step's plan is pieces, not windows: no page hints (remote: fetched ahead)
     if group is not None:  # the data-parallel place, for every kind of loader below
         rank, world_size = resolve_rank(rank, world_size, group)
     loader_kw: dict[str, Any] = {

@@ -352,11 +352,19 @@ class MemmapReader(Stage):
 
     def willneed(self, starts: np.ndarray, length: int) -> None:
         """Ask the kernel to read the pages of these windows ahead of use (see :mod:`streamtok._pagehints`);
-        for remote shards, start fetching their bytes (see :mod:`streamtok.storage.windows`)."""
+        for remote shards, start fetching their bytes (see :mod:`streamtok.storage.windows`).
+
+        ``starts`` is a step's plan: window starts, or ``(row, start, length)`` spans (a plan of
+        pieces, as packed rows are made of), whose ``length`` column replaces ``length``.
+        """
         if self._remote is not None:
-            self._remote.willneed(self, starts, length)
+            if starts.ndim == 2:
+                self._remote.willneed_spans(self, starts[:, 1], starts[:, 2])
+            else:
+                self._remote.willneed(self, starts, length)
             return
-        self._hints.willneed(self, starts, length)
+        if starts.ndim == 1:  # spans: no page hints (the loader sets lookahead 0 for them locally)
+            self._hints.willneed(self, starts, length)
 
     @property
     def remote(self) -> Any:

@@ -135,8 +135,8 @@ class FaultProxy:
         latency_s: added before forwarding each request.
         bandwidth_bps: cap on response body bytes per second, all connections together.
         hang_s: how long a ``"timeout"`` fault keeps the client waiting before closing.
-        memory: answer ranged GETs from a copy of each object the proxy fetched whole once
-            (for benchmarks: moto's per-request cost then stops bounding requests/s). Writes
+        memory: answer ranged GETs (and HEADs) from a copy of each object the proxy fetched
+            whole once (for benchmarks: moto's per-request cost then stops bounding requests/s). Writes
             through the proxy drop the copy; uploads straight to moto do not, so leave it off
             where objects change.
     """
@@ -327,8 +327,13 @@ class FaultProxy:
                     raise
 
             def _from_memory(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, list, bytes] | None:
-                """A ranged GET of an object answered from the proxy's copy (``memory=True``)."""
+                """A ranged GET of an object answered from the proxy's copy (``memory=True``), or a
+                HEAD of an object copied already."""
                 rng = headers.get("Range") or headers.get("range")
+                if method == "HEAD" and "?" not in path:
+                    with proxy._lock:
+                        held = proxy._memory.get(path)
+                    return None if held is None else (200, "OK", held[0] + [("Content-Length", str(len(held[1])))], b"")
                 if method != "GET" or "?" in path or not rng or not rng.startswith("bytes="):
                     return None
                 with proxy._lock:
@@ -505,11 +510,46 @@ def s3_bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     s3.proxy.reset()
 
 
+@dataclass
+class ServerProcess:
+    """This module's server running as its own process (see :func:`s3_process`).
+
+    ``client`` is a boto3 client of the moto behind the proxy (to create and fill buckets,
+    neither delayed nor counted); :meth:`stats` asks the server process what its proxy saw.
+    """
+
+    client: Any
+    endpoint: str
+    moto_endpoint: str
+    process: Any
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        import json
+
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def stats(self) -> dict[str, Any]:
+        """The proxy's counters since the last :meth:`reset` (requests, GETs, ranged GETs,
+        HEADs, LISTs, body bytes, the most requests in flight at once) and the server
+        process's CPU seconds so far (user + system, moto and proxy together)."""
+        return self._ask("stats")
+
+    def reset(self) -> None:
+        """Zero the proxy's counters (its copies of objects, in ``memory`` mode, are kept)."""
+        self._ask("reset")
+
+
 @contextlib.contextmanager
-def s3_in_subprocess(*, latency_ms: float = 0.0, memory: bool = False) -> Iterator[Any]:
+def s3_process(*, latency_ms: float = 0.0, memory: bool = False) -> Iterator[ServerProcess]:
     """This module's server run as its own process (see :func:`main`: a benchmark's client then
     shares no interpreter lock with the server), with the ``AWS_*`` environment of this process
-    pointed at its proxy; yields a boto3 client of the moto behind it, to create and fill buckets."""
+    pointed at its proxy."""
     import json
     import subprocess
     import sys
@@ -522,17 +562,37 @@ def s3_in_subprocess(*, latency_ms: float = 0.0, memory: bool = False) -> Iterat
                            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION, "AWS_ALLOW_HTTP": "true"})
         import boto3
 
-        yield boto3.client("s3", endpoint_url=where["moto_endpoint"], region_name=REGION,
-                           aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        client = boto3.client("s3", endpoint_url=where["moto_endpoint"], region_name=REGION,
+                              aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        yield ServerProcess(client, where["endpoint"], where["moto_endpoint"], server)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def s3_in_subprocess(*, latency_ms: float = 0.0, memory: bool = False) -> Iterator[Any]:
+    """:func:`s3_process`, yielding only the boto3 client of the moto behind the proxy."""
+    with s3_process(latency_ms=latency_ms, memory=memory) as server:
+        yield server.client
+
+
+def _stats(proxy: FaultProxy) -> dict[str, Any]:
+    with proxy._lock:
+        c = proxy.counters
+        out = {"requests": c.requests, "gets": c.gets, "range_gets": c.range_gets, "heads": c.heads, "lists": c.lists,
+               "body_bytes": c.body_bytes, "max_in_flight": c.max_in_flight}
+    t = os.times()
+    out["cpu_s"] = t.user + t.system
+    return out
+
+
 def main() -> None:
-    """``python tests/s3_server.py [--latency-ms N] [--bandwidth-mbps N]``: serve in this process
-    (so a benchmark's client does not share its interpreter lock with the server), print one
-    JSON line ``{"endpoint", "moto_endpoint"}``, and stop when stdin closes."""
+    """``python tests/s3_server.py [--latency-ms N] [--bandwidth-mbps N] [--memory]``: serve in
+    this process (so a benchmark's client does not share its interpreter lock with the server),
+    print one JSON line ``{"endpoint", "moto_endpoint"}``, then answer each line of stdin:
+    ``stats`` (one JSON line: the proxy's counters and this process's CPU seconds) or ``reset``
+    (counters to zero); stop when stdin closes."""
     import argparse
     import json
     import sys
@@ -545,7 +605,13 @@ def main() -> None:
     server = start_s3(latency_s=args.latency_ms / 1000, bandwidth_bps=args.bandwidth_mbps * 1e6 / 8 or None,
                       memory=args.memory)
     print(json.dumps({"endpoint": server.endpoint, "moto_endpoint": server.moto_endpoint}), flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "reset":
+            with server.proxy._lock:
+                server.proxy.counters = Counters()
+        if command in ("stats", "reset"):
+            print(json.dumps(_stats(server.proxy)), flush=True)
     server.stop()
 
 

@@ -1,12 +1,21 @@
 """Opening remote shards: sizes, headers and fingerprint samples with ranged requests, concurrently.
 
-Per shard, at most: one HEAD (only when no listing gave the size and ETag), then two ranged
-GETs issued together: the first ``HEAD_BYTES`` (the llm.c header or ``.npy`` header and the
-first fingerprint sample behind it) and the last ``FINGERPRINT_BYTES`` (the second sample);
-a Megatron ``.bin`` adds one GET of its ``.idx``. All shards are probed at once, up to
-``max_in_flight`` requests in flight, so 1000 shards at 30 ms per request take about
-``2000 / 256 * 30 ms`` ≈ 0.25 s of waiting, not the 60 s of one request after another. A restart over the
-same objects reads nothing but the listing (:mod:`streamtok.storage.metacache`).
+Per shard: the first ``HEAD_BYTES`` (the llm.c header or ``.npy`` header and the first
+fingerprint sample behind it) and the last ``FINGERPRINT_BYTES`` (the second sample). A shard
+whose two ranges are at most ``OPEN_GAP`` bytes apart (64 KiB: under 1 ms of transfer at 100
+MB/s, against a request saved) is read whole in ONE ranged GET; a larger one takes two GETs
+issued together (S3 has no multi-range GET). An S3, GCS or Azure object that no listing
+described (an explicit URL) is not asked for with a HEAD: its first GET, of ``FIRST_BYTES``
+and without ``If-Match``, returns its size and ETag with its bytes, and a large one's tail
+GET then carries that ETag (an empty object, which S3 answers with 416, gets a HEAD);
+``https://`` and ``hf://`` objects get a HEAD first: their servers' ETags and ranges past the
+end are less uniform. A Megatron ``.bin`` adds one GET of its ``.idx``. All shards are
+probed at once, up to ``max_in_flight`` requests in flight, so 1000 shards at 30 ms per
+request wait about ``1000 / 256 * 30 ms`` ≈ 0.12 s (0.25 s at two GETs a shard), not the
+30-60 s of one request after another; a loopback server's requests/s, not the latency,
+then bounds the time (benchmarks/RESULTS.md, "Opening a loader over 1000 remote shards").
+A restart over the same objects reads nothing but the listing
+(:mod:`streamtok.storage.metacache`), or, for objects no listing described, a HEAD each.
 
 The checks are the local ones (:mod:`streamtok._formats`): the same header parsing, the
 same size-against-header rules, the same messages, naming the object's URL.
@@ -35,11 +44,15 @@ from .._formats import (
     raw_info,
 )
 from ..errors import ShardFormatError, ShardNotFoundError
+from . import urls
 from .refs import ObjectRef
 from .store import RemoteStore
 
 FINGERPRINT_BYTES = 4096  # as streamtok.reader.FINGERPRINT_BYTES
 HEAD_BYTES = HEADER_BYTES + FINGERPRINT_BYTES
+OPEN_GAP = 64 << 10  # bytes between the head and tail ranges that are fetched rather than asked for twice
+FIRST_BYTES = HEAD_BYTES + OPEN_GAP + FINGERPRINT_BYTES  # the most one GET reads of an unlisted object
+GET_FIRST_SCHEMES = ("s3", "gs", "az", "abfs")  # stores whose GET answers give size and ETag, ranges clamped
 
 
 @dataclass(frozen=True)
@@ -57,15 +70,26 @@ def megatron_index_url(url: str) -> str | None:
 
 
 async def _probe_one(store: RemoteStore, url: str, known: Mapping[str, ObjectRef | None], raw_dtype: np.dtype) -> Probed:
-    ref = known.get(url) or await store.head_async(url)
+    ref, first = known.get(url), None
+    if ref is None and urls.parse(url).scheme in GET_FIRST_SCHEMES:
+        ref, first = await store.fetch_first_async(url, FIRST_BYTES)
+    elif ref is None:
+        ref = await store.head_async(url)
     size = ref.size
     if size == 0:
         raise ShardFormatError(f"{ref.describe()}: the shard is empty (0 bytes); delete it or re-create it")
     tail_n = min(FINGERPRINT_BYTES, size)
-    head, tail = await asyncio.gather(
-        store.fetch_range_async(ref, 0, min(size, HEAD_BYTES)), store.fetch_range_async(ref, size - tail_n, size)
-    )
-    head, tail = bytes(head), bytes(tail)
+    if first is not None:  # read from the start already: all of a small object, or its head
+        head = bytes(first)
+        tail = head[size - tail_n :] if len(head) == size else bytes(await store.fetch_range_async(ref, size - tail_n, size))
+    elif size - tail_n - min(size, HEAD_BYTES) <= OPEN_GAP:  # one GET of the whole (small) object
+        head = bytes(await store.fetch_range_async(ref, 0, size))
+        tail = head[size - tail_n :]
+    else:
+        head_mv, tail_mv = await asyncio.gather(
+            store.fetch_range_async(ref, 0, HEAD_BYTES), store.fetch_range_async(ref, size - tail_n, size)
+        )
+        head, tail = bytes(head_mv), bytes(tail_mv)
     index_ref = None
     if url.endswith(".npy"):
         info = parse_npy_header(url, size, io.BytesIO(head))
@@ -107,7 +131,7 @@ def probe_remote(store: RemoteStore, shard_urls: Sequence[str], known: Mapping[s
     Args:
         store: the client.
         urls: the shards' URLs.
-        known: objects a listing already described (no HEAD for them); a ``.bin``'s ``.idx``
+        known: objects a listing (or a HEAD) already described; a ``.bin``'s ``.idx``
             found there (or there as ``None``: known to be absent) is not asked for.
         raw_dtype: the dtype of headerless shards.
     """

@@ -110,8 +110,12 @@ class RemoteShards:
         probed: dict[str, Probed] = {}
         if remote:
             refs = dict(known)
-            missing = [u for u in remote if refs.get(u) is None]
-            refs.update({r.url: r for r in self.store.head_many(missing)} if cache is not None and missing else {})
+            # Objects no listing described: a HEAD only for those that may need no read (an entry
+            # in the metadata cache, or opened already in this process), to check their ETag and
+            # size; the others' first GET tells both (see .probe).
+            opened = {key[0] for key in _OPENED}
+            check = [u for u in remote if refs.get(u) is None and ((cache is not None and cache.has(u)) or u in opened)]
+            refs.update({r.url: r for r in self.store.head_many(check)})
             hits = cache.lookup(refs, remote) if cache is not None else {}
             # Opened already in this process (a mixture opens each source, then all together).
             hits.update({u: _OPENED[key] for u in remote if u not in hits and (key := _memo_key(refs.get(u), raw_dtype)) in _OPENED})
@@ -198,6 +202,13 @@ class RemoteShards:
         """Start fetching the remote bytes of these windows (a coming step)."""
         self.fetcher.prefetch(self._key(starts, length), self._ranges(self.pieces(reader, starts, length)))
 
+    def _spans_key(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[str, tuple[bytes, int], bytes]:
+        return ("spans", self._key(starts, 0), np.ascontiguousarray(lengths, dtype=np.int64).tobytes())
+
+    def willneed_spans(self, reader: Any, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """Start fetching the remote bytes of these pieces (a coming step of ``documents="pack"``)."""
+        self.fetcher.prefetch(self._spans_key(starts, lengths), self._ranges(self.pieces(reader, starts, lengths)))
+
     def gather(self, reader: Any, starts: np.ndarray, length: int, out: np.ndarray) -> np.ndarray:
         """Copy ``tokens[s:s+length]`` for each start into the rows of ``out`` (see ``MemmapReader.gather``)."""
         pieces = self.pieces(reader, starts, length)
@@ -213,9 +224,12 @@ class RemoteShards:
         return out
 
     def read_spans(self, reader: Any, starts: np.ndarray, lengths: np.ndarray, dtype: np.dtype) -> list[np.ndarray]:
-        """Tokens ``[s, s+n)`` for each start and length, all fetched at once (documents="pack")."""
+        """Tokens ``[s, s+n)`` for each start and length, all fetched at once, or taken from
+        :meth:`willneed_spans` (``documents="pack"``)."""
         pieces = self.pieces(reader, starts, lengths)
-        bodies = iter(self.fetcher.read(("spans", self._key(starts, 0), np.asarray(lengths).tobytes()), self._ranges(pieces)))
+        t0 = time.perf_counter_ns()
+        bodies = iter(self.fetcher.read(self._spans_key(starts, lengths), self._ranges(pieces)))
+        self.net_wait_ns += time.perf_counter_ns() - t0
         out = [np.empty(int(n), dtype=dtype) for n in np.asarray(lengths).tolist()]
         for row, col, k, lo, n in pieces:
             if k in self.objects:

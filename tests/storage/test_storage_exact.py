@@ -8,6 +8,7 @@ moved between local and remote data) are compared batch by batch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -87,6 +88,20 @@ def test_each_documents_mode(data, documents, tmp_path, monkeypatch):
     _same(remote, local, 20)
     # The index was built once and cached locally: a new loader reads it from the cache.
     assert list((tmp_path / "cache" / "remote").glob("*.npy"))
+
+
+def test_pack_fetches_the_pieces_of_coming_steps_ahead(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    root, url, opts = data
+    kw = dict(seq_len=32, batch_size=4, seed=2, documents="pack", metrics=False)
+    remote = streamtok.loader(url + "ds/", storage_options=opts, lookahead=8, **kw)
+    it = iter(remote)
+    first = next(it)
+    fetcher = remote.collator.reader.remote.fetcher
+    assert len(fetcher._pending) == 8  # one step read, the pieces of the next 8 asked for already
+    n = _same(itertools.chain([first], it), streamtok.loader(root / "ds", **kw))
+    assert n == len(remote) > 8
+    assert not fetcher._pending  # every step read was one announced ahead (same key): nothing left over
 
 
 def test_a_glob_and_a_mixture_of_remote_and_local(data):

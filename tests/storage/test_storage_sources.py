@@ -10,6 +10,7 @@ import streamtok
 from streamtok import ShardLister
 from streamtok._formats import write_shard
 from streamtok.errors import ConfigError, ShardFormatError, ShardNotFoundError
+from streamtok.storage.remote import forget_opened
 from streamtok.storage.windows import coalesce
 
 
@@ -84,8 +85,8 @@ def test_opening_reads_headers_concurrently_and_a_restart_reads_none(s3_bucket, 
     url = f"s3://{bucket}/p/"
     first = streamtok.MemmapReader(url)
     c = server.proxy.counters
-    # One LIST, then a header and a tail GET per shard, many in flight at once.
-    assert (c.lists, c.heads, c.range_gets) == (1, 0, 48)
+    # One LIST, then one GET per (small) shard for its header and both samples, many in flight at once.
+    assert (c.lists, c.heads, c.range_gets) == (1, 0, 24)
     assert c.max_in_flight >= 16
     fingerprint = first.fingerprint
     server.proxy.reset()
@@ -97,9 +98,82 @@ def test_opening_reads_headers_concurrently_and_a_restart_reads_none(s3_bucket, 
     server.upload(bucket, "p/s_3.bin", tmp_path / "new.bin")
     server.proxy.reset()
     changed = streamtok.MemmapReader(url)
-    assert server.proxy.counters.range_gets == 2
+    assert server.proxy.counters.range_gets == 1
     assert changed.fingerprint != fingerprint
     assert np.array_equal(changed.read(int(changed.offsets[3]), int(changed.offsets[3]) + 5), np.arange(5))
+
+
+def test_a_damaged_metadata_cache_is_checked_and_rewritten(s3_bucket, tmp_path, monkeypatch):
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, [f"s_{k}.bin" for k in range(4)], n=300)
+    url = f"s3://{bucket}/p/"
+    fingerprint = streamtok.MemmapReader(url).fingerprint
+    (path,) = (tmp_path / "cache" / "remote-meta").iterdir()
+    raw = path.read_bytes()
+    assert raw.count(b"\n") >= 1 and len(raw) > 4 * 2 * 600  # a JSON line, then the samples' raw bytes
+    path.write_bytes(raw[: -600 - 1])  # the last shard's sample cut short: that entry is not used
+    server.proxy.reset()
+    forget_opened()  # as a new process: only the file on disk remains
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 1
+    path.write_bytes(b"not json\n" + raw)  # unreadable: every shard is probed again, and the file rewritten
+    server.proxy.reset()
+    forget_opened()
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 4 and path.read_bytes() == raw
+    server.proxy.reset()
+    forget_opened()
+    assert streamtok.MemmapReader(url).fingerprint == fingerprint
+    assert server.proxy.counters.range_gets == 0
+
+
+@pytest.mark.parametrize("n_tokens, gets", [(300, 1), (36_864, 1), (36_865, 2), (60_000, 2)])
+def test_a_small_shard_is_opened_in_one_get_a_large_one_in_two(s3_bucket, tmp_path, monkeypatch, n_tokens, gets):
+    # 36,864 tokens: 73,728 + 1,024 bytes, the head (5,120) and tail (4,096) ranges exactly
+    # OPEN_GAP (64 KiB) apart; one token more and the bytes between are not worth fetching.
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, ["s_1.bin"], n=n_tokens)
+    server.proxy.reset()
+    remote = streamtok.MemmapReader(f"s3://{bucket}/p/")
+    c = server.proxy.counters
+    assert (c.lists, c.heads, c.range_gets) == (1, 0, gets)
+    spans = sorted((int(a), int(b)) for _, _, r in c.log if r for a, b in [r[len("bytes="):].split("-")])
+    size = 1024 + 2 * n_tokens
+    assert spans == ([(0, size - 1)] if gets == 1 else [(0, 5119), (size - 4096, size - 1)])
+    local = streamtok.MemmapReader(str(tmp_path / "up"))
+    assert remote.fingerprint == local.fingerprint and remote.infos[0].n_tokens == n_tokens
+
+
+def test_an_explicit_list_of_urls_is_opened_without_heads_and_checked_by_head_on_a_restart(s3_bucket, tmp_path, monkeypatch):
+    server, bucket = s3_bucket
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    _upload(server, bucket, tmp_path, ["a_1.bin", "a_2.bin", "a_3.bin"], n=500)
+    _upload(server, bucket, tmp_path, ["a_4.bin"], n=60_000)  # past FIRST_BYTES: its tail is a second GET
+    urls_ = [f"s3://{bucket}/p/a_{k}.bin" for k in range(1, 5)]
+    server.proxy.reset()
+    forget_opened()
+    cold = streamtok.MemmapReader(urls_)
+    c = server.proxy.counters
+    # No HEAD: each first GET (no If-Match) told the size and ETag; the large shard's tail GET carries it.
+    assert (c.lists, c.heads, c.range_gets) == (0, 0, 5)
+    local = streamtok.MemmapReader(sorted(str(p) for p in (tmp_path / "up").iterdir()))
+    assert cold.fingerprint == local.fingerprint and cold.n_tokens == local.n_tokens
+    assert np.array_equal(cold.read(0, cold.n_tokens), local.read(0, local.n_tokens))
+    for again in (False, True):  # in this process (memo), then as a new one (the metadata cache)
+        if again:
+            forget_opened()
+        server.proxy.reset()
+        assert streamtok.MemmapReader(urls_).fingerprint == cold.fingerprint
+        assert (server.proxy.counters.heads, server.proxy.counters.range_gets) == (4, 0)  # checked, not read
+    server.proxy.reset()
+    forget_opened()
+    with pytest.raises(ShardNotFoundError, match="no_such.bin"):
+        streamtok.MemmapReader([*urls_, f"s3://{bucket}/p/no_such.bin"])
+    server.upload(bucket, "p/empty.bin", b"")  # no byte 0 to range over: S3 answers 416, not a size
+    with pytest.raises(ShardFormatError, match="empty.bin: the shard is empty"):
+        streamtok.MemmapReader([*urls_, f"s3://{bucket}/p/empty.bin"])
 
 
 def test_coalescing_only_merges_small_gaps():
@@ -206,6 +280,6 @@ def test_a_mixture_opens_each_remote_shard_once(s3_bucket, tmp_path, monkeypatch
                               seq_len=16, batch_size=2, split="all", metrics=False, lookahead=0)
     c = server.proxy.counters
     # Per shard (an explicit URL): a HEAD of it and of its would-be Megatron .idx when the source
-    # is listed, then the header and tail GETs once; the joint reader of the mixture asks nothing.
-    assert (c.heads, c.range_gets) == (4, 4)
+    # is listed, then one GET of the (small) shard once; the joint reader of the mixture asks nothing.
+    assert (c.heads, c.range_gets) == (4, 2)
     assert loader.collator.reader.n_tokens == 1800
