@@ -81,13 +81,14 @@ class DocumentCollator(Collator):
         if self.documents != "pack":
             return self.index.window_documents(plan, self.seq_len)
         rows, lengths, seq_len = plan[:, 0], plan[:, 2], self.seq_len
-        # Every row is filled with T+1 tokens, so a piece begins at column (tokens before it) -
-        # row * (T+1); pieces come in row order, columns ascending: the starts are sorted as they are.
-        cols = np.cumsum(lengths) - lengths - rows * (seq_len + 1)
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
-        keep = first | ((cols > 0) & (cols < seq_len))  # a piece that begins at column T is only a target
-        cu = np.append(rows[keep] * seq_len + cols[keep], self.batch_size * seq_len)
+        # Every row is filled with T+1 tokens, so a piece begins at flat position (tokens
+        # before it) - row, i.e. column (tokens before it) - row * (T+1); pieces come in row
+        # order, so the positions ascend. A row's first piece is at column 0; a piece that
+        # begins at column T is only a target (no segment).
+        flat = np.cumsum(lengths)
+        flat -= lengths
+        flat -= rows
+        cu = np.append(flat[flat - rows * seq_len < seq_len], self.batch_size * seq_len)
         return Documents((torch.from_numpy(cu.astype(np.int32)), int(np.diff(cu).max()), self.batch_size, seq_len))
 
     def chunk_documents(self, plans: Any) -> list[Documents]:
