@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,21 +80,12 @@ class DocumentCollator(Collator):
         """The ``doc`` of one step: its window starts, or its packed plan."""
         if self.documents != "pack":
             return self.index.window_documents(plan, self.seq_len)
-        rows, lengths, seq_len = plan[:, 0], plan[:, 2], self.seq_len
-        # Every row is filled with T+1 tokens, so a piece begins at flat position (tokens
-        # before it) - row, i.e. column (tokens before it) - row * (T+1); pieces come in row
-        # order, so the positions ascend. A row's first piece is at column 0; a piece that
-        # begins at column T is only a target (no segment).
-        flat = np.cumsum(lengths)
-        flat -= lengths
-        flat -= rows
-        cu = np.append(flat[flat - rows * seq_len < seq_len], self.batch_size * seq_len)
-        return Documents((torch.from_numpy(cu.astype(np.int32)), int(np.diff(cu).max()), self.batch_size, seq_len))
+        return packed_documents([plan], self.batch_size, self.seq_len)[0]
 
     def chunk_documents(self, plans: Any) -> list[Documents]:
-        """The ``doc`` of consecutive steps (a sequence of plans), windows looked up at once."""
+        """The ``doc`` of consecutive steps (a sequence of plans), looked up or built at once."""
         if self.documents == "pack":
-            return [self.step_documents(plan) for plan in plans]
+            return packed_documents(plans, self.batch_size, self.seq_len)
         # A recorded chunk is one (steps, B) array already: no copy.
         starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
         return self.index.batch_documents(starts, self.seq_len, self.batch_size)
@@ -108,7 +99,9 @@ class DocumentCollator(Collator):
         a time, in order; with workers this process walks the same pure order alongside.
         """
         sampler = self.sampler
-        recorded = sampler.record = deque() if direct else None
+        # Packed plans are cheap to walk again (a slice per step, the steps remembered by
+        # position), and their boundaries are built a chunk at a time: always walked here.
+        recorded = sampler.record = deque() if direct and self.documents != "pack" else None
         plans: Iterator[np.ndarray] | None = None
         ready: deque[Documents] = deque()
         for item in batches:
@@ -135,6 +128,38 @@ def _columns(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarr
     """Column where each piece of a packed plan begins in its row (pieces are in row order)."""
     cols = np.cumsum(lengths) - lengths
     return cols - np.repeat(cols[np.searchsorted(rows, np.arange(batch_size))], np.bincount(rows, minlength=batch_size))
+
+
+def packed_documents(plans: Sequence[np.ndarray], batch_size: int, seq_len: int) -> list[Documents]:
+    """The ``doc`` of each packed plan (``(row, start, tokens)`` pieces of ``batch_size`` full rows), at once.
+
+    Every row holds ``T+1`` tokens, so in a step a piece begins at flat position (tokens of
+    the step before it) - row, column (that) - row * T; pieces come in row order, so the
+    positions ascend. A row's first piece is at column 0; one that begins at column ``T`` is
+    only a target (no segment). One pass over the chunk's pieces, then one split: ~10 numpy
+    calls per chunk instead of per step.
+
+    Args:
+        plans: consecutive steps' plans.
+        batch_size, seq_len: the batch shape ``(B, T)``.
+    """
+    if len(plans) == 0:
+        return []
+    pieces = np.concatenate(plans) if len(plans) > 1 else plans[0]
+    n = np.array([len(p) for p in plans], dtype=np.int64)
+    rows, lengths = pieces[:, 0], pieces[:, 2]
+    step = np.repeat(np.arange(len(plans), dtype=np.int64), n)
+    flat = np.cumsum(lengths) - lengths - step * (batch_size * (seq_len + 1)) - rows
+    keep = flat - rows * seq_len < seq_len
+    kept_step = step[keep]
+    # Step s's kept starts, then its B*T: a kept one moves one slot on per step before it.
+    per = np.bincount(kept_step, minlength=len(plans)) + 1
+    ends = np.cumsum(per) - 1
+    cu = np.empty(int(ends[-1]) + 1, dtype=np.int32)
+    cu[np.arange(len(kept_step), dtype=np.int64) + kept_step] = flat[keep]
+    cu[ends] = batch_size * seq_len
+    longest = np.maximum.reduceat(np.diff(cu), ends - per + 1).tolist()
+    return [Documents((c, top, batch_size, seq_len)) for c, top in zip(torch.from_numpy(cu).split(per.tolist()), longest)]
 
 
 def document_collator(
