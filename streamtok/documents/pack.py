@@ -244,7 +244,10 @@ class PackSampler(StepShape):
         return epoch, got[0], (epoch, got[1], got[2])
 
     def plan(self, rows: PackedRows) -> np.ndarray:
-        """This rank's ``(n_pieces, 3)`` plan out of a global step's rows."""
+        """This rank's ``(n_pieces, 3)`` plan out of a global step's rows (read-only: it may be
+        the remembered step's own array, shared by the gather and the ``doc`` of the step)."""
+        if len(rows) == self.batch_size:  # one rank: the step is this rank's rows
+            return rows.pieces
         lo = self.rank * self.batch_size
         return rows.rows(lo, lo + self.batch_size).pieces
 
