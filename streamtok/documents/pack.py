@@ -48,11 +48,16 @@ class PackedRows:
 
     Each piece is ``(row, global token start, tokens)``, its row counted from this object's
     first. Indexing gives a row as a :data:`Row` list, iterating all of them; a slice of rows
-    is a :class:`PackedRows` (a copy of its pieces, rows renumbered from 0).
+    is a :class:`PackedRows` (a copy of its pieces, rows renumbered from 0). The arrays are
+    read-only: blocks and steps are cached and their pieces handed out as plans.
     """
 
     bounds: np.ndarray  # (rows + 1,) int64, from 0
     pieces: np.ndarray  # (n_pieces, 3) int64
+
+    def __post_init__(self) -> None:
+        self.bounds.flags.writeable = False
+        self.pieces.flags.writeable = False
 
     def __len__(self) -> int:
         return len(self.bounds) - 1

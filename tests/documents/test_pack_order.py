@@ -113,3 +113,13 @@ def test_a_chunk_of_packed_docs_is_each_step_built_alone(many_docs):
         assert doc.cu_seqlens.tolist() == cu
         assert doc.max_seqlen == max(b - a for a, b in zip(cu, cu[1:]))
         assert doc.position_ids.shape == (B, T) and doc.position_ids[:, 0].tolist() == [0] * B
+
+
+def test_plans_are_read_only(many_docs):
+    collator = document_collator(MemmapReader(many_docs), documents="pack", bos_id=None, seq_len=24, batch_size=3,
+                                 block_docs=7, collate_kw={}, seed=1, epochs=1)
+    sampler = collator.sampler
+    plan = next(sampler.iter_steps(sampler.next_pass()))  # the remembered step's own array
+    with pytest.raises(ValueError, match="read-only"):
+        plan[0, 1] += 1
+    assert next(sampler.iter_steps(sampler.next_pass())).tolist() == plan.tolist()
