@@ -201,7 +201,12 @@ class PackSampler(StepShape):
             lo = group * _ORDER_BLOCKS * self.block_docs
             k = np.arange(lo, min(lo + _ORDER_BLOCKS * self.block_docs, self.n_samples), dtype=np.int64)
             docs = document_order(self.mode, self.seed, epoch, k, self.n_samples)
-            self._order = (key, self.index.starts(docs), self.index.lengths(docs))
+            # A document runs to the next one's start (or the data's end): both starts in one
+            # lookup (as DocumentIndex.lengths, which would look the starts up twice more).
+            both = self.index.starts(np.concatenate((docs, np.minimum(docs + 1, self.n_samples - 1))))
+            starts, after = both[: len(docs)], both[len(docs) :]
+            after[docs == self.n_samples - 1] = self.index.reader.n_tokens
+            self._order = (key, starts, after - starts)
         lo = (block - group * _ORDER_BLOCKS) * self.block_docs
         _, starts, lengths = self._order
         return starts[lo : lo + self.block_docs], lengths[lo : lo + self.block_docs]
