@@ -98,8 +98,9 @@ class DocumentCollator(Collator):
     ) -> Iterator[tuple[Any, ...]]:
         """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
 
-        Without workers the sampler records the plans of the steps gathered here, a chunk at
-        a time, in order; with workers this process walks the same pure order alongside.
+        Without workers a window sampler records the starts of the steps gathered here, a
+        chunk at a time, in order; with workers, and for packed rows always, this process walks
+        the same pure order alongside, a chunk of steps ahead.
         """
         sampler = self.sampler
         # Packed plans are cheap to walk again (a slice per step, the steps remembered by
