@@ -326,10 +326,51 @@ class MemmapReader(Stage):
         """:meth:`read_pieces` of local shards only (the storage layer's reads of the local
         shards of a loader that mixes local and remote ones): ``pread``, each shard checked after."""
         touched: dict[int, ShardFile] = {}
-        self._read(np.asarray(starts, dtype=np.int64), np.asarray(lengths).tolist(), out, touched)
+        starts = np.asarray(starts, dtype=np.int64)
+        if self._uniform and out.dtype == self.dtype and out.flags.c_contiguous and len(out):
+            self._read_direct(starts, np.asarray(lengths, dtype=np.int64), out, touched)
+        else:
+            self._read(starts, np.asarray(lengths).tolist(), out, touched)
         for entry in touched.values():
             entry.check()
         return out
+
+    def _read_direct(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray, touched: dict[int, ShardFile]) -> None:
+        # The pieces' file offsets and byte ranges in out at once (numpy), so the loop is one
+        # pread each and little else: ~0.65 µs a piece against ~1.3 for _read's general loop
+        # (a packed batch of 32 x 1024 has ~55-75 pieces). Pieces that run past a shard's end,
+        # and a short read (a truncated file: read_into then raises), go through _read.
+        k = self.locate(starts)
+        if len(self.infos) > 1 and bool((starts + lengths > self._ends[k]).any()):
+            self._read(starts, lengths.tolist(), out, touched)
+            return
+        size = self.dtype.itemsize
+        where = (starts * size + self._file_shift[k]).tolist()
+        ends = np.cumsum(lengths * size).tolist()
+        shards = k.tolist()
+        fd_of = {j: self._touch(j, touched).fd for j in set(shards)}
+        mv = memoryview(out).cast("B")
+        preadv, lo = os.preadv, 0
+        for j, at, hi in zip(shards, where, ends):
+            if preadv(fd_of[j], [mv[lo:hi]], at) != hi - lo:
+                break
+            lo = hi
+        else:
+            return
+        i = int(np.searchsorted(ends, lo, side="right"))  # the piece that read short, and the rest
+        self._read(starts[i:], lengths[i:].tolist(), out[lo // size :], touched)
+
+    @functools.cached_property
+    def _file_shift(self) -> np.ndarray:
+        """Per shard: file byte of global token ``s`` is ``s * itemsize + shift`` (uniform dtypes)."""
+        _, base, itemsize = self.layout
+        return base - self.offsets[:-1] * itemsize
+
+    def _touch(self, k: int, touched: dict[int, ShardFile]) -> ShardFile:
+        entry = touched.get(k)
+        if entry is None:
+            entry = touched[k] = self._entry(k)
+        return entry
 
     def _read(self, starts: np.ndarray, lengths: Iterable[int], out: np.ndarray, touched: dict[int, ShardFile]) -> None:
         # One pread per piece of a shard, straight into out's bytes when the dtypes agree.

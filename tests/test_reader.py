@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -82,3 +83,37 @@ def test_indexing_like_an_array(shard_dir):
     assert np.array_equal(reader[-5:], tokens[-5:])
     with pytest.raises(IndexError):
         reader[len(tokens)]
+
+
+@pytest.mark.parametrize("out_dtype", [np.uint32, np.int64])  # uint32: pread straight into out; int64: converts
+def test_read_pieces_in_any_order_across_shards(tmp_path, out_dtype):
+    from _util import make_shards
+
+    tokens = make_shards(tmp_path, [700, 5, 1300, 900])
+    reader = MemmapReader(tmp_path)
+    rng = np.random.default_rng(0)
+    for n_pieces in (1, 3, 40):
+        lengths = rng.integers(1, 300, n_pieces)
+        starts = rng.integers(0, reader.n_tokens - lengths)  # some run past shard ends
+        out = np.empty(int(lengths.sum()), dtype=out_dtype)
+        reader.read_pieces(starts, lengths, out)
+        assert np.array_equal(out, np.concatenate([tokens[s : s + n] for s, n in zip(starts, lengths)]))
+    # pieces inside shards only, two shards touched, in descending order
+    starts, lengths = np.array([2500, 100, 1800, 0]), np.array([300, 600, 200, 1])
+    out = np.empty(int(lengths.sum()), dtype=out_dtype)
+    reader.read_pieces(starts, lengths, out)
+    assert np.array_equal(out, np.concatenate([tokens[s : s + n] for s, n in zip(starts, lengths)]))
+
+
+def test_read_pieces_of_a_truncated_shard_is_a_named_error(tmp_path):
+    from _util import make_shards
+
+    from streamtok import ShardFormatError
+
+    make_shards(tmp_path, [1000, 1000])
+    reader = MemmapReader(tmp_path)
+    out = np.empty(150, dtype=np.uint32)
+    reader.read_pieces(np.array([10, 1900]), np.array([100, 50]), out)  # opens both files
+    os.truncate(reader.paths[1], os.path.getsize(reader.paths[1]) - 400)  # the last 100 tokens gone
+    with pytest.raises(ShardFormatError, match=r"shard_000001\.bin: the file changed .*truncated"):
+        reader.read_pieces(np.array([10, 1900]), np.array([100, 50]), out)

@@ -2,12 +2,15 @@
 
 Workers gather the tokens as for windows (``"pack"``: one ``pread`` per piece of a row).
 The trainer's process computes each batch's ``doc`` itself from the step's plan (its window
-starts, or its packed pieces): without workers the sampler records the plans it computes for
-the gather (a chunk of 64 steps at a time); with workers the order is a pure function, so this
-process walks the same steps alongside the batches it receives. The boundaries of a chunk
-are looked up in the document index at once (:meth:`DocumentIndex.batch_documents`: rows in
-ascending order, two ``searchsorted`` per shard touched; ~8 µs per batch of 32 x 1024 with
-warm caches, about twice that between gathers). Nothing but the tokens crosses the worker queue.
+starts, or its packed pieces): without workers the window samplers record the starts they
+compute for the gather (a chunk of 64 steps at a time); with workers, and for ``"pack"``
+always (its steps are remembered by position, so a second walk costs a lookup and a slice),
+this process walks the same pure order alongside the batches. The boundaries of a chunk of
+windows are looked up in the document index at once (:meth:`DocumentIndex.batch_documents`:
+rows in ascending order, two ``searchsorted`` per shard touched; ~8 µs per batch of 32 x 1024
+with warm caches, about 11 between gathers); those of a chunk of packed plans follow from the
+pieces alone (:func:`packed_documents`, ~1 µs a batch). Nothing but the tokens crosses the
+worker queue.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,20 +83,12 @@ class DocumentCollator(Collator):
         """The ``doc`` of one step: its window starts, or its packed plan."""
         if self.documents != "pack":
             return self.index.window_documents(plan, self.seq_len)
-        rows, lengths, seq_len = plan[:, 0], plan[:, 2], self.seq_len
-        # Every row is filled with T+1 tokens, so a piece begins at column (tokens before it) -
-        # row * (T+1); pieces come in row order, columns ascending: the starts are sorted as they are.
-        cols = np.cumsum(lengths) - lengths - rows * (seq_len + 1)
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
-        keep = first | ((cols > 0) & (cols < seq_len))  # a piece that begins at column T is only a target
-        cu = np.append(rows[keep] * seq_len + cols[keep], self.batch_size * seq_len)
-        return Documents((torch.from_numpy(cu.astype(np.int32)), int(np.diff(cu).max()), self.batch_size, seq_len))
+        return packed_documents([plan], self.batch_size, self.seq_len)[0]
 
     def chunk_documents(self, plans: Any) -> list[Documents]:
-        """The ``doc`` of consecutive steps (a sequence of plans), windows looked up at once."""
+        """The ``doc`` of consecutive steps (a sequence of plans), looked up or built at once."""
         if self.documents == "pack":
-            return [self.step_documents(plan) for plan in plans]
+            return packed_documents(plans, self.batch_size, self.seq_len)
         # A recorded chunk is one (steps, B) array already: no copy.
         starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
         return self.index.batch_documents(starts, self.seq_len, self.batch_size)
@@ -103,11 +98,14 @@ class DocumentCollator(Collator):
     ) -> Iterator[tuple[Any, ...]]:
         """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
 
-        Without workers the sampler records the plans of the steps gathered here, a chunk at
-        a time, in order; with workers this process walks the same pure order alongside.
+        Without workers a window sampler records the starts of the steps gathered here, a
+        chunk at a time, in order; with workers, and for packed rows always, this process walks
+        the same pure order alongside, a chunk of steps ahead.
         """
         sampler = self.sampler
-        recorded = sampler.record = deque() if direct else None
+        # Packed plans are cheap to walk again (a slice per step, the steps remembered by
+        # position), and their boundaries are built a chunk at a time: always walked here.
+        recorded = sampler.record = deque() if direct and self.documents != "pack" else None
         plans: Iterator[np.ndarray] | None = None
         ready: deque[Documents] = deque()
         for item in batches:
@@ -134,6 +132,38 @@ def _columns(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarr
     """Column where each piece of a packed plan begins in its row (pieces are in row order)."""
     cols = np.cumsum(lengths) - lengths
     return cols - np.repeat(cols[np.searchsorted(rows, np.arange(batch_size))], np.bincount(rows, minlength=batch_size))
+
+
+def packed_documents(plans: Sequence[np.ndarray], batch_size: int, seq_len: int) -> list[Documents]:
+    """The ``doc`` of each packed plan (``(row, start, tokens)`` pieces of ``batch_size`` full rows), at once.
+
+    Every row holds ``T+1`` tokens, so in a step a piece begins at flat position (tokens of
+    the step before it) - row, column (that) - row * T; pieces come in row order, so the
+    positions ascend. A row's first piece is at column 0; one that begins at column ``T`` is
+    only a target (no segment). One pass over the chunk's pieces, then one split: ~10 numpy
+    calls per chunk instead of per step.
+
+    Args:
+        plans: consecutive steps' plans.
+        batch_size, seq_len: the batch shape ``(B, T)``.
+    """
+    if len(plans) == 0:
+        return []
+    pieces = np.concatenate(plans) if len(plans) > 1 else plans[0]
+    n = np.array([len(p) for p in plans], dtype=np.int64)
+    rows, lengths = pieces[:, 0], pieces[:, 2]
+    step = np.repeat(np.arange(len(plans), dtype=np.int64), n)
+    flat = np.cumsum(lengths) - lengths - step * (batch_size * (seq_len + 1)) - rows
+    keep = flat - rows * seq_len < seq_len
+    kept_step = step[keep]
+    # Step s's kept starts, then its B*T: a kept one moves one slot on per step before it.
+    per = np.bincount(kept_step, minlength=len(plans)) + 1
+    ends = np.cumsum(per) - 1
+    cu = np.empty(int(ends[-1]) + 1, dtype=np.int32)
+    cu[np.arange(len(kept_step), dtype=np.int64) + kept_step] = flat[keep]
+    cu[ends] = batch_size * seq_len
+    longest = np.maximum.reduceat(np.diff(cu), ends - per + 1).tolist()
+    return [Documents((c, top, batch_size, seq_len)) for c, top in zip(torch.from_numpy(cu).split(per.tolist()), longest)]
 
 
 def document_collator(

@@ -95,6 +95,23 @@ def documents_from_starts(rows: np.ndarray, cols: np.ndarray, batch_size: int, s
     return Documents((torch.from_numpy(cu.astype(np.int32)), int(np.diff(cu).max()), batch_size, seq_len))
 
 
+def _sorted_with_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(argsort, sorted values)`` of non-negative ints, ties in index order (as a stable argsort).
+
+    Each value and its index are one int64 key (``value << bits | index``), sorted by
+    ``np.sort``: ~6x cheaper than ``np.argsort(kind="stable")`` on a chunk of 2048 row starts
+    (the stable argsort of int64 is a merge sort through an index; this is a quicksort of
+    the values themselves). Values too large to share 63 bits with the index take the argsort.
+    """
+    bits = max(1, (len(values) - 1).bit_length())
+    top = int(values.max())
+    if top >= 1 << (63 - bits) or int(values.min()) < 0:
+        order = np.argsort(values, kind="stable")
+        return order, values[order]
+    keys = np.sort((values << bits) | np.arange(len(values), dtype=np.int64))
+    return keys & ((1 << bits) - 1), keys >> bits
+
+
 class DocumentIndex:
     """Global document starts over a :class:`MemmapReader`, from the shards' indexes.
 
@@ -240,8 +257,7 @@ class DocumentIndex:
         n = len(row_starts)
         if n == 0:
             return []
-        order = np.argsort(row_starts, kind="stable")
-        s = row_starts[order]
+        order, s = _sorted_with_order(row_starts)
         lo, hi, ranges = self._window_bounds(s, seq_len)
         # Sorted row r owns entries [slot[r], slot[r] + seg[r]) of `rel`: its start, then its
         # documents' starts; the start's id (lo - 1) is a placeholder, overwritten.

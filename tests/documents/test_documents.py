@@ -361,3 +361,31 @@ def test_bad_documents_settings(doc_dir):
         streamtok.loader(path, seq_len=T, batch_size=B, bos_id=BOS, metrics=False)
     with pytest.raises(ConfigError, match="block_docs"):
         streamtok.loader(path, seq_len=T, batch_size=B, documents="mask", block_docs=10, metrics=False)
+
+
+def test_sorted_with_order_is_a_stable_argsort():
+    from streamtok.documents.index import _sorted_with_order
+
+    rng = np.random.default_rng(2)
+    for n, top in ((1, 5), (7, 3), (2048, 10), (2048, 1 << 40), (3000, 1 << 50), (5, 1 << 62)):
+        values = rng.integers(0, top, n)  # small tops: many ties, kept in index order
+        order, ordered = _sorted_with_order(values)
+        expect = np.argsort(values, kind="stable")
+        assert np.array_equal(order, expect) and np.array_equal(ordered, values[expect])
+
+
+def test_batch_documents_of_repeated_and_unsorted_rows(doc_dir):
+    from streamtok.documents.index import DocumentIndex
+
+    path, tokens, starts = doc_dir
+    index = DocumentIndex(streamtok.MemmapReader(path))
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, len(tokens) - T, 6 * B)
+    rows[3], rows[B + 1] = rows[0], rows[0]  # the same window twice, in two batches
+    doc_set = set(starts.tolist())
+    for b, doc in enumerate(index.batch_documents(rows, T, B)):
+        cu = []
+        for r, s in enumerate(rows[b * B : (b + 1) * B].tolist()):
+            cu += [r * T] + [r * T + c for c in range(1, T) if s + c in doc_set]
+        assert doc.cu_seqlens.tolist() == cu + [B * T]
+        assert doc.max_seqlen == max(np.diff(cu + [B * T]))

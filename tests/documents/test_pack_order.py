@@ -1,0 +1,125 @@
+"""The packed order stays the pure function the README states, whatever makes it fast.
+
+The sampler keeps blocks as arrays, computes the document order for groups of blocks, packs
+with a list of packed ints and builds a chunk of steps' ``doc`` at once; each is checked here
+against a plain reference: the best fit written as lists of ``(length, position)`` tuples,
+blocks packed one by one, boundaries built per step.
+"""
+
+import bisect
+
+import numpy as np
+import pytest
+from test_documents import make_doc_shards
+
+from streamtok.documents.collate import document_collator, packed_documents
+from streamtok.documents.samplers import document_order, pack_block
+from streamtok.reader import MemmapReader
+
+
+def reference_pack(lengths, cap):
+    """Best fit, plainly: the longest that fits what is left, else the shortest cropped."""
+    rows, first = [], []
+    pool = sorted((int(n), i) for i, n in enumerate(lengths.tolist()) if n < cap)
+    for i, n in enumerate(lengths.tolist()):
+        if n >= cap:
+            rows.append([(i, cap)])
+            first.append(i)
+    sizes = [n for n, _ in pool]
+    while pool:
+        row, left = [], cap
+        while left and pool:
+            j = bisect.bisect_right(sizes, left) - 1
+            j, take = (0, left) if j < 0 else (j, sizes[j])
+            row.append((pool[j][1], take))
+            del pool[j], sizes[j]
+            left -= take
+        if left == 0:
+            rows.append(row)
+            first.append(row[0][0])
+    return [rows[r] for r in sorted(range(len(rows)), key=first.__getitem__)]
+
+
+def test_pack_block_is_the_plain_best_fit():
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        cap = int(rng.integers(1, 200))
+        n = int(rng.integers(0, 120))
+        if trial % 3 == 0:  # many equal lengths: ties go to the latest in the block
+            lengths = rng.integers(1, 12, n)
+        else:
+            lengths = np.maximum(1, rng.lognormal(np.log(rng.integers(2, 150)), rng.uniform(0.2, 1.8), n)).astype(np.int64)
+        assert pack_block(lengths, cap) == reference_pack(lengths, cap), (cap, lengths.tolist())
+
+
+@pytest.fixture(scope="module")
+def many_docs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("many")
+    make_doc_shards(path, n_shards=2, docs=260, median=12)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "random", "sequential"])
+def test_sampler_plans_are_the_blocks_packed_one_by_one(many_docs, mode):
+    T, B, W, block_docs = 24, 3, 2, 5  # 104 blocks: steps cross blocks, order groups of 16 blocks
+    reader = MemmapReader(many_docs)
+    collators = [
+        document_collator(reader, documents="pack", bos_id=None, seq_len=T, batch_size=B, block_docs=block_docs,
+                          collate_kw={}, mode=mode, seed=3, epochs=2, rank=r, world_size=W)
+        for r in range(W)
+    ]
+    sampler = collators[0].sampler
+    index, n = sampler.index, sampler.n_samples
+    expect = []
+    for epoch in range(2):
+        rows = []
+        for lo in range(0, n, block_docs):
+            docs = document_order(mode, 3, epoch, np.arange(lo, min(lo + block_docs, n)), n)
+            starts, lengths = index.starts(docs), index.lengths(docs)
+            rows += [[(int(starts[i]), t) for i, t in row] for row in reference_pack(lengths, T + 1)]
+        expect += [rows[s : s + B * W] for s in range(0, len(rows) - B * W + 1, B * W)]
+    for rank, collator in enumerate(collators):
+        plans = list(collator.sampler.iter_steps(collator.sampler.next_pass()))
+        assert len(plans) == len(expect)
+        for plan, step in zip(plans, expect):
+            mine = step[rank * B : (rank + 1) * B]
+            assert plan.tolist() == [[r, s, t] for r, row in enumerate(mine) for s, t in row]
+    # A position reached by advance() and saved gives the steps that follow it in the walk.
+    first = list(collators[0].sampler.iter_steps(collators[0].sampler.next_pass()))
+    per_epoch = len(first) // 2
+    for skip in (1, 20, per_epoch - 1, per_epoch):
+        moved = document_collator(reader, documents="pack", bos_id=None, seq_len=T, batch_size=B, block_docs=block_docs,
+                                  collate_kw={}, mode=mode, seed=3, epochs=2, rank=0, world_size=W).sampler
+        moved.begin_pass()
+        for _ in range(skip):
+            moved.advance()
+        sampler.load_state_dict(moved.state_dict())
+        again = sampler.iter_steps(sampler.next_pass())
+        assert [next(again).tolist() for _ in range(2)] == [p.tolist() for p in first[skip : skip + 2]]
+
+
+def test_a_chunk_of_packed_docs_is_each_step_built_alone(many_docs):
+    T, B = 24, 3
+    collator = document_collator(MemmapReader(many_docs), documents="pack", bos_id=None, seq_len=T, batch_size=B,
+                                 block_docs=7, collate_kw={}, seed=1, epochs=1)
+    plans = list(collator.sampler.iter_steps(collator.sampler.next_pass()))[:70]
+    chunk = packed_documents(plans, B, T)
+    assert len(chunk) == len(plans)
+    for plan, doc in zip(plans, chunk):
+        rows, lengths = plan[:, 0], plan[:, 2]
+        col = np.cumsum(lengths) - lengths - rows * (T + 1)  # where each piece begins in its row
+        segs = [(r, c) for r, c in zip(rows.tolist(), col.tolist()) if c < T]  # begins at T: target only
+        cu = [r * T + c for r, c in segs] + [B * T]
+        assert doc.cu_seqlens.tolist() == cu
+        assert doc.max_seqlen == max(b - a for a, b in zip(cu, cu[1:]))
+        assert doc.position_ids.shape == (B, T) and doc.position_ids[:, 0].tolist() == [0] * B
+
+
+def test_plans_are_read_only(many_docs):
+    collator = document_collator(MemmapReader(many_docs), documents="pack", bos_id=None, seq_len=24, batch_size=3,
+                                 block_docs=7, collate_kw={}, seed=1, epochs=1)
+    sampler = collator.sampler
+    plan = next(sampler.iter_steps(sampler.next_pass()))  # the remembered step's own array
+    with pytest.raises(ValueError, match="read-only"):
+        plan[0, 1] += 1
+    assert next(sampler.iter_steps(sampler.next_pass())).tolist() == plan.tolist()
