@@ -10,7 +10,7 @@ import bisect
 
 import numpy as np
 import pytest
-from test_documents import make_doc_shards
+from _util import make_doc_shards
 
 from streamtok.documents.collate import document_collator, packed_documents
 from streamtok.documents.samplers import document_order, pack_block
