@@ -48,7 +48,6 @@ from .refs import ObjectRef
 _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
-_loop_thread: threading.Thread | None = None
 _STATUS = re.compile(r"status code: (\d{3})")
 _closing = False  # the interpreter is exiting: send nothing more
 EXIT_DRAIN_S = 5.0  # the longest an exiting process waits for its requests in flight
@@ -79,14 +78,14 @@ def _check_process() -> None:
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_thread
+    global _loop
     with _loop_lock:
         if _loop is not None and _loop[0] == os.getpid():
             return _loop[1]
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="streamtok-storage", daemon=True)
         thread.start()
-        _loop, _loop_thread = (os.getpid(), loop), thread
+        _loop = (os.getpid(), loop)
         return loop
 
 
@@ -104,12 +103,8 @@ def _drain_at_exit() -> None:
         if tasks:
             await asyncio.wait(tasks, timeout=EXIT_DRAIN_S)
 
-    loop = held[1]
     with contextlib.suppress(Exception):  # a loop already stopped, or past the bound: exit anyway
-        asyncio.run_coroutine_threadsafe(drain(), loop).result(EXIT_DRAIN_S + 1)
-        loop.call_soon_threadsafe(loop.stop)  # and the loop's thread ends before the interpreter does
-        if _loop_thread is not None:
-            _loop_thread.join(EXIT_DRAIN_S)
+        asyncio.run_coroutine_threadsafe(drain(), held[1]).result(EXIT_DRAIN_S + 1)
 
 
 def _obstore_store(url: urls.Url, options: StorageOptions) -> Any:
