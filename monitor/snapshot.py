@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from streamtok import metrics
 
 from . import probes
+from .roles import process_roles
 
 if TYPE_CHECKING:
     from .pages import PageCounter
@@ -78,6 +79,8 @@ class Sampler:
         self._slow_time: float | None = None
         self._rollup: dict[int, dict[str, int]] = {}
         self._cpu: dict[int, float] = {}
+        self._started: float | None = None  # the trainer's start (since boot) pid_alive accepted
+        self._held: dict[int, int] = {}  # PID -> the worker slot it was seen holding (alive PIDs only)
         self._shards: list[dict[str, Any]] = []
         self._final: Snapshot | None = None
         self._prev_t: float | None = None
@@ -260,8 +263,7 @@ class Sampler:
         The headline is Σ anon (anonymous PSS: the memory the loader really holds); file
         pages are shard page cache (droppable) and, in the trainer, shared libraries.
         """
-        workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
-        procs, cpu_now = [], {}
+        procs, cpu_now, started = [], {}, {}
         first = not self._cpu
         reaped = 0.0  # CPU of children that ended since the last sample, not yet seen
         for pid, last in self._cpu.items():  # gone: the rest of its CPU shows in its parent's cutime
@@ -294,15 +296,11 @@ class Sampler:
                     self._reaped_cpu -= absorbed
                     reaped = jump - absorbed
                 self._children_cpu = children
-            if not self.run_dir:
-                role = "process" if pid == self.pid else "child"
-            elif pid == self.pid:
-                role = "trainer"
-            elif pid in workers:
-                role = f"worker {workers[pid]}"
-            else:  # a worker that has not gathered yet has not claimed its slot
-                role = "worker (starting)" if self.manifest.get("num_workers") else "child"
-            procs.append({"pid": pid, "role": role, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
+            started[pid] = flt["start_s"]
+            procs.append({"pid": pid, "role": None, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
+        roles = self._roles(slots, [p["pid"] for p in procs], started)
+        for p in procs:
+            p["role"] = roles[p["pid"]]
         self._cpu = cpu_now
         self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
         info = probes.meminfo()
@@ -323,6 +321,25 @@ class Sampler:
             "mem_available": info.get("MemAvailable", 0),
             "mem_total": info.get("MemTotal", 0),
         }
+
+    def _roles(self, slots: list[dict[str, int]], pids: list[int], started: dict[int, float]) -> dict[int, str]:
+        """Each process's label (see :mod:`~streamtok_monitor.roles`); remembers which
+        processes held a worker slot, so that one whose slot a newer worker took is named exiting."""
+        if not self.run_dir:
+            return {pid: "process" if pid == self.pid else "child" for pid in pids}
+        workers = [s for s in slots if s["role"] == metrics.ROLE_WORKER]
+        claimed = {s["pid"]: s["worker_id"] for s in workers}
+        n = self.manifest.get("num_workers") or 0
+        # Claim times (wall clock) on the clock of /proc start times: seconds since boot.
+        boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        claimed_at: dict[int, float | None] = dict.fromkeys(range(n))
+        for s in workers:
+            claimed_at[s["worker_id"]] = s["start_ns"] / 1e9 - boot
+        roles = process_roles(self.pid, pids, claimed=claimed, claimed_at=claimed_at, seen=self._held,
+                              started=started, num_workers=n)
+        alive = set(pids)
+        self._held = {pid: k for pid, k in {**self._held, **claimed}.items() if pid in alive}
+        return roles
 
     def _paths(self) -> list[str]:
         if self.manifest:
@@ -476,6 +493,24 @@ class Sampler:
         }
         return snap
 
+    def _alive(self) -> bool:
+        """Whether the trainer (or ``pid``) still runs: :func:`streamtok.metrics.pid_alive`
+        (the start time recorded in the manifest) once per process start seen, then its
+        ``/proc`` stat each sample: the same start, not a zombie (~20 µs; psutil ~0.2 ms)."""
+        if not self.local:
+            return False
+        try:
+            stat = probes.faults(self.pid)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if stat["state"] in ("Z", "X"):
+            return False
+        if stat["start_s"] != self._started:
+            if not metrics.pid_alive(self.pid, self.manifest.get("pid_start")):
+                return False
+            self._started = stat["start_s"]
+        return True
+
     def sample(self, *, fresh: bool = False, baseline: bool = False) -> Snapshot:
         """One snapshot; rates are over the time since the previous call (0 on the first).
 
@@ -488,7 +523,7 @@ class Sampler:
                 the slow probes are left to the next (``--once``).
         """
         now = time.time()
-        alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
+        alive = self._alive()
         if not alive and self._last is not None:
             if self._final is None:
                 self._final = self._ended(now)
