@@ -195,3 +195,38 @@ def test_another_hosts_run_is_never_called_alive(shard, capsys):
     assert watch.sample()["run"]["status"] == "ended"  # although this PID (ours) is alive
     assert cli.main(["--list"]) == 0
     assert capsys.readouterr().out.startswith("other")
+
+
+def test_trainer_liveness_its_start_time_and_zombies(shard):
+    """The trainer is alive while its PID is the process that started at the manifest's time
+    and has not exited: a reused PID, a zombie (exited, not yet reaped) and a reaped process
+    all read as ended, also after it was seen alive (the cheap per-sample check)."""
+    import psutil
+
+    from streamtok._atomic import write_json_atomic
+
+    loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all")
+    path = os.path.join(loader._metrics.dir, metrics.MANIFEST)
+    manifest = metrics.read_manifest(loader._metrics.dir)
+
+    def watch(pid: int, start: float) -> Sampler:
+        write_json_atomic(path, {**manifest, "pid": pid, "pid_start": start})
+        return Sampler(run_dir=loader._metrics.dir)
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        start = psutil.Process(child.pid).create_time()
+        assert watch(child.pid, start - 100).sample()["run"]["status"] == "ended"  # a reused PID
+        live = watch(child.pid, start)
+        assert live.sample()["run"]["status"] in ("running", "idle")
+        child.stdin.close()  # it exits; unreaped, a zombie
+        deadline = time.monotonic() + 10
+        while probes.faults(child.pid)["state"] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert probes.faults(child.pid)["state"] == "Z"
+        assert live.sample()["run"]["status"] == "ended"
+        assert watch(child.pid, start).sample()["run"]["status"] == "ended"
+    finally:
+        child.kill()
+        child.wait()
+    assert watch(child.pid, start).sample()["run"]["status"] == "ended"  # reaped: no such process
