@@ -85,8 +85,9 @@ class Panel(Widget):
         return self.text
 
     def render_line(self, y: int) -> Strip:
-        """Row ``y`` of the kept strips (made again first if the width changed)."""
-        if self._width != self.size.width:
+        """Row ``y`` of the kept strips (made again first if the width or the style changed:
+        a resize or a new theme repaints the whole widget without a new snapshot)."""
+        if self._width != self.size.width or self._style != (self.visual_style, self.app.ansi_theme):
             self._restrip(self.text)
         if y < len(self._strips):
             return self._strips[y]
@@ -104,15 +105,14 @@ class Panel(Widget):
     def _restrip(self, text: Text) -> list[int] | None:
         """Make the strips of ``text``, converting only lines that differ from the last text's
         at the same row; the rows that changed, or ``None`` when all were made anew."""
-        width = self.size.width
+        width, style = self.size.width, (self.visual_style, self.app.ansi_theme)
         content = Content.from_rich_text(text, self.app.console)
         lines = content.split("\n", allow_blank=True)
         if self.text_selection is not None or any(line.cell_length > width for line in lines):
             # Wrapped lines, or a selection (it spans lines): Textual's conversion of the whole text.
             self._strips = Visual.to_strips(self, content, width, None, self.visual_style)
-            self._lines, self._width = [], width  # the next text is converted whole too
+            self._lines, self._width, self._style = [], width, style  # the next text: every line anew
             return None
-        style = (self.visual_style, self.app.ansi_theme)
         all_new = width != self._width or style != self._style
         old = [] if all_new else self._lines
         strips, changed = [], []

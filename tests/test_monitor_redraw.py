@@ -93,3 +93,33 @@ def test_the_screen_after_updates_is_a_fresh_drawing_of_the_last_snapshot():
             return app.export_screenshot()
 
     assert asyncio.run(screenshot([FIXED, *snaps])) == asyncio.run(screenshot(snaps[-1:]))
+
+
+def test_wrapped_lines_and_a_new_theme_are_drawn_as_textual_draws_them():
+    """A line wider than its panel wraps (Textual's own conversion of the whole text); a theme
+    change repaints every row in the new colours without waiting for a snapshot."""
+    snap = copy.deepcopy(FIXED)
+    snap["throughput"]["network"] = {  # remote shards: long lines, wider than 80x24's panels
+        "bytes_per_s": 12.5e6, "requests_per_s": 48.0, "in_flight": 3, "retries": 1,
+        "cache_bytes": 1 << 30, "cache_hits": 1234, "wait_fraction": 0.02,
+    }
+
+    async def scenario():
+        app = MonitorApp(snapshot=copy.deepcopy(FIXED))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            app.show(snap)
+            await pilot.pause()
+            detail = app.query_one("#throughput-detail", Panel)
+            assert max(len(line) for line in detail.text.plain.split("\n")) > detail.size.width  # it wraps
+            assert _rows(detail) == _textual_rows(detail)
+            app.show(_next(snap, 1))
+            await pilot.pause()
+            before = {panel.id: _rows(panel) for panel in app.query(Panel)}
+            app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+            await pilot.pause()
+            for panel in app.query(Panel):
+                assert _rows(panel) == _textual_rows(panel), panel.id
+                assert _rows(panel) != before[panel.id] or not panel.text.plain.strip(), panel.id
+
+    asyncio.run(scenario())
