@@ -9,7 +9,8 @@ the reader maps and touches them like any other) in a temporary directory and re
    own tokens per second after a 2 s warm-up;
 2. the same with the full-screen monitor attached to its run (``streamtok-monitor --run DIR``
    on a 120x40 pseudo-terminal, every ``--interval`` s): the monitor's CPU time over the
-   measured window (its start-up excluded) as % of one core, its peak RSS, and the trainer's
+   measured window (its start-up excluded: from 2 s after its first snapshot is on the
+   terminal, never earlier than 3 s after its start) as % of one core, its peak RSS, and the trainer's
    tokens per second over that same window (from marks it takes every 0.25 s).
 
 Also the wall time of ``streamtok-monitor --once --json`` with its defaults (start-up, two
@@ -116,19 +117,28 @@ def _watch_monitor(run_dir: str, seconds: float, interval: float, env: dict[str,
     mon = subprocess.Popen(_monitor_cmd() + ["--run", run_dir, "--interval", str(interval)],
                            stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"}, close_fds=True)
     os.close(slave)
-    stop = threading.Event()
+    stop, drawn = threading.Event(), threading.Event()
 
     def drain() -> None:  # the terminal must be read, or the app blocks on a full pty
+        tail = b""
         while not stop.is_set():
             try:
-                if not os.read(master, 65536):
-                    return
+                chunk = os.read(master, 65536)
             except OSError:
                 return
+            if not chunk:
+                return
+            tail = (tail + chunk)[-4096:]
+            if b"RUNNING" in tail:  # the title once the first snapshot is drawn
+                drawn.set()
 
     threading.Thread(target=drain, daemon=True).start()
     p = psutil.Process(mon.pid)
-    time.sleep(min(3.0, seconds / 3))  # start-up (imports, first samples) excluded
+    # Start-up excluded: imports and the first drawing (seconds on a loaded machine), then the
+    # first samples (the slow probes' first round, the page replay's set-up).
+    started = time.monotonic()
+    drawn.wait(timeout=60)
+    time.sleep(max(2.0, min(3.0, seconds / 3) - (time.monotonic() - started)))
     c0, t0, wall0, peak = sum(p.cpu_times()[:2]), time.monotonic(), time.time(), 0
     end = t0 + seconds - min(3.0, seconds / 3)
     while time.monotonic() < end:
@@ -182,7 +192,7 @@ def main() -> None:
             # hits both sides alike.
             proc, _ = _start_trainer(data, workers, args.seconds, env)
             before = _finish_trainer(proc)
-            proc, run_dir = _start_trainer(data, workers, args.seconds + 5, env)
+            proc, run_dir = _start_trainer(data, workers, args.seconds + 15, env)  # outlasts a slow start-up
             time.sleep(1.0)
             mon = _watch_monitor(run_dir, args.seconds, args.interval, env)
             once = once_wall(run_dir, env)
