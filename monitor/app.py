@@ -57,8 +57,8 @@ below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 [b]Run[/b]  position in the epoch and the time left at the current rate. A mixture shows its \
 global step and per source the share of windows realised ([i]real[/i]) next to the share its \
 weight schedule asked for so far ([i]target[/i]), its own epoch, and when wide its weight now \
-and tokens; its pages are not replayed, so its hit ratio shows as -. Slow probes (PSS, \
-residency) refresh every 5 s; the rest every interval (in the title).
+and tokens; its pages are not replayed, so its hit ratio shows as -. Shard residency \
+refreshes every 5 s, PSS (anon, file) every 10 s; the rest every interval (in the title).
 
 Press any key to close."""
 

@@ -122,9 +122,11 @@ def faults(pid: int) -> dict[str, Any]:
     }
 
 
-def meminfo() -> dict[str, int]:
-    """System memory from ``/proc/meminfo``, in bytes (MemTotal, MemAvailable, Cached, ...)."""
-    return _kv_kib(_read("/proc/meminfo"))
+def meminfo(keys: tuple[str, ...] | None = None) -> dict[str, int]:
+    """System memory from ``/proc/meminfo``, in bytes (MemTotal, MemAvailable, Cached, ...);
+    only ``keys`` when given (a find per key: the sampler reads it every second)."""
+    text = _read("/proc/meminfo")
+    return _kv_kib(text) if keys is None else _pick_kib("\n" + text, keys)
 
 
 @dataclass(frozen=True)

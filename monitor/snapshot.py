@@ -6,8 +6,9 @@ worker's I/O counters are added to its parent's, the worker's last reading is su
 from the parent's next jump, so no byte is counted twice. Cost per sample: the stats slots,
 ``/proc/PID/{status,stat,io}`` of each process (~20 µs each) and the page replay; the
 expensive probes, ``smaps_rollup`` (PSS, a walk of every mapping: ~28 ms for a worker with
-1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only, and less
-often still when they take longer: a round that took ``d`` seconds of CPU waits at least
+1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only (PSS at
+every ``pss_every``-th such round: the probe costing most, of the figure changing least), and
+less often still when they take longer: a round that took ``d`` seconds of CPU waits at least
 ``400 d`` (at most 0.25% of a core). The thread that calls it every interval is
 :class:`~streamtok_monitor.watcher.Watcher`.
 """
@@ -55,12 +56,13 @@ class Sampler:
         history: values kept for each sparkline (tokens/s, waiting, disk, hit).
         slow_interval_s: least seconds between two rounds of the expensive probes (PSS,
             residency); longer when a round costs more (see the module docstring).
+        pss_every: PSS (``smaps_rollup``) at every this many rounds (a new process at once).
         lazy_pages: leave the page replay to :meth:`load_pages` (``--once``).
     """
 
     def __init__(
         self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120,
-        slow_interval_s: float = 5.0, lazy_pages: bool = False,
+        slow_interval_s: float = 5.0, pss_every: int = 2, lazy_pages: bool = False,
     ):
         if run_dir is None and pid is None:
             raise ValueError("give a run directory or a pid")
@@ -77,6 +79,9 @@ class Sampler:
         self.histories: dict[str, deque[float]] = {k: deque(maxlen=history) for k in ("wait", "disk", "hit")}
         self._slow_at = 0.0
         self._slow_time: float | None = None
+        self.pss_every = pss_every
+        self._rounds = 0  # slow rounds so far
+        self._pss_time: float | None = None
         self._rollup: dict[int, dict[str, int]] = {}
         self._cpu: dict[int, float] = {}
         self._started: float | None = None  # the trainer's start (since boot) pid_alive accepted
@@ -303,7 +308,7 @@ class Sampler:
             p["role"] = roles[p["pid"]]
         self._cpu = cpu_now
         self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
-        info = probes.meminfo()
+        info = probes.meminfo(("MemTotal", "MemAvailable"))
         cpus = [p["cpu"] for p in procs if p["cpu"] is not None]
         if cpus and dt > 0:
             cpus.append(reaped / dt)
@@ -530,8 +535,11 @@ class Sampler:
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
         slow = fresh or (not baseline and now >= self._slow_at)
+        pss = slow and (fresh or self._rounds % max(1, self.pss_every) == 0)
         if slow:
-            self._slow_time = now
+            self._slow_time, self._rounds = now, self._rounds + 1
+        if pss:
+            self._pss_time = now
         cpu0 = time.thread_time() if slow else 0.0
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
@@ -551,11 +559,12 @@ class Sampler:
         snap = {
             "time": now,
             "interval_s": dt,
-            # When the slow probes (PSS, shard residency) last ran: their figures are of then.
-            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time},
+            # When the slow probes last ran (shard residency; PSS): their figures are of then.
+            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time,
+                         "pss_time": self._pss_time},
             "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else None),
             "throughput": throughput,
-            "memory": self._memory(pids, slots, dt, slow),
+            "memory": self._memory(pids, slots, dt, pss),
             "page_cache": cache,
             "histories": {k: list(v) for k, v in self.histories.items()},
         }
