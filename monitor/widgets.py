@@ -11,11 +11,13 @@ marks only their rows dirty. :class:`RateDigits` keeps the big figure's width fi
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
+from rich.cells import cell_len
 from rich.segment import Segment
-from rich.text import Text
+from rich.text import Span, Text
 from textual.content import Content
 from textual.geometry import Region
 from textual.reactive import reactive
@@ -23,6 +25,28 @@ from textual.strip import Strip
 from textual.visual import Visual, visualize
 from textual.widget import Widget
 from textual.widgets import Digits
+
+
+def split_lines(text: Text) -> list[tuple[str, tuple[Span, ...]]]:
+    """The lines of ``text``, each its plain text and the spans on it (offsets in the line).
+
+    What ``Content.from_rich_text(text).split("\\n")`` gives, without converting the
+    styles of lines that did not change (a third of a panel's redraw before).
+    """
+    lines = text.plain.split("\n")
+    starts, pos = [], 0
+    for line in lines:
+        starts.append(pos)
+        pos += len(line) + 1
+    spans: list[list[Span]] = [[] for _ in lines]
+    for start, end, style in text.spans:
+        i = bisect_right(starts, start) - 1
+        while i < len(lines) and starts[i] < end:
+            a, b = max(start, starts[i]), min(end, starts[i] + len(lines[i]))
+            if b > a:
+                spans[i].append(Span(a - starts[i], b - starts[i], style))
+            i += 1
+    return [(line, tuple(on)) for line, on in zip(lines, spans)]
 
 
 class RateDigits(Digits):
@@ -76,10 +100,12 @@ class Panel(Widget):
         super().__init__(**kw)
         self.draw = draw
         self.text = Text("")
-        self._lines: list[Content] = []  # the text's lines, as last shown
+        self._lines: list[tuple[str, tuple[Span, ...]]] = []  # the text's lines, as last shown
         self._strips: list[Strip] = []  # the rows shown
         self._width = -1  # the content width the strips were made for (-1: make them all anew)
         self._style: tuple[Any, ...] | None = None  # the widget's style and theme they were made in
+        # (span style, x, y) -> the rich style Textual gives it there (offsets for mouse selection)
+        self._offset_styles: dict[tuple[Any, int, int], Any] = {}
 
     def render(self) -> Text:
         return self.text
@@ -95,10 +121,16 @@ class Panel(Widget):
 
     def _strip(self, line: Content, y: int) -> Strip:
         """Line ``y`` as Textual's ``Content.render_strips`` makes it (left-aligned, unwrapped)."""
-        style = self.visual_style
+        style, styles = self.visual_style, self._offset_styles
+        if len(styles) > 4096:  # positions and styles seen recently: most rows reuse them
+            styles.clear()
         out, x = [], 0
         for text, text_style in line.render(style, end="", parse_style=self._get_style):
-            out.append(Segment(text, (style + text_style).rich_style_with_offset(x, y)))
+            key = (text_style, x, y)
+            rich = styles.get(key)
+            if rich is None:
+                rich = styles[key] = (style + text_style).rich_style_with_offset(x, y)
+            out.append(Segment(text, rich))
             x += len(text)
         return Strip(out, line.cell_length)
 
@@ -106,21 +138,24 @@ class Panel(Widget):
         """Make the strips of ``text``, converting only lines that differ from the last text's
         at the same row; the rows that changed, or ``None`` when all were made anew."""
         width, style = self.size.width, (self.visual_style, self.app.ansi_theme)
-        content = Content.from_rich_text(text, self.app.console)
-        lines = content.split("\n", allow_blank=True)
-        if self.text_selection is not None or any(line.cell_length > width for line in lines):
+        if style != self._style:
+            self._offset_styles.clear()  # made under the old style
+        lines = split_lines(text)
+        if self.text_selection is not None or any(cell_len(plain) > width for plain, _ in lines):
             # Wrapped lines, or a selection (it spans lines): Textual's conversion of the whole text.
-            self._strips = Visual.to_strips(self, content, width, None, self.visual_style)
+            self._strips = Visual.to_strips(self, visualize(self, text), width, None, self.visual_style)
             self._lines, self._width, self._style = [], width, style  # the next text: every line anew
             return None
         all_new = width != self._width or style != self._style
         old = [] if all_new else self._lines
         strips, changed = [], []
         for y, line in enumerate(lines):
-            if y < len(old) and old[y].plain == line.plain and old[y].spans == line.spans:
+            if y < len(old) and old[y] == line:
                 strips.append(self._strips[y])
             else:
-                strips.append(self._strip(line, y))
+                plain, spans = line
+                content = Content.from_rich_text(Text(plain, style=text.style, spans=list(spans)), self.app.console)
+                strips.append(self._strip(content, y))
                 changed.append(y)
         changed.extend(range(len(lines), len(self._strips)))  # rows the text no longer reaches
         self._lines, self._strips, self._width, self._style = lines, strips, width, style

@@ -123,3 +123,27 @@ def test_wrapped_lines_and_a_new_theme_are_drawn_as_textual_draws_them():
                 assert _rows(panel) != before[panel.id] or not panel.text.plain.strip(), panel.id
 
     asyncio.run(scenario())
+
+
+def test_split_lines_is_textual_s_split_of_the_text():
+    """Lines and their spans as Textual's own split gives them: spans across line ends, a
+    base style, empty and trailing lines, overlapping spans."""
+    from rich.text import Span, Text
+    from textual.content import Content
+    from textual.style import Style
+
+    from streamtok_monitor.widgets import split_lines
+
+    texts = [Text(""), Text("plain"), Text("a\n\nb\n"), Text("green\nbase", style="green")]
+    t = Text("x")
+    t.append("\nworker 0 ", style="dim").append("12/s", style="bold red").append("\n\nend\n", style="cyan")
+    t.spans.append(Span(0, 12, "italic"))  # overlaps others, across a line end
+    texts.append(t)
+    base = Style.parse("white on black")
+    for text in texts:
+        lines = split_lines(text)
+        expected = Content.from_rich_text(text).split("\n", allow_blank=True)
+        assert [plain for plain, _ in lines] == [c.plain for c in expected], text
+        for (plain, spans), want in zip(lines, expected):
+            got = Content.from_rich_text(Text(plain, style=text.style, spans=list(spans)))
+            assert list(got.render(base, end="")) == list(want.render(base, end="")), (text, plain)
