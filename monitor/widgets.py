@@ -1,12 +1,13 @@
 """The dashboard's two drawing widgets, built to repaint only what changed.
 
-With a trainer running, every panel changes each second, but only a few of its lines do
-(~15 rows of 120x40: rates, CPU shares, step, sparklines). Textual's own path for a widget
-that returns its text from ``render()`` converts the whole text to strips (~0.1 ms a line on
-the 2-core VM), re-renders every row and composites the whole widget: ~10 ms a second, 1% of
-a core, most of the monitor's CPU. :class:`Panel` keeps a strip per line, converts only the
-lines whose segments changed (~25 µs each, the style conversion cached per span style) and
-marks only their rows dirty. :class:`RateDigits` keeps the big figure's width fixed.
+With a trainer running, every panel changes each second, but only a few of its rows do
+(~15 of 120x40: rates, CPU shares, step, sparklines). Textual's own path for a widget that
+returns its text from ``render()`` converts the whole text to strips (~0.1 ms a line on the
+2-core VM), re-renders every row and composites the whole widget: ~10 ms of CPU a frame at
+120x40, most of the monitor's 1.3-2% of a core. :class:`Panel` keeps a strip per line,
+converts only the lines whose text or spans changed (~30 µs each) and marks only their rows
+dirty, so Textual renders and composites nothing else; :class:`RateDigits` keeps its rows per
+figure. A frame then costs ~5 ms (``benchmarks/RESULTS.md``, section 10).
 """
 
 from __future__ import annotations
