@@ -336,7 +336,7 @@ class Sampler:
         claimed = {s["pid"]: s["worker_id"] for s in workers}
         n = self.manifest.get("num_workers") or 0
         # Claim times (wall clock) on the clock of /proc start times: seconds since boot.
-        boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        boot = time.time() - time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
         claimed_at: dict[int, float | None] = dict.fromkeys(range(n))
         for s in workers:
             claimed_at[s["worker_id"]] = s["start_ns"] / 1e9 - boot
