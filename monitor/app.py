@@ -19,7 +19,6 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widget import Widget
 from textual.widgets import Digits, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -29,6 +28,7 @@ from . import panels
 from .format import count_parts
 from .messages import SampleFailed, SnapshotReady
 from .watcher import Sampler, Watcher
+from .widgets import Panel, RateDigits
 
 HELP = """\
 [b]streamtok-monitor[/b]   q quit · p pause/resume · r pick a run · ? this help
@@ -57,8 +57,8 @@ below ~3x). amp well above the floor is readahead. Bytes in KiB/MiB/GiB.
 [b]Run[/b]  position in the epoch and the time left at the current rate. A mixture shows its \
 global step and per source the share of windows realised ([i]real[/i]) next to the share its \
 weight schedule asked for so far ([i]target[/i]), its own epoch, and when wide its weight now \
-and tokens; its pages are not replayed, so its hit ratio shows as -. Slow probes (PSS, \
-residency) refresh every 5 s; the rest every interval (in the title).
+and tokens; its pages are not replayed, so its hit ratio shows as -. Shard residency \
+refreshes every 5 s, PSS (anon, file) every 10 s; the rest every interval (in the title).
 
 Press any key to close."""
 
@@ -96,47 +96,6 @@ class RunPicker(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
-class RateDigits(Digits):
-    """The big tokens/s figure at a fixed width (``monitor.tcss``): a new value repaints the
-    widget and never re-lays out the screen (Textual's ``Digits.update`` does whenever the
-    figure's width changes, e.g. 98.7 -> 105: a layout pass was most of a redraw's cost)."""
-
-    def update(self, value: str) -> None:
-        if value != self.value:
-            self._value = value  # where Digits keeps its text (read by its render())
-            self.refresh()
-
-
-class Panel(Widget):
-    """A panel whose text is ``draw(snapshot, width, height)``, redrawn when it is resized.
-
-    A new snapshot repaints the panel in place (``refresh()``, no layout pass): re-laying out
-    the screen every second was most of the monitor's CPU time.
-    """
-
-    DEFAULT_CSS = "Panel { height: auto; }"
-
-    def __init__(self, draw: Callable[[dict[str, Any], int, int], Any], **kw: Any):
-        super().__init__(**kw)
-        self.draw = draw
-        self.text = Text("")
-
-    def render(self) -> Text:
-        return self.text
-
-    def show(self, snap: dict[str, Any]) -> None:
-        region = self.content_region
-        text = self.draw(snap, max(20, region.width or 36), max(3, region.height or 9))
-        if text != self.text:  # redraw only what changed (an idle run's panels mostly do not)
-            self.text = text
-            self.refresh()
-
-    def on_resize(self) -> None:
-        snap = getattr(self.app, "snapshot", None)
-        if snap is not None:
-            self.show(snap)
-
-
 class MonitorApp(App[None]):
     """Live dashboard of one streamtok run (or of any process, with fewer panels).
 
@@ -166,6 +125,7 @@ class MonitorApp(App[None]):
         self.interval_s = interval_s
         self.snapshot = snapshot
         self.watcher: Watcher | None = None
+        self._panels: list[Panel] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("streamtok-monitor", id="title")
@@ -227,7 +187,9 @@ class MonitorApp(App[None]):
         label = main.query_one("#rate-unit", Static)
         if str(label.content) != unit:
             label.update(unit)
-        for panel in main.query(Panel):
+        if self._panels is None:  # composed once: the query (a CSS match per widget) once too
+            self._panels = list(main.query(Panel))
+        for panel in self._panels:
             panel.show(snap)
         self._title(snap)
 

@@ -14,6 +14,7 @@ import mmap
 import os
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 PAGE = mmap.PAGESIZE
 _CACHESTAT_NR = 451  # the same number on every architecture (the unified syscall table)
@@ -103,9 +104,9 @@ def io(pid: int) -> dict[str, int]:
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
-def faults(pid: int) -> dict[str, float]:
-    """Minor and major page faults of ``pid`` (not of its children), its CPU seconds, and
-    those of the children it reaped.
+def faults(pid: int) -> dict[str, Any]:
+    """Minor and major page faults of ``pid`` (not of its children), its CPU seconds, those
+    of the children it reaped, its start time and its state.
 
     Not a page-cache hit ratio: readahead turns a cold sequential read into few major faults.
     ``cpu_s`` is user + system time of all its threads (``/proc/PID/stat``, 10 ms ticks).
@@ -116,12 +117,16 @@ def faults(pid: int) -> dict[str, float]:
         "minflt": int(fields[7]), "majflt": int(fields[9]), "cpu_s": (int(fields[11]) + int(fields[12])) * _TICK_S,
         # CPU of its children that it has waited for (reaped DataLoader workers): cutime + cstime.
         "children_cpu_s": (int(fields[13]) + int(fields[14])) * _TICK_S,
+        "start_s": int(fields[19]) * _TICK_S,  # when it started, in seconds since boot (10 ms ticks)
+        "state": fields[0],  # R, S, D, Z (zombie: exited, not yet reaped), ...
     }
 
 
-def meminfo() -> dict[str, int]:
-    """System memory from ``/proc/meminfo``, in bytes (MemTotal, MemAvailable, Cached, ...)."""
-    return _kv_kib(_read("/proc/meminfo"))
+def meminfo(keys: tuple[str, ...] | None = None) -> dict[str, int]:
+    """System memory from ``/proc/meminfo``, in bytes (MemTotal, MemAvailable, Cached, ...);
+    only ``keys`` when given (a find per key: the sampler reads it every second)."""
+    text = _read("/proc/meminfo")
+    return _kv_kib(text) if keys is None else _pick_kib("\n" + text, keys)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ worker's I/O counters are added to its parent's, the worker's last reading is su
 from the parent's next jump, so no byte is counted twice. Cost per sample: the stats slots,
 ``/proc/PID/{status,stat,io}`` of each process (~20 µs each) and the page replay; the
 expensive probes, ``smaps_rollup`` (PSS, a walk of every mapping: ~28 ms for a worker with
-1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only, and less
-often still when they take longer: a round that took ``d`` seconds of CPU waits at least
+1.2 GB of shards mapped) and shard residency, run every ``slow_interval_s`` only (PSS at
+every ``pss_every``-th such round: the probe costing most, of the figure changing least), and
+less often still when they take longer: a round that took ``d`` seconds of CPU waits at least
 ``400 d`` (at most 0.25% of a core). The thread that calls it every interval is
 :class:`~streamtok_monitor.watcher.Watcher`.
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from streamtok.metrics import publish as metrics
 
 from . import probes
+from .roles import process_roles
 
 if TYPE_CHECKING:
     from .pages import PageCounter
@@ -54,12 +56,13 @@ class Sampler:
         history: values kept for each sparkline (tokens/s, waiting, disk, hit).
         slow_interval_s: least seconds between two rounds of the expensive probes (PSS,
             residency); longer when a round costs more (see the module docstring).
+        pss_every: PSS (``smaps_rollup``) at every this many rounds (a new process at once).
         lazy_pages: leave the page replay to :meth:`load_pages` (``--once``).
     """
 
     def __init__(
         self, *, run_dir: str | None = None, pid: int | None = None, files: tuple[str, ...] = (), history: int = 120,
-        slow_interval_s: float = 5.0, lazy_pages: bool = False,
+        slow_interval_s: float = 5.0, pss_every: int = 2, lazy_pages: bool = False,
     ):
         if run_dir is None and pid is None:
             raise ValueError("give a run directory or a pid")
@@ -76,8 +79,13 @@ class Sampler:
         self.histories: dict[str, deque[float]] = {k: deque(maxlen=history) for k in ("wait", "disk", "hit")}
         self._slow_at = 0.0
         self._slow_time: float | None = None
+        self.pss_every = pss_every
+        self._rounds = 0  # slow rounds so far
+        self._pss_time: float | None = None
         self._rollup: dict[int, dict[str, int]] = {}
         self._cpu: dict[int, float] = {}
+        self._started: float | None = None  # the trainer's start (since boot) pid_alive accepted
+        self._held: dict[int, int] = {}  # PID -> the worker slot it was seen holding (alive PIDs only)
         self._shards: list[dict[str, Any]] = []
         self._final: Snapshot | None = None
         self._prev_t: float | None = None
@@ -260,8 +268,7 @@ class Sampler:
         The headline is Σ anon (anonymous PSS: the memory the loader really holds); file
         pages are shard page cache (droppable) and, in the trainer, shared libraries.
         """
-        workers = {s["pid"]: s["worker_id"] for s in slots if s["role"] == metrics.ROLE_WORKER}
-        procs, cpu_now = [], {}
+        procs, cpu_now, started = [], {}, {}
         first = not self._cpu
         reaped = 0.0  # CPU of children that ended since the last sample, not yet seen
         for pid, last in self._cpu.items():  # gone: the rest of its CPU shows in its parent's cutime
@@ -294,18 +301,14 @@ class Sampler:
                     self._reaped_cpu -= absorbed
                     reaped = jump - absorbed
                 self._children_cpu = children
-            if not self.run_dir:
-                role = "process" if pid == self.pid else "child"
-            elif pid == self.pid:
-                role = "trainer"
-            elif pid in workers:
-                role = f"worker {workers[pid]}"
-            else:  # a worker that has not gathered yet has not claimed its slot
-                role = "worker (starting)" if self.manifest.get("num_workers") else "child"
-            procs.append({"pid": pid, "role": role, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
+            started[pid] = flt["start_s"]
+            procs.append({"pid": pid, "role": None, **mem, "minflt": flt["minflt"], "majflt": flt["majflt"], "cpu": cpu})
+        roles = self._roles(slots, [p["pid"] for p in procs], started)
+        for p in procs:
+            p["role"] = roles[p["pid"]]
         self._cpu = cpu_now
         self._rollup = {pid: v for pid, v in self._rollup.items() if pid in cpu_now}
-        info = probes.meminfo()
+        info = probes.meminfo(("MemTotal", "MemAvailable"))
         cpus = [p["cpu"] for p in procs if p["cpu"] is not None]
         if cpus and dt > 0:
             cpus.append(reaped / dt)
@@ -323,6 +326,25 @@ class Sampler:
             "mem_available": info.get("MemAvailable", 0),
             "mem_total": info.get("MemTotal", 0),
         }
+
+    def _roles(self, slots: list[dict[str, int]], pids: list[int], started: dict[int, float]) -> dict[int, str]:
+        """Each process's label (see :mod:`~streamtok_monitor.roles`); remembers which
+        processes held a worker slot, so that one whose slot a newer worker took is named exiting."""
+        if not self.run_dir:
+            return {pid: "process" if pid == self.pid else "child" for pid in pids}
+        workers = [s for s in slots if s["role"] == metrics.ROLE_WORKER]
+        claimed = {s["pid"]: s["worker_id"] for s in workers}
+        n = self.manifest.get("num_workers") or 0
+        # Claim times (wall clock) on the clock of /proc start times: seconds since boot.
+        boot = time.time() - time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+        claimed_at: dict[int, float | None] = dict.fromkeys(range(n))
+        for s in workers:
+            claimed_at[s["worker_id"]] = s["start_ns"] / 1e9 - boot
+        roles = process_roles(self.pid, pids, claimed=claimed, claimed_at=claimed_at, seen=self._held,
+                              started=started, num_workers=n)
+        alive = set(pids)
+        self._held = {pid: k for pid, k in {**self._held, **claimed}.items() if pid in alive}
+        return roles
 
     def _paths(self) -> list[str]:
         if self.manifest:
@@ -478,6 +500,24 @@ class Sampler:
         }
         return snap
 
+    def _alive(self) -> bool:
+        """Whether the trainer (or ``pid``) still runs: :func:`streamtok.metrics.pid_alive`
+        (the start time recorded in the manifest) once per process start seen, then its
+        ``/proc`` stat each sample: the same start, not a zombie (~20 µs; psutil ~0.2 ms)."""
+        if not self.local:
+            return False
+        try:
+            stat = probes.faults(self.pid)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if stat["state"] in ("Z", "X"):
+            return False
+        if stat["start_s"] != self._started:
+            if not metrics.pid_alive(self.pid, self.manifest.get("pid_start")):
+                return False
+            self._started = stat["start_s"]
+        return True
+
     def sample(self, *, fresh: bool = False, baseline: bool = False) -> Snapshot:
         """One snapshot; rates are over the time since the previous call (0 on the first).
 
@@ -490,15 +530,18 @@ class Sampler:
                 the slow probes are left to the next (``--once``).
         """
         now = time.time()
-        alive = self.local and metrics.pid_alive(self.pid, self.manifest.get("pid_start"))
+        alive = self._alive()
         if not alive and self._last is not None:
             if self._final is None:
                 self._final = self._ended(now)
             return self._final
         dt = now - self._prev_t if self._prev_t is not None else 0.0
         slow = fresh or (not baseline and now >= self._slow_at)
+        pss = slow and (fresh or self._rounds % max(1, self.pss_every) == 0)
         if slow:
-            self._slow_time = now
+            self._slow_time, self._rounds = now, self._rounds + 1
+        if pss:
+            self._pss_time = now
         cpu0 = time.thread_time() if slow else 0.0
         slots = self.stats.slots() if self.stats else []
         pids = probes.process_tree(self.pid) if alive else []
@@ -518,11 +561,12 @@ class Sampler:
         snap = {
             "time": now,
             "interval_s": dt,
-            # When the slow probes (PSS, shard residency) last ran: their figures are of then.
-            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time},
+            # When the slow probes last ran (shard residency; PSS): their figures are of then.
+            "sampling": {"interval_s": dt, "slow_interval_s": self.slow_interval_s, "slow_time": self._slow_time,
+                         "pss_time": self._pss_time},
             "run": self._run(slots, alive, throughput["batches_per_s"] if throughput else None),
             "throughput": throughput,
-            "memory": self._memory(pids, slots, dt, slow),
+            "memory": self._memory(pids, slots, dt, pss),
             "page_cache": cache,
             "histories": {k: list(v) for k, v in self.histories.items()},
         }

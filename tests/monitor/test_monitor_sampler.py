@@ -196,3 +196,63 @@ def test_another_hosts_run_is_never_called_alive(shard, capsys):
     assert watch.sample()["run"]["status"] == "ended"  # although this PID (ours) is alive
     assert cli.main(["--list"]) == 0
     assert capsys.readouterr().out.startswith("other")
+
+
+def test_trainer_liveness_its_start_time_and_zombies(shard):
+    """The trainer is alive while its PID is the process that started at the manifest's time
+    and has not exited: a reused PID, a zombie (exited, not yet reaped) and a reaped process
+    all read as ended, also after it was seen alive (the cheap per-sample check)."""
+    import psutil
+
+    from streamtok._atomic import write_json_atomic
+
+    loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all")
+    path = os.path.join(loader._metrics.dir, metrics.MANIFEST)
+    manifest = metrics.read_manifest(loader._metrics.dir)
+
+    def watch(pid: int, start: float) -> Sampler:
+        write_json_atomic(path, {**manifest, "pid": pid, "pid_start": start})
+        return Sampler(run_dir=loader._metrics.dir)
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        start = psutil.Process(child.pid).create_time()
+        assert watch(child.pid, start - 100).sample()["run"]["status"] == "ended"  # a reused PID
+        live = watch(child.pid, start)
+        assert live.sample()["run"]["status"] in ("running", "idle")
+        child.stdin.close()  # it exits; unreaped, a zombie
+        deadline = time.monotonic() + 10
+        while probes.faults(child.pid)["state"] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert probes.faults(child.pid)["state"] == "Z"
+        assert live.sample()["run"]["status"] == "ended"
+        assert watch(child.pid, start).sample()["run"]["status"] == "ended"
+    finally:
+        child.kill()
+        child.wait()
+    assert watch(child.pid, start).sample()["run"]["status"] == "ended"  # reaped: no such process
+
+
+def test_pss_is_read_at_every_other_slow_round_and_fresh_when_asked(shard, monkeypatch):
+    """smaps_rollup (the costliest probe) runs at every ``pss_every``-th residency round; each
+    snapshot says when its PSS figures were read; ``fresh`` reads everything now."""
+    loader = streamtok.loader(shard, seq_len=100, batch_size=4, split="all")
+    rollups, memory = [], probes.memory
+
+    def counted_memory(pid, rollup=True):
+        rollups.append(rollup)
+        return memory(pid, rollup=rollup)
+
+    monkeypatch.setattr(probes, "memory", counted_memory)
+    watch = Sampler(run_dir=loader._metrics.dir, slow_interval_s=0.0)
+    snaps = []
+    for _ in range(5):
+        rollups.clear()
+        watch._slow_at = 0.0  # a residency round every sample, whatever the last one cost
+        snaps.append(watch.sample())
+        assert snaps[-1]["sampling"]["slow_time"] == snaps[-1]["time"]
+        assert any(rollups) == (len(snaps) % 2 == 1)  # rounds 1, 3, 5
+    assert [s["sampling"]["pss_time"] for s in snaps] == [snaps[i]["time"] for i in (0, 0, 2, 2, 4)]
+    assert all(s["memory"]["processes"][0]["pss"] > 0 for s in snaps)  # the last PSS is kept
+    fresh = watch.sample(fresh=True)
+    assert fresh["sampling"]["pss_time"] == fresh["sampling"]["slow_time"] == fresh["time"]
