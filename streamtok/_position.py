@@ -176,7 +176,7 @@ def read_field(state: Any, key: str, kind: type, where: str = "state") -> Any:
 WINDOW_KEYS = ("version", "config", "epoch", "offset", "end_epoch", "batch_size", "world_size")
 
 
-def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str) -> SavedPosition:
+def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str | None = None) -> SavedPosition:
     """Check a window sampler's ``state`` against the current ``config``; return its position.
 
     Args:
@@ -184,7 +184,7 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
         config: the current sampler's configuration (mode, seed, seq_len, data, n_tokens; a
             ``bos`` sampler adds documents and bos_id).
         n_samples: samples in one epoch now.
-        legacy_data: the data fingerprint as version-1 states computed it.
+        legacy_data: the data fingerprint as version-1 states computed it (``None``: none).
 
     Raises:
         StateMismatchError: another configuration, data or kind of sampler, or a corrupt
@@ -194,7 +194,7 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
     version = f.int("version", 0, 1 << 31)
     if version not in (1, STATE_VERSION):
         _fail(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
-    f.dict("config").same(config, {"data": legacy_data} if version == 1 else None)
+    f.dict("config").same(config, {"data": legacy_data} if version == 1 and legacy_data is not None else None)
     f.keys(WINDOW_KEYS, ("rank", "pass_ended"))
     epoch = f.int("epoch", 0, MAX_EPOCH - 1)
     offset = f.int("offset", 0, n_samples)

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from .._order import hash_key
+from .._order import WINDOW_MODES, hash_key
 from .._position import read_mixture
 from ..errors import ConfigError
 from ..reader import MemmapReader
-from ..sampler import CHUNK_STEPS, StepShape, WindowSampler, resolve_rank
+from ..sampler import CHUNK_STEPS, StepSampler, WindowSampler
 from .schedule import Anchor, Timeline, Weights, parse_weights
 
 # A string, so that a single-source loader given this state refuses it by its version.
@@ -68,7 +68,7 @@ def _source_seed(seed: int, name: str) -> int:
     return hash_key(seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
 
 
-class MixtureSampler(StepShape):
+class MixtureSampler(StepSampler):
     """Window starts (in the mixture's joint token space) for one rank, step by step.
 
     Args:
@@ -83,6 +83,8 @@ class MixtureSampler(StepShape):
             ``epochs`` without ``primary``, or a source too short for one window.
     """
 
+    MODES = WINDOW_MODES
+
     def __init__(
         self, readers: Mapping[str, MemmapReader], weights: Weights, *, seq_len: int, mode: str = "shuffle",
         seed: int = 0, epochs: int | None = None, primary: str | None = None, batch_size: int = 1,
@@ -90,15 +92,14 @@ class MixtureSampler(StepShape):
     ):
         if not readers:
             raise ConfigError("a mixture needs at least one source")
+        self.configure(
+            seq_len=seq_len, batch_size=batch_size, mode=mode, seed=seed, epochs=epochs, rank=rank, world_size=world_size,
+        )
         self.names = tuple(readers)
         if epochs is not None and primary is None:
             raise ConfigError(f"epochs={epochs!r} with a mixture needs primary=<source name> (whose epochs to count), or epochs=None to stream")
         if primary is not None and primary not in readers:
             raise ConfigError(f"primary={primary!r} is not a source; sources are {sorted(readers)}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ConfigError(f"epochs must be a positive integer or None, not {epochs!r}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, not {batch_size!r}")
         self.phases = parse_weights(weights, self.names)
         if epochs is not None and self.phases[-1][1][self.names.index(primary)] == 0:
             raise ConfigError(
@@ -113,9 +114,7 @@ class MixtureSampler(StepShape):
                 raise ConfigError(f"source {name!r}: {e}") from None
         self.sizes = [s.n_samples for s in self.samplers]
         self.bases = np.cumsum([0] + [r.n_tokens for r in readers.values()])[:-1].astype(np.int64)
-        self.seq_len, self.mode, self.seed, self.epochs, self.primary = int(seq_len), mode, int(seed), epochs, primary
-        self.batch_size = int(batch_size)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.primary = primary
         self._p = None if primary is None else self.names.index(primary)
         self.step, self.windows, self.counts = 0, 0, [0] * len(self.names)
         self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
@@ -124,8 +123,6 @@ class MixtureSampler(StepShape):
         # The step where a loaded state changed the weights, sources or step size: the run
         # before it followed another schedule (streamtok.locate then starts from here).
         self.resumed_at: int | None = None
-        self._continue = True  # the next pass continues from the position (fresh or loaded)
-        self.pass_ended = False  # the consumer saw the current pass end (set by the loader)
         if self.end is not None and not self._fits(self.counts, self.windows, self.end):
             raise ConfigError(
                 f"epochs={epochs} of primary={primary!r} ({self.end} windows) cannot fill its share of one "
@@ -187,29 +184,24 @@ class MixtureSampler(StepShape):
         ]
 
     # -- passes -----------------------------------------------------------------------------
-    def next_pass(self) -> MixturePosition:
-        """Where the next pass would start (see the module's docstring); changes nothing.
+    def here(self) -> MixturePosition:
+        return MixturePosition(self.step, self.windows, tuple(self.counts), self.end, self.anchor)
 
-        Here if fresh, loaded (a state saved at its pass's end gives an empty pass) or
-        streaming; else a new pass: every source at its next epoch start, the targets
-        re-anchored there, and the end ``epochs`` primary epochs on.
-        """
-        if self._continue or self.end is None:
-            return MixturePosition(self.step, self.windows, tuple(self.counts), self.end, self.anchor)
+    def following(self) -> MixturePosition:
+        """A new pass (see the module's docstring): every source at its next epoch start, the
+        targets re-anchored there, and the end ``epochs`` primary epochs on; a stream goes on here."""
+        if self.end is None:
+            return self.here()
         counts = tuple(-(-c // n) * n for c, n in zip(self.counts, self.sizes))
         end = counts[self._p] + self.epochs * self.sizes[self._p]
         anchor = Anchor(self.step, self.windows, tuple(float(c) for c in counts))
         return MixturePosition(self.step, self.windows, counts, end, anchor)
 
-    def begin_pass(self) -> MixturePosition:
-        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
-        start = self.next_pass()
+    def enter(self, start: MixturePosition) -> None:
         self.counts, self.end = list(start.counts), start.end
         if start.anchor != self.anchor:
             self.timeline = self._timeline(start.anchor)
             self.anchor = start.anchor
-        self._continue = self.pass_ended = False
-        return start
 
     def _timeline(self, anchor: Anchor) -> Timeline:
         """The schedule integrated from ``anchor`` (the last other one is kept: a worker builds a pass's once)."""
@@ -303,8 +295,8 @@ class MixtureSampler(StepShape):
     def _spec(self) -> list[list[Any]]:
         return [[s, dict(zip(self.names, w))] for s, w in self.phases]
 
-    def state_dict(self) -> dict[str, Any]:
-        """The position (step, windows, per-source counts and fingerprints, anchor), JSON-serialisable."""
+    def position_state(self) -> dict[str, Any]:
+        """The position: step, windows, per-source counts and fingerprints, anchor, schedule."""
         return {
             "version": STATE_VERSION, "kind": "mixture",
             "config": {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len},
@@ -316,12 +308,10 @@ class MixtureSampler(StepShape):
             },
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
-            "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
-            "pass_ended": self.pass_ended,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; other weights, step sizes or sources re-anchor the schedule.
+    def load_position(self, state: dict[str, Any]) -> bool | None:
+        """Take a saved position; other weights, step sizes or sources re-anchor the schedule.
 
         The whole state is checked (:func:`streamtok._position.read_mixture`) before anything changes.
 
@@ -360,9 +350,7 @@ class MixtureSampler(StepShape):
         timeline = Timeline(self.phases, anchor, self.step_samples)
         self.step, self.windows, self.counts, self.anchor, self.end = saved.step, saved.windows, counts, anchor, end
         self.timeline, self.resumed_at = timeline, resumed_at
-        ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
-        self.pass_ended = ended
-        self._continue = not ended
+        return saved.pass_ended
 
 
 def _shown(spec: Any) -> str:
