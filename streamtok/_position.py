@@ -305,10 +305,19 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
         if not isinstance(name, str) or not name:
             _fail(f"state['sources'] has a source named {name!r}, not a non-empty str")
         src = sources.dict(name)
-        src.keys(("data", "n_tokens", "windows"))
+        # bos_id and mark: a source of documents="bos"/"pack" (streamtok.mixture.units)
+        src.keys(("data", "n_tokens", "windows"), ("bos_id", "mark"))
         data = src.str("data")
         src.int("n_tokens")
         counts[name] = src.int("windows")
+        if "bos_id" in src.state:
+            src.int("bos_id", 0, 1 << 62, none=True)
+        if "mark" in src.state:
+            mark = src.raw("mark")
+            if not (isinstance(mark, list) and len(mark) == 3 and all(_is_int(v) for v in mark)):
+                src._wrong("mark", mark, "a list [rows before, epoch, block] of three ints")
+            if not (0 <= mark[0] <= counts[name] and 0 <= mark[1] < MAX_EPOCH and mark[2] >= 0):
+                _fail(f"state['sources'][{name!r}] key 'mark' is {mark}: out of range")
         if name in fingerprints and data != fingerprints[name]:
             _fail(
                 f"source {name!r} holds other data than when the state was saved (fingerprint "

@@ -200,14 +200,12 @@ def loader(
     if prefetch_factor is not None:
         loader_kw["prefetch_factor"] = prefetch_factor
     if isinstance(source, Mapping):
-        if documents != "stream" or bos_id is not None:
-            raise ConfigError("documents= and bos_id= do not work with a mixture yet: use documents='stream'")
         if epochs is _ONE_EPOCH:
             epochs = None if primary is None else 1
         collator: Any = build_mixture(
             source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
             seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
-            dtype=dtype, vocab_size=vocab_size,
+            dtype=dtype, vocab_size=vocab_size, documents=documents, bos_id=bos_id, block_docs=block_docs,
         )
     else:
         if weights is not None or primary is not None:

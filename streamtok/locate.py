@@ -117,8 +117,13 @@ def locate_step(batches: Any, step: int) -> list[RowOrigin]:
     names, bases = _sources(batches)
     paths = reader.paths
     out = []
+    # A mixture's documents are numbered per source (its index joins the sources' indexes).
+    source_docs = getattr(index, "source_docs", None)
     for i, (s, k, lo) in enumerate(zip(starts.tolist(), shard.tolist(), local.tolist())):
-        name = None if names is None else names[int(np.searchsorted(bases, s, side="right")) - 1]
+        src = None if names is None else int(np.searchsorted(bases, s, side="right")) - 1
+        name = None if src is None else names[src]
+        if docs is not None and source_docs is not None:
+            docs[i] -= source_docs[src]
         doc = None if docs is None or docs[i] < 0 else int(docs[i])
         out.append(RowOrigin(source=name, shard=paths[k], offset=int(lo), document=doc))
     return out

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,9 @@ from .._order import WINDOW_MODES, hash_key
 from .._position import read_mixture
 from ..errors import ConfigError
 from ..reader import MemmapReader
-from ..sampler import CHUNK_STEPS, StepSampler, WindowSampler
+from ..sampler import CHUNK_STEPS, StepSampler
 from .schedule import Anchor, Timeline, Weights, parse_weights
+from .units import check_source_state, need_index, source_order, source_state
 
 # A string, so that a single-source loader given this state refuses it by its version.
 STATE_VERSION = "mixture/1"
@@ -77,18 +79,27 @@ class MixtureSampler(StepSampler):
         seq_len, mode, seed, batch_size, rank, world_size: as for :class:`WindowSampler`.
         epochs: ``None`` streams; a number counts epochs of the ``primary`` source.
         primary: the source whose epochs ``epochs`` counts.
+        documents: what a source's unit is (:mod:`streamtok.mixture.units`): ``"stream"`` and
+            ``"mask"`` windows, ``"bos"`` rows from document starts, ``"pack"`` packed rows
+            (then each step is a plan of pieces, as :class:`~streamtok.documents.pack.PackSampler`'s).
+        indexes: each source's :class:`~streamtok.documents.index.DocumentIndex` (``"bos"``, ``"pack"``).
+        block_docs: documents per packed block (``"pack"``).
 
     Raises:
         ConfigError: bad weights or settings (see :func:`streamtok.mixture.schedule.parse_weights`),
-            ``epochs`` without ``primary``, or a source too short for one window.
+            ``epochs`` without ``primary``, ``"pack"`` with ``epochs``, or a source too short for one window.
     """
 
     MODES = WINDOW_MODES
+    # While a deque: each chunk of steps iter_steps computes is appended (the document collator
+    # takes the boundaries' plans from here without workers, as from RecordedStarts).
+    record: deque[Any] | None = None
 
     def __init__(
         self, readers: Mapping[str, MemmapReader], weights: Weights, *, seq_len: int, mode: str = "shuffle",
         seed: int = 0, epochs: int | None = None, primary: str | None = None, batch_size: int = 1,
-        rank: int | None = None, world_size: int | None = None,
+        rank: int | None = None, world_size: int | None = None, documents: str = "stream",
+        indexes: Mapping[str, Any] | None = None, block_docs: int = 1000,
     ):
         if not readers:
             raise ConfigError("a mixture needs at least one source")
@@ -100,16 +111,22 @@ class MixtureSampler(StepSampler):
             raise ConfigError(f"epochs={epochs!r} with a mixture needs primary=<source name> (whose epochs to count), or epochs=None to stream")
         if primary is not None and primary not in readers:
             raise ConfigError(f"primary={primary!r} is not a source; sources are {sorted(readers)}")
+        if need_index(documents, primary, self.epochs) and documents != "mask" and indexes is None:
+            raise ConfigError(f"documents={documents!r} in a mixture needs each source's document index (indexes=)")
+        self.documents, self.block_docs = documents, block_docs
         self.phases = parse_weights(weights, self.names)
         if epochs is not None and self.phases[-1][1][self.names.index(primary)] == 0:
             raise ConfigError(
                 f"epochs={epochs} counts epochs of primary={primary!r}, whose last weight is 0: the pass "
                 "would never end; give it a weight or use epochs=None"
             )
-        self.samplers: list[WindowSampler] = []
+        self.samplers: list[Any] = []  # each source's order of units (streamtok.mixture.units)
         for name, reader in readers.items():
             try:
-                self.samplers.append(WindowSampler(reader, seq_len, mode=mode, seed=_source_seed(seed, name), epochs=None, world_size=1, rank=0))
+                self.samplers.append(source_order(
+                    reader, documents=documents, seq_len=self.seq_len, mode=self.mode, seed=_source_seed(self.seed, name),
+                    index=None if indexes is None else indexes.get(name), block_docs=block_docs,
+                ))
             except ConfigError as e:
                 raise ConfigError(f"source {name!r}: {e}") from None
         self.sizes = [s.n_samples for s in self.samplers]
@@ -253,13 +270,33 @@ class MixtureSampler(StepSampler):
                 counts = [c + t for c, t in zip(counts, take)]
                 windows, j = windows + b, j + 1
             if chunk:
-                yield from self.step_starts(chunk, tl)
+                out = self.step_starts(chunk, tl)
+                if self.record is not None:
+                    self.record.append(out)
+                yield from out
             if len(chunk) < CHUNK_STEPS:
                 return
 
-    def step_starts(self, chunk: list[tuple[int, list[int], list[int]]], tl: Timeline | None = None) -> np.ndarray:
+    def step_starts(self, chunk: list[tuple[int, list[int], list[int]]], tl: Timeline | None = None) -> Any:
         """This rank's ``(steps, B)`` starts for steps given as ``(windows, counts, take)`` of
-        timeline ``tl`` (default: the sampler's current one)."""
+        timeline ``tl`` (default: the sampler's current one); ``"pack"``: a list of plans."""
+        s_of, k_of = self.step_units(chunk, tl)
+        if self.documents == "pack":
+            return self._step_plans(s_of, k_of)
+        out = np.empty(s_of.shape, dtype=np.int64)
+        for s in np.unique(s_of).tolist():
+            sel = s_of == s
+            ks = k_of[sel]
+            epochs, idx = ks // self.sizes[s], ks % self.sizes[s]
+            starts = np.empty(len(ks), dtype=np.int64)
+            for e in np.unique(epochs).tolist():
+                at = epochs == e
+                starts[at] = self.samplers[s].starts(e, idx[at])
+            out[sel] = starts + self.bases[s]
+        return out
+
+    def step_units(self, chunk: list[tuple[int, list[int], list[int]]], tl: Timeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(source, unit number)`` of this rank's rows, each ``(steps, B)``, for steps as in :meth:`step_starts`."""
         tl = self.timeline if tl is None else tl
         b, n_src, d = self.step_samples, len(self.names), tl.delta
         takes = np.array([t for _, _, t in chunk], dtype=np.int64)  # (steps, S)
@@ -278,20 +315,34 @@ class MixtureSampler(StepSampler):
             due = (k_rel + 1 - d - tau[step, src]) / rate[step, src]
         order = np.lexsort((src, due, step))
         mine = order.reshape(len(chunk), b)[:, self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        s_of, k_of = src[mine], k_src[mine]
-        out = np.empty(mine.shape, dtype=np.int64)
-        for s in np.unique(s_of).tolist():
-            sel = s_of == s
-            ks = k_of[sel]
-            epochs, idx = ks // self.sizes[s], ks % self.sizes[s]
-            starts = np.empty(len(ks), dtype=np.int64)
-            for e in np.unique(epochs).tolist():
-                at = epochs == e
-                starts[at] = self.samplers[s].starts(e, idx[at])
-            out[sel] = starts + self.bases[s]
-        return out
+        return src[mine], k_src[mine]
+
+    def _step_plans(self, s_of: np.ndarray, k_of: np.ndarray) -> list[np.ndarray]:
+        """Packed rows: per step, the ``(n_pieces, 3)`` plan ``(row in batch, global start, tokens)``."""
+        flat_s, flat_k = s_of.reshape(-1), k_of.reshape(-1).tolist()
+        pieces: list[Any] = [None] * len(flat_k)
+        for s in np.unique(flat_s).tolist():
+            at = np.flatnonzero(flat_s == s).tolist()
+            base = int(self.bases[s])
+            for i, row in zip(at, self.samplers[s].rows([flat_k[i] for i in at])):
+                pieces[i] = [(start + base, n) for start, n in row]
+        b = self.batch_size
+        return [
+            np.array([(r, start, n) for r in range(b) for start, n in pieces[j * b + r]], dtype=np.int64).reshape(-1, 3)
+            for j in range(len(s_of))
+        ]
 
     # -- state ----------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What a saved position is valid for: the order's inputs (``"bos"``/``"pack"`` add the mode:
+        their units are other rows; ``"mask"`` reads the windows of ``"stream"``)."""
+        out: dict[str, Any] = {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}
+        if self.documents in ("bos", "pack"):
+            out["documents"] = self.documents
+        if self.documents == "pack":
+            out["block_docs"] = self.block_docs
+        return out
+
     def _spec(self) -> list[list[Any]]:
         return [[s, dict(zip(self.names, w))] for s, w in self.phases]
 
@@ -299,11 +350,11 @@ class MixtureSampler(StepSampler):
         """The position: step, windows, per-source counts and fingerprints, anchor, schedule."""
         return {
             "version": STATE_VERSION, "kind": "mixture",
-            "config": {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len},
+            "config": self.config(),
             "step": self.step, "windows": self.windows, "step_samples": self.step_samples,
             "epoch": self.epoch, "offset": self.offset, "end": self.end, "primary": self.primary,
             "sources": {
-                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c}
+                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c, **source_state(s, c)}
                 for n, s, c in zip(self.names, self.samplers, self.counts)
             },
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
@@ -320,10 +371,14 @@ class MixtureSampler(StepSampler):
                 name that now holds other data, or a corrupt state (named key).
         """
         saved = read_mixture(
-            state, {"mode": self.mode, "seed": self.seed, "seq_len": self.seq_len}, version=STATE_VERSION,
+            state, self.config(), version=STATE_VERSION,
             fingerprints={n: s.source.fingerprint for n, s in zip(self.names, self.samplers)},
         )
         counts = [saved.counts.get(n, 0) for n in self.names]
+        marks = [
+            check_source_state(n, s, state["sources"][n], c) if n in saved.counts else None
+            for n, s, c in zip(self.names, self.samplers, counts)
+        ]
         resumed_at = None
         if state["schedule"] == self._spec() and sorted(saved.counts) == sorted(self.names):
             saved_anchor = Anchor(saved.anchor_step, saved.anchor_windows, tuple(saved.targets[n] for n in self.names))
@@ -350,6 +405,9 @@ class MixtureSampler(StepSampler):
         timeline = Timeline(self.phases, anchor, self.step_samples)
         self.step, self.windows, self.counts, self.anchor, self.end = saved.step, saved.windows, counts, anchor, end
         self.timeline, self.resumed_at = timeline, resumed_at
+        for s, mark in zip(self.samplers, marks):
+            if mark is not None:
+                s.reset(*mark)
         return saved.pass_ended
 
 
