@@ -11,7 +11,7 @@ table of the rows before each block, extended forward as rows are asked for (one
 of ``block_docs`` documents). Asked in ascending order, as the mixture asks, every block is
 packed once and read while cached. The table starts at a *mark* ``(rows before, epoch, block)``:
 0 at a fresh start; a resumed run starts at the mark its state saved, so it packs from
-there, not from the run's first block. A row before the table's start resets it to 0.
+there, not from the run's first block. A row before the table's start extends it back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StateMismatchError
 from .index import DocumentIndex
 from .pack import PackSampler
 
@@ -67,9 +67,17 @@ class PackedRows:
             if empty > self.n_blocks:  # a whole epoch of blocks gave no row
                 raise ConfigError(f"{self.source.describe()}: epoch {epoch}'s documents pack into no row of {self.packer.window_len} tokens")
 
+    def _back(self, g: int) -> None:
+        """Extend the table back to block ``g`` (counted over epochs): packs the blocks between."""
+        while self._first > g:
+            self._first -= 1
+            self._cum.insert(0, self._cum[0] - len(self.packer.block_rows(*divmod(self._first, self.n_blocks))))
+        if self._cum[0] < 0:  # only a mark that is not this source's can give this
+            raise StateMismatchError(f"{self.source.describe()}: the packed-rows mark of the state is not this source's (rows before block {g}: {self._cum[0]})")
+
     def _block_of(self, k: int) -> int:
-        if k < self._cum[0]:
-            self.reset()
+        while k < self._cum[0]:
+            self._back(self._first - 1)
         self._extend(k)
         return bisect.bisect_right(self._cum, k) - 1
 
@@ -82,6 +90,15 @@ class PackedRows:
             epoch, block = divmod(self._first + b, self.n_blocks)
             out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
         return out
+
+    def epoch_start(self, epoch: int) -> int:
+        """Rows before ``epoch``'s first row (packs every block before it not yet in the table)."""
+        g = epoch * self.n_blocks
+        self._back(g)
+        while self._first + len(self._cum) - 1 < g:
+            e, b = divmod(self._first + len(self._cum) - 1, self.n_blocks)
+            self._cum.append(self._cum[-1] + len(self.packer.block_rows(e, b)))
+        return self._cum[g - self._first]
 
     def epoch_of(self, k: int) -> int:
         """The epoch row ``k`` belongs to (packs up to it if needed)."""

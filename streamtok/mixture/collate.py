@@ -111,7 +111,7 @@ def build(
     plain = {k: v for k, v in reader_kw.items() if k in ("raw_dtype", "storage_options")}
     readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
     indexes = None
-    if need_index(documents, primary, epochs):
+    if need_index(documents):
         indexes = {n: DocumentIndex(r, bos[n]) for n, r in readers.items()}
     sampler = MixtureSampler(
         readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,

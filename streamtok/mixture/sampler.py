@@ -87,7 +87,7 @@ class MixtureSampler(StepSampler):
 
     Raises:
         ConfigError: bad weights or settings (see :func:`streamtok.mixture.schedule.parse_weights`),
-            ``epochs`` without ``primary``, ``"pack"`` with ``epochs``, or a source too short for one window.
+            ``epochs`` without ``primary``, or a source too short for one window.
     """
 
     MODES = WINDOW_MODES
@@ -111,7 +111,7 @@ class MixtureSampler(StepSampler):
             raise ConfigError(f"epochs={epochs!r} with a mixture needs primary=<source name> (whose epochs to count), or epochs=None to stream")
         if primary is not None and primary not in readers:
             raise ConfigError(f"primary={primary!r} is not a source; sources are {sorted(readers)}")
-        if need_index(documents, primary, self.epochs) and documents != "mask" and indexes is None:
+        if need_index(documents) and documents != "mask" and indexes is None:
             raise ConfigError(f"documents={documents!r} in a mixture needs each source's document index (indexes=)")
         self.documents, self.block_docs = documents, block_docs
         self.phases = parse_weights(weights, self.names)
@@ -134,7 +134,7 @@ class MixtureSampler(StepSampler):
         self.primary = primary
         self._p = None if primary is None else self.names.index(primary)
         self.step, self.windows, self.counts = 0, 0, [0] * len(self.names)
-        self.end: int | None = None if epochs is None else epochs * self.sizes[self._p]
+        self.end: int | None = None if self.epochs is None else self.epoch_start(self._p, self.epochs)
         self.anchor = Anchor(0, 0, (0.0,) * len(self.names))
         self.timeline = Timeline(self.phases, self.anchor, self.step_samples)
         # The step where a loaded state changed the weights, sources or step size: the run
@@ -156,12 +156,15 @@ class MixtureSampler(StepSampler):
     @property
     def epoch(self) -> int:
         """The primary source's epoch (0 without one)."""
-        return 0 if self._p is None else self.counts[self._p] // self.sizes[self._p]
+        return 0 if self._p is None else self.epoch_of(self._p, self.counts[self._p])
 
     @property
     def offset(self) -> int:
         """Windows so far over all ranks (the primary's within its epoch, with one)."""
-        return self.windows if self._p is None else self.counts[self._p] % self.sizes[self._p]
+        if self._p is None:
+            return self.windows
+        count = self.counts[self._p]
+        return count - self.epoch_start(self._p, self.epoch_of(self._p, count))
 
     def windows_by_source(self) -> dict[str, int]:
         """Windows each source has given so far (all ranks), in source order."""
@@ -169,7 +172,23 @@ class MixtureSampler(StepSampler):
 
     def source_epochs(self) -> dict[str, int]:
         """Each source's current epoch (its windows so far over its windows per epoch)."""
-        return {n: c // size for n, c, size in zip(self.names, self.counts, self.sizes)}
+        return {n: self.epoch_of(s, c) for s, (n, c) in enumerate(zip(self.names, self.counts))}
+
+    def epoch_of(self, source: int, count: int) -> int:
+        """The epoch of unit ``count`` of source number ``source`` (packed rows: packs up to it)."""
+        if self.documents == "pack":
+            return self.samplers[source].epoch_of(count)
+        return count // self.sizes[source]
+
+    def epoch_start(self, source: int, epoch: int) -> int:
+        """Units of source number ``source`` before its ``epoch`` (packed rows: packs up to it)."""
+        if self.documents == "pack":
+            return self.samplers[source].epoch_start(epoch)
+        return epoch * self.sizes[source]
+
+    def _next_epoch_start(self, source: int, count: int) -> int:
+        epoch = self.epoch_of(source, count)
+        return count if count == self.epoch_start(source, epoch) else self.epoch_start(source, epoch + 1)
 
     def targets(self) -> dict[str, float]:
         """Each source's target count now: the weights integrated since the anchor."""
@@ -209,8 +228,8 @@ class MixtureSampler(StepSampler):
         targets re-anchored there, and the end ``epochs`` primary epochs on; a stream goes on here."""
         if self.end is None:
             return self.here()
-        counts = tuple(-(-c // n) * n for c, n in zip(self.counts, self.sizes))
-        end = counts[self._p] + self.epochs * self.sizes[self._p]
+        counts = tuple(self._next_epoch_start(s, c) for s, c in enumerate(self.counts))
+        end = self.epoch_start(self._p, self.epoch_of(self._p, counts[self._p]) + self.epochs)
         anchor = Anchor(self.step, self.windows, tuple(float(c) for c in counts))
         return MixturePosition(self.step, self.windows, counts, end, anchor)
 
@@ -395,19 +414,18 @@ class MixtureSampler(StepSampler):
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
                 "each source continues at its own position", saved.step, _shown(state["schedule"]), _shown(self._spec()),
             )
+        for order, mark in zip(self.samplers, marks):  # checked above: nothing raises from here
+            if mark is not None:
+                order.reset(*mark)
         if self.epochs is None:
             end = None
         elif saved.end is not None and saved.primary == self.primary:
             end = saved.end
         else:
-            size = self.sizes[self._p]
-            end = (counts[self._p] // size + self.epochs) * size
+            end = self.epoch_start(self._p, self.epoch_of(self._p, counts[self._p]) + self.epochs)
         timeline = Timeline(self.phases, anchor, self.step_samples)
         self.step, self.windows, self.counts, self.anchor, self.end = saved.step, saved.windows, counts, anchor, end
         self.timeline, self.resumed_at = timeline, resumed_at
-        for s, mark in zip(self.samplers, marks):
-            if mark is not None:
-                s.reset(*mark)
         return saved.pass_ended
 
 

@@ -84,18 +84,12 @@ def check_source_state(name: str, order: Any, saved: dict[str, Any], count: int)
     return rows, epoch, block
 
 
-def need_index(documents: str, primary: str | None, epochs: int | None) -> bool:
-    """Whether the sources need document indexes; refuses what a documents mode cannot do in a mixture.
+def need_index(documents: str) -> bool:
+    """Whether the sources need document indexes (every mode but ``"stream"``).
 
     Raises:
-        ConfigError: an unknown mode, or ``"pack"`` with a finite pass (``epochs`` and ``primary``).
+        ConfigError: an unknown mode.
     """
     if documents not in SOURCE_DOCUMENTS:
         raise ConfigError(f"documents must be one of {SOURCE_DOCUMENTS}, not {documents!r}")
-    if documents == "pack" and epochs is not None:
-        raise ConfigError(
-            f"epochs={epochs} (of primary={primary!r}) with documents='pack' in a mixture: how many rows a "
-            "source's epoch packs into is known only by packing all of it, so a pass cannot end at an epoch; "
-            "use epochs=None (a stream) and stop after the steps you want"
-        )
     return documents != "stream"
