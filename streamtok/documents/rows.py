@@ -17,6 +17,7 @@ there, not from the run's first block. A row before the table's start extends it
 from __future__ import annotations
 
 import bisect
+import threading
 from typing import Any
 
 from ..errors import ConfigError, StateMismatchError
@@ -49,10 +50,26 @@ class PackedRows:
         # Rows an epoch holds at most (every token in a full row): the per-epoch size reported
         # and used for estimates; the exact count of an epoch packs all of it.
         self.n_samples = max(1, source.n_tokens // self.packer.window_len)
+        # The table and the packer's cache are shared by the loader's thread (rows) and the
+        # training thread (state_dict's mark, the primary's epoch start): one at a time.
+        self._lock = threading.RLock()
         self.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def reset(self, rows_before: int = 0, epoch: int = 0, block: int = 0) -> None:
         """Start the table at a mark: ``rows_before`` rows come before ``block`` of ``epoch``."""
+        with self._lock:
+            self._reset(rows_before, epoch, block)
+
+    def _reset(self, rows_before: int, epoch: int, block: int) -> None:
         self._first = epoch * self.n_blocks + block  # the table's first block, counted over epochs
         self._cum = [rows_before]  # _cum[i]: rows before block _first + i
 
@@ -84,30 +101,34 @@ class PackedRows:
     def rows(self, ks: list[int]) -> list[Row]:
         """The pieces of rows ``ks`` (in that order); ascending ``ks`` pack each block once."""
         out: list[Row] = [[]] * len(ks)
-        for i in sorted(range(len(ks)), key=ks.__getitem__):
-            k = ks[i]
-            b = self._block_of(k)
-            epoch, block = divmod(self._first + b, self.n_blocks)
-            out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
+        with self._lock:
+            for i in sorted(range(len(ks)), key=ks.__getitem__):
+                k = ks[i]
+                b = self._block_of(k)
+                epoch, block = divmod(self._first + b, self.n_blocks)
+                out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
         return out
 
     def epoch_start(self, epoch: int) -> int:
         """Rows before ``epoch``'s first row (packs every block before it not yet in the table)."""
         g = epoch * self.n_blocks
-        self._back(g)
-        while self._first + len(self._cum) - 1 < g:
-            e, b = divmod(self._first + len(self._cum) - 1, self.n_blocks)
-            self._cum.append(self._cum[-1] + len(self.packer.block_rows(e, b)))
-        return self._cum[g - self._first]
+        with self._lock:
+            self._back(g)
+            while self._first + len(self._cum) - 1 < g:
+                e, b = divmod(self._first + len(self._cum) - 1, self.n_blocks)
+                self._cum.append(self._cum[-1] + len(self.packer.block_rows(e, b)))
+            return self._cum[g - self._first]
 
     def epoch_of(self, k: int) -> int:
         """The epoch row ``k`` belongs to (packs up to it if needed)."""
-        return (self._first + self._block_of(k)) // self.n_blocks
+        with self._lock:
+            return (self._first + self._block_of(k)) // self.n_blocks
 
     def mark(self, k: int) -> tuple[int, int, int]:
         """A mark at or before row ``k`` (``(rows before, epoch, block)``), from the table, packing nothing."""
-        if k < self._cum[0]:
-            return 0, 0, 0
-        b = min(bisect.bisect_right(self._cum, k), len(self._cum)) - 1
-        epoch, block = divmod(self._first + b, self.n_blocks)
-        return self._cum[b], epoch, block
+        with self._lock:
+            if k < self._cum[0]:
+                return 0, 0, 0
+            b = bisect.bisect_right(self._cum, k) - 1
+            epoch, block = divmod(self._first + b, self.n_blocks)
+            return self._cum[b], epoch, block

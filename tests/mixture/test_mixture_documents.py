@@ -1,0 +1,242 @@
+"""Documents inside mixtures: each source's rows from its own documents, exact proportions, exact
+and elastic resume, new weights, the prefetcher's ``doc``, the monitor's per-source line, ``locate``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from _util import ROOT, batch_hash, check_resume, roundtrip, take
+
+import streamtok
+from streamtok import ConfigError, StateMismatchError
+from streamtok._formats import write_shard
+
+T, B = 12, 4
+NAMES = ("web", "code", "math")
+# Source s writes tokens in [1000 (s+1) + 1, 1000 (s+1) + 999); web and code start documents
+# with 1000 and 2000 (given as bos_id), math with 50256 (its format's default: uint16 llm.c).
+BOS = {"web": 1000, "code": 2000, "math": 50256}
+GIVEN = {"web": 1000, "code": 2000}
+WEIGHTS = {"web": 0.5, "code": 0.3, "math": 0.2}
+DOCS = {"web": (2, 40), "code": (1, 24), "math": (1, 30)}  # shards, documents per shard
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixdocs")
+    rng = np.random.default_rng(7)
+    out = {}
+    for s, name in enumerate(NAMES):
+        shards, docs = DOCS[name]
+        for k in range(shards):
+            pieces = []
+            for _ in range(docs):
+                n = 1 + int(rng.lognormal(np.log(6), 0.8))
+                d = rng.integers(1000 * (s + 1) + 1, 1000 * (s + 1) + 999, n)
+                d[0] = BOS[name]
+                pieces.append(d)
+            write_shard(root / name / f"{name}_{k:03d}.bin", np.concatenate(pieces).astype(np.uint16))
+        out[name] = root / name
+    return out
+
+
+def _loader(dirs, documents, **kw):
+    opts = dict(seq_len=T, batch_size=B, split="all", seed=3, epochs=None, metrics=False, bos_id=GIVEN, documents=documents)
+    opts.update(kw)
+    weights = opts.pop("weights", WEIGHTS)
+    return streamtok.loader({n: dirs[n] for n in NAMES}, weights=weights, **opts)
+
+
+def _source(token: int) -> str:
+    return "math" if token == BOS["math"] else NAMES[token // 1000 - 1]
+
+
+def _check_rows(x: torch.Tensor, y: torch.Tensor, doc, documents: str) -> list[str]:
+    """Each row from one source, its segments starting exactly at that source's boundary tokens."""
+    starts = set(doc.cu_seqlens[:-1].tolist())
+    names = []
+    for r in range(B):
+        row = x[r].tolist() + [int(y[r, -1])]
+        name = _source(row[0])
+        assert {_source(t) for t in row} == {name}, f"row {r} mixes sources"
+        if documents != "mask":
+            assert row[0] == BOS[name], f"a {documents} row starts at a document start"
+        for c in range(1, T):
+            assert (r * T + c in starts) == (row[c] == BOS[name]), f"row {r} col {c}: boundary of {name} missed or invented"
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
+def test_rows_come_from_their_own_documents_and_proportions_hold_after_every_step(dirs, documents):
+    ld = _loader(dirs, documents)
+    seen = dict.fromkeys(NAMES, 0)
+    for step, (x, y, doc) in zip(range(40), ld):
+        for name in _check_rows(x, y, doc, documents):
+            seen[name] += 1
+        assert seen == ld.windows_by_source(), f"step {step}: rows seen differ from the counts"
+        report = ld.collator.source.report()
+        total = (step + 1) * B
+        assert all(abs(r["windows"] - r["target"] * total) < 1 for r in report), f"step {step}: {report}"
+    if documents == "mask":  # the windows of documents="stream", with boundaries
+        plain = [x for x, _ in take(_loader(dirs, "stream", bos_id=None), 40)]
+        assert all(torch.equal(a, b[0]) for a, b in zip(plain, take(_loader(dirs, "mask"), 40)))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
+def test_resume_is_bit_exact(dirs, documents, workers):
+    n = check_resume(lambda: _loader(dirs, documents, epochs=1, primary="code", num_workers=workers), [1, 6])
+    assert n > 6
+
+
+def test_resume_in_a_new_process_with_workers(dirs, tmp_path):
+    first = _loader(dirs, "pack")
+    take(first, 7)
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(first.state_dict()))
+    expected = [batch_hash(*b) for b in take(first, 5)]
+    script = (
+        "import json, sys; sys.path.insert(0, 'tests'); import streamtok; from _util import batch_hash, take\n"
+        f"dirs = {json.dumps({k: str(v) for k, v in dirs.items()})}\n"
+        f"ld = streamtok.loader({{n: dirs[n] for n in {list(NAMES)!r}}}, weights={WEIGHTS!r}, seq_len={T}, batch_size={B}, "
+        f"split='all', seed=3, epochs=None, metrics=False, bos_id={GIVEN!r}, documents='pack', num_workers=2)\n"
+        f"ld.load_state_dict(json.load(open({str(state_file)!r})))\n"
+        "print(json.dumps([batch_hash(*b) for b in take(ld, 5)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_elastic_resume_between_world_sizes(dirs, documents, before, after):
+    """The same global step (4 rows) on 1 or 2 ranks: the ranks' rows together are the one rank's."""
+    ref = take(_loader(dirs, documents), 14)
+
+    def run(world, steps, state=None):
+        ranks = [_loader(dirs, documents, rank=r, world_size=world, batch_size=B // world) for r in range(world)]
+        for ld in ranks:
+            if state is not None:
+                ld.load_state_dict(state)
+        got = [torch.cat([b[0] for b in step]) for step in zip(*(take(ld, steps) for ld in ranks))]
+        return got, roundtrip(ranks[0].state_dict())
+
+    head, state = run(before, 6)
+    tail, _ = run(after, 8, state)
+    assert all(torch.equal(a, r[0]) for a, r in zip(head + tail, ref))
+    assert len(head + tail) == 14
+
+
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_new_weights_at_resume_continue_each_source(dirs, documents):
+    """Each source continues its own rows; the new weights hold from the resume on."""
+
+    def rows_of(batches):
+        out = {n: [] for n in NAMES}
+        for x, y, _ in batches:
+            for r in range(B):
+                out[_source(int(x[r, 0]))].append(x[r].tolist())
+        return out
+
+    first = _loader(dirs, documents)
+    head = rows_of(take(first, 6))
+    new = {"web": 0.1, "code": 0.1, "math": 0.8}
+    resumed = _loader(dirs, documents, weights=new)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    before = resumed.windows_by_source()
+    tail = rows_of(take(resumed, 20))
+    after = resumed.windows_by_source()
+    for name in NAMES:  # alone (the others paused), a source gives its rows in its own order
+        alone = rows_of(take(_loader(dirs, documents, weights={n: float(n == name) for n in NAMES}), 28))[name]
+        got = head[name] + tail[name]
+        assert got == alone[: len(got)], f"{name} did not continue its own rows"
+        assert abs((after[name] - before[name]) - new[name] * 20 * B) < 1.5
+
+
+@pytest.mark.parametrize("documents", ["mask", "pack"])
+def test_prefetcher_carries_doc(dirs, documents):
+    plain = take(_loader(dirs, documents), 12)
+    staged = take(streamtok.CUDAPrefetcher(_loader(dirs, documents, num_workers=2), "cpu"), 12)
+    for a, b in zip(plain, staged):
+        assert len(b) == 3 and batch_hash(*a) == batch_hash(*b)
+
+
+def test_the_monitor_shows_each_sources_line(dirs, tmp_path, monkeypatch):
+    from streamtok_monitor import panels
+    from streamtok_monitor.watcher import Sampler
+
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("STREAMTOK_METRICS", raising=False)
+    ld = _loader(dirs, "pack", metrics=True)
+    it = iter(ld)
+    for _ in range(9):
+        next(it)
+    it.close()
+    snap = Sampler(run_dir=ld.metrics.dir, slow_interval_s=3600).sample()
+    keys = ("name", "windows", "tokens", "epoch", "share", "target", "weight")
+    assert [{k: s[k] for k in keys} for s in snap["run"]["mixture"]["sources"]] == [
+        {k: r[k] for k in keys} for r in ld.collator.source.report()
+    ]
+    assert sum(s["windows"] for s in snap["run"]["mixture"]["sources"]) == 9 * B
+    text = panels.run_panel(snap, width=60, rows=9).plain
+    assert all(n in text for n in NAMES)
+
+
+@pytest.mark.parametrize("documents, world", [("mask", 1), ("bos", 2), ("pack", 1), ("pack", 2)])
+def test_locate_names_source_shard_offset_and_document(dirs, documents, world):
+    rank = world - 1
+    ld = _loader(dirs, documents, rank=rank, world_size=world, batch_size=B // world)
+    batches = take(ld, 30)
+    fresh = _loader(dirs, documents, rank=rank, world_size=world, batch_size=B // world)
+    for step in np.random.default_rng(1).choice(30, 8, replace=False).tolist():
+        x = batches[step][0]
+        for r, rec in enumerate(fresh.locate(step)):
+            assert rec.source == _source(int(x[r, 0]))
+            shard_tokens = np.fromfile(rec.shard, dtype=np.uint16, offset=1024)
+            assert int(shard_tokens[rec.offset]) == int(x[r, 0])
+            # The document: boundary tokens of this source up to the row's first token, less one.
+            before = 0
+            for p in sorted(dirs[rec.source].glob("*.bin")):
+                t = np.fromfile(p, dtype=np.uint16, offset=1024)
+                if str(p) == rec.shard:
+                    before += int((t[: rec.offset + 1] == BOS[rec.source]).sum())
+                    break
+                before += int((t == BOS[rec.source]).sum())
+            assert rec.document == before - 1
+
+
+BAD = [
+    ({"bos_id": {"books": 3}}, "not sources"),
+    ({"bos_id": {"web": -1}}, "non-negative token id"),
+    ({"documents": "bos", "block_docs": 10}, "only with documents='pack'"),
+    ({"documents": "stream", "bos_id": 5}, "take effect only with documents="),
+    ({"documents": "lines"}, "documents must be one of"),
+]
+
+
+@pytest.mark.parametrize("kw, message", BAD)
+def test_bad_document_settings_are_config_errors(dirs, kw, message):
+    opts = {"documents": "pack", **kw}
+    with pytest.raises(ConfigError, match=message):
+        _loader(dirs, **opts)
+
+
+def test_a_state_of_other_rows_is_refused(dirs):
+    plain = _loader(dirs, "stream", bos_id=None)
+    take(plain, 2)
+    with pytest.raises(StateMismatchError, match="documents"):
+        _loader(dirs, "bos").load_state_dict(roundtrip(plain.state_dict()))
+    packed = _loader(dirs, "pack")
+    take(packed, 2)
+    state = roundtrip(packed.state_dict())
+    with pytest.raises(StateMismatchError, match="bos_id"):  # math saved with its format's default (None)
+        _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(state)
+    state["sampler"]["sources"]["web"]["mark"] = [10**9, 0, 0]
+    with pytest.raises(StateMismatchError, match="mark"):
+        _loader(dirs, "pack").load_state_dict(state)
