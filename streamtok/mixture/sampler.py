@@ -140,6 +140,8 @@ class MixtureSampler(StepSampler):
         # The step where a loaded state changed the weights, sources or step size: the run
         # before it followed another schedule (streamtok.locate then starts from here).
         self.resumed_at: int | None = None
+        # (timeline, windows, counts, take) of steps iter_steps computed here: see _known_take.
+        self._known: deque[tuple[Timeline, int, list[int], list[int]]] = deque(maxlen=4 * CHUNK_STEPS)
         if self.end is not None and not self._fits(self.counts, self.windows, self.end):
             raise ConfigError(
                 f"epochs={epochs} of primary={primary!r} ({self.end} windows) cannot fill its share of one "
@@ -234,6 +236,7 @@ class MixtureSampler(StepSampler):
         return MixturePosition(self.step, self.windows, counts, end, anchor)
 
     def enter(self, start: MixturePosition) -> None:
+        self._known.clear()
         self.counts, self.end = list(start.counts), start.end
         if start.anchor != self.anchor:
             self.timeline = self._timeline(start.anchor)
@@ -253,9 +256,28 @@ class MixtureSampler(StepSampler):
 
     def advance(self) -> None:
         """Record that the consumer received one more step."""
-        take = self.timeline.take(self.counts, self.windows)
+        take = self._known_take()
+        if take is None:
+            take = self.timeline.take(self.counts, self.windows)
         self.counts = [c + t for c, t in zip(self.counts, take)]
         self.step, self.windows = self.step + 1, self.windows + self.step_samples
+
+    def _known_take(self) -> list[int] | None:
+        """The take of the step at the position, if this process's iter_steps computed it already.
+
+        Without workers the loader's own iter_steps runs a chunk ahead of advance() in the same
+        process (with workers, the document collator's walk does): reusing its takes halves the
+        schedule's cost per step. An entry counts only for the same timeline, windows and counts.
+        """
+        known = self._known
+        while known:
+            tl, windows, counts, take = known[0]
+            if windows > self.windows:
+                return None
+            known.popleft()
+            if windows == self.windows and tl is self.timeline and counts == self.counts:
+                return take
+        return None
 
     def pass_steps(self, start: MixturePosition) -> int | None:
         """Steps of the pass from ``start`` (simulated, O(steps), ~10 µs each); ``None``: endless.
@@ -286,6 +308,8 @@ class MixtureSampler(StepSampler):
                     break
                 if j % num_workers == worker_id:
                     chunk.append((windows, list(counts), take))
+                    if num_workers == 1:
+                        self._known.append((tl, windows, counts, take))
                 counts = [c + t for c, t in zip(counts, take)]
                 windows, j = windows + b, j + 1
             if chunk:
@@ -414,6 +438,7 @@ class MixtureSampler(StepSampler):
                 "streamtok mixture: resuming at step %d with other weights or sources (saved %s, now %s); "
                 "each source continues at its own position", saved.step, _shown(state["schedule"]), _shown(self._spec()),
             )
+        self._known.clear()
         for order, mark in zip(self.samplers, marks):  # checked above: nothing raises from here
             if mark is not None:
                 order.reset(*mark)
