@@ -109,7 +109,7 @@ def loader(
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
     documents: str = "stream",
-    bos_id: int | None = None,
+    bos_id: int | Mapping[str, int | None] | None = None,
     block_docs: int | None = None,
     vocab_size: int | None = None,
     raw_dtype: str | Any = "uint16",
@@ -154,9 +154,13 @@ def loader(
         documents: ``"stream"`` (windows of the flat token stream), ``"mask"`` (the same
             windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
             ``"pack"`` (rows of whole documents, best-fit); other than ``"stream"`` batches
-            are ``(x, y, doc)``, see :mod:`streamtok.documents`.
+            are ``(x, y, doc)``, see :mod:`streamtok.documents`. In a mixture every row is
+            built from one source's own documents, and the schedule counts that mode's rows
+            per source (see :mod:`streamtok.mixture.units`).
         bos_id: the token that starts a document; ``None``: from the format (50256 for
-            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``).
+            GPT-2/uint16 shards, 128000 for llm.c Llama 3 shards, Megatron's ``.idx``). A
+            mixture takes one for all sources or ``{name: bos_id}`` (a source left out: its
+            format's).
         block_docs: documents the ``"pack"`` packer fits at once (default 1000).
         vocab_size: refuse a batch holding a token id at or above it (named shard and offset).
         raw_dtype, max_open: reader options (headerless shards' dtype; shards kept open).
@@ -208,8 +212,8 @@ def loader(
             dtype=dtype, vocab_size=vocab_size, documents=documents, bos_id=bos_id, block_docs=block_docs,
         )
     else:
-        if weights is not None or primary is not None:
-            raise ConfigError("weights= and primary= are for a mixture: pass source as {name: source, ...}")
+        if weights is not None or primary is not None or isinstance(bos_id, Mapping):
+            raise ConfigError("weights=, primary= and bos_id={name: id} are for a mixture: pass source as {name: source, ...}")
         if epochs is _ONE_EPOCH:
             epochs = 1
         reader = MemmapReader(_lister(source, split, holdout, storage_options), **reader_kw)

@@ -227,6 +227,11 @@ def test_bad_document_settings_are_config_errors(dirs, kw, message):
         _loader(dirs, **opts)
 
 
+def test_a_bos_id_per_source_needs_a_mixture(dirs):
+    with pytest.raises(ConfigError, match="for a mixture"):
+        streamtok.loader(dirs["web"], seq_len=T, batch_size=B, split="all", documents="bos", bos_id=GIVEN, metrics=False)
+
+
 def test_a_state_of_other_rows_is_refused(dirs):
     plain = _loader(dirs, "stream", bos_id=None)
     take(plain, 2)
