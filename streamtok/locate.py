@@ -211,6 +211,8 @@ def origin_of(source: Any, **settings: Any) -> dict[str, Any]:
     for key, value in settings.items():
         if key == "weights" and value is not None:
             value = _plain_weights(value)
+        elif key == "bos_id" and isinstance(value, Mapping):  # a mixture's {name: bos_id}
+            value = {str(k): _plain(v) for k, v in value.items()}
         elif key == "raw_dtype":
             value = str(np.dtype(value))
         out[key] = _plain(value)

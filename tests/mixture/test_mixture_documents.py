@@ -211,6 +211,19 @@ def test_locate_names_source_shard_offset_and_document(dirs, documents, world):
             assert rec.document == before - 1
 
 
+def test_streamtok_locate_rebuilds_a_documents_mixture_from_its_state(dirs, tmp_path, capsys):
+    from streamtok import cli
+
+    ld = _loader(dirs, "pack")
+    take(ld, 5)
+    (tmp_path / "state.json").write_text(json.dumps(ld.state_dict()))
+    assert cli.main(["locate", str(tmp_path / "state.json"), "--step", "12", "--json"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(p["source"], p["shard"], p["offset"], p["document"]) for p in printed] == [
+        (r.source, r.shard, r.offset, r.document) for r in ld.locate(12)
+    ]
+
+
 BAD = [
     ({"bos_id": {"books": 3}}, "not sources"),
     ({"bos_id": {"web": -1}}, "non-negative token id"),
