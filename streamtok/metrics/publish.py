@@ -321,7 +321,11 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
     if mixture is not None:  # static: the monitor divides the published counts by these
         facts["mixture"] = {
             "sources": [
-                {"name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens)}
+                {
+                    "name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
+                    # packed rows: an epoch's row count is known only once packed (size: a bound)
+                    **({"epoch_known": False} if getattr(mixture, "documents", None) == "pack" else {}),
+                }
                 for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
             ],
             "primary": mixture.primary,
@@ -401,7 +405,8 @@ def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> lis
     return [
         {
             "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
-            "epoch": r["windows"] // src["windows_per_epoch"], "weight": r["weight"], "target": r["target"],
+            "epoch": r["windows"] // src["windows_per_epoch"] if src.get("epoch_known", True) else None,
+            "weight": r["weight"], "target": r["target"],
             "share": r["windows"] / total if total else None,
         }
         for src, r in zip(mix["sources"], block["rows"])

@@ -200,7 +200,8 @@ class MixtureSampler(StepSampler):
         """One plain dict per source for metrics and the monitor's per-source line.
 
         Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
-        tokens) so far over all ranks, ``epoch`` (the source's), ``weight`` (now, normalised),
+        tokens) so far over all ranks, ``epoch`` (the source's; ``None`` for packed rows, whose
+        epochs are known only by packing them: see :meth:`source_epochs`), ``weight`` (now, normalised),
         ``target`` (the share of windows the schedule asked for so far) and ``share`` (the share
         realised); shares are ``None`` before the first step.
         """
@@ -215,7 +216,8 @@ class MixtureSampler(StepSampler):
         tau, weights, total = self.timeline.targets(windows), self.timeline.weights[k], windows
         return [
             {
-                "name": name, "windows": c, "tokens": c * self.seq_len, "epoch": c // size, "weight": w,
+                "name": name, "windows": c, "tokens": c * self.seq_len,
+                "epoch": None if self.documents == "pack" else c // size, "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
             }
             for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)

@@ -184,6 +184,7 @@ def test_the_monitor_shows_each_sources_line(dirs, tmp_path, monkeypatch):
         {k: r[k] for k in keys} for r in ld.collator.source.report()
     ]
     assert sum(s["windows"] for s in snap["run"]["mixture"]["sources"]) == 9 * B
+    assert all(s["epoch"] is None for s in snap["run"]["mixture"]["sources"])  # packed: not known, not guessed
     text = panels.run_panel(snap, width=60, rows=9).plain
     assert all(n in text for n in NAMES)
 
