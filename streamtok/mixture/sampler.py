@@ -22,6 +22,15 @@ from the pass's start; the step count and the weight schedule go on). A stream
 StatefulDataLoader, a state saved after the last batch of a pass, before the loop saw the
 end, resumes into an empty pass; one saved after it resumes into the next pass.
 
+With ``documents`` a source's unit is that mode's row instead of a window
+(:mod:`streamtok.mixture.units`: ``"bos"`` rows from its document starts, ``"pack"`` its
+packed rows numbered across its epochs), each built from the source's own documents; the
+schedule, the counts and the state are the same, the state adding each source's ``bos_id``
+(and for ``"pack"`` a mark that spares a resume the packing before it).
+
+The pass logic and the settings check are the shared sampler contract's
+(:class:`streamtok.sampler.StepSampler`); this module holds the mixture's order and position.
+
 All sources are read through one :class:`MemmapReader` over all their shards
 (source ``s`` holds global tokens ``[base_s, base_s + n_s)``), so the loader's gather, page
 hints and metrics work unchanged.

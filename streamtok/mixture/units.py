@@ -66,7 +66,7 @@ def check_source_state(name: str, order: Any, saved: dict[str, Any], count: int)
     Raises:
         StateMismatchError: another boundary token, or a mark out of range.
     """
-    want = getattr(getattr(order, "index", None), "bos_id", None) if isinstance(order, (PackedRows, DocStartSampler)) else None
+    want = order.index.bos_id if isinstance(order, (PackedRows, DocStartSampler)) else None
     if "bos_id" in saved and saved["bos_id"] != want:
         raise StateMismatchError(
             f"state['sources'][{name!r}] was saved with bos_id={saved['bos_id']!r} but this loader reads source "

@@ -95,22 +95,30 @@ def test_resume_is_bit_exact(dirs, documents, workers):
     assert n > 6
 
 
-def test_resume_in_a_new_process_with_workers(dirs, tmp_path):
-    first = _loader(dirs, "pack")
-    take(first, 7)
-    state_file = tmp_path / "state.json"
-    state_file.write_text(json.dumps(first.state_dict()))
-    expected = [batch_hash(*b) for b in take(first, 5)]
+def test_resume_in_a_new_process_at_0_and_2_workers(dirs, tmp_path):
+    """One new process resumes each mode's state at num_workers 0 and 2: the same batches."""
+    expected = {}
+    for documents in ("mask", "bos", "pack"):
+        first = _loader(dirs, documents)
+        take(first, 7)
+        (tmp_path / f"{documents}.json").write_text(json.dumps(first.state_dict()))
+        expected[documents] = [batch_hash(*b) for b in take(first, 5)]
     script = (
         "import json, sys; sys.path.insert(0, 'tests'); import streamtok; from _util import batch_hash, take\n"
         f"dirs = {json.dumps({k: str(v) for k, v in dirs.items()})}\n"
-        f"ld = streamtok.loader({{n: dirs[n] for n in {list(NAMES)!r}}}, weights={WEIGHTS!r}, seq_len={T}, batch_size={B}, "
-        f"split='all', seed=3, epochs=None, metrics=False, bos_id={GIVEN!r}, documents='pack', num_workers=2)\n"
-        f"ld.load_state_dict(json.load(open({str(state_file)!r})))\n"
-        "print(json.dumps([batch_hash(*b) for b in take(ld, 5)]))\n"
+        "out = {}\n"
+        "for documents in ('mask', 'bos', 'pack'):\n"
+        "    for workers in (0, 2):\n"
+        f"        ld = streamtok.loader({{n: dirs[n] for n in {list(NAMES)!r}}}, weights={WEIGHTS!r}, seq_len={T}, "
+        f"batch_size={B}, split='all', seed=3, epochs=None, metrics=False, bos_id={GIVEN!r}, documents=documents, "
+        "num_workers=workers)\n"
+        f"        ld.load_state_dict(json.load(open({str(tmp_path)!r} + f'/{{documents}}.json')))\n"
+        "        out[f'{documents}-{workers}'] = [batch_hash(*b) for b in take(ld, 5)]\n"
+        "print(json.dumps(out))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {f"{d}-{w}": expected[d] for d in expected for w in (0, 2)}
 
 
 @pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
