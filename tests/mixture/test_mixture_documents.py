@@ -267,3 +267,22 @@ def test_a_state_of_other_rows_is_refused(dirs):
     state["sampler"]["sources"]["web"]["mark"] = [10**9, 0, 0]
     with pytest.raises(StateMismatchError, match="mark"):
         _loader(dirs, "pack").load_state_dict(state)
+
+
+@pytest.mark.parametrize("documents", ["mask", "pack"])
+def test_the_batch_stage_pickles_as_spawned_workers_receive_it(dirs, documents):
+    """Spawned workers unpickle the mixture's stage: the joint index reopens each source's maps."""
+    import itertools
+    import pickle
+
+    ld = _loader(dirs, documents)
+    stage = pickle.loads(pickle.dumps(ld.collator))
+    start = ld.collator.source.next_pass()
+    mine = list(itertools.islice(ld.collator.source.iter_steps(start), 6))
+    theirs = list(itertools.islice(stage.source.iter_steps(start), 6))
+    for a, b in zip(mine, theirs):
+        assert np.array_equal(a, b)
+        assert torch.equal(ld.collator.gather(a), stage.gather(b))
+    docs_a = ld.collator._collator.chunk_documents(mine if documents == "pack" else np.stack(mine))
+    docs_b = stage._collator.chunk_documents(theirs if documents == "pack" else np.stack(theirs))
+    assert all(torch.equal(p.cu_seqlens, q.cu_seqlens) for p, q in zip(docs_a, docs_b))
