@@ -12,6 +12,7 @@ in the joint reader's shard order.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,6 +114,13 @@ def build(
     indexes = None
     if need_index(documents):
         indexes = {n: DocumentIndex(r, bos[n]) for n, r in readers.items()}
+        for name, index in indexes.items():  # bos and pack refuse this (no row can start); mask still reads
+            if documents == "mask" and index.n_documents == 0:
+                warnings.warn(
+                    f"streamtok: documents='mask' found 0 document starts (bos_id={bos[name]!r}; None: the format's "
+                    f"default) in source {name!r} ({readers[name].describe()}): its rows are one segment each, as "
+                    "documents='stream'; check its bos_id", UserWarning, stacklevel=3,
+                )
     sampler = MixtureSampler(
         readers, weights, seq_len=seq_len, mode=mode, seed=seed, epochs=epochs, primary=primary,
         batch_size=batch_size, rank=rank, world_size=world_size, documents=documents, indexes=indexes,

@@ -249,6 +249,14 @@ def test_bad_document_settings_are_config_errors(dirs, kw, message):
         _loader(dirs, **opts)
 
 
+def test_a_source_without_its_boundary_token_is_never_silent(dirs):
+    with pytest.warns(UserWarning, match="0 document starts.*source 'code'"):
+        _loader(dirs, "mask", bos_id={**GIVEN, "code": 7})
+    for documents in ("bos", "pack"):
+        with pytest.raises(ConfigError, match="source 'code'"):
+            _loader(dirs, documents, bos_id={**GIVEN, "code": 7})
+
+
 def test_a_bos_id_per_source_needs_a_mixture(dirs):
     with pytest.raises(ConfigError, match="for a mixture"):
         streamtok.loader(dirs["web"], seq_len=T, batch_size=B, split="all", documents="bos", bos_id=GIVEN, metrics=False)
