@@ -155,7 +155,7 @@ def _mixture_step(sampler: MixtureSampler, step: int) -> np.ndarray:
     if sampler.resumed_at is None:  # one schedule since the start: step it from there
         at, windows, counts = 0, 0, [0] * len(sampler.names)
         tl = Timeline(sampler.phases, Anchor(0, 0, (0.0,) * len(sampler.names)), b)
-        end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
+        end = None if sampler.epochs is None or p is None else sampler.epoch_start(p, sampler.epochs)
     elif sampler.step <= step:  # resumed with another schedule: from the loader's own position on
         at, windows, counts, tl, end = sampler.step, sampler.windows, list(sampler.counts), sampler.timeline, sampler.end
     else:

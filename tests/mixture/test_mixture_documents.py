@@ -220,6 +220,16 @@ def test_locate_names_source_shard_offset_and_document(dirs, documents, world):
             assert rec.document == before - 1
 
 
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_locate_knows_where_a_finite_pass_ends(dirs, documents):
+    ld = _loader(dirs, documents, epochs=1, primary="code")
+    batches = list(ld)
+    last = ld.locate(len(batches) - 1)
+    assert [r.source for r in last] == [_source(int(v)) for v in batches[-1][0][:, 0]]
+    with pytest.raises(ConfigError, match="past the end"):
+        ld.locate(len(batches))
+
+
 def test_streamtok_locate_rebuilds_a_documents_mixture_from_its_state(dirs, tmp_path, capsys):
     from streamtok import cli
 
