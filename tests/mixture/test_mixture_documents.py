@@ -304,3 +304,74 @@ def test_the_batch_stage_pickles_as_spawned_workers_receive_it(dirs, documents):
     docs_a = ld.collator._collator.chunk_documents(mine if documents == "pack" else np.stack(mine))
     docs_b = stage._collator.chunk_documents(theirs if documents == "pack" else np.stack(theirs))
     assert all(torch.equal(p.cu_seqlens, q.cu_seqlens) for p, q in zip(docs_a, docs_b))
+
+
+# -- repetition caps (max_epochs) count each mode's units ------------------------------------------------------
+def _math_units(ld, n_units):
+    """The first ``n_units`` rows (``T`` tokens) of math's own order of units, epoch after epoch."""
+    mixture = ld.collator.source
+    own = mixture.samplers[NAMES.index("math")]
+    rows = []
+    for k in range(n_units):
+        start = int(own.starts(k // own.n_samples, np.array([k % own.n_samples]))[0])
+        rows.append(tuple(own.source.read(start, start + T).tolist()))
+    return rows
+
+
+@pytest.mark.parametrize("x", [1, 0.5])
+@pytest.mark.parametrize("documents", ["mask", "bos"])
+def test_a_capped_source_gives_exactly_its_units_of_x_epochs(dirs, documents, x):
+    """mask: windows, bos: rows from document starts; floor(x * n) of them, its own order, then its share goes."""
+    ld = _loader(dirs, documents, max_epochs={"math": x})
+    mixture = ld.collator.source
+    n = mixture.sizes[NAMES.index("math")]
+    cap = int(x * n)
+    steps = int(2 * n / (WEIGHTS["math"] * B)) + 10  # well past the cap
+    math_rows, last = [], []
+    for step, (xb, y, doc) in zip(range(steps), ld):
+        names = _check_rows(xb, y, doc, documents)
+        math_rows += [tuple(xb[r].tolist()) for r, name in enumerate(names) if name == "math"]
+        last = names
+    assert len(math_rows) == cap  # not one unit more, none fewer
+    assert sorted(math_rows) == sorted(_math_units(ld, cap))  # each unit of its order once
+    assert ld.windows_by_source()["math"] == cap
+    assert ld.epochs_by_source()["math"] == cap / n
+    assert "math" not in last  # out: its weight renormalised away
+    assert {r["name"]: r["weight"] for r in mixture.report()}["math"] == 0.0
+    state = ld.state_dict()["sampler"]
+    assert state["max_epochs"] == {"math": x} and state["cap_from"]["math"] == 0
+    if documents == "bos":  # both sides' keys: the source's boundary token and the caps
+        assert state["sources"]["web"]["bos_id"] == GIVEN["web"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("documents", ["mask", "bos"])
+def test_a_capped_documents_mixture_resumes_exactly_in_every_pass(dirs, documents, workers):
+    factory = lambda: _loader(  # noqa: E731
+        dirs, documents, epochs=1, primary="code", max_epochs={"math": 0.25}, num_workers=workers,
+    )
+    ld = factory()
+    n = ld.collator.source.sizes[NAMES.index("math")]
+    for p in range(2):  # the cap bites in each pass, counted from the pass's start
+        before = ld.windows_by_source()["math"]
+        assert sum(1 for _ in ld) > 0
+        start = -(-before // n) * n
+        assert ld.windows_by_source()["math"] - start == int(0.25 * n), p
+    assert check_resume(factory, [1, 6], passes=2) > 6
+
+
+def test_a_stream_of_capped_documents_ends_and_resumes_exactly(dirs):
+    caps = {"web": 0.5, "code": 1, "math": 1}
+    factory = lambda: _loader(dirs, "bos", max_epochs=caps)  # noqa: E731
+    ld = factory()
+    steps = len(ld)
+    assert steps == sum(1 for _ in ld) > 6
+    sizes = dict(zip(NAMES, ld.collator.source.sizes))
+    assert all(ld.windows_by_source()[n] <= int(caps[n] * sizes[n]) for n in NAMES)
+    check_resume(factory, [1, 6])
+
+
+def test_max_epochs_with_packed_rows_is_refused(dirs):
+    with pytest.raises(ConfigError, match="max_epochs=.*documents='pack' in a mixture is not supported"):
+        _loader(dirs, "pack", max_epochs={"math": 1})
+    assert len(take(_loader(dirs, "pack", max_epochs={}), 2)) == 2  # no caps: as without max_epochs
