@@ -29,8 +29,9 @@ caps leave no source to read ends.
 With ``documents`` a source's unit is that mode's row instead of a window
 (:mod:`streamtok.mixture.units`: ``"bos"`` rows from its document starts, ``"pack"`` its
 packed rows numbered across its epochs), each built from the source's own documents; the
-schedule, the counts, the caps (``"mask"``: windows, ``"bos"``: rows; ``"pack"`` refuses
-caps) and the state are the same, the state adding each source's ``bos_id`` (and for
+schedule, the counts, the caps (``"mask"``: windows, ``"bos"``: rows, ``"pack"``: packed
+rows, a cap of ``x`` epochs being the rows of those epochs, found by packing them) and the
+state are the same, the state adding each source's ``bos_id`` (and for
 ``"pack"`` a mark that spares a resume the packing before it).
 
 The pass logic and the settings check are the shared sampler contract's
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,7 +59,7 @@ from .._position import read_mixture
 from ..errors import ConfigError
 from ..reader import MemmapReader
 from ..sampler import CHUNK_STEPS, StepSampler
-from .caps import Course, MaxEpochs, limits_from, parse_max_epochs
+from .caps import Course, MaxEpochs, cap_windows, limits_from, parse_max_epochs
 from .caps import spec as caps_spec
 from .schedule import Anchor, Timeline, Weights, parse_weights
 from .units import check_source_state, need_index, source_order, source_state
@@ -109,9 +111,8 @@ class MixtureSampler(StepSampler):
     Raises:
         ConfigError: bad weights or settings (see :func:`streamtok.mixture.schedule.parse_weights`),
             ``epochs`` without ``primary``, a source too short for one window, or bad
-            ``max_epochs`` (see :func:`streamtok.mixture.caps.parse_max_epochs`), or ``max_epochs``
-            with ``documents="pack"`` (a packed source's epochs hold a number of rows known only by
-            packing them: a cap in rows per pass is not supported).
+            ``max_epochs`` (see :func:`streamtok.mixture.caps.parse_max_epochs`; with ``"pack"`` a
+            cap of ``x`` epochs is the rows of those epochs of the source, see :meth:`_packed_limit`).
     """
 
     MODES = WINDOW_MODES
@@ -137,12 +138,6 @@ class MixtureSampler(StepSampler):
             raise ConfigError(f"primary={primary!r} is not a source; sources are {sorted(readers)}")
         if need_index(documents) and documents != "mask" and indexes is None:
             raise ConfigError(f"documents={documents!r} in a mixture needs each source's document index (indexes=)")
-        if documents == "pack" and max_epochs is not None and (not isinstance(max_epochs, Mapping) or max_epochs):
-            raise ConfigError(
-                f"max_epochs={max_epochs!r} with documents='pack' in a mixture is not supported: a packed "
-                "source's epoch holds a number of rows known only by packing it, so a cap in epochs is no fixed "
-                "count of rows; use documents='bos' or 'mask' with max_epochs, or leave max_epochs out"
-            )
         self.documents, self.block_docs = documents, block_docs
         self.phases = parse_weights(weights, self.names)
         if epochs is not None and self.phases[-1][1][self.names.index(primary)] == 0:
@@ -243,7 +238,31 @@ class MixtureSampler(StepSampler):
 
     def _limits(self, cap_from: Sequence[int]) -> tuple[int | None, ...] | None:
         """Each source's last count in a pass whose caps count from ``cap_from`` (``None``: no caps)."""
-        return limits_from(self.caps, cap_from) if any(c is not None for c in self.caps) else None
+        if not any(c is not None for c in self.caps):
+            return None
+        if self.documents != "pack":
+            return limits_from(self.caps, cap_from)
+        return tuple(
+            None if cap is None else self._packed_limit(s, start)
+            for s, (cap, start) in enumerate(zip(self.caps, cap_from))
+        )
+
+    def _packed_limit(self, source: int, start: int) -> int:
+        """Packed rows: the last count of a source capped at ``x`` epochs from count ``start``.
+
+        An epoch's rows are known only by packing it, so ``x`` epochs are counted in the
+        source's own epochs: the rows of the ``floor(x)`` whole epochs from ``start``'s epoch,
+        then ``floor(frac(x) * rows of the next epoch)`` (as ``floor(x * n)`` for windows,
+        a product within 1e-9 of a whole number taken as it). Packs those epochs once per pass.
+        """
+        x = self.max_epochs[self.names[source]]
+        whole = math.floor(x)
+        first = self.epoch_of(source, start)
+        base = self.epoch_start(source, first)
+        end = self.epoch_start(source, first + whole)
+        if x > whole:
+            end += cap_windows(float(x) - whole, self.epoch_start(source, first + whole + 1) - end)
+        return start + (end - base)
 
     def targets(self) -> dict[str, float]:
         """Each source's target count now: the weights integrated since the anchor."""
@@ -495,8 +514,8 @@ class MixtureSampler(StepSampler):
             end = self.epoch_start(self._p, self.epoch_of(self._p, counts[self._p]) + self.epochs)
         if saved.cap_from is not None and same_pass:
             cap_from = [saved.cap_from.get(n, 0) for n in self.names]
-        elif self.epochs is None or self.documents == "pack":  # a stream counts from 0 (pack: no caps)
-            cap_from = [0] * len(self.names)
+        elif self.epochs is None or (self.documents == "pack" and self._limits(counts) is None):
+            cap_from = [0] * len(self.names)  # a stream counts from 0 (uncapped packed rows: nothing counts)
         else:  # an older state, or a new pass: the caps count from each source's epoch start
             cap_from = [self.epoch_start(s, self.epoch_of(s, c)) for s, c in enumerate(counts)]
         limits = self._limits(cap_from)

@@ -311,6 +311,11 @@ def _math_units(ld, n_units):
     """The first ``n_units`` rows (``T`` tokens) of math's own order of units, epoch after epoch."""
     mixture = ld.collator.source
     own = mixture.samplers[NAMES.index("math")]
+    if mixture.documents == "pack":  # packed rows: their pieces, one after another
+        return [
+            tuple(np.concatenate([own.source.read(a, a + n) for a, n in row])[:T].tolist())
+            for row in own.rows(list(range(n_units)))
+        ]
     rows = []
     for k in range(n_units):
         start = int(own.starts(k // own.n_samples, np.array([k % own.n_samples]))[0])
@@ -318,14 +323,23 @@ def _math_units(ld, n_units):
     return rows
 
 
+def _units_of_epochs(mixture, name, x):
+    """A cap of ``x`` epochs in units: floor(x * n); packed rows: the rows of those epochs (x <= 1 here)."""
+    s = mixture.names.index(name)
+    if mixture.documents == "pack":
+        return int(x * mixture.samplers[s].epoch_start(1))
+    return int(x * mixture.sizes[s])
+
+
 @pytest.mark.parametrize("x", [1, 0.5])
-@pytest.mark.parametrize("documents", ["mask", "bos"])
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
 def test_a_capped_source_gives_exactly_its_units_of_x_epochs(dirs, documents, x):
-    """mask: windows, bos: rows from document starts; floor(x * n) of them, its own order, then its share goes."""
+    """mask: windows, bos: rows from document starts, pack: packed rows; x epochs of them, its
+    own order, then its share goes."""
     ld = _loader(dirs, documents, max_epochs={"math": x})
     mixture = ld.collator.source
     n = mixture.sizes[NAMES.index("math")]
-    cap = int(x * n)
+    cap = _units_of_epochs(mixture, "math", x)
     steps = int(2 * n / (WEIGHTS["math"] * B)) + 10  # well past the cap
     math_rows, last = [], []
     for step, (xb, y, doc) in zip(range(steps), ld):
@@ -335,43 +349,56 @@ def test_a_capped_source_gives_exactly_its_units_of_x_epochs(dirs, documents, x)
     assert len(math_rows) == cap  # not one unit more, none fewer
     assert sorted(math_rows) == sorted(_math_units(ld, cap))  # each unit of its order once
     assert ld.windows_by_source()["math"] == cap
-    assert ld.epochs_by_source()["math"] == cap / n
+    assert ld.epochs_by_source()["math"] == cap / n  # packed rows: over the bound n
     assert "math" not in last  # out: its weight renormalised away
     assert {r["name"]: r["weight"] for r in mixture.report()}["math"] == 0.0
     state = ld.state_dict()["sampler"]
     assert state["max_epochs"] == {"math": x} and state["cap_from"]["math"] == 0
-    if documents == "bos":  # both sides' keys: the source's boundary token and the caps
+    if documents != "mask":  # both sides' keys: the source's boundary token and the caps
         assert state["sources"]["web"]["bos_id"] == GIVEN["web"]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("documents", ["mask", "bos"])
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
 def test_a_capped_documents_mixture_resumes_exactly_in_every_pass(dirs, documents, workers):
     factory = lambda: _loader(  # noqa: E731
         dirs, documents, epochs=1, primary="code", max_epochs={"math": 0.25}, num_workers=workers,
     )
     ld = factory()
-    n = ld.collator.source.sizes[NAMES.index("math")]
-    for p in range(2):  # the cap bites in each pass, counted from the pass's start
+    mixture, m = ld.collator.source, NAMES.index("math")
+    for p in range(2):  # the cap bites in each pass, counted from the pass's start (an epoch start)
         before = ld.windows_by_source()["math"]
         assert sum(1 for _ in ld) > 0
-        start = -(-before // n) * n
-        assert ld.windows_by_source()["math"] - start == int(0.25 * n), p
+        start = mixture._next_epoch_start(m, before)
+        e = mixture.epoch_of(m, start)
+        epoch_units = mixture.epoch_start(m, e + 1) - start
+        assert ld.windows_by_source()["math"] - start == int(0.25 * epoch_units), p
+        assert ld.state_dict()["sampler"]["cap_from"]["math"] == start
     assert check_resume(factory, [1, 6], passes=2) > 6
 
 
-def test_a_stream_of_capped_documents_ends_and_resumes_exactly(dirs):
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_a_stream_of_capped_documents_ends_and_resumes_exactly(dirs, documents):
     caps = {"web": 0.5, "code": 1, "math": 1}
-    factory = lambda: _loader(dirs, "bos", max_epochs=caps)  # noqa: E731
+    factory = lambda: _loader(dirs, documents, max_epochs=caps)  # noqa: E731
     ld = factory()
     steps = len(ld)
     assert steps == sum(1 for _ in ld) > 6
-    sizes = dict(zip(NAMES, ld.collator.source.sizes))
-    assert all(ld.windows_by_source()[n] <= int(caps[n] * sizes[n]) for n in NAMES)
+    counts, mixture = ld.windows_by_source(), ld.collator.source
+    assert all(counts[n] <= _units_of_epochs(mixture, n, caps[n]) for n in NAMES)
+    assert any(counts[n] == _units_of_epochs(mixture, n, caps[n]) for n in NAMES)
     check_resume(factory, [1, 6])
 
 
-def test_max_epochs_with_packed_rows_is_refused(dirs):
-    with pytest.raises(ConfigError, match="max_epochs=.*documents='pack' in a mixture is not supported"):
-        _loader(dirs, "pack", max_epochs={"math": 1})
-    assert len(take(_loader(dirs, "pack", max_epochs={}), 2)) == 2  # no caps: as without max_epochs
+def test_a_packed_cap_is_the_rows_of_its_epochs_whatever_their_bound(dirs):
+    """Packed rows: an epoch's rows are fewer than the per-epoch bound (sizes); 1.5 epochs are
+    the rows of epoch 0 and half of epoch 1's, each epoch packed on its own."""
+    ld = _loader(dirs, "pack", max_epochs={"math": 1.5})
+    mixture = ld.collator.source
+    own = mixture.samplers[NAMES.index("math")]
+    e1, e2 = own.epoch_start(1), own.epoch_start(2)
+    assert e1 < mixture.sizes[NAMES.index("math")]  # the bound is not the count
+    assert mixture.limits[NAMES.index("math")] == e1 + int(0.5 * (e2 - e1))
+    batches = take(ld, 60)  # past the cap: locate follows it (a fresh course from step 0)
+    for step in (0, 59):
+        assert [r.source for r in ld.locate(step)] == [_source(int(v)) for v in batches[step][0][:, 0]]
