@@ -399,6 +399,8 @@ def test_a_packed_cap_is_the_rows_of_its_epochs_whatever_their_bound(dirs):
     e1, e2 = own.epoch_start(1), own.epoch_start(2)
     assert e1 < mixture.sizes[NAMES.index("math")]  # the bound is not the count
     assert mixture.limits[NAMES.index("math")] == e1 + int(0.5 * (e2 - e1))
+    report = {r["name"]: r for r in mixture.report()}["math"]
+    assert (report["epoch"], report["max_epochs"]) == (None, 1.5)  # the monitor shows -/1.5
     batches = take(ld, 60)  # past the cap: locate follows it (a fresh course from step 0)
     for step in (0, 59):
         assert [r.source for r in ld.locate(step)] == [_source(int(v)) for v in batches[step][0][:, 0]]
