@@ -404,3 +404,22 @@ def test_a_packed_cap_is_the_rows_of_its_epochs_whatever_their_bound(dirs):
     batches = take(ld, 60)  # past the cap: locate follows it (a fresh course from step 0)
     for step in (0, 59):
         assert [r.source for r in ld.locate(step)] == [_source(int(v)) for v in batches[step][0][:, 0]]
+
+
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_a_documents_state_saved_before_caps_loads_into_a_capped_loader(dirs, documents):
+    """A documents-mixture state without max_epochs/cap_from (as the documents branch saved them):
+    the caps count from each source's current epoch start; the per-source bos_id is still checked."""
+    ld = _loader(dirs, documents, epochs=1, primary="code")
+    take(ld, 5)
+    state = ld.state_dict()
+    del state["sampler"]["max_epochs"], state["sampler"]["cap_from"]
+    capped = _loader(dirs, documents, epochs=1, primary="code", max_epochs={"math": 0.25})
+    capped.load_state_dict(roundtrip(state))
+    mixture = capped.collator.source
+    counts = [state["sampler"]["sources"][n]["windows"] for n in NAMES]
+    assert mixture.cap_from == [mixture.epoch_start(s, mixture.epoch_of(s, c)) for s, c in enumerate(counts)]
+    assert len(list(capped)) > 0
+    m = NAMES.index("math")
+    # It reads up to its cap, or nothing more if the uncapped run had already passed it.
+    assert capped.windows_by_source()["math"] == max(counts[m], mixture.limits[m])
