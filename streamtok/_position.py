@@ -176,7 +176,7 @@ def read_field(state: Any, key: str, kind: type, where: str = "state") -> Any:
 WINDOW_KEYS = ("version", "config", "epoch", "offset", "end_epoch", "batch_size", "world_size")
 
 
-def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str) -> SavedPosition:
+def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str | None = None) -> SavedPosition:
     """Check a window sampler's ``state`` against the current ``config``; return its position.
 
     Args:
@@ -184,7 +184,7 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
         config: the current sampler's configuration (mode, seed, seq_len, data, n_tokens; a
             ``bos`` sampler adds documents and bos_id).
         n_samples: samples in one epoch now.
-        legacy_data: the data fingerprint as version-1 states computed it.
+        legacy_data: the data fingerprint as version-1 states computed it (``None``: none).
 
     Raises:
         StateMismatchError: another configuration, data or kind of sampler, or a corrupt
@@ -194,7 +194,7 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
     version = f.int("version", 0, 1 << 31)
     if version not in (1, STATE_VERSION):
         _fail(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
-    f.dict("config").same(config, {"data": legacy_data} if version == 1 else None)
+    f.dict("config").same(config, {"data": legacy_data} if version == 1 and legacy_data is not None else None)
     f.keys(WINDOW_KEYS, ("rank", "pass_ended"))
     epoch = f.int("epoch", 0, MAX_EPOCH - 1)
     offset = f.int("offset", 0, n_samples)
@@ -307,10 +307,19 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
         if not isinstance(name, str) or not name:
             _fail(f"state['sources'] has a source named {name!r}, not a non-empty str")
         src = sources.dict(name)
-        src.keys(("data", "n_tokens", "windows"))
+        # bos_id and mark: a source of documents="bos"/"pack" (streamtok.mixture.units)
+        src.keys(("data", "n_tokens", "windows"), ("bos_id", "mark"))
         data = src.str("data")
         src.int("n_tokens")
         counts[name] = src.int("windows")
+        if "bos_id" in src.state:
+            src.int("bos_id", 0, 1 << 62, none=True)
+        if "mark" in src.state:
+            mark = src.raw("mark")
+            if not (isinstance(mark, list) and len(mark) == 3 and all(_is_int(v) for v in mark)):
+                src._wrong("mark", mark, "a list [rows before, epoch, block] of three ints")
+            if not (0 <= mark[0] <= counts[name] and 0 <= mark[1] < MAX_EPOCH and mark[2] >= 0):
+                _fail(f"state['sources'][{name!r}] key 'mark' is {mark}: out of range")
         if name in fingerprints and data != fingerprints[name]:
             _fail(
                 f"source {name!r} holds other data than when the state was saved (fingerprint "

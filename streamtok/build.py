@@ -110,7 +110,7 @@ def loader(
     dtype: torch.dtype = torch.int64,
     pin_memory: bool = False,
     documents: str = "stream",
-    bos_id: int | None = None,
+    bos_id: int | Mapping[str, int | None] | None = None,
     block_docs: int | None = None,
     vocab_size: int | None = None,
     raw_dtype: str | Any = "uint16",
@@ -158,12 +158,16 @@ def loader(
         documents: ``"stream"`` (windows of the flat token stream), ``"mask"`` (the same
             windows, with document boundaries), ``"bos"`` (rows begin at document starts) or
             ``"pack"`` (rows of whole documents, best-fit); other than ``"stream"`` batches
-            are ``(x, y, doc)``, see :mod:`streamtok.documents`.
+            are ``(x, y, doc)``, see :mod:`streamtok.documents`. In a mixture every row is
+            built from one source's own documents, and the schedule counts that mode's rows
+            per source (see :mod:`streamtok.mixture.units`).
         bos_id: the token that starts a document; ``None``: what the data says, in this
             order: the ``streamtok tokenize`` manifest beside the shards (checked against
             them), the format (50256 for llm.c GPT-2 shards, 128000 for llm.c Llama 3 shards,
             Megatron's ``.idx``), 50256 assumed (with a warning) for uint16 without a header;
-            none known is a ``ConfigError`` (see :mod:`streamtok.documents.boundary`).
+            none known is a ``ConfigError`` (see :mod:`streamtok.documents.boundary`). A
+            mixture takes one for all sources or ``{name: bos_id}`` (a source left out: what
+            its own data says, by the same order).
         block_docs: documents the ``"pack"`` packer fits at once (default 1000).
         vocab_size: refuse a batch holding a token id at or above it (named shard and offset).
         raw_dtype, max_open: reader options (headerless shards' dtype; shards kept open).
@@ -208,14 +212,13 @@ def loader(
     if prefetch_factor is not None:
         loader_kw["prefetch_factor"] = prefetch_factor
     if isinstance(source, Mapping):
-        if documents != "stream" or bos_id is not None:
-            raise ConfigError("documents= and bos_id= do not work with a mixture yet: use documents='stream'")
         if epochs is _ONE_EPOCH:
             epochs = None if primary is None else 1
         collator: Any = build_mixture(
             source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
             seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,
-            dtype=dtype, vocab_size=vocab_size, max_epochs=max_epochs,
+            dtype=dtype, vocab_size=vocab_size, max_epochs=max_epochs, documents=documents, bos_id=bos_id,
+            block_docs=block_docs,
         )
     else:
         if weights is not None or primary is not None or max_epochs is not None:
@@ -223,6 +226,8 @@ def loader(
                 "weights=, primary= and max_epochs= are for a mixture: pass source as {name: source, ...} "
                 "(one source's epochs are epochs=)"
             )
+        if isinstance(bos_id, Mapping):
+            raise ConfigError("bos_id={name: id} is for a mixture: pass source as {name: source, ...}, or one bos_id")
         if epochs is _ONE_EPOCH:
             epochs = 1
         reader = MemmapReader(_lister(source, split, holdout, storage_options), **reader_kw)

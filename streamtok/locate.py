@@ -118,8 +118,13 @@ def locate_step(batches: Any, step: int) -> list[RowOrigin]:
     names, bases = _sources(batches)
     paths = reader.paths
     out = []
+    # A mixture's documents are numbered per source (its index joins the sources' indexes).
+    source_docs = getattr(index, "source_docs", None)
     for i, (s, k, lo) in enumerate(zip(starts.tolist(), shard.tolist(), local.tolist())):
-        name = None if names is None else names[int(np.searchsorted(bases, s, side="right")) - 1]
+        src = None if names is None else int(np.searchsorted(bases, s, side="right")) - 1
+        name = None if src is None else names[src]
+        if docs is not None and source_docs is not None:
+            docs[i] -= source_docs[src]
         doc = None if docs is None or docs[i] < 0 else int(docs[i])
         out.append(RowOrigin(source=name, shard=paths[k], offset=int(lo), document=doc))
     return out
@@ -149,7 +154,7 @@ def _window_step(sampler: WindowSampler, step: int) -> np.ndarray:
 def _mixture_step(sampler: MixtureSampler, step: int) -> np.ndarray:
     b, p, n = sampler.step_samples, None if sampler.primary is None else sampler.names.index(sampler.primary), len(sampler.names)
     if sampler.resumed_at is None:  # one schedule since the start: step it from there
-        end = None if sampler.epochs is None or p is None else sampler.epochs * sampler.sizes[p]
+        end = None if sampler.epochs is None or p is None else sampler.epoch_start(p, sampler.epochs)
         course = Course(sampler.phases, b, sampler._limits([0] * n), end, p)
         steps = course.steps(0, 0, [0] * n, Anchor(0, 0, (0.0,) * n))
         at = 0
@@ -210,6 +215,8 @@ def origin_of(source: Any, **settings: Any) -> dict[str, Any]:
             value = _plain_weights(value)
         elif key == "max_epochs":
             value = _plain_caps(value)
+        elif key == "bos_id" and isinstance(value, Mapping):  # a mixture's {name: bos_id}
+            value = {str(k): _plain(v) for k, v in value.items()}
         elif key == "raw_dtype":
             value = str(np.dtype(value))
         out[key] = _plain(value)

@@ -93,7 +93,10 @@ def _checked_origin(origin: Any, where: str) -> dict[str, Any]:
         raise StateMismatchError(f"{where}: 'origin' has unknown keys {unknown} or no 'source'")
     out: dict[str, Any] = {"source": _checked_source(origin["source"], where)}
     for key, value in origin.items():
-        if key in _INTS:
+        if key == "bos_id" and isinstance(value, dict):  # a mixture's {name: bos_id}
+            if not all(isinstance(k, str) and (v is None or (isinstance(v, int) and not isinstance(v, bool))) for k, v in value.items()):
+                raise StateMismatchError(f"{where}: origin.bos_id is {value!r}, not an integer or {{name: integer or null}}")
+        elif key in _INTS:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise StateMismatchError(f"{where}: origin.{key} is {value!r}, not an integer")
         elif key in _STRINGS:

@@ -31,7 +31,7 @@ import numpy as np
 from .._order import MODES
 from .._position import read_pack_position
 from ..errors import ConfigError
-from ..sampler import StepShape, resolve_rank
+from ..sampler import StepSampler, as_int
 from .index import DocumentIndex
 from .samplers import document_order, packed_pieces
 
@@ -107,7 +107,7 @@ class PackStart:
     end_epoch: int | None
 
 
-class PackSampler(StepShape):
+class PackSampler(StepSampler):
     """Packed rows for one rank, step by step: per step an ``(n_pieces, 3)`` int64 plan.
 
     Each plan row is ``(row in batch, global token start, tokens)``; a batch row's pieces
@@ -122,30 +122,24 @@ class PackSampler(StepShape):
         block_docs: documents per packed block: the packer's buffer.
     """
 
+    MODES = MODES
+
     def __init__(
         self, source: Any, seq_len: int, *, index: DocumentIndex, mode: str = "shuffle", seed: int = 0,
         epochs: int | None = 1, batch_size: int = 1, rank: int | None = None, world_size: int | None = None,
         block_docs: int = 1000,
     ):
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
-        for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("block_docs", block_docs)):
-            if int(value) != value or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-        if epochs is not None and epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer or None, not {epochs!r}")
+        self.configure(
+            seq_len=seq_len, batch_size=batch_size, mode=mode, seed=seed, epochs=epochs, rank=rank, world_size=world_size,
+        )
         self.source, self.index = source, index
-        self.seq_len, self.mode, self.seed, self.epochs = int(seq_len), mode, int(seed), epochs
-        self.batch_size, self.block_docs = int(batch_size), int(block_docs)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.block_docs = as_int("block_docs", block_docs, 1)
         self.n_samples = index.n_documents
         if self.n_samples == 0:
             raise ConfigError(f"{source.describe()}: no document starts ({index.boundary.describe()}); check bos_id")
         self.n_blocks = -(-self.n_samples // self.block_docs)
         self.epoch, self.block, self.row, self.offset = 0, 0, 0, 0
-        self.end_epoch = epochs
-        self._continue = True  # the next pass continues from the position (fresh or loaded)
-        self.pass_ended = False  # the consumer saw the current pass end (set by the loader)
+        self.end_epoch = self.epochs
         self._cache: OrderedDict[tuple[int, int], PackedRows] = OrderedDict()
         self._order: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self._takes: OrderedDict[tuple[int, int, int, int], tuple[PackedRows, int, int] | None] = OrderedDict()
@@ -273,27 +267,17 @@ class PackSampler(StepShape):
         return got[0]
 
     # -- positions ------------------------------------------------------------------------
-    def next_pass(self) -> PackStart:
-        """Where the next pass would start: the position if fresh or loaded, else a new pass.
+    def here(self) -> PackStart:
+        return PackStart(self.epoch, self.block, self.row, self.offset, self.end_epoch)
 
-        As :meth:`WindowSampler.next_pass <streamtok.WindowSampler.next_pass>` (and
-        StatefulDataLoader): a state saved after the last batch of a finite pass, before the
-        consumer saw the pass end, resumes into an empty pass; one saved after it ended
-        (``pass_ended``), into the next epoch.
-        """
-        if self._continue:
-            return PackStart(self.epoch, self.block, self.row, self.offset, self.end_epoch)
-        epoch = self.epoch + (1 if self.offset else 0)
-        return PackStart(epoch, 0, 0, 0, None if self.epochs is None else epoch + self.epochs)
+    def following(self) -> PackStart:
+        epoch, end = self.new_pass_epochs(self.epoch, self.offset == 0)
+        return PackStart(epoch, 0, 0, 0, end)
 
-    def begin_pass(self) -> PackStart:
-        """Start the next pass (see :meth:`next_pass`) and return where it begins."""
-        start = self.next_pass()
+    def enter(self, start: PackStart) -> None:
         self.epoch, self.block, self.row, self.offset, self.end_epoch = (
             start.epoch, start.block, start.row, start.offset, start.end_epoch,
         )
-        self._continue = self.pass_ended = False
-        return start
 
     def _normalise(self) -> None:
         if self._take(self.epoch, self.block, self.row, self.step_samples) is None:
@@ -320,13 +304,6 @@ class PackSampler(StepShape):
                 yield plan
             pos, j = after, j + 1
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        start = self.begin_pass()
-        for plan in self.iter_steps(start):
-            self.advance()
-            yield plan
-        self.pass_ended = True
-
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""
         if start.end_epoch is None:
@@ -339,12 +316,6 @@ class PackSampler(StepShape):
             total += rows // self.step_samples
         return total
 
-    def __len__(self) -> int:
-        steps = self.pass_steps(self.next_pass())
-        if steps is None:
-            raise TypeError("an endless sampler (epochs=None) has no length")
-        return steps
-
     # -- state ----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """What a saved position is valid for."""
@@ -354,34 +325,19 @@ class PackSampler(StepShape):
             "data": self.source.fingerprint, "n_tokens": self.source.n_tokens,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        """The position as plain ints (JSON-serialisable), with its configuration."""
+    def position_state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION, "config": self.config(), "epoch": self.epoch, "block": self.block,
             "row": self.row, "offset": self.offset, "end_epoch": self.end_epoch,
-            "batch_size": self.batch_size, "world_size": self.world_size, "rank": self.rank,
-            "pass_ended": self.pass_ended,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; the next pass resumes there.
-
-        The whole state is checked (:func:`streamtok._position.read_pack_position`) before
-        anything changes.
-
-        Raises:
-            StateMismatchError: the state was made for another mode, data or settings, or is
-                corrupt (named key).
-        """
+    def load_position(self, state: dict[str, Any]) -> bool | None:
+        """Checked whole by :func:`streamtok._position.read_pack_position` before anything changes."""
         saved = read_pack_position(
             state, self.config(), version=STATE_VERSION, n_blocks=self.n_blocks,
             max_rows=self.source.n_tokens // self.window_len, block_rows=lambda e, b: len(self.block_rows(e, b)),
         )
         self.epoch, self.block, self.row, self.offset = saved.epoch, saved.block, saved.row, saved.offset
         self._normalise()
-        end = saved.end_epoch
-        self.end_epoch = None if self.epochs is None else (end if end is not None else self.epoch + self.epochs)
-        ended = bool(saved.pass_ended)  # None: a state saved before passes were exact
-        self.pass_ended = ended
-        self._continue = not ended
-
+        self.end_epoch = self.end_after(self.epoch, saved.end_epoch)
+        return saved.pass_ended

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from .._order import KeyedPermutation, hash_key, mix64
-from ..errors import ConfigError
 from ..sampler import WindowSampler
 from .index import DocumentIndex
 
@@ -91,12 +90,10 @@ class DocStartSampler(RecordedStarts, WindowSampler):
         self.index = index
         # Documents whose row of T+1 tokens fits before the data's end (starts ascend).
         self.n_samples = int(index.first_at_or_after(np.array([source.n_tokens - self.window_len]), strict=True)[0])
-        if self.n_samples < self.step_samples:
-            raise ConfigError(
-                f"{source.describe()}: {self.n_samples} document starts with {self.window_len} tokens "
-                f"after them ({index.boundary.describe()}) cannot fill one global step of {self.step_samples} "
-                "rows; check bos_id, or use a smaller batch or more data"
-            )
+        self.require_step(
+            source.describe(), f"document starts ({index.boundary.describe()})",
+            "check bos_id, or use a smaller batch or more data",
+        )
 
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:
         out = self.index.starts(document_order(self.mode, self.seed, epoch, samples, self.n_samples))

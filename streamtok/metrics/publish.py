@@ -321,8 +321,12 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
     if mixture is not None:  # static: the monitor divides the published counts by these
         facts["mixture"] = {
             "sources": [
-                {"name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
-                 **({"max_epochs": mixture.max_epochs[n]} if n in getattr(mixture, "max_epochs", {}) else {})}
+                {
+                    "name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
+                    **({"max_epochs": mixture.max_epochs[n]} if n in getattr(mixture, "max_epochs", {}) else {}),
+                    # packed rows: an epoch's row count is known only once packed (size: a bound)
+                    **({"epoch_known": False} if getattr(mixture, "documents", None) == "pack" else {}),
+                }
                 for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
             ],
             "primary": mixture.primary,
@@ -402,7 +406,8 @@ def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> lis
     return [
         {
             "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
-            "epoch": r["windows"] // src["windows_per_epoch"], "weight": r["weight"], "target": r["target"],
+            "epoch": r["windows"] // src["windows_per_epoch"] if src.get("epoch_known", True) else None,
+            "weight": r["weight"], "target": r["target"],
             "share": r["windows"] / total if total else None, "max_epochs": src.get("max_epochs"),
         }
         for src, r in zip(mix["sources"], block["rows"])

@@ -294,3 +294,35 @@ def test_locate_text_decodes_with_the_manifests_tokenizer(made, tmp_path, capsys
 
 def _at(reader, row):
     return int(reader.offsets[list(reader.paths).index(row["shard"])]) + row["offset"]
+
+
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
+def test_a_documents_mixture_resolves_each_sources_own_boundary(made, tmp_path, documents):
+    """No bos_id: each source's token from its own data (here a tokenize manifest: 400; llm.c
+    headers: 50256); the joint index does not ask the joint reader, whose sources disagree."""
+    from _util import BOS, make_doc_shards
+
+    (tmp_path / "gpt2").mkdir()
+    make_doc_shards(tmp_path / "gpt2", n_shards=2, docs=80)
+    want = {"small": made["uint16"][1], "gpt2": BOS}
+    assert want["small"] == 400 and BOS == 50256
+    ld = streamtok.loader(
+        {"small": made["uint16"][0], "gpt2": tmp_path / "gpt2"}, weights={"small": 0.5, "gpt2": 0.5},
+        seq_len=T, batch_size=B, split="all", documents=documents, epochs=None, metrics=False,
+    )
+    mixture = ld.collator.source
+    if documents != "mask":  # bos/pack: each source's units come from its own index
+        assert [o.index.boundary.token for o in mixture.samplers] == [400, BOS]
+    assert {p.boundary.token for p in ld.collator.index.parts} == {400, BOS}
+    seen = set()
+    for step, (x, y, doc) in zip(range(6), ld):
+        starts = set(doc.cu_seqlens[:-1].tolist())
+        for r, origin in enumerate(ld.locate(step)):
+            token = want[origin.source]
+            seen.add(origin.source)
+            row = x[r].tolist()
+            if documents != "mask":
+                assert row[0] == token, (origin.source, row[0])
+            for c in range(1, T):
+                assert (r * T + c in starts) == (row[c] == token), (origin.source, r, c)
+    assert seen == {"small", "gpt2"}

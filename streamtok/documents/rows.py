@@ -1,0 +1,138 @@
+"""PackedRowIndex: one source's packed rows as a single numbered stream, row ``k`` of the run.
+
+(Not :class:`streamtok.documents.pack.PackedRows`, which holds the rows of one packed block or
+step as arrays: this class numbers the rows of every block across epochs and finds row ``k``
+in them; the blocks it reads are ``PackedRows``.)
+
+A mixture counts what each source has given (DESIGN §7); with ``documents="pack"`` a source
+gives packed rows, so its count ``k`` must name a row. The rows are those of
+:class:`~streamtok.documents.pack.PackSampler` (``epochs=None``, one rank): epoch ``e``'s rows
+are its blocks' rows in block order, and epoch ``e + 1``'s follow, every row used (the epoch's
+partial last step is a single source's rule; a mixture's steps take rows from any source).
+
+How many rows a block holds is known only by packing it, so row ``k`` is found through a
+table of the rows before each block, extended forward as rows are asked for (one int per block
+of ``block_docs`` documents). Asked in ascending order, as the mixture asks, every block is
+packed once and read while cached. The table starts at a *mark* ``(rows before, epoch, block)``:
+0 at a fresh start; a resumed run starts at the mark its state saved, so it packs from
+there, not from the run's first block. A row before the table's start extends it back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any
+
+from ..errors import ConfigError, StateMismatchError
+from .index import DocumentIndex
+from .pack import PackSampler
+
+Row = list[tuple[int, int]]  # (token start in the source, tokens) per piece
+
+
+class PackedRowIndex:
+    """Row ``k`` of a source's packed-row stream, across epochs (see the module).
+
+    Args:
+        source: the source's reader.
+        seq_len: tokens per row ``T``.
+        index: the source's documents.
+        mode, seed: the document order.
+        block_docs: documents per packed block.
+
+    Raises:
+        ConfigError: the source's documents do not fill one row.
+    """
+
+    def __init__(self, source: Any, seq_len: int, *, index: DocumentIndex, mode: str, seed: int, block_docs: int = 1000):
+        self.packer = PackSampler(
+            source, seq_len, index=index, mode=mode, seed=seed, epochs=None, batch_size=1, rank=0, world_size=1,
+            block_docs=block_docs,
+        )
+        self.source, self.index, self.n_blocks = source, index, self.packer.n_blocks
+        # Rows an epoch holds at most (every token in a full row): the per-epoch size reported
+        # and used for estimates; the exact count of an epoch packs all of it.
+        self.n_samples = max(1, source.n_tokens // self.packer.window_len)
+        # The table and the packer's cache are shared by the loader's thread (rows) and the
+        # training thread (state_dict's mark, the primary's epoch start): one at a time.
+        self._lock = threading.RLock()
+        self.reset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def reset(self, rows_before: int = 0, epoch: int = 0, block: int = 0) -> None:
+        """Start the table at a mark: ``rows_before`` rows come before ``block`` of ``epoch``."""
+        with self._lock:
+            self._reset(rows_before, epoch, block)
+
+    def _reset(self, rows_before: int, epoch: int, block: int) -> None:
+        self._first = epoch * self.n_blocks + block  # the table's first block, counted over epochs
+        self._cum = [rows_before]  # _cum[i]: rows before block _first + i
+
+    def _extend(self, k: int) -> None:
+        """Pack blocks until the table holds row ``k``."""
+        empty = 0
+        while self._cum[-1] <= k:
+            epoch, block = divmod(self._first + len(self._cum) - 1, self.n_blocks)
+            n = len(self.packer.block_rows(epoch, block))
+            self._cum.append(self._cum[-1] + n)
+            empty = 0 if n else empty + 1
+            if empty > self.n_blocks:  # a whole epoch of blocks gave no row
+                raise ConfigError(f"{self.source.describe()}: epoch {epoch}'s documents pack into no row of {self.packer.window_len} tokens")
+
+    def _back(self, g: int) -> None:
+        """Extend the table back to block ``g`` (counted over epochs): packs the blocks between."""
+        while self._first > g:
+            self._first -= 1
+            self._cum.insert(0, self._cum[0] - len(self.packer.block_rows(*divmod(self._first, self.n_blocks))))
+        if self._cum[0] < 0:  # only a mark that is not this source's can give this
+            raise StateMismatchError(f"{self.source.describe()}: the packed-rows mark of the state is not this source's (rows before block {g}: {self._cum[0]})")
+
+    def _block_of(self, k: int) -> int:
+        while k < self._cum[0]:
+            self._back(self._first - 1)
+        self._extend(k)
+        return bisect.bisect_right(self._cum, k) - 1
+
+    def rows(self, ks: list[int]) -> list[Row]:
+        """The pieces of rows ``ks`` (in that order); ascending ``ks`` pack each block once."""
+        out: list[Row] = [[]] * len(ks)
+        with self._lock:
+            for i in sorted(range(len(ks)), key=ks.__getitem__):
+                k = ks[i]
+                b = self._block_of(k)
+                epoch, block = divmod(self._first + b, self.n_blocks)
+                out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
+        return out
+
+    def epoch_start(self, epoch: int) -> int:
+        """Rows before ``epoch``'s first row (packs every block before it not yet in the table)."""
+        g = epoch * self.n_blocks
+        with self._lock:
+            self._back(g)
+            while self._first + len(self._cum) - 1 < g:
+                e, b = divmod(self._first + len(self._cum) - 1, self.n_blocks)
+                self._cum.append(self._cum[-1] + len(self.packer.block_rows(e, b)))
+            return self._cum[g - self._first]
+
+    def epoch_of(self, k: int) -> int:
+        """The epoch row ``k`` belongs to (packs up to it if needed)."""
+        with self._lock:
+            return (self._first + self._block_of(k)) // self.n_blocks
+
+    def mark(self, k: int) -> tuple[int, int, int]:
+        """A mark at or before row ``k`` (``(rows before, epoch, block)``), from the table, packing nothing."""
+        with self._lock:
+            if k < self._cum[0]:
+                return 0, 0, 0
+            b = bisect.bisect_right(self._cum, k) - 1
+            epoch, block = divmod(self._first + b, self.n_blocks)
+            return self._cum[b], epoch, block
