@@ -58,6 +58,7 @@ class StorageLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self.thread_id: int | None = None  # set by the thread that runs the loop
+        self.exiting = False  # set by the exit hook: no new requests
         self._arming = False
         self._lock = threading.Lock()
         self._owed: set[_RustFuture] = set()

@@ -101,7 +101,9 @@ def _drain_at_exit(loop: StorageLoop, thread: threading.Thread, timeout_s: float
     until obstore's last visits are over (:meth:`StorageLoop.wait_rust_idle`), then stops it.
 
     Every wait is bounded by ``timeout_s``: a store that does not answer delays the exit, never
-    hangs it. A loop inherited through ``fork`` has no thread in this process: nothing to do.
+    hangs it. A request submitted from here on raises :class:`StorageError` instead of waiting
+    for a loop that is stopping. A loop inherited through ``fork`` has no thread in this
+    process: nothing to do.
 
     Args:
         loop: the process's storage loop.
@@ -110,6 +112,7 @@ def _drain_at_exit(loop: StorageLoop, thread: threading.Thread, timeout_s: float
     """
     if loop.is_closed() or not thread.is_alive():
         return
+    loop.exiting = True  # a thread still running (e.g. a daemon prefetch thread) gets an error, not a hang
 
     async def cancel_all() -> None:
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -207,7 +210,11 @@ class RemoteStore:
         """Run ``coro`` on the process's storage loop; its future."""
         _check_process()
         self._fresh()
-        return asyncio.run_coroutine_threadsafe(coro, _event_loop())
+        loop = _event_loop()
+        if loop.exiting:  # the loop is (being) stopped: the future would never be done
+            coro.close()
+            raise StorageError("the interpreter is exiting: this process reads nothing more from object storage")
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the storage loop and wait for its result."""
@@ -359,7 +366,8 @@ class RemoteStore:
                         except StopAsyncIteration:
                             break
                 else:
-                    metas = (await rust_call(obstore.list_with_delimiter_async, store, prefix=prefix or None))["objects"]
+                    listing = await rust_call(obstore.list_with_delimiter_async, store, prefix=prefix or None)
+                    metas = listing["objects"]
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
             return [ObjectRef(u.child(m["path"]), int(m["size"]), m.get("e_tag")) for m in metas]

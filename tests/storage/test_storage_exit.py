@@ -26,6 +26,7 @@ import pytest
 from s3_server import s3, s3_bucket  # noqa: F401
 
 from _util import make_shards
+from streamtok.errors import StorageError
 from streamtok.storage import store as store_mod
 from streamtok.storage._rustloop import StorageLoop
 
@@ -89,11 +90,12 @@ def test_obstore_calls_are_counted_until_their_thread_detached(s3_bucket):
     assert store_mod._event_loop().wait_rust_idle(30.0), store_mod._event_loop().rust_pending()
 
 
-def test_the_exit_hook_returns_once_obstore_is_done_with_the_cancelled_requests(s3_bucket):
+def test_the_exit_hook_returns_once_obstore_is_done_with_the_cancelled_requests(s3_bucket, monkeypatch):
     server, bucket = s3_bucket
     server.upload(bucket, "blob", b"x" * 4096)
     store = store_mod.RemoteStore(server.storage_options())
     loop, thread = _storage_thread()
+    monkeypatch.setattr(store_mod, "_loop", (os.getpid(), loop))  # the process's loop, for store.submit
     ref = asyncio.run_coroutine_threadsafe(store.head_async(f"s3://{bucket}/blob"), loop).result(30)
     server.proxy.latency_s = 3.0  # the reads are in flight when the hook runs
     reads = [asyncio.run_coroutine_threadsafe(store.fetch_range_async(ref, i, i + 1), loop) for i in range(16)]
@@ -106,6 +108,9 @@ def test_the_exit_hook_returns_once_obstore_is_done_with_the_cancelled_requests(
     assert loop.rust_pending() == (0, 0)
     assert not thread.is_alive()
     assert all(r.cancelled() for r in reads)
+    # A thread that asks for more (a daemon prefetch thread) is told so rather than left waiting.
+    with pytest.raises(StorageError, match="exiting"):
+        store.fetch_range(ref, 0, 1)
 
 
 def test_the_exit_hook_is_bounded_when_obstore_owes_a_visit():
