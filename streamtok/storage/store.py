@@ -94,11 +94,13 @@ def _drain_at_exit(loop: StorageLoop, thread: threading.Thread, timeout_s: float
     interpreter once more; one that attaches while the interpreter finalizes is made to exit
     through Rust frames and the process aborts or crashes after the script's last line (see
     :mod:`._rustloop`). Measured on a script that read one batch from a loopback S3 and ended
-    (2-core VM shared with other jobs): 10 of 12 runs crashed with no hook; about 2 of 108 when
-    the hook cancelled the requests and stopped the loop at once (the loop stopped before it
-    had passed every cancellation on to obstore, whose threads then came back during
-    finalization); 0 of 150 (2 at a time, load average ~8) since it keeps the loop running
-    until obstore's last visits are over (:meth:`StorageLoop.wait_rust_idle`), then stops it.
+    (2-core VM shared with other jobs): 10 of 12 runs crashed with no hook. With a hook that
+    cancelled the requests and stopped the loop at once, 8 of 270 (3 at a time, side by side
+    with the fix, load average 10-14; SIGSEGV in ``PyGILState_Ensure`` called by obstore's
+    tokio thread, and one SIGABRT): obstore's threads still came back during finalization.
+    0 of 270 in the same runs (and 0 of 150 more, 2 at a time) since the hook keeps the loop
+    running until obstore's last visits are over (:meth:`StorageLoop.wait_rust_idle`), then
+    stops it; the median run took 8.1-8.6 s either way.
 
     Every wait is bounded by ``timeout_s``: a store that does not answer delays the exit, never
     hangs it. A request submitted from here on raises :class:`StorageError` instead of waiting
