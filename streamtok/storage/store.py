@@ -98,9 +98,9 @@ def _drain_at_exit(loop: StorageLoop, thread: threading.Thread, timeout_s: float
     cancelled the requests and stopped the loop at once, 8 of 270 (3 at a time, side by side
     with the fix, load average 10-14; SIGSEGV in ``PyGILState_Ensure`` called by obstore's
     tokio thread, and one SIGABRT): obstore's threads still came back during finalization.
-    0 of 270 in the same runs (and 0 of 300 more, alone: 150 2 at a time, 150 3 at a time) since the hook keeps the loop
-    running until obstore's last visits are over (:meth:`StorageLoop.wait_rust_idle`), then
-    stops it; the median run took 8.1-8.6 s either way.
+    0 of 270 in the same runs (and 0 of 300 more, alone: 150 2 at a time, 150 3 at a time)
+    since the hook keeps the loop running until obstore's last visits are over
+    (:meth:`StorageLoop.wait_rust_idle`), then stops it; the median run took 8.1-8.6 s either way.
 
     Every wait is bounded by ``timeout_s``: a store that does not answer delays the exit, never
     hangs it. A request submitted from here on raises :class:`StorageError` instead of waiting
