@@ -59,3 +59,7 @@ result["resumed_starts"], result["resumed_hashes"] = read(fresh, model, opt, loa
 result["files"] = sorted(os.listdir(ckpt))
 with open(os.path.join(out, f"run_rank{rank}.json"), "w") as f:
     json.dump(result, f)
+# Tear the process group down before exiting: left to interpreter exit, its C++ threads can be
+# destroyed while joinable ("terminate called without an active exception", SIGABRT: once in CI).
+acc.wait_for_everyone()
+torch.distributed.destroy_process_group()

@@ -52,6 +52,8 @@ def main(data, out, devices, ckpt=None):
         ],
     )
     trainer.fit(Tiny(), datamodule=dm, ckpt_path=ckpt)
+    if torch.distributed.is_initialized():  # not left to interpreter exit (see fw_accelerate_script.py)
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
