@@ -12,7 +12,7 @@
    with ``streamtok.bench.table`` (not with ``--no-bench``): the chart and the table are then one
    run's numbers.
 4. ``docs/make_screenshot.py``: ``docs/monitor.svg`` and ``docs/monitor-120x40.svg`` beside a
-   demo run (needs ``data/shards`` from ``examples/demo.py``).
+   demo run (making the demo's ``data/shards`` first when they are not there).
 
 Needs matplotlib (in the ``dev`` extra).
 """

@@ -1,8 +1,9 @@
 """Re-take ``docs/monitor.svg`` (80x24) and ``docs/monitor-120x40.svg`` beside the demo's run.
 
-    python docs/make_screenshot.py        # after the README's first command made data/shards
+    python docs/make_screenshot.py
 
-Starts ``examples/train_gpt.py`` on the demo shards (2 workers) in a private run directory,
+Makes the demo's shards in ``data/shards`` first when they are not there (as ``examples/demo.py``
+does), starts ``examples/train_gpt.py`` on the demo shards (2 workers) in a private run directory,
 waits until it has trained a while, drives ``streamtok-monitor`` headless with Textual's
 ``run_test`` and saves what it shows, then stops the training run.
 """
@@ -35,9 +36,13 @@ async def shoot(run_dir: str, size: tuple[int, int], out: str) -> None:
 def main() -> None:
     from streamtok.metrics import publish as metrics
 
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import demo
+
+    demo.tokenize_plays(demo.SHARDS)
     runs = tempfile.mkdtemp(prefix="streamtok-shot-")
     env = {**os.environ, "STREAMTOK_RUN_DIR": runs}
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_gpt.py"), "--data", os.path.join(ROOT, "data", "shards"),
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_gpt.py"), "--data", demo.SHARDS,
            "--out", os.path.join(runs, "ckpt"), "--steps", "100000", "--n-embd", "64", "--num-workers", "2"]
     train = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
@@ -47,7 +52,7 @@ def main() -> None:
             time.sleep(0.5)
         live = [r for r in metrics.list_runs() if r.alive]
         if not live:
-            sys.exit("no live run appeared; is data/shards there?")
+            sys.exit("no live run appeared in 120 s: see the training script's output above")
         time.sleep(20)  # let it train a few dozen steps
         from streamtok_monitor.cli import busiest
 

@@ -36,13 +36,8 @@ def shown(path: str) -> str:
     return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    p.add_argument("--shards", default=SHARDS, help="where the shards go (default data/shards)")
-    p.add_argument("--run", default=RUN, help="checkpoint and log directory (default runs/shakespeare)")
-    args = p.parse_args(argv)
-    shards, run = shown(args.shards), shown(args.run)
+def tokenize_plays(shards: str = SHARDS) -> None:
+    """``streamtok tokenize`` the shipped plays into ``shards`` (skipped when they are already there); exits on failure."""
     print(f"== tokenizing {len(TEXTS)} plays into {shards}/ (GPT-2, offline)", flush=True)
     code = streamtok_main(
         ["tokenize", *TEXTS, "--out", shards, "--doc-per-file", "--val-tokens", "60000",
@@ -50,6 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     if code:
         sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--shards", default=SHARDS, help="where the shards go (default data/shards)")
+    p.add_argument("--run", default=RUN, help="checkpoint and log directory (default runs/shakespeare)")
+    args = p.parse_args(argv)
+    shards, run = shown(args.shards), shown(args.run)
+    tokenize_plays(shards)
     every = str(min(50, args.steps))
     print(f"== training a small GPT on CPU; checkpoints in {run}/", flush=True)
     train_gpt.main(

@@ -290,17 +290,30 @@ def _make_pictures():
 
 
 def test_the_bench_ratios_the_readme_quotes_are_its_chart_and_table():
-    """The ratios quoted for the chart are docs/bench.json's; those for the table, the table's rows."""
+    """The table is docs/bench.json's (the chart's), and every ratio quoted under it is that run's."""
     import json
 
+    from streamtok.bench import table
+
     text = _speed_section()
-    found = re.search(r"in the chart streamtok \(x, y\) without workers is ([\d.]+)x nanoGPT and the numpy floor "
-                      r"([\d.]+)x, in the table ([\d.]+)x and ([\d.]+)x", text)
-    assert found, "the Speed section no longer says where its numbers come from"
-    chart = {r["name"]: r for r in json.loads((ROOT / "docs" / "bench.json").read_text())["results"]}
-    rows = dict(re.findall(r"\| (streamtok shuffle w=0|floor) \| [\d.]+ \| ([\d.]+) \|", text))
-    assert found.groups() == (f"{chart['streamtok:mode=shuffle,workers=0']['x_baseline']:.2f}",
-                              f"{chart['floor']['x_baseline']:.2f}", rows["streamtok shuffle w=0"], rows["floor"])
+    assert "one run" in text, "the Speed section no longer says where its numbers come from"
+    by_name = {r["name"]: r for r in json.loads((ROOT / "docs" / "bench.json").read_text())["results"]}
+    rows = table([by_name[name] for name in _make_pictures().TABLE if name in by_name])
+    assert rows in README.read_text(), "the README's table is not docs/bench.json's: rerun docs/make_pictures.py"
+    x = {name: f"{r['x_baseline']:.1f}" for name, r in by_name.items()}
+    first = re.search(r"delivers \(x, y\) int64 at ([\d.]+)x nanoGPT in shuffle mode \(([\d.]+)x in random mode, "
+                      r"([\d.]+)x sequential\); the compact uint16 output ([\d.]+)x \(shuffle\) and ([\d.]+)x "
+                      r"\(random\)\. The vectorised-gather floor is ([\d.]+)x", text)
+    workers = re.search(r"peer drops from ([\d.]+)x to ([\d.]+)x\); streamtok with 2 workers still delivers "
+                        r"([\d.]+)x nanoGPT in shuffle mode \(([\d.]+)x random\)", text)
+    assert first and workers, "the ratios under the table moved: update this test with them"
+    assert first.groups() + workers.groups() == tuple(x[name] for name in (
+        "streamtok:mode=shuffle,workers=0", "streamtok:mode=random,workers=0", "streamtok:mode=sequential,workers=0",
+        "streamtok:mode=shuffle,workers=0,out=compact", "streamtok:mode=random,workers=0,out=compact", "floor",
+        "mapstyle:workers=0", "mapstyle:workers=2", "streamtok:mode=shuffle,workers=2", "streamtok:mode=random,workers=2"))
+    prefetch = by_name["streamtok:mode=shuffle,workers=2,out=prefetch"]
+    assert f"`CUDAPrefetcher`: {prefetch['trainer_us']:.0f} µs per" in text
+    assert f"{100 * prefetch['wait_fraction']:.1f}% of a 5 ms step" in text
 
 
 def test_make_pictures_rewrites_the_readme_table_from_its_json(tmp_path):
