@@ -213,12 +213,29 @@ class MixtureSampler(StepSampler):
         return {n: self.epoch_of(s, c) for s, (n, c) in enumerate(zip(self.names, self.counts))}
 
     def epochs_by_source(self) -> dict[str, float]:
-        """Each source's epochs so far, all ranks: its windows over its windows per epoch (1.5: one and a half).
+        """Each source's epochs so far, all ranks, exact: its units over its units per epoch (1.5: one and a half).
 
-        Packed rows (``documents="pack"``): over the bound of rows an epoch holds, so at most the
-        true number (an epoch's row count is known only by packing it).
+        Packed rows (``documents="pack"``): ``e + (rows into epoch e) / (rows of epoch e)``, see
+        :meth:`epochs_of`.
         """
-        return {n: c / size for n, c, size in zip(self.names, self.counts, self.sizes)}
+        return {n: self.epochs_of(s, c) for s, (n, c) in enumerate(zip(self.names, self.counts))}
+
+    def epochs_of(self, source: int, count: int) -> float:
+        """The exact epochs of source number ``source`` after ``count`` of its units.
+
+        Windows and document-start rows: ``count / n`` (``n`` units an epoch). Packed rows: an
+        epoch's row count is a pure function of ``(seed, epoch)`` known by packing the epoch,
+        so the source's epoch ``e`` and its first row come from the table of rows before each
+        block (:class:`~streamtok.documents.rows.PackedRowIndex`), and its row count from
+        packing it once: the first call in an epoch packs its blocks not yet packed (as a
+        cap does), later ones read the table (O(log blocks)). One epoch read whole is ``1.0``.
+        """
+        if self.documents != "pack":
+            return count / self.sizes[source]
+        epoch = self.epoch_of(source, count)
+        start = self.epoch_start(source, epoch)
+        rows = self.epoch_start(source, epoch + 1) - start
+        return epoch + (count - start) / rows
 
     def epoch_of(self, source: int, count: int) -> int:
         """The epoch of unit ``count`` of source number ``source`` (packed rows: packs up to it)."""
@@ -272,8 +289,8 @@ class MixtureSampler(StepSampler):
         """One plain dict per source for metrics and the monitor's per-source line.
 
         Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
-        tokens) so far over all ranks, ``epoch`` (the source's; ``None`` for packed rows, whose
-        epochs are known only by packing them: see :meth:`source_epochs`), ``weight`` (now, normalised;
+        tokens) so far over all ranks, ``epoch`` (the source's, exact: packed rows' too, from the
+        table of their blocks' rows, see :meth:`epoch_of`), ``weight`` (now, normalised;
         0 once capped out), ``target`` (the share of windows the schedule asked for so far),
         ``share`` (the share realised) and ``max_epochs`` (its cap, ``None``: uncapped); shares
         are ``None`` before the first step.
@@ -290,11 +307,11 @@ class MixtureSampler(StepSampler):
         return [
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len,
-                "epoch": None if self.documents == "pack" else c // size, "weight": w,
+                "epoch": self.epoch_of(s, c), "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
                 "max_epochs": self.max_epochs.get(name),
             }
-            for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)
+            for s, (name, c, w, t) in enumerate(zip(self.names, counts, weights, tau))
         ]
 
     # -- passes -----------------------------------------------------------------------------
