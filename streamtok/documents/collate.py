@@ -192,7 +192,7 @@ def document_collator(
     kw = {"seq_len": seq_len, "batch_size": batch_size, **sampler_kw}
     sampler: Any
     if documents == "mask":
-        sampler = MaskSampler(reader, **kw)
+        sampler = MaskSampler(reader, boundary=index.boundary, **kw)
         if index.n_documents == 0:  # bos and pack refuse this (no row can start); mask still reads
             warnings.warn(
                 f"streamtok: documents='mask' found 0 document starts ({index.boundary.describe()}) in the "

@@ -155,6 +155,11 @@ class MixtureSampler(StepSampler):
             except ConfigError as e:
                 raise ConfigError(f"source {name!r}: {e}") from None
         self.sizes = [s.n_samples for s in self.samplers]
+        # The token each source's documents are split at (recorded in the state, checked at resume).
+        self.boundaries = [
+            None if documents == "stream" or indexes is None or indexes.get(n) is None else indexes[n].boundary
+            for n in self.names
+        ]
         self.bases = np.cumsum([0] + [r.n_tokens for r in readers.values()])[:-1].astype(np.int64)
         self.primary = primary
         self._p = None if primary is None else self.names.index(primary)
@@ -480,16 +485,16 @@ class MixtureSampler(StepSampler):
         return out
 
     def position_state(self) -> dict[str, Any]:
-        """The position: step, windows, per-source counts and fingerprints (and ``bos_id``/``mark``
-        with documents), anchor, schedule, the caps and where they count from."""
+        """The position: step, windows, per-source counts and fingerprints (and ``boundary``,
+        ``bos_id``, ``mark`` with documents), anchor, schedule, the caps and where they count from."""
         return {
             "version": STATE_VERSION, "kind": "mixture",
             "config": self.config(),
             "step": self.step, "windows": self.windows, "step_samples": self.step_samples,
             "epoch": self.epoch, "offset": self.offset, "end": self.end, "primary": self.primary,
             "sources": {
-                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c, **source_state(s, c)}
-                for n, s, c in zip(self.names, self.samplers, self.counts)
+                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c, **source_state(s, c, b)}
+                for n, s, c, b in zip(self.names, self.samplers, self.counts, self.boundaries)
             },
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
@@ -505,6 +510,8 @@ class MixtureSampler(StepSampler):
         The whole state is checked (:func:`streamtok._position.read_mixture`) before anything changes.
 
         Raises:
+            BoundaryMismatchError: a source's rows were split at another boundary token (a
+                ``StateMismatchError``).
             StateMismatchError: not a mixture state, another mode/seed/seq_len/documents, a source
                 name that now holds other data or was read with another ``bos_id``, or a corrupt
                 state (named key).
@@ -515,8 +522,8 @@ class MixtureSampler(StepSampler):
         )
         counts = [saved.counts.get(n, 0) for n in self.names]
         marks = [
-            check_source_state(n, s, state["sources"][n], c) if n in saved.counts else None
-            for n, s, c in zip(self.names, self.samplers, counts)
+            check_source_state(n, s, state["sources"][n], c, b) if n in saved.counts else None
+            for n, s, c, b in zip(self.names, self.samplers, counts, self.boundaries)
         ]
         self._known.clear()
         for order, mark in zip(self.samplers, marks):  # checked above: nothing raises from here

@@ -280,8 +280,18 @@ def test_a_state_of_other_rows_is_refused(dirs):
     packed = _loader(dirs, "pack")
     take(packed, 2)
     state = roundtrip(packed.state_dict())
-    with pytest.raises(StateMismatchError, match="bos_id"):  # math saved with its format's default (None)
-        _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(state)
+    # math saved with its format's default (bos_id None: token 50256), now given as 50256: the same
+    # token, the same rows (the state records the token itself); another token is refused
+    _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(state)
+    web = np.concatenate([np.fromfile(p, dtype=np.uint16, offset=1024) for p in sorted(dirs["web"].glob("*.bin"))])
+    other = int(np.bincount(web[web != BOS["web"]]).argmax())  # a token web holds, not its boundary
+    with pytest.raises(streamtok.BoundaryMismatchError, match=f"'web'.*token {BOS['web']}.*token {other}"):
+        _loader(dirs, "pack", bos_id={**GIVEN, "web": other}).load_state_dict(state)
+    old = roundtrip(state)  # saved before the token was recorded: bos_id compared as given, as then
+    for entry in old["sampler"]["sources"].values():
+        del entry["boundary"]
+    with pytest.raises(StateMismatchError, match="bos_id"):
+        _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(old)
     state["sampler"]["sources"]["web"]["mark"] = [10**9, 0, 0]
     with pytest.raises(StateMismatchError, match="mark"):
         _loader(dirs, "pack").load_state_dict(state)
