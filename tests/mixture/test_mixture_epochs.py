@@ -155,6 +155,7 @@ def test_the_monitor_and_the_metrics_show_the_exact_epoch_of_packed_sources(dirs
     it.close()
     want = {n: int(v) for n, v in _truth(counts, per_epoch).items()}  # whole epochs read
     assert want["math"] >= 2
+    assert {n: int(v) for n, v in ld.epochs_by_source().items()} == want
     assert {r["name"]: r["epoch"] for r in ld.collator.source.report()} == want
     assert {r["name"]: r["epoch"] for r in source_report(ld.metrics.dir)} == want
     snap = Sampler(run_dir=ld.metrics.dir, slow_interval_s=3600).sample()
@@ -180,3 +181,26 @@ def test_a_stats_file_written_before_the_epoch_word_is_still_read(tmp_path):
     sources = [{"name": "a", "windows_per_epoch": 4}, {"name": "b", "windows_per_epoch": 4, "epoch_known": False}]
     report = mixture_report({"seq_len": 2, "mixture": {"sources": sources}}, slot)
     assert [r["epoch"] for r in report] == [2, None]
+
+
+@pytest.mark.parametrize("documents", ["bos", "pack"])
+def test_the_primary_s_progress_is_not_shown_from_the_packed_bound(dirs, tmp_path, monkeypatch, documents):
+    """A finite mixture's progress in its primary's epoch divides by the epoch's units: for packed
+    rows only a bound of them is published, so the share is unknown (``-``), the epoch exact."""
+    from streamtok_monitor import panels
+    from streamtok_monitor.watcher import Sampler
+
+    monkeypatch.setenv("STREAMTOK_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("STREAMTOK_METRICS", raising=False)
+    ld = _loader(dirs, documents, metrics=True, epochs=4, primary="math")
+    it = iter(ld)
+    for _ in range(50):
+        next(it)
+    it.close()
+    run = Sampler(run_dir=ld.metrics.dir, slow_interval_s=3600).sample()["run"]
+    assert run["epoch"] == int(ld.epochs_by_source()["math"]) >= 1
+    if documents == "pack":
+        assert run["progress"] is None
+        assert f"math epoch {run['epoch']} -" in panels.run_panel({"run": run}, width=60, rows=9).plain
+    else:
+        assert run["progress"] == pytest.approx(ld.epochs_by_source()["math"] % 1)
