@@ -118,17 +118,27 @@ def test_epochs_by_source_are_the_batches_epochs(dirs, documents, workers):
     assert whole, "no step ended exactly at an epoch's end: the exact case is untested"
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("x", [1, 2, 1.5])
 @pytest.mark.parametrize("documents", ["bos", "pack"])
-def test_a_capped_source_reports_its_x_epochs_exactly(dirs, documents, x):
+def test_a_capped_source_reports_its_x_epochs_exactly(dirs, documents, x, workers):
     """``max_epochs={"math": x}``: once out, math has read exactly ``x`` of its epochs (1.5:
-    epoch 0, then floor(0.5 * rows of epoch 1) of epoch 1)."""
+    epoch 0, then floor(0.5 * rows of epoch 1) of epoch 1); exact after every step, across a
+    resume into a new loader."""
     per_epoch = {n: _rows_per_epoch(dirs, n, documents, 30) for n in NAMES}
-    ld = _loader(dirs, documents, max_epochs={"math": x})
+    ld = _loader(dirs, documents, max_epochs={"math": x}, num_workers=workers)
     counts = dict.fromkeys(NAMES, 0)
-    for _, (xb, _, _) in zip(range(100), ld):
-        for name in _names(xb):
-            counts[name] += 1
+    for part in range(2):
+        it = iter(ld)
+        for step in range(50):
+            for name in _names(next(it)[0]):
+                counts[name] += 1
+            _check(ld, counts, per_epoch, f"part {part}, step {step}")
+        it.close()
+        if part == 0:
+            state = roundtrip(ld.state_dict())
+            ld = _loader(dirs, documents, max_epochs={"math": x}, num_workers=workers)
+            ld.load_state_dict(state)
     rows = per_epoch["math"]
     want = sum(rows[: int(x)]) + int((x - int(x)) * rows[int(x)])
     assert counts["math"] == want  # the cap: not one row more
@@ -204,3 +214,16 @@ def test_the_primary_s_progress_is_not_shown_from_the_packed_bound(dirs, tmp_pat
         assert f"math epoch {run['epoch']} -" in panels.run_panel({"run": run}, width=60, rows=9).plain
     else:
         assert run["progress"] == pytest.approx(ld.epochs_by_source()["math"] % 1)
+
+
+def test_the_epoch_of_a_row_before_a_resumed_table_s_mark(dirs):
+    """A resumed source's table of packed rows starts at its saved mark; asking the epoch of an
+    earlier row (a cap counted from the pass start) moved the start back but added the old one:
+    epoch 1 for row 0, so a resumed cap of one epoch let one packed row more through."""
+    own = _loader(dirs, "pack").collator.source.samplers[NAMES.index("math")]
+    e1, e2 = own.epoch_start(1), own.epoch_start(2)
+    mark = own.mark(e2)
+    assert mark[1:] == (2, 0)  # at epoch 2's first block
+    for k, want in ((0, 0), (e1 - 1, 0), (e1, 1), (e2 - 1, 1), (e2, 2)):
+        own.reset(*mark)
+        assert own.epoch_of(k) == want, k
