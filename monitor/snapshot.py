@@ -468,8 +468,12 @@ class Sampler:
         primary = mix.get("primary")
         progress = epoch = None
         if primary is not None and loop is not None:
-            per_epoch = mix["sources"][names.index(primary)]["windows_per_epoch"]
-            epoch, progress = loop["epoch"], min(1.0, loop["offset"] / per_epoch)
+            src = mix["sources"][names.index(primary)]
+            epoch = loop["epoch"]
+            # packed rows: windows_per_epoch bounds an epoch's rows, it is not their count; the
+            # share of the epoch read would be a plausible wrong number: unknown
+            if src.get("epoch_known", True):
+                progress = min(1.0, loop["offset"] / src["windows_per_epoch"])
         return {
             "mixture": {"primary": primary, "sources": sources},
             "epoch": epoch, "step": None if report is None else loop["sources"]["step"],  # type: ignore[index]

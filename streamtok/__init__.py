@@ -25,6 +25,7 @@ from typing import Any
 from . import _chain
 from ._lazy import lazy_names
 from .errors import (
+    BoundaryMismatchError,
     ConfigError,
     EncodingUnavailableError,
     HubError,
@@ -65,6 +66,7 @@ _STAGES = ("reader", "sampler", "collate", "mixture.collate", "dataloader", "bui
 
 __all__ = sorted(
     [
+        "BoundaryMismatchError",
         "ConfigError",
         "EncodingUnavailableError",
         "HubError",

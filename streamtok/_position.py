@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .errors import StateMismatchError
+from .errors import BoundaryMismatchError, StateMismatchError
 
 STATE_VERSION = 2  # 2: the data fingerprint samples the shards' content (1: names and sizes only)
 MAX_EPOCH = 1 << 40  # a saved epoch beyond this is corrupt, not a long run
@@ -137,6 +137,64 @@ class Fields:
             )
 
 
+MAX_TOKEN = 1 << 62  # a saved token id beyond this is corrupt
+# (token, where it came from) of a loader that splits rows at documents; None: it splits none
+BoundaryNow = tuple[int | None, str] | None
+
+
+def boundary_mismatch(where: str, saved: int | None, token: int | None, found: str) -> BoundaryMismatchError:
+    """The error of a resume whose rows were split at token ``saved`` by a loader now at ``token``.
+
+    Args:
+        where: how the message names the saved level (``"state['config']"``).
+        saved, token: the saved and the current token (``None``: Megatron ``.idx`` starts).
+        found: where the current token came from (:meth:`Boundary.describe`).
+    """
+    return BoundaryMismatchError(
+        f"{where} key 'boundary': the state was saved by a loader that split documents at token {saved!r}, but "
+        f"this loader splits them at token {token!r} ({found}): resuming would read other rows. The data's "
+        f"tokenize manifest may name another token now, or bos_id is given differently; pass bos_id={saved!r} "
+        "to resume the saved run, or start a new run without this state"
+    )
+
+
+def boundary_config(
+    f: Fields, config: dict[str, Any], boundary: BoundaryNow, legacy: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The configuration (and legacy values) a saved ``config`` level is compared with, its
+    boundary token checked first.
+
+    A loader that splits rows at documents records the token it split at (``"boundary"``,
+    ``None`` for a Megatron ``.idx``): ``bos_id=None`` means "what the data says", and the data
+    (the tokenize manifest beside the shards) may say another token at resume, which would
+    silently change every row. A saved token unlike the current one is a
+    :class:`BoundaryMismatchError` naming both. A state without the key (saved before it was
+    recorded) is not checked for it, as before; with it, ``bos_id`` (how the token was found) is
+    not compared: the same token gives the same rows. A loader that splits no documents
+    (``"stream"``, which reads a ``"mask"`` state's windows) ignores a saved token.
+
+    Args:
+        f: the saved ``config`` level.
+        config: the current configuration (with ``"boundary"`` when ``boundary`` is not ``None``).
+        boundary: the current token and where it came from; ``None``: this loader has none.
+        legacy: values replacing ``config``'s for the comparison (see :meth:`Fields.same`).
+    """
+    config = dict(config)
+    if "boundary" not in f.state:
+        config.pop("boundary", None)
+        return config, legacy
+    saved = f.int("boundary", 0, MAX_TOKEN, none=True)
+    if boundary is None:
+        config["boundary"] = saved
+        return config, legacy
+    token, found = boundary
+    if saved != token:
+        raise boundary_mismatch(f.where, saved, token, found)
+    if "bos_id" in config and "bos_id" in f.state:
+        legacy = {**(legacy or {}), "bos_id": f.int("bos_id", 0, MAX_TOKEN, none=True)}
+    return config, legacy
+
+
 def _end_epoch(f: Fields, epoch: int, at_start: bool) -> int | None:
     end = f.int("end_epoch", 0, MAX_EPOCH * 2, none=True)
     if end is not None and not (end > epoch or (end == epoch and at_start)):
@@ -176,7 +234,9 @@ def read_field(state: Any, key: str, kind: type, where: str = "state") -> Any:
 WINDOW_KEYS = ("version", "config", "epoch", "offset", "end_epoch", "batch_size", "world_size")
 
 
-def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str | None = None) -> SavedPosition:
+def read_position(
+    state: Any, config: dict[str, Any], n_samples: int, *, legacy_data: str | None = None, boundary: BoundaryNow = None,
+) -> SavedPosition:
     """Check a window sampler's ``state`` against the current ``config``; return its position.
 
     Args:
@@ -185,8 +245,11 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
             ``bos`` sampler adds documents and bos_id).
         n_samples: samples in one epoch now.
         legacy_data: the data fingerprint as version-1 states computed it (``None``: none).
+        boundary: the boundary token rows are split at and where it came from (``None``: no
+            documents); see :func:`boundary_config`.
 
     Raises:
+        BoundaryMismatchError: the state's rows were split at another boundary token.
         StateMismatchError: another configuration, data or kind of sampler, or a corrupt
             state; names the key.
     """
@@ -194,7 +257,11 @@ def read_position(state: Any, config: dict[str, Any], n_samples: int, *, legacy_
     version = f.int("version", 0, 1 << 31)
     if version not in (1, STATE_VERSION):
         _fail(f"sampler state version {version} is not one this streamtok reads (1 or {STATE_VERSION})")
-    f.dict("config").same(config, {"data": legacy_data} if version == 1 and legacy_data is not None else None)
+    saved_config = f.dict("config")
+    config, legacy = boundary_config(
+        saved_config, config, boundary, {"data": legacy_data} if version == 1 and legacy_data is not None else None,
+    )
+    saved_config.same(config, legacy)
     f.keys(WINDOW_KEYS, ("rank", "pass_ended"))
     epoch = f.int("epoch", 0, MAX_EPOCH - 1)
     offset = f.int("offset", 0, n_samples)
@@ -217,7 +284,8 @@ class SavedPackPosition:
 
 
 def read_pack_position(
-    state: Any, config: dict[str, Any], *, version: int, n_blocks: int, max_rows: int, block_rows: Callable[[int, int], int]
+    state: Any, config: dict[str, Any], *, version: int, n_blocks: int, max_rows: int, block_rows: Callable[[int, int], int],
+    boundary: BoundaryNow = None,
 ) -> SavedPackPosition:
     """Check a packed-rows state against ``config``; return its position.
 
@@ -228,12 +296,15 @@ def read_pack_position(
         n_blocks: blocks per epoch.
         max_rows: rows an epoch can hold at most (its tokens over the row length).
         block_rows: rows of ``(epoch, block)`` (packs that block: called last, on a checked position).
+        boundary: the boundary token and where it came from (see :func:`boundary_config`).
 
     Raises:
+        BoundaryMismatchError: the state's rows were split at another boundary token.
         StateMismatchError: another configuration or kind of sampler, or a corrupt state.
     """
     f = Fields(state)
-    f.dict("config").same(config)
+    saved_config = f.dict("config")
+    saved_config.same(*boundary_config(saved_config, config, boundary))
     saved_version = f.raw("version")
     if not _is_int(saved_version) or saved_version != version:
         _fail(f"state key 'version' is {saved_version!r}: not a packed-rows state of version {version}")
@@ -307,13 +378,15 @@ def read_mixture(state: Any, config: dict[str, Any], *, version: str, fingerprin
         if not isinstance(name, str) or not name:
             _fail(f"state['sources'] has a source named {name!r}, not a non-empty str")
         src = sources.dict(name)
-        # bos_id and mark: a source of documents="bos"/"pack" (streamtok.mixture.units)
-        src.keys(("data", "n_tokens", "windows"), ("bos_id", "mark"))
+        # bos_id and mark: a source of documents="bos"/"pack"; boundary: of every documents mode
+        # (streamtok.mixture.units)
+        src.keys(("data", "n_tokens", "windows"), ("bos_id", "mark", "boundary"))
         data = src.str("data")
         src.int("n_tokens")
         counts[name] = src.int("windows")
-        if "bos_id" in src.state:
-            src.int("bos_id", 0, 1 << 62, none=True)
+        for key in ("bos_id", "boundary"):
+            if key in src.state:
+                src.int(key, 0, MAX_TOKEN, none=True)
         if "mark" in src.state:
             mark = src.raw("mark")
             if not (isinstance(mark, list) and len(mark) == 3 and all(_is_int(v) for v in mark)):

@@ -288,6 +288,11 @@ class EpochSampler(StepSampler):
         """The data fingerprint as version-1 states computed it (``None``: no such states)."""
         return None
 
+    def boundary_now(self) -> tuple[int | None, str] | None:
+        """The boundary token rows are split at and where it came from; ``None``: no documents
+        (a saved token is then ignored, see :func:`streamtok._position.boundary_config`)."""
+        return None
+
     def start_at_zero(self) -> None:
         """Put the position at the first epoch's start (call once ``n_samples`` is known)."""
         self.epoch, self.offset, self.end_epoch = 0, 0, self.epochs
@@ -379,7 +384,9 @@ class EpochSampler(StepSampler):
         }
 
     def load_position(self, state: dict[str, Any]) -> bool:
-        saved = read_position(state, self.config(), self.n_samples, legacy_data=self.legacy_data())
+        saved = read_position(
+            state, self.config(), self.n_samples, legacy_data=self.legacy_data(), boundary=self.boundary_now(),
+        )
         self.epoch, self.offset = saved.epoch, saved.offset
         if saved.offset and self.n_samples - saved.offset < self.step_samples:
             # Saved under a smaller global step: what remains of the epoch is less than one

@@ -184,6 +184,8 @@ def loader(
             ``pin_memory_device``, and ``in_order``/``drop_last``/``snapshot_every_n_steps``
             as streamtok honours them); anything else is refused with the reason.
     """
+    if epochs is _ONE_EPOCH and isinstance(source, Mapping):  # a mixture's default: a stream unless primary is given
+        epochs = None if primary is None else 1
     origin = origin_of(
         source, weights=weights, primary=primary, seq_len=seq_len, batch_size=batch_size, split=split,
         holdout=holdout, mode=mode, seed=seed, epochs=epochs, documents=documents, bos_id=bos_id,
@@ -212,8 +214,6 @@ def loader(
     if prefetch_factor is not None:
         loader_kw["prefetch_factor"] = prefetch_factor
     if isinstance(source, Mapping):
-        if epochs is _ONE_EPOCH:
-            epochs = None if primary is None else 1
         collator: Any = build_mixture(
             source, weights, seq_len=seq_len, batch_size=batch_size, split=split, holdout=holdout, mode=mode,
             seed=seed, epochs=epochs, primary=primary, rank=rank, world_size=world_size, reader_kw=reader_kw,

@@ -349,9 +349,11 @@ class StreamtokLoader(StatefulDataLoader):
         return {} if per_source is None else per_source()
 
     def epochs_by_source(self) -> dict[str, float]:
-        """Epochs each source has given so far, all ranks: its windows over its windows an epoch
-        (``1.5``: one and a half; a mixture's names, ``{}`` for one source). With ``max_epochs``
-        a source stops at its cap: ``x`` epochs a pass, ``floor(x * n) / n`` exactly."""
+        """Epochs each source has given so far, all ranks, exact: its units over its units an epoch
+        (``1.5``: one and a half; a mixture's names, ``{}`` for one source). Packed rows count
+        each epoch's own rows (``1.0`` once an epoch is read whole; the first call in an epoch
+        packs the rest of it, see :meth:`MixtureSampler.epochs_of`). With ``max_epochs`` a
+        source stops at its cap: ``x`` epochs a pass, ``floor(x * n) / n`` exactly."""
         per_source = getattr(self.collator.source, "epochs_by_source", None)
         return {} if per_source is None else per_source()
 

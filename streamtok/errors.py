@@ -30,6 +30,10 @@ class StateMismatchError(StreamtokError, ValueError):
     """A saved state_dict was made under another configuration or other data."""
 
 
+class BoundaryMismatchError(StateMismatchError):
+    """A saved state's rows were split at another boundary token than this loader's (both named)."""
+
+
 class PassActiveError(StreamtokError, RuntimeError):
     """An operation needs the loader between passes, but a pass over it is still running."""
 

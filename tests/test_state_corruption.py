@@ -162,6 +162,7 @@ BAD_STRS = [5, "", ["x"]]
 BAD_BOOLS = ["yes", 1, None]
 BAD_NONES = ["x", -7, 1.5, True]
 OPTIONAL = {"rank", "pass_ended", "max_epochs", "cap_from"}  # absent from older states; dropping them is valid
+OPTIONAL_AT_ANY_LEVEL = {"boundary"}  # the boundary token, absent from older states: then not checked
 NULLABLE = {"primary"}  # None is a valid value
 
 
@@ -184,7 +185,7 @@ def corruptions(sampler: dict) -> Iterator[tuple[str, Callable[[dict], dict]]]:
             if path:
                 yield f"{name} as a list", _set(path, list(value.values()))
             for key in value:
-                if not (path == () and key in OPTIONAL):
+                if not (path == () and key in OPTIONAL) and key not in OPTIONAL_AT_ANY_LEVEL:
                     yield f"{name}/{key} dropped", _drop(path + (key,))
             continue
         if isinstance(value, bool):

@@ -192,7 +192,7 @@ def document_collator(
     kw = {"seq_len": seq_len, "batch_size": batch_size, **sampler_kw}
     sampler: Any
     if documents == "mask":
-        sampler = MaskSampler(reader, **kw)
+        sampler = MaskSampler(reader, boundary=index.boundary, **kw)
         if index.n_documents == 0:  # bos and pack refuse this (no row can start); mask still reads
             warnings.warn(
                 f"streamtok: documents='mask' found 0 document starts ({index.boundary.describe()}) in the "
@@ -201,22 +201,34 @@ def document_collator(
             )
     elif documents == "bos":
         sampler = DocStartSampler(reader, index=index, **kw)
-        _warn_skipped(index, reader, sampler.window_len, "bos", sampler.n_samples)
+        warn_skipped(index, sampler.window_len, "bos", sampler.n_samples)
     else:
         sampler = PackSampler(reader, index=index, block_docs=block_docs, **kw)
-        _warn_skipped(index, reader, sampler.window_len, "pack", None)
+        warn_skipped(index, sampler.window_len, "pack", None)
     return DocumentCollator(sampler, index=index, documents=documents, **collate_kw)
 
 
-def _warn_skipped(index: DocumentIndex, reader: MemmapReader, window_len: int, documents: str, usable: int | None) -> None:
-    """Warn once (at the loader's creation) when an epoch of these rows skips more than 1% of the tokens."""
+def warn_skipped(
+    index: DocumentIndex, window_len: int, documents: str, usable: int | None, *, source: str | None = None,
+) -> None:
+    """Warn once (at the loader's creation) when an epoch of these rows skips more than 1% of the tokens.
+
+    Args:
+        index: the documents of one source (its reader: ``index.reader``).
+        window_len: tokens per row (``T + 1``).
+        documents: ``"bos"`` or ``"pack"``.
+        usable: bos: documents a row can start at (see :func:`skipped_share`).
+        source: a mixture's source name, named in the message (each source warns for itself).
+    """
     share, long_docs = skipped_share(index, window_len, documents, usable)
     if share <= SKIPPED_WARN_SHARE:
         return
+    reader = index.reader
     bound = "at least " if documents == "pack" else ""
+    where = reader.describe() if source is None else f"source {source!r} ({reader.describe()})"
     warnings.warn(
         f"streamtok: documents={documents!r} reads the first seq_len + 1 = {window_len} tokens of each "
-        f"document; {long_docs} of the {index.n_documents} documents of {reader.describe()} are longer, so "
+        f"document; {long_docs} of the {index.n_documents} documents of {where} are longer, so "
         f"an epoch skips {bound}{share:.1%} of its {reader.n_tokens} tokens. Use a longer seq_len, split "
         "long documents, or documents='mask' (every token, boundaries marked)", UserWarning, stacklevel=4,
     )

@@ -119,6 +119,8 @@ class DocumentIndex:
         reader: the token array.
         bos_id: the boundary token; ``None``: what the data says (the tokenize manifest beside
             the shards, else the format: :mod:`streamtok.documents.boundary`).
+        source: a mixture's source name, named in the warning about an assumed token (each
+            source of a mixture warns for itself, as one source does).
 
     Attributes:
         bos_id: as given (what a saved state records).
@@ -128,13 +130,14 @@ class DocumentIndex:
         ConfigError: ``bos_id`` is ``None`` and nothing says which token starts a document.
     """
 
-    def __init__(self, reader: MemmapReader, bos_id: int | None = None):
+    def __init__(self, reader: MemmapReader, bos_id: int | None = None, *, source: str | None = None):
         self.reader = reader
         self.bos_id = bos_id
         self.boundary = resolve_boundary(reader.infos, bos_id)
         if self.boundary.assumed:
+            where = reader.describe() if source is None else f"source {source!r} ({reader.describe()})"
             warnings.warn(
-                f"streamtok: {reader.describe()}: the shards do not say which token starts a document; "
+                f"streamtok: {where}: the shards do not say which token starts a document; "
                 f"{self.boundary.describe()}. Pass bos_id={self.boundary.token} to say so, or the id your "
                 "tokenizer writes before each document", UserWarning, stacklevel=4,
             )

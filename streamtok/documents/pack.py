@@ -318,10 +318,10 @@ class PackSampler(StepSampler):
 
     # -- state ----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """What a saved position is valid for."""
+        """What a saved position is valid for (``boundary``: the token documents are split at)."""
         return {
             "documents": "pack", "mode": self.mode, "seed": self.seed, "seq_len": self.seq_len,
-            "block_docs": self.block_docs, "bos_id": self.index.bos_id,
+            "block_docs": self.block_docs, "bos_id": self.index.bos_id, "boundary": self.index.boundary.token,
             "data": self.source.fingerprint, "n_tokens": self.source.n_tokens,
         }
 
@@ -336,6 +336,7 @@ class PackSampler(StepSampler):
         saved = read_pack_position(
             state, self.config(), version=STATE_VERSION, n_blocks=self.n_blocks,
             max_rows=self.source.n_tokens // self.window_len, block_rows=lambda e, b: len(self.block_rows(e, b)),
+            boundary=(self.index.boundary.token, self.index.boundary.describe()),
         )
         self.epoch, self.block, self.row, self.offset = saved.epoch, saved.block, saved.row, saved.offset
         self._normalise()

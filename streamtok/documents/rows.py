@@ -126,7 +126,8 @@ class PackedRowIndex:
     def epoch_of(self, k: int) -> int:
         """The epoch row ``k`` belongs to (packs up to it if needed)."""
         with self._lock:
-            return (self._first + self._block_of(k)) // self.n_blocks
+            b = self._block_of(k)  # first: it moves the table's start back for a row before it
+            return (self._first + b) // self.n_blocks
 
     def mark(self, k: int) -> tuple[int, int, int]:
         """A mark at or before row ``k`` (``(rows before, epoch, block)``), from the table, packing nothing."""

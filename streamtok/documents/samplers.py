@@ -24,6 +24,7 @@ import numpy as np
 
 from .._order import KeyedPermutation, hash_key, mix64
 from ..sampler import WindowSampler
+from .boundary import Boundary
 from .index import DocumentIndex
 
 
@@ -68,7 +69,35 @@ class RecordedStarts:
 
 
 class MaskSampler(RecordedStarts, WindowSampler):
-    """The windows of :class:`WindowSampler`, unchanged (``documents="mask"``): same order, same state."""
+    """The windows of :class:`WindowSampler`, unchanged (``documents="mask"``): same order, same
+    state, plus the boundary token the windows' documents are split at (``config["boundary"]``).
+
+    Args:
+        source, seq_len, **kw: as for :class:`WindowSampler`.
+        boundary: the token documents start at and where it came from (the index's
+            :class:`~streamtok.documents.boundary.Boundary`); ``None``: not recorded.
+    """
+
+    def __init__(self, source: Any, seq_len: int, *, boundary: Boundary | None = None, **kw: Any):
+        super().__init__(source, seq_len, **kw)
+        self.boundary = boundary
+
+    def rebatch(self, batch_size: int) -> MaskSampler:
+        other = MaskSampler(
+            self.source, self.seq_len, boundary=self.boundary, mode=self.mode, seed=self.seed, epochs=self.epochs,
+            batch_size=batch_size, rank=self.rank, world_size=self.world_size,
+        )
+        other.epoch, other.offset, other.end_epoch = self.epoch, self.offset, self.end_epoch
+        return other
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if self.boundary is not None:
+            config["boundary"] = self.boundary.token
+        return config
+
+    def boundary_now(self) -> tuple[int | None, str] | None:
+        return None if self.boundary is None else (self.boundary.token, self.boundary.describe())
 
 
 class DocStartSampler(RecordedStarts, WindowSampler):
@@ -110,7 +139,10 @@ class DocStartSampler(RecordedStarts, WindowSampler):
         return other
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "documents": "bos", "bos_id": self.index.bos_id}
+        return {**super().config(), "documents": "bos", "bos_id": self.index.bos_id, "boundary": self.index.boundary.token}
+
+    def boundary_now(self) -> tuple[int | None, str] | None:
+        return self.index.boundary.token, self.index.boundary.describe()
 
 
 _COVERAGE_CHUNK = 1 << 20  # documents whose starts are read at once (8 MiB)

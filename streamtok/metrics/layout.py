@@ -4,8 +4,10 @@
 words per slot, creation time, mixture sources ``S``) and one ``SLOT_WORDS`` slot per
 writer; a mixture's run then holds one source block per slot (:func:`source_block_words`):
 the global step and the windows so far over all ranks, then per source its windows, tokens,
-target share and weight (the last two float64; NaN: no target yet), as of the slot's
-position. A writer makes
+target share and weight (those two float64; NaN: no target yet) and its epoch (exact: a packed
+source's too, which the manifest's per-epoch bound cannot give), as of the slot's position.
+Header word ``SOURCE_WORDS`` says how many words each source has (0 in files written before
+the epoch word: the first four). A writer makes
 its slot's ``seq`` word odd, stores (the slot and its source block), and makes it even again
 (a seqlock); a reader copies both and retries while ``seq`` was odd or changed under it. A
 run of one source has ``S = 0`` and no blocks: the file of earlier streamtok versions.
@@ -24,8 +26,9 @@ from typing import Any
 from .rundir import LAYOUT_VERSION, STATS, RunDirError
 
 MAGIC = 0x5354_4D45_5452_4943  # "STMETRIC"
-HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, n_sources, 2 spare
+HEADER_WORDS = 8  # magic, version, n_slots, slot_words, created_ns, n_sources, source_words, 1 spare
 N_SOURCES = 5  # the header word holding the mixture's number of sources (0: one source)
+SOURCE_WORDS = 6  # the header word holding the words per source (0: an earlier file's 4)
 SLOT_FIELDS = (
     "seq",  # seqlock word: odd while the writer is inside an update
     "pid",
@@ -57,23 +60,24 @@ SLOT_WORDS = len(SLOT_FIELDS)
  PASS_EPOCH, PASS_OFFSET, ENDED_EPOCH, ENDED_OFFSET, NET_REQUESTS) = range(SLOT_FIELDS.index("net_requests") + 1)
 NET_FIELDS = SLOT_FIELDS[NET_REQUESTS:]
 ROLE_TRAINER, ROLE_WORKER, ROLE_CONSUMER = 1, 2, 3
-SOURCE_FIELDS = ("windows", "tokens", "target", "weight")  # per source in a slot's block; the last two float64
+SOURCE_FIELDS = ("windows", "tokens", "target", "weight", "epoch")  # per source in a slot's block; target, weight float64
+_OLD_SOURCE_WORDS = 4  # a file whose header says 0 words per source: windows, tokens, target, weight
 BLOCK_HEAD = 2  # a block's first words: the global step and the windows so far (all ranks)
 
 
-def source_block_words(n_sources: int) -> int:
-    """Words of one slot's source block: global step, windows so far, ``SOURCE_FIELDS`` per source."""
-    return BLOCK_HEAD + len(SOURCE_FIELDS) * n_sources if n_sources else 0
+def source_block_words(n_sources: int, per_source: int = len(SOURCE_FIELDS)) -> int:
+    """Words of one slot's source block: global step, windows so far, ``per_source`` words per source."""
+    return BLOCK_HEAD + per_source * n_sources if n_sources else 0
 
 
-def stats_words(n_slots: int, n_sources: int) -> int:
+def stats_words(n_slots: int, n_sources: int, per_source: int = len(SOURCE_FIELDS)) -> int:
     """Words of a whole stats file of ``n_slots`` slots and ``n_sources`` mixture sources."""
-    return HEADER_WORDS + n_slots * (SLOT_WORDS + source_block_words(n_sources))
+    return HEADER_WORDS + n_slots * (SLOT_WORDS + source_block_words(n_sources, per_source))
 
 
 # What a mixture publishes at a publish point: the global step, the windows so far (all
-# ranks), then per source (windows, tokens, target share or None, weight now).
-SourceRows = tuple[int, int, list[tuple[int, int, float | None, float]]]
+# ranks), then per source (windows, tokens, target share or None, weight now, epoch).
+SourceRows = tuple[int, int, list[tuple[int, int, float | None, float, int]]]
 
 
 class SlotWriter:
@@ -126,11 +130,12 @@ class SlotWriter:
         if sources is not None and q is not None and d is not None:
             step, total, rows = sources
             q[0], q[1] = step, total
-            for i, (windows, toks, target, weight) in enumerate(rows[: (len(q) - BLOCK_HEAD) // len(SOURCE_FIELDS)]):
+            for i, (windows, toks, target, weight, epoch) in enumerate(rows[: (len(q) - BLOCK_HEAD) // len(SOURCE_FIELDS)]):
                 j = BLOCK_HEAD + len(SOURCE_FIELDS) * i
                 q[j], q[j + 1] = windows, toks
                 d[j + 2] = float("nan") if target is None else target
                 d[j + 3] = weight
+                q[j + 4] = epoch
         w[SEQ] = self.seq = seq + 2
 
     def new_pass(self, start_epoch: int, start_offset: int) -> None:
@@ -201,13 +206,16 @@ class StatsReader:
             raise RunDirError(f"{path}: cannot read the run's stats: {e}") from e
         words = memoryview(self._map).cast("q")
         magic, version, n_slots, slot_words, n_sources = words[0], words[1], words[2], words[3], words[N_SOURCES]
-        if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS:
+        per_source = words[SOURCE_WORDS] or _OLD_SOURCE_WORDS
+        if magic != MAGIC or version != LAYOUT_VERSION or slot_words != SLOT_WORDS or per_source not in (
+            _OLD_SOURCE_WORDS, len(SOURCE_FIELDS),
+        ):
             raise RunDirError(f"{path}: not a streamtok stats file of layout {LAYOUT_VERSION}")
-        if n_slots <= 0 or not 0 <= n_sources < 1 << 16 or len(words) != stats_words(n_slots, n_sources):
+        if n_slots <= 0 or not 0 <= n_sources < 1 << 16 or len(words) != stats_words(n_slots, n_sources, per_source):
             raise RunDirError(
                 f"{path}: {len(words) * 8} bytes do not hold the {n_slots} slots and {n_sources} sources its header says"
             )
-        self.n_slots, self.n_sources = n_slots, n_sources
+        self.n_slots, self.n_sources, self.per_source = n_slots, n_sources, per_source
         self._words = words
         self._doubles = memoryview(self._map).cast("d")
 
@@ -215,11 +223,12 @@ class StatsReader:
         """A consistent copy of slot ``index`` as ``{field: value}``.
 
         In a mixture's run also ``"sources"``: ``{"step", "windows": so far, "rows": [{windows,
-        tokens, target, weight}, ...]}`` in source order (``target`` ``None``: none yet).
+        tokens, target, weight, epoch}, ...]}`` in source order (``target`` ``None``: none yet;
+        no ``epoch`` in a file written before it was stored).
         """
         lo = HEADER_WORDS + index * SLOT_WORDS
         row = self._words[lo : lo + SLOT_WORDS]
-        block_n = source_block_words(self.n_sources)
+        block_n = source_block_words(self.n_sources, self.per_source)
         b0 = HEADER_WORDS + self.n_slots * SLOT_WORDS + index * block_n
         bq, bd = self._words[b0 : b0 + block_n], self._doubles[b0 : b0 + block_n]
         copy, ints, floats = row.tolist(), [], []
@@ -230,13 +239,13 @@ class StatsReader:
                 break
         out: dict[str, Any] = dict(zip(SLOT_FIELDS, copy))
         if block_n:
-            n = len(SOURCE_FIELDS)
+            n = self.per_source
             out["sources"] = {
                 "step": ints[0],
                 "windows": ints[1],
                 "rows": [
                     {"windows": ints[j], "tokens": ints[j + 1], "target": None if math.isnan(floats[j + 2]) else floats[j + 2],
-                     "weight": floats[j + 3]}
+                     "weight": floats[j + 3], **({"epoch": ints[j + 4]} if n > _OLD_SOURCE_WORDS else {})}
                     for j in range(BLOCK_HEAD, block_n, n)
                 ],
             }

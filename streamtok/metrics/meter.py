@@ -222,7 +222,7 @@ class Consumed:
 
 def source_rows(report: list[dict[str, Any]], step: int, windows: int) -> SourceRows:
     """A mixture report (see ``MixtureSampler.report``) at global ``step`` as the words a slot stores."""
-    return step, windows, [(r["windows"], r["tokens"], r["target"], float(r["weight"])) for r in report]
+    return step, windows, [(r["windows"], r["tokens"], r["target"], float(r["weight"]), r["epoch"]) for r in report]
 
 
 def mixture_sources(mixture: Any) -> Callable[[], SourceRows]:

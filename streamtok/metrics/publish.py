@@ -75,6 +75,7 @@ from .layout import (
     SLOT_FIELDS,
     SLOT_WORDS,
     SOURCE_FIELDS,
+    SOURCE_WORDS,
     START_NS,
     TOKENS,
     WAIT_NS,
@@ -105,7 +106,7 @@ _counter = itertools.count()
 __all__ = [  # the publishing side, and what the monitor reads, from one place
     "BATCHES", "ENDED_EPOCH", "ENDED_OFFSET", "EPOCH", "HEADER_WORDS", "ITERATING", "LAYOUT_VERSION", "MAGIC",
     "MANIFEST", "N_SOURCES", "OFFSET", "PASS_EPOCH", "PASS_OFFSET", "PASSES", "PID", "ROLE", "ROLE_CONSUMER",
-    "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "START_NS", "STATS", "TOKENS",
+    "ROLE_TRAINER", "ROLE_WORKER", "SEQ", "SLOT_FIELDS", "SLOT_WORDS", "SOURCE_FIELDS", "SOURCE_WORDS", "START_NS", "STATS", "TOKENS",
     "WAIT_NS", "WORKER_ID", "Consumed", "Meter", "RunDirError", "RunInfo", "RunPublisher", "SlotWriter",
     "StatsReader", "counting_gather", "enabled", "for_loader", "is_local", "list_runs", "loop_slot", "mixture_report",
     "KEEP_ENDED", "pid_alive", "prune_runs", "read_manifest", "run_root", "source_block_words", "source_report", "stats_words",
@@ -166,7 +167,9 @@ class RunPublisher:
         self.mixture = mixture
         self.n_sources = 0 if mixture is None else len(mixture.names)
         words = [0] * stats_words(self.n_slots, self.n_sources)
-        words[: N_SOURCES + 1] = (MAGIC, LAYOUT_VERSION, self.n_slots, SLOT_WORDS, time.time_ns(), self.n_sources)
+        words[: SOURCE_WORDS + 1] = (
+            MAGIC, LAYOUT_VERSION, self.n_slots, SLOT_WORDS, time.time_ns(), self.n_sources, len(SOURCE_FIELDS),
+        )
         with _atomic.atomic_write(os.path.join(self.dir, STATS), fsync=False) as f:
             f.write(struct.pack(f"<{len(words)}q", *words))
         self.manifest: dict[str, Any] = {
@@ -324,7 +327,7 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
                 {
                     "name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
                     **({"max_epochs": mixture.max_epochs[n]} if n in getattr(mixture, "max_epochs", {}) else {}),
-                    # packed rows: an epoch's row count is known only once packed (size: a bound)
+                    # packed rows: size is a bound of an epoch's rows; the slots store the exact epoch
                     **({"epoch_known": False} if getattr(mixture, "documents", None) == "pack" else {}),
                 }
                 for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
@@ -406,12 +409,18 @@ def mixture_report(manifest: dict[str, Any], slot: dict[str, Any] | None) -> lis
     return [
         {
             "name": src["name"], "windows": r["windows"], "tokens": r["tokens"],
-            "epoch": r["windows"] // src["windows_per_epoch"] if src.get("epoch_known", True) else None,
+            "epoch": r["epoch"] if "epoch" in r else _epoch_from_bound(src, r["windows"]),
             "weight": r["weight"], "target": r["target"],
             "share": r["windows"] / total if total else None, "max_epochs": src.get("max_epochs"),
         }
         for src, r in zip(mix["sources"], block["rows"])
     ]
+
+
+def _epoch_from_bound(src: dict[str, Any], windows: int) -> int | None:
+    """A source's epoch from a stats file written before slots stored it: windows over
+    windows per epoch, unknown (``None``) for packed rows, whose per-epoch size is a bound."""
+    return windows // src["windows_per_epoch"] if src.get("epoch_known", True) else None
 
 
 def source_report(run_dir: str) -> list[dict[str, Any]] | None:

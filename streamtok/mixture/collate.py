@@ -20,7 +20,7 @@ import numpy as np
 
 from .._chain import Stage
 from ..collate import Collator
-from ..documents.collate import DocumentCollator
+from ..documents.collate import DocumentCollator, warn_skipped
 from ..documents.boundary import Boundary
 from ..documents.index import DocumentIndex
 from ..errors import ConfigError
@@ -125,7 +125,7 @@ def build(
     readers = {n: MemmapReader(lister, **plain) for n, lister in listers.items()}
     indexes = None
     if need_index(documents):
-        indexes = {n: DocumentIndex(r, bos[n]) for n, r in readers.items()}
+        indexes = {n: DocumentIndex(r, bos[n], source=n) for n, r in readers.items()}
         for name, index in indexes.items():  # bos and pack refuse this (no row can start); mask still reads
             if documents == "mask" and index.n_documents == 0:
                 warnings.warn(
@@ -138,6 +138,10 @@ def build(
         batch_size=batch_size, rank=rank, world_size=world_size, max_epochs=max_epochs, documents=documents,
         indexes=indexes, **({"block_docs": block_docs} if block_docs is not None else {}),
     )
+    if documents in ("bos", "pack") and indexes is not None:  # what one source warns of, each source says
+        for name, order in zip(sampler.names, sampler.samplers):
+            usable = order.n_samples if documents == "bos" else None
+            warn_skipped(indexes[name], seq_len + 1, documents, usable, source=name)
     joint_lister = ShardLister([p for lister in listers.values() for p in lister.paths], storage_options=reader_kw.get("storage_options"))
     for lister in listers.values():  # what listings learned (sizes, ETags) saves the joint reader its HEADs
         joint_lister.objects.update(lister.objects)

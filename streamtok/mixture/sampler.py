@@ -155,6 +155,11 @@ class MixtureSampler(StepSampler):
             except ConfigError as e:
                 raise ConfigError(f"source {name!r}: {e}") from None
         self.sizes = [s.n_samples for s in self.samplers]
+        # The token each source's documents are split at (recorded in the state, checked at resume).
+        self.boundaries = [
+            None if documents == "stream" or indexes is None or indexes.get(n) is None else indexes[n].boundary
+            for n in self.names
+        ]
         self.bases = np.cumsum([0] + [r.n_tokens for r in readers.values()])[:-1].astype(np.int64)
         self.primary = primary
         self._p = None if primary is None else self.names.index(primary)
@@ -213,12 +218,29 @@ class MixtureSampler(StepSampler):
         return {n: self.epoch_of(s, c) for s, (n, c) in enumerate(zip(self.names, self.counts))}
 
     def epochs_by_source(self) -> dict[str, float]:
-        """Each source's epochs so far, all ranks: its windows over its windows per epoch (1.5: one and a half).
+        """Each source's epochs so far, all ranks, exact: its units over its units per epoch (1.5: one and a half).
 
-        Packed rows (``documents="pack"``): over the bound of rows an epoch holds, so at most the
-        true number (an epoch's row count is known only by packing it).
+        Packed rows (``documents="pack"``): ``e + (rows into epoch e) / (rows of epoch e)``, see
+        :meth:`epochs_of`.
         """
-        return {n: c / size for n, c, size in zip(self.names, self.counts, self.sizes)}
+        return {n: self.epochs_of(s, c) for s, (n, c) in enumerate(zip(self.names, self.counts))}
+
+    def epochs_of(self, source: int, count: int) -> float:
+        """The exact epochs of source number ``source`` after ``count`` of its units.
+
+        Windows and document-start rows: ``count / n`` (``n`` units an epoch). Packed rows: an
+        epoch's row count is a pure function of ``(seed, epoch)`` known by packing the epoch,
+        so the source's epoch ``e`` and its first row come from the table of rows before each
+        block (:class:`~streamtok.documents.rows.PackedRowIndex`), and its row count from
+        packing it once: the first call in an epoch packs its blocks not yet packed (as a
+        cap does), later ones read the table (O(log blocks)). One epoch read whole is ``1.0``.
+        """
+        if self.documents != "pack":
+            return count / self.sizes[source]
+        epoch = self.epoch_of(source, count)
+        start = self.epoch_start(source, epoch)
+        rows = self.epoch_start(source, epoch + 1) - start
+        return epoch + (count - start) / rows
 
     def epoch_of(self, source: int, count: int) -> int:
         """The epoch of unit ``count`` of source number ``source`` (packed rows: packs up to it)."""
@@ -272,8 +294,8 @@ class MixtureSampler(StepSampler):
         """One plain dict per source for metrics and the monitor's per-source line.
 
         Keys: ``name``, ``windows`` and ``tokens`` (``windows * seq_len``, as the loader counts
-        tokens) so far over all ranks, ``epoch`` (the source's; ``None`` for packed rows, whose
-        epochs are known only by packing them: see :meth:`source_epochs`), ``weight`` (now, normalised;
+        tokens) so far over all ranks, ``epoch`` (the source's, exact: packed rows' too, from the
+        table of their blocks' rows, see :meth:`epoch_of`), ``weight`` (now, normalised;
         0 once capped out), ``target`` (the share of windows the schedule asked for so far),
         ``share`` (the share realised) and ``max_epochs`` (its cap, ``None``: uncapped); shares
         are ``None`` before the first step.
@@ -290,11 +312,11 @@ class MixtureSampler(StepSampler):
         return [
             {
                 "name": name, "windows": c, "tokens": c * self.seq_len,
-                "epoch": None if self.documents == "pack" else c // size, "weight": w,
+                "epoch": self.epoch_of(s, c), "weight": w,
                 "target": t / total if total else None, "share": c / total if total else None,
                 "max_epochs": self.max_epochs.get(name),
             }
-            for name, c, size, w, t in zip(self.names, counts, self.sizes, weights, tau)
+            for s, (name, c, w, t) in enumerate(zip(self.names, counts, weights, tau))
         ]
 
     # -- passes -----------------------------------------------------------------------------
@@ -463,16 +485,16 @@ class MixtureSampler(StepSampler):
         return out
 
     def position_state(self) -> dict[str, Any]:
-        """The position: step, windows, per-source counts and fingerprints (and ``bos_id``/``mark``
-        with documents), anchor, schedule, the caps and where they count from."""
+        """The position: step, windows, per-source counts and fingerprints (and ``boundary``,
+        ``bos_id``, ``mark`` with documents), anchor, schedule, the caps and where they count from."""
         return {
             "version": STATE_VERSION, "kind": "mixture",
             "config": self.config(),
             "step": self.step, "windows": self.windows, "step_samples": self.step_samples,
             "epoch": self.epoch, "offset": self.offset, "end": self.end, "primary": self.primary,
             "sources": {
-                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c, **source_state(s, c)}
-                for n, s, c in zip(self.names, self.samplers, self.counts)
+                n: {"data": s.source.fingerprint, "n_tokens": s.source.n_tokens, "windows": c, **source_state(s, c, b)}
+                for n, s, c, b in zip(self.names, self.samplers, self.counts, self.boundaries)
             },
             "anchor": {"step": self.anchor.step, "windows": self.anchor.windows, "targets": dict(zip(self.names, self.anchor.targets))},
             "schedule": self._spec(),
@@ -488,6 +510,8 @@ class MixtureSampler(StepSampler):
         The whole state is checked (:func:`streamtok._position.read_mixture`) before anything changes.
 
         Raises:
+            BoundaryMismatchError: a source's rows were split at another boundary token (a
+                ``StateMismatchError``).
             StateMismatchError: not a mixture state, another mode/seed/seq_len/documents, a source
                 name that now holds other data or was read with another ``bos_id``, or a corrupt
                 state (named key).
@@ -498,8 +522,8 @@ class MixtureSampler(StepSampler):
         )
         counts = [saved.counts.get(n, 0) for n in self.names]
         marks = [
-            check_source_state(n, s, state["sources"][n], c) if n in saved.counts else None
-            for n, s, c in zip(self.names, self.samplers, counts)
+            check_source_state(n, s, state["sources"][n], c, b) if n in saved.counts else None
+            for n, s, c, b in zip(self.names, self.samplers, counts, self.boundaries)
         ]
         self._known.clear()
         for order, mark in zip(self.samplers, marks):  # checked above: nothing raises from here

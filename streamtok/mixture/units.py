@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._position import boundary_mismatch
+from ..documents.boundary import Boundary
 from ..documents.index import DocumentIndex
 from ..documents.rows import PackedRowIndex
 from ..documents.samplers import DocStartSampler
@@ -46,28 +48,41 @@ def source_order(
     return WindowSampler(reader, seq_len, mode=mode, seed=seed, epochs=None, world_size=1, rank=0)
 
 
-def source_state(order: Any, count: int) -> dict[str, Any]:
+def source_state(order: Any, count: int, boundary: Boundary | None = None) -> dict[str, Any]:
     """The keys a source adds to its entry in the mixture's state, besides data and count.
 
-    ``bos_id`` for ``"bos"`` and ``"pack"`` (which document starts its units are); for
-    ``"pack"`` also ``mark``, a known ``[rows before, epoch, block]`` at or before ``count``,
-    so a resumed run packs from there instead of from the run's first block.
+    ``boundary``: the token its documents are split at (every documents mode: ``bos_id=None``
+    means what the data says, which may say another token at resume). ``bos_id`` for ``"bos"``
+    and ``"pack"`` (the token as given); for ``"pack"`` also ``mark``, a known ``[rows before,
+    epoch, block]`` at or before ``count``, so a resumed run packs from there instead of from
+    the run's first block.
     """
+    out: dict[str, Any] = {} if boundary is None else {"boundary": boundary.token}
     if isinstance(order, PackedRowIndex):
-        return {"bos_id": order.index.bos_id, "mark": list(order.mark(count))}
+        return {"bos_id": order.index.bos_id, **out, "mark": list(order.mark(count))}
     if isinstance(order, DocStartSampler):
-        return {"bos_id": order.index.bos_id}
-    return {}
+        return {"bos_id": order.index.bos_id, **out}
+    return out
 
 
-def check_source_state(name: str, order: Any, saved: dict[str, Any], count: int) -> tuple[int, int, int] | None:
+def check_source_state(
+    name: str, order: Any, saved: dict[str, Any], count: int, boundary: Boundary | None = None,
+) -> tuple[int, int, int] | None:
     """Check what a saved source entry adds (see :func:`source_state`) against ``order``; return its mark.
 
+    A saved ``boundary`` is compared with the current one (``boundary``; ``None``: this loader
+    splits no documents and ignores it), and then ``bos_id`` is not: the same token gives the
+    same rows. An entry saved before the token was recorded compares ``bos_id`` as given.
+
     Raises:
-        StateMismatchError: another boundary token, or a mark out of range.
+        BoundaryMismatchError: the source's rows were split at another boundary token (both named).
+        StateMismatchError: another ``bos_id`` (an older state), or a mark out of range.
     """
     want = order.index.bos_id if isinstance(order, (PackedRowIndex, DocStartSampler)) else None
-    if "bos_id" in saved and saved["bos_id"] != want:
+    if "boundary" in saved:
+        if boundary is not None and saved["boundary"] != boundary.token:
+            raise boundary_mismatch(f"state['sources'][{name!r}]", saved["boundary"], boundary.token, boundary.describe())
+    elif "bos_id" in saved and saved["bos_id"] != want:
         raise StateMismatchError(
             f"state['sources'][{name!r}] was saved with bos_id={saved['bos_id']!r} but this loader reads source "
             f"{name!r} with bos_id={want!r}: its rows would be other documents; use the same bos_id"

@@ -192,7 +192,7 @@ def test_the_monitor_shows_each_sources_line(dirs, tmp_path, monkeypatch):
         {k: r[k] for k in keys} for r in ld.collator.source.report()
     ]
     assert sum(s["windows"] for s in snap["run"]["mixture"]["sources"]) == 9 * B
-    assert all(s["epoch"] is None for s in snap["run"]["mixture"]["sources"])  # packed: not known, not guessed
+    assert all(s["epoch"] == 0 for s in snap["run"]["mixture"]["sources"])  # packed: exact, not guessed
     text = panels.run_panel(snap, width=60, rows=9).plain
     assert all(n in text for n in NAMES)
 
@@ -280,8 +280,18 @@ def test_a_state_of_other_rows_is_refused(dirs):
     packed = _loader(dirs, "pack")
     take(packed, 2)
     state = roundtrip(packed.state_dict())
-    with pytest.raises(StateMismatchError, match="bos_id"):  # math saved with its format's default (None)
-        _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(state)
+    # math saved with its format's default (bos_id None: token 50256), now given as 50256: the same
+    # token, the same rows (the state records the token itself); another token is refused
+    _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(state)
+    web = np.concatenate([np.fromfile(p, dtype=np.uint16, offset=1024) for p in sorted(dirs["web"].glob("*.bin"))])
+    other = int(np.bincount(web[web != BOS["web"]]).argmax())  # a token web holds, not its boundary
+    with pytest.raises(streamtok.BoundaryMismatchError, match=f"'web'.*token {BOS['web']}.*token {other}"):
+        _loader(dirs, "pack", bos_id={**GIVEN, "web": other}).load_state_dict(state)
+    old = roundtrip(state)  # saved before the token was recorded: bos_id compared as given, as then
+    for entry in old["sampler"]["sources"].values():
+        del entry["boundary"]
+    with pytest.raises(StateMismatchError, match="bos_id"):
+        _loader(dirs, "pack", bos_id={**GIVEN, "math": 50256}).load_state_dict(old)
     state["sampler"]["sources"]["web"]["mark"] = [10**9, 0, 0]
     with pytest.raises(StateMismatchError, match="mark"):
         _loader(dirs, "pack").load_state_dict(state)
@@ -349,7 +359,9 @@ def test_a_capped_source_gives_exactly_its_units_of_x_epochs(dirs, documents, x)
     assert len(math_rows) == cap  # not one unit more, none fewer
     assert sorted(math_rows) == sorted(_math_units(ld, cap))  # each unit of its order once
     assert ld.windows_by_source()["math"] == cap
-    assert ld.epochs_by_source()["math"] == cap / n  # packed rows: over the bound n
+    # exact: x of its epochs (packed rows: their own count, not the bound n)
+    per_epoch = mixture.samplers[NAMES.index("math")].epoch_start(1) if documents == "pack" else n
+    assert ld.epochs_by_source()["math"] == cap / per_epoch
     assert "math" not in last  # out: its weight renormalised away
     assert {r["name"]: r["weight"] for r in mixture.report()}["math"] == 0.0
     state = ld.state_dict()["sampler"]
@@ -400,7 +412,7 @@ def test_a_packed_cap_is_the_rows_of_its_epochs_whatever_their_bound(dirs):
     assert e1 < mixture.sizes[NAMES.index("math")]  # the bound is not the count
     assert mixture.limits[NAMES.index("math")] == e1 + int(0.5 * (e2 - e1))
     report = {r["name"]: r for r in mixture.report()}["math"]
-    assert (report["epoch"], report["max_epochs"]) == (None, 1.5)  # the monitor shows -/1.5
+    assert (report["epoch"], report["max_epochs"]) == (0, 1.5)  # the monitor shows 0/1.5: exact, not unknown
     batches = take(ld, 60)  # past the cap: locate follows it (a fresh course from step 0)
     for step in (0, 59):
         assert [r.source for r in ld.locate(step)] == [_source(int(v)) for v in batches[step][0][:, 0]]
