@@ -47,7 +47,7 @@ from ..errors import ObjectChangedError, RemoteReadError, ShardNotFoundError, St
 from . import urls
 from .options import StorageOptions, as_options, redact
 from ._rustloop import StorageLoop, rust_call
-from .refs import ObjectRef
+from .refs import ObjectRef, normalize_etag
 
 _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
@@ -312,6 +312,10 @@ class RemoteStore:
             if size is not None and size != obj.size:
                 raise ObjectChangedError(f"{what}: the object is now {size} bytes, not {obj.size}: it changed since "
                                          "the loader was built; rebuild the loader on the new data")
+            etag = normalize_etag(result.meta.get("e_tag"))
+            if obj.etag and etag and etag != obj.etag:  # a store that ignored If-Match (some emulators and S3 clones)
+                raise ObjectChangedError(f"{what}: the object's ETag is now {etag}, not {obj.etag}: it changed since "
+                                         "the loader was built; rebuild the loader on the new data")
             if len(data) != stop - start:
                 raise _Transient(f"a short read: {len(data)} bytes of {stop - start}")
             self.counters.bytes += len(data)
@@ -345,7 +349,7 @@ class RemoteStore:
                 if status and status.group(1) == "416":
                     raise _Unsatisfiable() from None
                 raise self._classify(exc, what) from None
-            ref = ObjectRef(url, int(result.meta["size"]), result.meta.get("e_tag"))
+            ref = ObjectRef(url, int(result.meta["size"]), normalize_etag(result.meta.get("e_tag")))
             if len(data) != min(n, ref.size):
                 raise _Transient(f"a short read: {len(data)} bytes of {min(n, ref.size)}")
             self.counters.bytes += len(data)
@@ -387,7 +391,7 @@ class RemoteStore:
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
             # The Hub's ETags differ across its redirects: an hf:// file is checked by size (see .hub).
-            return ObjectRef(url, int(meta["size"]), None if u.scheme == "hf" else meta.get("e_tag"))
+            return ObjectRef(url, int(meta["size"]), None if u.scheme == "hf" else normalize_etag(meta.get("e_tag")))
 
         return await self._retrying(what, attempt)
 
@@ -422,6 +426,7 @@ class RemoteStore:
                     metas = listing["objects"]
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
-            return [ObjectRef(u.child(m["path"]), int(m["size"]), m.get("e_tag")) for m in metas]
+            # Listings give Azure's and GCS's ETags bare, HEAD and GET quoted: one form for both.
+            return [ObjectRef(u.child(m["path"]), int(m["size"]), normalize_etag(m.get("e_tag"))) for m in metas]
 
         return self.run(self._retrying(f"listing {what}", attempt))
