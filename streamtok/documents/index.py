@@ -131,7 +131,7 @@ class DocumentIndex:
     def __init__(self, reader: MemmapReader, bos_id: int | None = None):
         self.reader = reader
         self.bos_id = bos_id
-        self.boundary = resolve_boundary(reader.infos, bos_id)
+        self.boundary = resolve_boundary(reader.infos, bos_id, remote=getattr(reader, "remote", None))
         if self.boundary.assumed:
             warnings.warn(
                 f"streamtok: {reader.describe()}: the shards do not say which token starts a document; "

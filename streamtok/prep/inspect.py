@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
             if not is_remote(path):
                 check_shard_path(path)
             info = _probe(path, args.raw_dtype)
-            vocab = shard_vocabulary(info, encoding=args.encoding, vocab_size=args.vocab_size)
+            remote = _remote_reader(path, args.raw_dtype).remote if is_remote(path) else None
+            vocab = shard_vocabulary(info, encoding=args.encoding, vocab_size=args.vocab_size, remote=remote)
             rep = scan_shard(path, vocab_size=vocab.size, eot=vocab.boundary, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
             rep.vocab_source = vocab.source
             rep.documents = document_lengths(path, bos_id=vocab.boundary, raw_dtype=args.raw_dtype)
