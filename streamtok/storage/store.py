@@ -47,7 +47,7 @@ from ..errors import ObjectChangedError, RemoteReadError, ShardNotFoundError, St
 from . import urls
 from .options import StorageOptions, as_options, redact
 from ._rustloop import StorageLoop, rust_call
-from .refs import ObjectRef, normalize_etag
+from .refs import ObjectRef, normalize_etag, same_version
 
 _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
@@ -297,7 +297,7 @@ class RemoteStore:
         u = urls.parse(obj.url)
         store = self._store(u)
         options: dict[str, Any] = {"range": (start, stop)}
-        if obj.etag:
+        if obj.etag and u.scheme != "hf":  # the Hub redirects to CDNs whose ETags are not the Hub's: checked below
             options["if_match"] = obj.etag
 
         async def attempt() -> memoryview:
@@ -313,7 +313,8 @@ class RemoteStore:
                 raise ObjectChangedError(f"{what}: the object is now {size} bytes, not {obj.size}: it changed since "
                                          "the loader was built; rebuild the loader on the new data")
             etag = normalize_etag(result.meta.get("e_tag"))
-            if obj.etag and etag and etag != obj.etag:  # a store that ignored If-Match (some emulators and S3 clones)
+            # A store that ignored If-Match (some emulators and S3 clones), and the Hub (none sent).
+            if obj.etag and obj.etag_in_reads and etag and not same_version(etag, obj.etag):
                 raise ObjectChangedError(f"{what}: the object's ETag is now {etag}, not {obj.etag}: it changed since "
                                          "the loader was built; rebuild the loader on the new data")
             if len(data) != stop - start:
@@ -385,13 +386,17 @@ class RemoteStore:
         what = urls.redact_queries(url)
         store = self._store(u)
 
+        if u.scheme == "hf":  # the Hub's own metadata (a HEAD not followed to the CDN): see .hub
+            from .hub import file_ref
+
+            return await asyncio.to_thread(file_ref, url, self.options)
+
         async def attempt() -> ObjectRef:
             try:
                 meta = await rust_call(obstore.head_async, store, u.key)
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
-            # The Hub's ETags differ across its redirects: an hf:// file is checked by size (see .hub).
-            return ObjectRef(url, int(meta["size"]), None if u.scheme == "hf" else normalize_etag(meta.get("e_tag")))
+            return ObjectRef(url, int(meta["size"]), normalize_etag(meta.get("e_tag")))
 
         return await self._retrying(what, attempt)
 

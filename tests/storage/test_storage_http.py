@@ -63,6 +63,52 @@ def test_hf_prefix_over_ranged_http_in_natural_order(http_root, tmp_path, monkey
     assert any("/resolve/main/data/" in p and r for _, p, r in http_root.log), http_root.log[:8]
 
 
+@pytest.mark.parametrize("single", [False, True])
+def test_a_same_size_change_on_the_hub_is_a_named_error(http_root, tmp_path, monkeypatch, single):
+    # Before: hf:// files were checked by size alone, and the new bytes were read as if nothing changed.
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    repo = http_root.root / "hub" / "owner" / "ver"
+    _shards(repo / "data", ["v_train_1.bin"], n=6000)
+    source = "hf://datasets/owner/ver/data/" + ("v_train_1.bin" if single else "")
+    loader = streamtok.loader(source, seq_len=16, batch_size=4, split="all", metrics=False, lookahead=0)
+    ref = loader.collator.reader.remote.objects[0]
+    blob = __import__("hashlib").sha1((repo / "data" / "v_train_1.bin").read_bytes()).hexdigest()
+    assert ref.etag == f'"{blob}"' and ref.etag_in_reads  # the Hub's version (listing or file metadata)
+    it = iter(loader)
+    next(it)
+    _shards(repo / "data", ["v_train_1.bin"], n=6000, seed=9)  # same size, new bytes: a new blob id
+    with pytest.raises(ObjectChangedError, match="v_train_1.bin"):
+        for _ in it:
+            pass
+
+
+def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypatch):
+    from streamtok.storage.hub import _version
+    from streamtok.storage.remote import forget_opened
+
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    repo = http_root.root / "hub" / "owner" / "vc"
+    _shards(repo / "data", ["v_train_1.bin", "v_train_2.bin"], n=6000)
+    url = "hf://datasets/owner/vc/data/"
+    first = streamtok.MemmapReader(url)
+    forget_opened()
+    http_root.log.clear()
+    assert streamtok.MemmapReader(url).fingerprint == first.fingerprint
+    assert not [r for _, p, r in http_root.log if "/resolve/" in p]  # headers and samples from the metadata cache
+    _shards(repo / "data", ["v_train_2.bin"], n=6000, seed=9)  # same size: a new version, probed again
+    forget_opened()
+    http_root.log.clear()
+    assert streamtok.MemmapReader(url).fingerprint != first.fingerprint
+    assert {p.rsplit("/", 1)[1] for _, p, r in http_root.log if "/resolve/" in p} == {"v_train_2.bin"}
+
+    class Lfs:  # an LFS file's version is its sha256, and its reads (from a CDN) are not checked by ETag
+        blob_id, lfs = "b" * 40, type("L", (), {"sha256": "a" * 64})()
+
+    assert _version(Lfs) == ('"' + "a" * 64 + '"', False)
+
+
 def test_hf_from_a_prepopulated_hub_cache_offline(tmp_path, monkeypatch):
     _hub_env(monkeypatch, tmp_path)  # an endpoint that answers nothing
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
