@@ -6,6 +6,8 @@ requests ``hf://`` needs, for datasets under ``root/hub/OWNER/NAME/``:
 ``/api/datasets/OWNER/NAME/tree/REV[/PATH]`` (the JSON file listing of ``huggingface_hub``'s
 ``list_repo_tree``) and ``/datasets/OWNER/NAME/resolve/REV/PATH`` (the file, with the Hub's
 headers for a file not in LFS: ``ETag`` its blob id, the tree's oid, and ``X-Repo-Commit``).
+Files in a folder named ``lfs/`` are listed as LFS files (their sha256 in the tree's ``lfs``);
+their ``resolve`` answers carry the blob-id ETag still, as a CDN's ETag is not the Hub's.
 Requests are counted.
 """
 
@@ -67,7 +69,11 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                     if p.is_dir():
                         items.append({"type": "directory", "oid": "0" * 40, "path": rel})
                     else:
-                        items.append({"type": "file", "oid": hashlib.sha1(p.read_bytes()).hexdigest(), "size": p.stat().st_size, "path": rel})
+                        item = {"type": "file", "oid": hashlib.sha1(p.read_bytes()).hexdigest(), "size": p.stat().st_size, "path": rel}
+                        if "lfs" in p.relative_to(base).parts[:-1]:  # a folder named lfs/: its files are in LFS
+                            item["lfs"] = {"oid": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size,
+                                           "pointerSize": 134}
+                        items.append(item)
             body = json.dumps(items).encode()
             self.send_response(200 if sub.is_dir() else 404)
             self.send_header("Content-Type", "application/json")

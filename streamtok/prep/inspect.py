@@ -123,11 +123,16 @@ def _remote_reader(path: str, raw_dtype: str) -> Any:
 
     key = (path, raw_dtype)
     if key not in _REMOTE:
-        _REMOTE[key] = MemmapReader([path], raw_dtype=raw_dtype)
+        lister = ShardLister([path])
+        # What the listing of its prefix saw (the tokenize manifest beside it among them): the
+        # manifest's version is then known, and read once for all the prefix's shards.
+        lister.objects.update({k: v for k, v in _LISTED.items() if k not in lister.objects})
+        _REMOTE[key] = MemmapReader(lister, raw_dtype=raw_dtype)
     return _REMOTE[key]
 
 
 _REMOTE: dict[tuple[str, str], Any] = {}
+_LISTED: dict[str, Any] = {}  # objects the listings of inspect's remote sources saw, by URL
 
 
 def _probe(path: str, raw_dtype: str) -> ShardInfo:
@@ -288,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _expand(source: str) -> list[str]:
     try:
-        return list(ShardLister(source).paths)
+        lister = ShardLister(source)
+        _LISTED.update(lister.objects)
+        return list(lister.paths)
     except StreamtokError:
         return [source]  # reported per path by scan_shard

@@ -84,7 +84,6 @@ def test_a_same_size_change_on_the_hub_is_a_named_error(http_root, tmp_path, mon
 
 
 def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypatch):
-    from streamtok.storage.hub import _version
     from streamtok.storage.remote import forget_opened
 
     _hub_env(monkeypatch, tmp_path, http_root.url)
@@ -103,10 +102,20 @@ def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypa
     assert streamtok.MemmapReader(url).fingerprint != first.fingerprint
     assert {p.rsplit("/", 1)[1] for _, p, r in http_root.log if "/resolve/" in p} == {"v_train_2.bin"}
 
-    class Lfs:  # an LFS file's version is its sha256, and its reads (from a CDN) are not checked by ETag
-        blob_id, lfs = "b" * 40, type("L", (), {"sha256": "a" * 64})()
 
-    assert _version(Lfs) == ('"' + "a" * 64 + '"', False)
+def test_an_lfs_files_version_is_its_sha256_and_its_reads_are_not_checked_against_it(http_root, tmp_path, monkeypatch):
+    # The bytes of an LFS file come from a CDN whose ETags are not the Hub's (here: the blob id):
+    # comparing them with the sha256 would refuse every read.
+    import hashlib
+
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    repo = http_root.root / "hub" / "owner" / "big"
+    _shards(repo / "lfs", ["b_train_1.bin", "b_train_2.bin"])
+    loader = streamtok.loader("hf://datasets/owner/big/lfs/", seq_len=16, batch_size=4, split="all", seed=1, metrics=False)
+    refs = loader.collator.reader.remote.objects
+    sha = hashlib.sha256((repo / "lfs" / "b_train_1.bin").read_bytes()).hexdigest()
+    assert refs[0].etag == f'"{sha}"' and not refs[0].etag_in_reads
+    _same(loader, streamtok.loader(repo / "lfs", seq_len=16, batch_size=4, split="all", seed=1, metrics=False))
 
 
 def test_hf_from_a_prepopulated_hub_cache_offline(tmp_path, monkeypatch):

@@ -126,8 +126,10 @@ def test_inspect_gets_the_vocabulary_from_the_manifest_in_the_bucket(s3_bucket, 
     out, manifest = made
     server.upload_dir(out, bucket, "tok/")
     capsys.readouterr()
+    server.proxy.reset()
     assert cli.main(["inspect", f"s3://{bucket}/tok/", "--json", "--check"]) == 0
     remote = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(remote) == len(manifest["shards"]) and len(_manifest_gets(server)) == 1  # read once for all shards
     assert cli.main(["inspect", str(out), "--json", "--check"]) == 0
     local = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["vocab_source"] for r in remote} == {"the tokenize manifest (a Hugging Face tokenizer)"}
