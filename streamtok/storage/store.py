@@ -10,9 +10,11 @@ that), each retry counted. What is retried: 5xx answers, throttling (503 SlowDow
 timeouts, connection resets and short bodies. What is not: 4xx answers (no permission, no
 such object) and a failed ``If-Match`` (412: the object changed), which raise at once.
 
-Every GET of a known object carries ``If-Match: <etag>`` (when the store gave an ETag) and
-its length is checked: bytes of another version of an object, or fewer bytes than asked
-for, are never returned.
+Every GET of a known object carries ``If-Match: <etag>`` (when the store gave an ETag; not to
+the Hub, which would pass it on to its CDN) and its answer's size, ETag and length are
+checked: bytes of another version of an object (also from a store that ignores ``If-Match``,
+as fake-gcs-server does), or fewer bytes than asked for, are never returned. ETags are kept
+quoted (Azure's and GCS's listings give them bare, their HEAD and GET quoted).
 
 Requests still in flight when the interpreter exits (a loader that fetched steps ahead and
 was not read to its end) are cancelled, queued ones are never sent, and the exit waits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -72,15 +74,15 @@ def test_a_same_size_change_on_the_hub_is_a_named_error(http_root, tmp_path, mon
     _shards(repo / "data", ["v_train_1.bin"], n=6000)
     source = "hf://datasets/owner/ver/data/" + ("v_train_1.bin" if single else "")
     loader = streamtok.loader(source, seq_len=16, batch_size=4, split="all", metrics=False, lookahead=0)
-    ref = loader.collator.reader.remote.objects[0]
-    blob = __import__("hashlib").sha1((repo / "data" / "v_train_1.bin").read_bytes()).hexdigest()
-    assert ref.etag == f'"{blob}"' and ref.etag_in_reads  # the Hub's version (listing or file metadata)
+    blob = hashlib.sha1((repo / "data" / "v_train_1.bin").read_bytes()).hexdigest()
     it = iter(loader)
     next(it)
     _shards(repo / "data", ["v_train_1.bin"], n=6000, seed=9)  # same size, new bytes: a new blob id
     with pytest.raises(ObjectChangedError, match="v_train_1.bin"):
         for _ in it:
             pass
+    ref = loader.collator.reader.remote.objects[0]
+    assert ref.etag == f'"{blob}"' and ref.etag_in_reads  # the Hub's version (listing or file metadata)
 
 
 def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypatch):
@@ -106,8 +108,6 @@ def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypa
 def test_an_lfs_files_version_is_its_sha256_and_its_reads_are_not_checked_against_it(http_root, tmp_path, monkeypatch):
     # The bytes of an LFS file come from a CDN whose ETags are not the Hub's (here: the blob id):
     # comparing them with the sha256 would refuse every read.
-    import hashlib
-
     _hub_env(monkeypatch, tmp_path, http_root.url)
     repo = http_root.root / "hub" / "owner" / "big"
     _shards(repo / "lfs", ["b_train_1.bin", "b_train_2.bin"])
