@@ -154,7 +154,8 @@ def _obstore_store(url: urls.Url, options: StorageOptions) -> Any:
         config, client = options.s3()
         return S3Store(url.root, config=config, client_options=client, retry_config=retry)
     if url.scheme == "gs":
-        return GCSStore(url.root, config=options.generic("gs"), client_options=options.client_options(), retry_config=retry)
+        return GCSStore(url.root, config=options.generic("gs"), client_options=options.client_options(scheme="gs"),
+                        retry_config=retry)
     if url.scheme in ("az", "abfs"):
         return AzureStore(url.root, config=options.generic("az"), client_options=options.client_options(), retry_config=retry)
     if url.scheme in ("http", "https"):

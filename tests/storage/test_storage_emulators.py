@@ -166,3 +166,15 @@ def test_credentials_never_appear_in_state_metrics_caches_or_messages(cloud, tmp
             texts.append(path.read_bytes().decode("latin-1"))
     assert len(texts) > 8
     assert not [t for t in texts if any(s in t for s in secrets)]
+
+
+def test_gcs_storage_emulator_host_alone_reaches_the_emulator(gcs, tmp_path, monkeypatch):  # noqa: F811
+    # The variable Google's clients read for an emulator: no storage_options needed.
+    bucket = gcs.create_bucket()
+    gcs.upload_dir(_dataset(tmp_path / "ds"), bucket, "e/")
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.endpoint.removeprefix("http://"))  # host:port means http
+    lister = ShardLister(f"gs://{bucket}/e/")
+    assert [p.rsplit("/", 1)[1] for p in lister.paths] == ["d_train_1.bin", "d_train_2.bin", "d_train_10.bin", "d_val_1.bin"]
+    kw = dict(seq_len=16, batch_size=4, split="all", seed=2, metrics=False)
+    _same(streamtok.loader(f"gs://{bucket}/e/", **kw), streamtok.loader(tmp_path / "ds", **kw))
