@@ -29,12 +29,14 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from s3_server import free_port
@@ -45,7 +47,16 @@ AZ_SECRET = "streamtok-AZ-SECRET-do-not-leak-41c9"
 AZ_KEY = base64.b64encode(AZ_SECRET.encode()).decode()
 
 
-def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20.0) -> None:
+def _spawn(args: list[str], port: int, what: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server process (its stderr to a file, which no pipe can fill) and wait until it listens."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    _wait_port(port, proc, what, log)
+    log.close()
+    return proc
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, log: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -53,7 +64,8 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20
                 return
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}: {proc.stderr.read()[-2000:]!r}") from None
+                log.seek(0)
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read()[-2000:]!r}") from None
             if time.monotonic() > deadline:
                 proc.kill()
                 raise
@@ -131,12 +143,8 @@ def start_gcs() -> GcsServer:
 
     port = free_port()
     host = f"127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
-         "-public-host", host, "-external-url", f"http://{host}", "-log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    _wait_port(port, proc, "fake-gcs-server")
+    proc = _spawn([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
+                   "-public-host", host, "-external-url", f"http://{host}", "-log-level", "error"], port, "fake-gcs-server")
     return GcsServer(proc, f"http://{host}")
 
 
@@ -215,12 +223,8 @@ class AzuriteServer:
 def start_azurite(executable: str) -> AzuriteServer:
     port = free_port()
     env = {**os.environ, "AZURITE_ACCOUNTS": f"{AZ_ACCOUNT}:{AZ_KEY}"}
-    proc = subprocess.Popen(
-        [executable, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-         "--skipApiVersionCheck", "--silent", "--disableTelemetry"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    _wait_port(port, proc, "azurite-blob")
+    proc = _spawn([executable, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+                   "--skipApiVersionCheck", "--silent", "--disableTelemetry"], port, "azurite-blob", env)
     return AzuriteServer(proc, port)
 
 
