@@ -168,6 +168,10 @@ def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], obj
         size, version, in_reads = files.get(name, (-1, None, True))
         if size >= 0:
             known[url] = ObjectRef(url, size, version, in_reads)
+        if files and not single and not _offline():  # listed: the tokenize manifest beside it, or None (absent)
+            beside = posixpath.join(posixpath.dirname(name), "manifest.json")
+            m_size, m_version, m_in_reads = files.get(beside, (-1, None, True))
+            known[u.child(beside)] = ObjectRef(u.child(beside), m_size, m_version, m_in_reads) if m_size >= 0 else None
     return paths, known
 
 

@@ -26,7 +26,7 @@ from .._atomic import atomic_write
 from ..errors import ShardNotFoundError
 from . import urls
 from .metacache import cache_root
-from .refs import ObjectRef
+from .refs import ObjectRef, same_version
 
 NAME = "manifest.json"
 
@@ -93,6 +93,9 @@ def fetch_manifest(shards: Any, shard_url: str, max_bytes: int) -> tuple[str, by
     if ref.size > max_bytes:
         return None
     body = bytes(data)
+    if known is not None and known.size == ref.size and (
+            not known.etag_in_reads or not ref.etag or same_version(ref.etag, known.etag or "")):
+        ref = known  # the version the listing saw (for an hf:// LFS file, the GET's ETag is a CDN's)
     if ref.etag:
         _keep_copy(ref, body)
     return url, body

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from http_server import http_root  # noqa: F401
 from s3_server import s3, s3_bucket  # noqa: F401
 
 import streamtok
@@ -137,3 +138,32 @@ def test_inspect_gets_the_vocabulary_from_the_manifest_in_the_bucket(s3_bucket, 
     for r in remote + local:
         r.pop("path")
     assert remote == local
+
+
+def test_an_hf_repo_with_its_manifest_is_read_as_the_local_directory(http_root, made, tmp_path, monkeypatch):  # noqa: F811
+    import shutil
+
+    from streamtok.storage.remote import forget_opened
+
+    monkeypatch.setenv("HF_ENDPOINT", http_root.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hfcache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    out, manifest = made
+    shutil.copytree(out, http_root.root / "hub" / "owner" / "tokd" / "d")
+    shutil.copytree(out, http_root.root / "hub" / "owner" / "tokd" / "bare", ignore=shutil.ignore_patterns("manifest.json"))
+
+    def gets():
+        return [p for m, p, _ in http_root.log if m == "GET" and p.endswith("manifest.json")]
+
+    forget_opened()
+    index = streamtok.loader("hf://datasets/owner/tokd/d/", **_kw()).collator.index
+    assert index.boundary.token == 400 and "hf://datasets/owner/tokd/d/manifest.json" in index.boundary.source
+    assert len(gets()) == 1
+    http_root.log.clear()
+    forget_opened()
+    assert streamtok.loader("hf://datasets/owner/tokd/d/", **_kw()).collator.index.boundary == index.boundary
+    assert gets() == []  # the listing's version of the manifest, and the copy of it in the cache
+    with pytest.warns(UserWarning, match="found 0 document starts"):
+        streamtok.loader("hf://datasets/owner/tokd/bare/", **_kw())
+    assert gets() == []  # the listing showed no manifest: nothing asked
