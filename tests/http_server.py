@@ -4,7 +4,11 @@
 206 and ``Content-Range``), HEAD, an ``ETag`` per file version. It also answers the two Hub
 requests ``hf://`` needs, for datasets under ``root/hub/OWNER/NAME/``:
 ``/api/datasets/OWNER/NAME/tree/REV[/PATH]`` (the JSON file listing of ``huggingface_hub``'s
-``list_repo_tree``) and ``/datasets/OWNER/NAME/resolve/REV/PATH`` (the file). Requests are counted.
+``list_repo_tree``) and ``/datasets/OWNER/NAME/resolve/REV/PATH`` (the file, with the Hub's
+headers for a file not in LFS: ``ETag`` its blob id, the tree's oid, and ``X-Repo-Commit``).
+Files in a folder named ``lfs/`` are listed as LFS files (their sha256 in the tree's ``lfs``);
+their ``resolve`` answers carry the blob-id ETag still, as a CDN's ETag is not the Hub's.
+Requests are counted.
 """
 
 from __future__ import annotations
@@ -65,7 +69,11 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                     if p.is_dir():
                         items.append({"type": "directory", "oid": "0" * 40, "path": rel})
                     else:
-                        items.append({"type": "file", "oid": hashlib.sha1(p.read_bytes()).hexdigest(), "size": p.stat().st_size, "path": rel})
+                        item = {"type": "file", "oid": hashlib.sha1(p.read_bytes()).hexdigest(), "size": p.stat().st_size, "path": rel}
+                        if "lfs" in p.relative_to(base).parts[:-1]:  # a folder named lfs/: its files are in LFS
+                            item["lfs"] = {"oid": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size,
+                                           "pointerSize": 134}
+                        items.append(item)
             body = json.dumps(items).encode()
             self.send_response(200 if sub.is_dir() else 404)
             self.send_header("Content-Type", "application/json")
@@ -87,6 +95,8 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                 return
             st = f.stat()
             etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+            if "/resolve/" in path:  # as the Hub answers a file that is not in LFS: its blob id (the tree's oid)
+                etag = f'"{hashlib.sha1(f.read_bytes()).hexdigest()}"'
             if self.headers.get("If-Match") not in (None, "*", etag):
                 self.send_response(412)
                 self.send_header("Content-Length", "0")
@@ -101,6 +111,8 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                 status = 206
             self.send_response(status)
             self.send_header("ETag", etag)
+            if "/resolve/" in path:
+                self.send_header("X-Repo-Commit", "c" * 40)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
             if status == 206:

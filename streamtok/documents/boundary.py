@@ -45,7 +45,7 @@ from .._digest import file_sha256
 from .._files import read_regular
 from .._formats import MAGIC_GPT2, MAGIC_LLAMA3, ShardInfo, probe_shard
 from ..errors import ConfigError
-from ..storage.urls import dirname, is_remote
+from ..storage.urls import basename, dirname, is_remote, redact_queries
 from .sidecar import GPT2_EOT, LLAMA3_BOS, cache_dir, default_bos_id, document_starts
 
 MANIFEST = "manifest.json"
@@ -101,9 +101,26 @@ def _read_manifest(directory: str) -> tuple[str, dict[str, Any], dict[str, list[
     ``directory``, else ``None``."""
     path = os.path.join(directory, MANIFEST)
     try:
-        manifest = json.loads(read_regular(path, MANIFEST_MAX_BYTES))
-    except (OSError, ValueError):
-        return None  # absent, unreadable, a FIFO or a link, not JSON: it says nothing
+        raw = read_regular(path, MANIFEST_MAX_BYTES)
+    except OSError:
+        return None  # absent, unreadable, a FIFO or a link: it says nothing
+    return _parse_manifest(path, raw)
+
+
+def _read_remote_manifest(remote: Any, shard_url: str) -> tuple[str, dict[str, Any], dict[str, list[Any]]] | None:
+    """As :func:`_read_manifest`, for the manifest beside a remote shard (one GET at most,
+    cached per version: :mod:`streamtok.storage.manifests`)."""
+    from ..storage.manifests import fetch_manifest
+
+    found = fetch_manifest(remote, shard_url, MANIFEST_MAX_BYTES)
+    return None if found is None else _parse_manifest(redact_queries(found[0]), found[1])
+
+
+def _parse_manifest(path: str, raw: bytes) -> tuple[str, dict[str, Any], dict[str, list[Any]]] | None:
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return None  # not JSON: it says nothing
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         return None  # another tool's manifest.json
     by_name: dict[str, list[Any]] = {}
@@ -121,34 +138,43 @@ def _refuse(manifest: str, name: str, what: str) -> ConfigError:
     )
 
 
-def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> TokenizeRecord | None:
+def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None, remote: Any = None) -> TokenizeRecord | None:
     """What the ``streamtok tokenize`` manifest beside a shard says of it, checked against the shard.
 
     Args:
         info: the probed shard.
         cache: manifests read so far, by directory (pass one dict for many shards of a directory).
+        remote: for a remote shard, its reader's :class:`~streamtok.storage.RemoteShards`:
+            the manifest beside the object is fetched (one GET, cached per version) and
+            checked as a local one is, the shard's sha256 and document count coming from
+            one read of the object, cached with its document index.
 
     Returns:
         The record, or ``None`` when no readable tokenize manifest beside the shard lists it
-        (a remote shard's neighbours are not read).
+        (and for a remote shard without ``remote``).
 
     Raises:
         ConfigError: the manifest lists the shard, but its dtype, token count, sha256 or count
             of boundary tokens are not the shard's, or its entries are malformed.
     """
+    k = None
     if is_remote(info.path):
-        return None
-    directory = os.path.dirname(os.path.abspath(info.path))
+        k = remote.index_of(info.path) if remote is not None else None
+        if k is None:
+            return None
+        directory = dirname(info.path)
+    else:
+        directory = os.path.dirname(os.path.abspath(info.path))
     if cache is not None and directory in cache:
         found = cache[directory]
     else:
-        found = _read_manifest(directory)
+        found = _read_manifest(directory) if k is None else _read_remote_manifest(remote, info.path)
         if cache is not None:
             cache[directory] = found
     if found is None:
         return None
     path, manifest, by_name = found
-    name = os.path.basename(info.path)
+    name = basename(info.path)
     entries = by_name.get(name)
     if not entries:
         return None
@@ -165,15 +191,23 @@ def tokenize_record(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> 
     listed = entry.get("sha256")
     if not (isinstance(listed, str) and _SHA256.fullmatch(listed)):
         raise _refuse(path, name, f"its sha256 {listed!r} is not a sha256 hex digest")
-    actual = file_sha256(info.path, cache_dir())  # remembered per file version: the index needs it too
+    n_docs = entry.get("n_docs")
+    if k is not None:  # a remote shard: its digest and its documents from one read of the object
+        from ..storage.docs import remote_sha256_and_starts
+
+        actual, remote_starts = remote_sha256_and_starts(remote, k, bos_id=boundary)
+    else:
+        actual = file_sha256(info.path, cache_dir())  # remembered per file version: the index needs it too
     if actual != listed:
         raise _refuse(path, name, f"says sha256 {listed[:16]}... where the shard's is {actual[:16]}...")
     # The boundary itself: tokenize counted its ids in each shard. An edited eot_token counts
     # other ids; the index built here with it is the one the loader opens next (no second scan).
-    n_docs = entry.get("n_docs")
     if type(n_docs) is not int or n_docs < 0:
         raise _refuse(path, name, f"its n_docs {n_docs!r} is not a count")
-    held = len(document_starts(info.path, bos_id=boundary, raw_dtype=info.dtype.name if info.kind == "raw" else "uint16"))
+    if k is not None:
+        held = len(remote_starts)
+    else:
+        held = len(document_starts(info.path, bos_id=boundary, raw_dtype=info.dtype.name if info.kind == "raw" else "uint16"))
     if held != n_docs:
         raise _refuse(path, name, f"says {n_docs} documents where the shard holds {held} of its eot_token {boundary}")
     encoding, tokenizer = manifest.get("encoding"), manifest.get("tokenizer")
@@ -203,18 +237,19 @@ def format_boundary(info: ShardInfo) -> Boundary | None:
     return Boundary(token, "for uint16 tokens without a header (GPT-2's <|endoftext|>, nanoGPT's layout)", assumed=True)
 
 
-def shard_boundary(info: ShardInfo, *, cache: dict[str, Any] | None = None) -> Boundary | None:
+def shard_boundary(info: ShardInfo, *, cache: dict[str, Any] | None = None, remote: Any = None) -> Boundary | None:
     """The boundary token of one shard from what the data says (steps 2-4), or ``None`` if unknown.
 
     Args:
         info: the probed shard.
         cache: manifests read so far, by directory (see :func:`tokenize_record`).
+        remote: the reader's remote side, for remote shards (see :func:`tokenize_record`).
 
     Raises:
         ConfigError: a tokenize manifest lists the shard but does not match it.
     """
     if info.kind != "megatron":
-        record = tokenize_record(info, cache=cache)
+        record = tokenize_record(info, cache=cache, remote=remote)
         if record is not None:
             return Boundary(record.boundary, f"the tokenize manifest {record.manifest}")
     return format_boundary(info)
@@ -225,12 +260,14 @@ def _names(paths: list[str]) -> str:
     return f"{dirname(paths[0]) or '.'}/[{shown}]"
 
 
-def resolve_boundary(infos: Iterable[ShardInfo], bos_id: int | None = None) -> Boundary:
+def resolve_boundary(infos: Iterable[ShardInfo], bos_id: int | None = None, *, remote: Any = None) -> Boundary:
     """The one boundary token of a source's shards (the module docstring's order).
 
     Args:
         infos: the probed shards of the source.
         bos_id: the token given by the user, or ``None`` to ask the data.
+        remote: the reader's :class:`~streamtok.storage.RemoteShards` when some shards are
+            objects in a store: the tokenize manifests beside them are read too.
 
     Returns:
         The boundary; its ``token`` is ``None`` only when every shard is Megatron's.
@@ -251,7 +288,7 @@ def resolve_boundary(infos: Iterable[ShardInfo], bos_id: int | None = None) -> B
     found: dict[int, list[tuple[Boundary, str]]] = {}
     unknown: list[ShardInfo] = []
     for info in infos:
-        b = shard_boundary(info, cache=cache)
+        b = shard_boundary(info, cache=cache, remote=remote)
         if b is None:
             unknown.append(info)
         elif b.token is not None:
@@ -303,4 +340,4 @@ def boundary_token(source: Any, *, bos_id: int | None = None, raw_dtype: str = "
         if remote:
             raise ConfigError(f"boundary_token: {remote[0]} is remote; pass a MemmapReader of the lister, which reads its header")
         infos = [probe_shard(p, raw_dtype=raw_dtype) for p in paths]
-    return resolve_boundary(infos, bos_id).token
+    return resolve_boundary(infos, bos_id, remote=getattr(source, "remote", None)).token

@@ -133,7 +133,7 @@ class DocumentIndex:
     def __init__(self, reader: MemmapReader, bos_id: int | None = None, *, source: str | None = None):
         self.reader = reader
         self.bos_id = bos_id
-        self.boundary = resolve_boundary(reader.infos, bos_id)
+        self.boundary = resolve_boundary(reader.infos, bos_id, remote=getattr(reader, "remote", None))
         if self.boundary.assumed:
             where = reader.describe() if source is None else f"source {source!r} ({reader.describe()})"
             warnings.warn(

@@ -123,11 +123,16 @@ def _remote_reader(path: str, raw_dtype: str) -> Any:
 
     key = (path, raw_dtype)
     if key not in _REMOTE:
-        _REMOTE[key] = MemmapReader([path], raw_dtype=raw_dtype)
+        lister = ShardLister([path])
+        # What the listing of its prefix saw (the tokenize manifest beside it among them): the
+        # manifest's version is then known, and read once for all the prefix's shards.
+        lister.objects.update({k: v for k, v in _LISTED.items() if k not in lister.objects})
+        _REMOTE[key] = MemmapReader(lister, raw_dtype=raw_dtype)
     return _REMOTE[key]
 
 
 _REMOTE: dict[tuple[str, str], Any] = {}
+_LISTED: dict[str, Any] = {}  # objects the listings of inspect's remote sources saw, by URL
 
 
 def _probe(path: str, raw_dtype: str) -> ShardInfo:
@@ -263,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
             if not is_remote(path):
                 check_shard_path(path)
             info = _probe(path, args.raw_dtype)
-            vocab = shard_vocabulary(info, encoding=args.encoding, vocab_size=args.vocab_size)
+            remote = _remote_reader(path, args.raw_dtype).remote if is_remote(path) else None
+            vocab = shard_vocabulary(info, encoding=args.encoding, vocab_size=args.vocab_size, remote=remote)
             rep = scan_shard(path, vocab_size=vocab.size, eot=vocab.boundary, raw_dtype=args.raw_dtype, head=args.head, sha256=args.sha256)
             rep.vocab_source = vocab.source
             rep.documents = document_lengths(path, bos_id=vocab.boundary, raw_dtype=args.raw_dtype)
@@ -287,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _expand(source: str) -> list[str]:
     try:
-        return list(ShardLister(source).paths)
+        lister = ShardLister(source)
+        _LISTED.update(lister.objects)
+        return list(lister.paths)
     except StreamtokError:
         return [source]  # reported per path by scan_shard

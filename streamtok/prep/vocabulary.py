@@ -56,20 +56,23 @@ class Vocabulary:
     source: str
 
 
-def shard_vocabulary(info: ShardInfo, *, encoding: str | None = None, vocab_size: int | None = None) -> Vocabulary:
+def shard_vocabulary(info: ShardInfo, *, encoding: str | None = None, vocab_size: int | None = None,
+                     remote: Any = None) -> Vocabulary:
     """The vocabulary of the shard ``info`` describes, in the order of the module docstring.
 
     Args:
         info: the shard's probed layout (:func:`streamtok._formats.probe_shard`).
         encoding: a tiktoken encoding name given by the user; it overrides what the data says.
         vocab_size: a vocabulary size given by the user; it overrides every other size.
+        remote: for a remote shard, its reader's :class:`~streamtok.storage.RemoteShards`, so
+            that the tokenize manifest beside the object is read (as beside a local file).
 
     Raises:
         EncodingUnavailableError: ``encoding`` cannot be loaded and no ``vocab_size`` was given.
         ConfigError: the tokenize manifest beside the shard lists it but does not match it.
     """
     try:
-        vocab = _from_data(info, encoding)
+        vocab = _from_data(info, encoding, remote)
     except EncodingUnavailableError:
         if vocab_size is None:
             raise
@@ -79,11 +82,11 @@ def shard_vocabulary(info: ShardInfo, *, encoding: str | None = None, vocab_size
     return vocab
 
 
-def _from_data(info: ShardInfo, encoding: str | None) -> Vocabulary:
+def _from_data(info: ShardInfo, encoding: str | None, remote: Any = None) -> Vocabulary:
     if encoding is not None:
         enc = load_encoding(encoding)
         return Vocabulary(enc.n_vocab, enc.eot_token, enc, f"--encoding {encoding}")
-    record = tokenize_record(info) if info.kind != "megatron" else None
+    record = tokenize_record(info, remote=remote) if info.kind != "megatron" else None
     if record is not None:
         enc = _gpt2() if record.encoding == "gpt2" else None
         return Vocabulary(record.n_vocab, record.boundary, enc, f"the tokenize manifest ({record.encoding or 'a Hugging Face tokenizer'})")

@@ -13,12 +13,13 @@ the bytes come from. Modules:
 - :mod:`.metacache`: what opening learned, kept locally and checked against ETag and size;
 - :mod:`.windows`: the "windows" strategy, exact ranges fetched ahead of need;
 - :mod:`.remote`: :class:`RemoteShards`, what the reader holds; ``fetch=`` picks the strategy;
-- :mod:`.hub`: ``hf://`` URLs (the local Hugging Face cache, else ranged HTTP).
+- :mod:`.hub`: ``hf://`` URLs (the local Hugging Face cache, else ranged HTTP);
+- :mod:`.manifests`: the ``streamtok tokenize`` manifest beside remote shards (one GET, cached).
 
 The interface a strategy builds on (the "blocks" cache plugs in here):
 
-- ``ObjectRef(url, size, etag)``: an object as the loader was built on it. Frozen, picklable,
-  no secrets.
+- ``ObjectRef(url, size, etag, etag_in_reads=True)``: an object as the loader was built on it
+  (ETags quoted: ``normalize_etag``). Frozen, picklable, no secrets.
 - ``RemoteStore(storage_options)``: one per reader, per process (it rebuilds its clients in a
   new process). ``store.fetch_range(obj, start, stop) -> memoryview`` returns exactly bytes
   ``[start, stop)`` of that version of the object, or raises: ``RemoteReadError`` (failed

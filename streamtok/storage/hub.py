@@ -10,8 +10,16 @@ HTTP client; the Hub redirects them to its CDN). With ``HF_HUB_OFFLINE=1`` only 
 used. Options: ``storage_options={"endpoint": ..., "token": ...}``, else ``HF_ENDPOINT``,
 ``HF_TOKEN`` (or the token ``huggingface-cli login`` saved), ``HF_HUB_CACHE``.
 
-Versions: the Hub's ETags change across its redirects, so a file's version is checked by its
-size alone; pin ``@REVISION`` to a commit to make the files immutable.
+Versions: each file's version is the Hub's own, as ``huggingface_hub`` reads it: its git
+blob id, or an LFS file's sha256 (the ``X-Linked-Etag`` of its metadata). The tree listing
+gives it with the size; a file named alone gets it from ``get_hf_file_metadata`` (a HEAD that
+is not followed to the CDN). It keys the metadata cache, the block cache and the document
+indexes, so a same-size change on the Hub is never served from a cache; and the Hub answers
+a file that is not in LFS with that ETag, so each ranged GET of it is checked against it: a
+change while a loader reads is an :class:`~streamtok.errors.ObjectChangedError`, as for S3.
+An LFS file's bytes come from a CDN whose ETags are not the Hub's (no ``If-Match`` is sent
+to the Hub, which would forward it there): its version is checked when it is opened, and
+its reads by size. Pin ``@REVISION`` to a commit to make every file immutable.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from typing import Any
 
 from ..errors import HubError, ShardNotFoundError
 from . import urls
-from .options import StorageOptions, remember_secrets
-from .refs import ObjectRef
+from .options import StorageOptions, redact, remember_secrets
+from .refs import ObjectRef, normalize_etag
 
 SHARD_SUFFIXES = (".bin", ".npy")
 
@@ -95,13 +103,27 @@ def _cached_files(repo_id: str, kind: str, revision: str) -> list[str]:
     return [p.relative_to(folder).as_posix() for p in __import__("pathlib").Path(folder).rglob("*") if p.is_file()]
 
 
-def _remote_files(repo_id: str, kind: str, revision: str, folder: str, recursive: bool, options: StorageOptions) -> dict[str, int]:
+def _version(item: Any) -> tuple[str | None, bool]:
+    """``(the Hub's ETag of a listed file, whether its reads carry it)``: an LFS file's sha256
+    (its bytes come from a CDN), else its git blob id (the Hub answers with it)."""
+    lfs = getattr(item, "lfs", None)
+    sha = getattr(lfs, "sha256", None) if lfs is not None else None
+    if isinstance(sha, str) and sha:
+        return normalize_etag(sha), False
+    blob = getattr(item, "blob_id", None)
+    return (normalize_etag(blob), True) if isinstance(blob, str) and blob else (None, True)
+
+
+def _remote_files(repo_id: str, kind: str, revision: str, folder: str, recursive: bool,
+                  options: StorageOptions) -> dict[str, tuple[int, str | None, bool]]:
+    """``{path: (size, version, version in reads)}`` of the repo's files under ``folder``."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=_endpoint(options), token=_token(options))
     try:
         items = api.list_repo_tree(repo_id, path_in_repo=folder or None, repo_type=kind, revision=revision, recursive=recursive)
-        return {i.path: int(i.size) for i in items if getattr(i, "size", None) is not None and not hasattr(i, "tree_id")}
+        return {i.path: (int(i.size), *_version(i)) for i in items
+                if getattr(i, "size", None) is not None and not hasattr(i, "tree_id")}
     except Exception as exc:  # noqa: BLE001
         raise HubError(f"hf://{kind}s/{repo_id}@{revision}/{folder}: cannot list the repo ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
@@ -117,7 +139,7 @@ def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], obj
     folder = key[: key.rfind("/", 0, min(i for i, c in enumerate(key) if c in "*?[")) + 1] if pattern else key
     single = pattern is None and key and not key.endswith("/")
     if _offline():
-        files = {p: -1 for p in _cached_files(repo_id, kind, revision)}
+        files = {p: (-1, None, True) for p in _cached_files(repo_id, kind, revision)}
     elif single:
         files = {}
     else:
@@ -143,6 +165,40 @@ def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], obj
             raise ShardNotFoundError(f"{u.child(name)}: not in the local Hub cache and HF_HUB_OFFLINE is set")
         url = u.child(name)
         paths.append(url)
-        if files.get(name, -1) >= 0:
-            known[url] = ObjectRef(url, files[name], None)
+        size, version, in_reads = files.get(name, (-1, None, True))
+        if size >= 0:
+            known[url] = ObjectRef(url, size, version, in_reads)
+        if files and not single and not _offline():  # listed: the tokenize manifest beside it, or None (absent)
+            beside = posixpath.join(posixpath.dirname(name), "manifest.json")
+            m_size, m_version, m_in_reads = files.get(beside, (-1, None, True))
+            known[u.child(beside)] = ObjectRef(u.child(beside), m_size, m_version, m_in_reads) if m_size >= 0 else None
     return paths, known
+
+
+def file_ref(url: str, options: StorageOptions) -> ObjectRef:
+    """The size and Hub version of the file at an ``hf://`` URL (``huggingface_hub``'s
+    ``get_hf_file_metadata``: one HEAD of its ``resolve`` URL, not followed to the CDN).
+
+    Raises:
+        ShardNotFoundError: no such file (or repo, or revision).
+        HubError: the Hub could not be asked.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    u = urls.parse(url)
+    kind, repo_id, revision = split_root(u.root)
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo_id, u.key, repo_type=kind, revision=revision, endpoint=_endpoint(options)),
+                                    token=_token(options) or False)
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise ShardNotFoundError(f"{url}: no such file on the Hub ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - network and HTTP errors of several kinds
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise HubError(redact(f"{url}: cannot ask the Hub for the file's metadata ({type(exc).__name__}: {first})")) from None
+    if meta.size is None:
+        raise HubError(f"{url}: the Hub gave no size for the file")
+    version = normalize_etag(meta.etag)
+    # An LFS file's version is its sha256 (64 hex digits; a git blob id has 40): its reads come from a CDN.
+    lfs = version is not None and len(version.strip('"')) == 64
+    return ObjectRef(url, int(meta.size), version, not lfs)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from ..errors import ShardFormatError, ShardNotFoundError
 from . import urls
+from .manifests import manifest_url
 from .refs import ObjectRef
 from .store import RemoteStore
 
@@ -26,10 +27,12 @@ SHARD_SUFFIXES = (".bin", ".npy")
 
 def _with_absent_indexes(shards: list[str], known: dict[str, ObjectRef | None]) -> dict[str, ObjectRef | None]:
     """``known`` with ``None`` for the ``.idx`` a listing saw no object for (a ``.bin`` that is no
-    Megatron pair), so opening asks nothing more about it."""
+    Megatron pair), and for the tokenize ``manifest.json`` it saw none of beside a shard, so
+    opening asks nothing more about them."""
     for url in shards:
         if url.endswith(".bin"):
             known.setdefault(url[: -len(".bin")] + ".idx", None)
+        known.setdefault(manifest_url(url), None)
     return known
 
 

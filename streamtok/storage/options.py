@@ -16,7 +16,10 @@ passed to the scheme's obstore builder as is (e.g. ``service_account_path`` for 
 For S3 the standard environment fills what the mapping leaves out: ``AWS_ENDPOINT_URL``
 (or ``AWS_ENDPOINT``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), ``AWS_ALLOW_HTTP=true``;
-GCS and Azure read their own (``GOOGLE_*``, ``AZURE_*``) through obstore.
+GCS and Azure read their own (``GOOGLE_*``, ``AZURE_*``) through obstore; for GCS,
+``STORAGE_EMULATOR_HOST`` (the variable Google's own clients read) names an emulator's
+endpoint when ``endpoint`` is not given: requests to it are unsigned, and plain http is
+allowed when it is an ``http://`` URL, as those clients do.
 
 Secrets never leave this module in text: :func:`redact` replaces every secret value known
 to the process (from the options and the environment) by ``***`` in a message, and
@@ -127,6 +130,8 @@ class StorageOptions:
         config: dict[str, Any] = {}
         if v.get("endpoint"):
             config["base_url" if scheme == "gs" else "endpoint"] = v["endpoint"]
+        elif scheme == "gs" and (emulator := self._gcs_emulator()):
+            config["base_url"], config["skip_signature"] = emulator, True
         if scheme != "gs" and v.get("secret_access_key"):
             config["account_key"] = v["secret_access_key"]
         if _truthy(self.values.get("anonymous", False)):
@@ -134,9 +139,20 @@ class StorageOptions:
         config.update(self._extra())
         return config
 
-    def client_options(self, env_allow_http: str | None = None) -> dict[str, Any]:
+    def _gcs_emulator(self) -> str | None:
+        """``STORAGE_EMULATOR_HOST`` as a URL (``host:port`` alone means http), when set."""
+        host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
+        if not host:
+            return None
+        return host if "://" in host else f"http://{host}"
+
+    def client_options(self, env_allow_http: str | None = None, *, scheme: str | None = None) -> dict[str, Any]:
+        """obstore's client options: timeouts, and ``allow_http`` (from the mapping, else the
+        environment: ``AWS_ALLOW_HTTP`` for S3, an ``http://`` GCS emulator for ``scheme="gs"``)."""
         opts: dict[str, Any] = {"timeout": self.values.get("timeout", "60s"),
                                 "connect_timeout": self.values.get("connect_timeout", "10s")}
+        if scheme == "gs" and not self.values.get("endpoint") and (self._gcs_emulator() or "").startswith("http://"):
+            env_allow_http = "true"
         allow = self.values.get("allow_http", env_allow_http)
         if allow is not None and _truthy(allow):
             opts["allow_http"] = True

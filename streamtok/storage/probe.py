@@ -8,8 +8,8 @@ issued together (S3 has no multi-range GET). An S3, GCS or Azure object that no 
 described (an explicit URL) is not asked for with a HEAD: its first GET, of ``FIRST_BYTES``
 and without ``If-Match``, returns its size and ETag with its bytes, and a large one's tail
 GET then carries that ETag (an empty object, which S3 answers with 416, gets a HEAD);
-``https://`` and ``hf://`` objects get a HEAD first: their servers' ETags and ranges past the
-end are less uniform. A Megatron ``.bin`` adds one GET of its ``.idx``. All shards are
+``https://`` objects get a HEAD first: their servers' ETags and ranges past the end are less
+uniform; an ``hf://`` file no listing described, the Hub's metadata of it (:func:`.hub.file_ref`). A Megatron ``.bin`` adds one GET of its ``.idx``. All shards are
 probed at once, up to ``max_in_flight`` requests in flight, so 1000 shards at 30 ms per
 request wait about ``1000 / 256 * 30 ms`` ≈ 0.12 s (0.25 s at two GETs a shard), not the
 30-60 s of one request after another; a loopback server's requests/s, not the latency,

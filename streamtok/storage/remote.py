@@ -105,6 +105,7 @@ class RemoteShards:
     def __init__(self, paths: Sequence[str], known: Mapping[str, ObjectRef | None], options: StorageOptions, *,
                  raw_dtype: np.dtype, fetch: str = "windows", cache_dir: str | None = None, cache_limit: int | None = None):
         self.store = RemoteStore(options)
+        self.known: dict[str, ObjectRef | None] = dict(known)  # what listings saw (None: known to be absent)
         remote = [p for p in paths if urls.is_remote(p)]
         cache = metacache.MetaCache.for_urls(remote, raw_dtype) if options.own("metadata_cache") else None
         probed: dict[str, Probed] = {}
@@ -158,6 +159,14 @@ class RemoteShards:
 
     def is_remote(self, k: int) -> bool:
         return k in self.objects
+
+    def index_of(self, url: str) -> int | None:
+        """The shard index of the remote shard at ``url`` (its first, if listed twice), or ``None``."""
+        if not hasattr(self, "_by_url"):
+            self._by_url: dict[str, int] = {}
+            for k in sorted(self.objects, reverse=True):
+                self._by_url[self.objects[k].url] = k
+        return self._by_url.get(url)
 
     def array(self, k: int) -> RemoteArray:
         return RemoteArray(self, k)

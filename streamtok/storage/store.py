@@ -10,9 +10,11 @@ that), each retry counted. What is retried: 5xx answers, throttling (503 SlowDow
 timeouts, connection resets and short bodies. What is not: 4xx answers (no permission, no
 such object) and a failed ``If-Match`` (412: the object changed), which raise at once.
 
-Every GET of a known object carries ``If-Match: <etag>`` (when the store gave an ETag) and
-its length is checked: bytes of another version of an object, or fewer bytes than asked
-for, are never returned.
+Every GET of a known object carries ``If-Match: <etag>`` (when the store gave an ETag; not to
+the Hub, which would pass it on to its CDN) and its answer's size, ETag and length are
+checked: bytes of another version of an object (also from a store that ignores ``If-Match``,
+as fake-gcs-server does), or fewer bytes than asked for, are never returned. ETags are kept
+quoted (Azure's and GCS's listings give them bare, their HEAD and GET quoted).
 
 Requests still in flight when the interpreter exits (a loader that fetched steps ahead and
 was not read to its end) are cancelled, queued ones are never sent, and the exit waits
@@ -47,7 +49,7 @@ from ..errors import ObjectChangedError, RemoteReadError, ShardNotFoundError, St
 from . import urls
 from .options import StorageOptions, as_options, redact
 from ._rustloop import StorageLoop, rust_call
-from .refs import ObjectRef
+from .refs import ObjectRef, normalize_etag, same_version
 
 _used_in_pid: int | None = None  # the process whose obstore runtime started
 _loop_lock = threading.Lock()
@@ -152,7 +154,8 @@ def _obstore_store(url: urls.Url, options: StorageOptions) -> Any:
         config, client = options.s3()
         return S3Store(url.root, config=config, client_options=client, retry_config=retry)
     if url.scheme == "gs":
-        return GCSStore(url.root, config=options.generic("gs"), client_options=options.client_options(), retry_config=retry)
+        return GCSStore(url.root, config=options.generic("gs"), client_options=options.client_options(scheme="gs"),
+                        retry_config=retry)
     if url.scheme in ("az", "abfs"):
         return AzureStore(url.root, config=options.generic("az"), client_options=options.client_options(), retry_config=retry)
     if url.scheme in ("http", "https"):
@@ -297,7 +300,7 @@ class RemoteStore:
         u = urls.parse(obj.url)
         store = self._store(u)
         options: dict[str, Any] = {"range": (start, stop)}
-        if obj.etag:
+        if obj.etag and u.scheme != "hf":  # the Hub redirects to CDNs whose ETags are not the Hub's: checked below
             options["if_match"] = obj.etag
 
         async def attempt() -> memoryview:
@@ -311,6 +314,11 @@ class RemoteStore:
             size = result.meta.get("size")
             if size is not None and size != obj.size:
                 raise ObjectChangedError(f"{what}: the object is now {size} bytes, not {obj.size}: it changed since "
+                                         "the loader was built; rebuild the loader on the new data")
+            etag = normalize_etag(result.meta.get("e_tag"))
+            # A store that ignored If-Match (some emulators and S3 clones), and the Hub (none sent).
+            if obj.etag and obj.etag_in_reads and etag and not same_version(etag, obj.etag):
+                raise ObjectChangedError(f"{what}: the object's ETag is now {etag}, not {obj.etag}: it changed since "
                                          "the loader was built; rebuild the loader on the new data")
             if len(data) != stop - start:
                 raise _Transient(f"a short read: {len(data)} bytes of {stop - start}")
@@ -345,7 +353,7 @@ class RemoteStore:
                 if status and status.group(1) == "416":
                     raise _Unsatisfiable() from None
                 raise self._classify(exc, what) from None
-            ref = ObjectRef(url, int(result.meta["size"]), result.meta.get("e_tag"))
+            ref = ObjectRef(url, int(result.meta["size"]), normalize_etag(result.meta.get("e_tag")))
             if len(data) != min(n, ref.size):
                 raise _Transient(f"a short read: {len(data)} bytes of {min(n, ref.size)}")
             self.counters.bytes += len(data)
@@ -381,13 +389,17 @@ class RemoteStore:
         what = urls.redact_queries(url)
         store = self._store(u)
 
+        if u.scheme == "hf":  # the Hub's own metadata (a HEAD not followed to the CDN): see .hub
+            from .hub import file_ref
+
+            return await asyncio.to_thread(file_ref, url, self.options)
+
         async def attempt() -> ObjectRef:
             try:
                 meta = await rust_call(obstore.head_async, store, u.key)
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
-            # The Hub's ETags differ across its redirects: an hf:// file is checked by size (see .hub).
-            return ObjectRef(url, int(meta["size"]), None if u.scheme == "hf" else meta.get("e_tag"))
+            return ObjectRef(url, int(meta["size"]), normalize_etag(meta.get("e_tag")))
 
         return await self._retrying(what, attempt)
 
@@ -422,6 +434,7 @@ class RemoteStore:
                     metas = listing["objects"]
             except Exception as exc:  # noqa: BLE001
                 raise self._classify(exc, what) from None
-            return [ObjectRef(u.child(m["path"]), int(m["size"]), m.get("e_tag")) for m in metas]
+            # Listings give Azure's and GCS's ETags bare, HEAD and GET quoted: one form for both.
+            return [ObjectRef(u.child(m["path"]), int(m["size"]), normalize_etag(m.get("e_tag"))) for m in metas]
 
         return self.run(self._retrying(f"listing {what}", attempt))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,59 @@ def test_hf_prefix_over_ranged_http_in_natural_order(http_root, tmp_path, monkey
     _same(streamtok.loader("hf://datasets/owner/toks/data/*_val_*.bin", split="all", **kw),
           streamtok.loader(repo / "data" / "t_val_1.bin", split="all", **kw))
     assert any("/resolve/main/data/" in p and r for _, p, r in http_root.log), http_root.log[:8]
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_a_same_size_change_on_the_hub_is_a_named_error(http_root, tmp_path, monkeypatch, single):
+    # Before: hf:// files were checked by size alone, and the new bytes were read as if nothing changed.
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    repo = http_root.root / "hub" / "owner" / "ver"
+    _shards(repo / "data", ["v_train_1.bin"], n=6000)
+    source = "hf://datasets/owner/ver/data/" + ("v_train_1.bin" if single else "")
+    loader = streamtok.loader(source, seq_len=16, batch_size=4, split="all", metrics=False, lookahead=0)
+    blob = hashlib.sha1((repo / "data" / "v_train_1.bin").read_bytes()).hexdigest()
+    it = iter(loader)
+    next(it)
+    _shards(repo / "data", ["v_train_1.bin"], n=6000, seed=9)  # same size, new bytes: a new blob id
+    with pytest.raises(ObjectChangedError, match="v_train_1.bin"):
+        for _ in it:
+            pass
+    ref = loader.collator.reader.remote.objects[0]
+    assert ref.etag == f'"{blob}"' and ref.etag_in_reads  # the Hub's version (listing or file metadata)
+
+
+def test_the_hub_version_of_a_file_keys_the_caches(http_root, tmp_path, monkeypatch):
+    from streamtok.storage.remote import forget_opened
+
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    monkeypatch.setenv("STREAMTOK_CACHE_DIR", str(tmp_path / "cache"))
+    repo = http_root.root / "hub" / "owner" / "vc"
+    _shards(repo / "data", ["v_train_1.bin", "v_train_2.bin"], n=6000)
+    url = "hf://datasets/owner/vc/data/"
+    first = streamtok.MemmapReader(url)
+    forget_opened()
+    http_root.log.clear()
+    assert streamtok.MemmapReader(url).fingerprint == first.fingerprint
+    assert not [r for _, p, r in http_root.log if "/resolve/" in p]  # headers and samples from the metadata cache
+    _shards(repo / "data", ["v_train_2.bin"], n=6000, seed=9)  # same size: a new version, probed again
+    forget_opened()
+    http_root.log.clear()
+    assert streamtok.MemmapReader(url).fingerprint != first.fingerprint
+    assert {p.rsplit("/", 1)[1] for _, p, r in http_root.log if "/resolve/" in p} == {"v_train_2.bin"}
+
+
+def test_an_lfs_files_version_is_its_sha256_and_its_reads_are_not_checked_against_it(http_root, tmp_path, monkeypatch):
+    # The bytes of an LFS file come from a CDN whose ETags are not the Hub's (here: the blob id):
+    # comparing them with the sha256 would refuse every read.
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    repo = http_root.root / "hub" / "owner" / "big"
+    _shards(repo / "lfs", ["b_train_1.bin", "b_train_2.bin"])
+    loader = streamtok.loader("hf://datasets/owner/big/lfs/", seq_len=16, batch_size=4, split="all", seed=1, metrics=False)
+    refs = loader.collator.reader.remote.objects
+    sha = hashlib.sha256((repo / "lfs" / "b_train_1.bin").read_bytes()).hexdigest()
+    assert refs[0].etag == f'"{sha}"' and not refs[0].etag_in_reads
+    _same(loader, streamtok.loader(repo / "lfs", seq_len=16, batch_size=4, split="all", seed=1, metrics=False))
 
 
 def test_hf_from_a_prepopulated_hub_cache_offline(tmp_path, monkeypatch):
