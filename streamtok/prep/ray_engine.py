@@ -17,6 +17,8 @@ flight: rerun the command and it resumes from the manifest's checkpoint, as the 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -41,7 +43,7 @@ class RayEncoder:
     """
 
     def __init__(self, job: EncodeJob, *, address: str | None = None, num_cpus: int | None = None):
-        self.job = job
+        self.job = absolute_paths(job)
         self.address = address
         self.num_cpus = num_cpus
         self._started = False
@@ -95,6 +97,23 @@ class RayEncoder:
             if isinstance(cause, StreamtokError):  # bad input found by a task: its own message
                 raise cause from None
             raise
+
+
+def absolute_paths(job: EncodeJob) -> EncodeJob:
+    """``job`` with its inputs and tokenizer as absolute paths, as a task on any node must open them.
+
+    A Ray worker does not run in the driver's directory: ``tokenize corpus/*.jsonl --engine ray``
+    gave every task a path relative to its own working directory (FileNotFoundError).
+
+    Args:
+        job: the encoding settings, paths as given on the command line.
+    """
+
+    def absolute(path: str) -> str:
+        return path if path == "-" or "://" in path else os.path.abspath(path)
+
+    tokenizer = None if job.tokenizer_path is None else absolute(job.tokenizer_path)
+    return dataclasses.replace(job, paths=tuple(absolute(p) for p in job.paths), tokenizer_path=tokenizer)
 
 
 def _check_reachable(address: str | None) -> None:

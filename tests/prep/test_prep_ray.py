@@ -96,3 +96,12 @@ def test_an_unreachable_address_fails_in_seconds(address, says):
     else:
         with pytest.raises(ConfigError, match=says):
             _check_reachable(address)
+
+
+def test_relative_input_paths_reach_the_tasks(cluster, corpus, tmp_path, monkeypatch):
+    """``tokenize corpus/*.jsonl --engine ray`` from the corpus's parent: Ray workers run elsewhere."""
+    root, inputs = corpus
+    _tok(inputs, tmp_path / "one", workers=1)
+    monkeypatch.chdir(root)
+    _tok([p.name for p in inputs], tmp_path / "rel", engine="ray")
+    assert output_bytes(tmp_path / "rel") == output_bytes(tmp_path / "one")
