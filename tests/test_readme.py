@@ -321,3 +321,32 @@ def test_make_pictures_rewrites_the_readme_table_from_its_json(tmp_path):
     assert after[start:start + len(rows)] == rows and rows[2].startswith("| nanogpt |") and rows[3].startswith("| floor |")
     old_end = next(k for k in range(start, len(before)) if not before[k].startswith("|"))
     assert after[:start] == before[:start] and after[start + len(rows):] == before[old_end:]
+
+
+# Every ```bash block of the README, and what runs its commands as written (not retyped).
+BASH_RUN: dict[str, str] = {
+    "streamtok": ".ci/run (the two opening commands, from a fresh virtual environment; it checks the README shows them)",
+    "Naming any batch: `locate`": "tests/test_readme.py::test_locate_command_names_a_batch_of_the_demo_checkpoint",
+    "Mixtures": "tests/test_readme.py::newcomer (the fixture every python block runs after)",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect`":
+        "tests/prep/test_prep_readme.py::test_the_hub_block_runs_as_written_against_a_local_hub",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect` #2":
+        "tests/prep/test_prep_readme.py::test_the_ray_line_runs_as_written_on_a_local_ray_head "
+        "(and ::test_the_slurm_array_script_runs_as_slurm_runs_it: --finalize; sbatch itself is not run)",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect` #3":
+        "tests/prep/test_prep_readme.py::test_the_slurm_array_script_runs_as_slurm_runs_it (examples/tokenize_array.sbatch)",
+}
+
+
+def test_every_bash_block_is_run_by_a_test_that_exists():
+    """A bash block added to the README fails here until a test runs it; each named test is there."""
+    ids = [b.id for b in blocks("bash")]
+    assert len(ids) == len(set(ids)) and set(ids) == set(BASH_RUN), (
+        f"not run: {sorted(set(ids) - set(BASH_RUN))}; listed but gone: {sorted(set(BASH_RUN) - set(ids))}")
+    for block_id, where in BASH_RUN.items():
+        for name in re.findall(r"(?:^|\(and )([\w/.]+)(?:::(\w+))?", where):
+            path, func = name
+            text = (ROOT / path).read_text()
+            assert not func or re.search(rf"^def {func}\(", text, re.M), (block_id, where)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert all(line in ci for line in by_id("streamtok", "bash").code.strip().splitlines())
