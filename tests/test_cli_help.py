@@ -62,3 +62,22 @@ def test_the_formatter_wraps_at_spaces_only(monkeypatch):
     text = p.format_help()
     assert "karpathy/fineweb-edu-100B-gpt2-token-shards," in text.split() and "mode=random,workers=2,out=compact" in text.split()
     assert max(len(line) for line in text.splitlines() if " " in line.strip()) <= 40
+
+
+# Options the README names that belong to other programs: sbatch, pip, torchrun, the aws CLI.
+FOREIGN = {"--array", "--cpus-per-task", "--job-name", "--wait", "--no-deps", "--nproc_per_node", "--recursive"}
+
+
+def test_every_option_the_readme_names_is_defined_somewhere():
+    """A renamed or removed option leaves the README stale: each ``--name`` it shows must be an
+    ``add_argument("--name"`` of streamtok, the monitor, an example, a benchmark or docs script."""
+    from _util import ROOT
+
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]", (ROOT / "README.md").read_text()))
+    sources = [p for d in ("streamtok", "monitor", "examples", "benchmarks", "docs") for p in (ROOT / d).rglob("*.py")]
+    defined = set()
+    for path in sources:
+        defined |= set(re.findall(r"""add_argument\(\s*(?:"-\w",\s*)?["'](--[a-z][a-z0-9_-]*)["']""", path.read_text()))
+    missing = sorted(named - defined - FOREIGN)
+    assert not missing, f"README.md names options no program defines: {missing}"
+    assert "--shard-tokens" in defined and "--no-follow" in defined and "--mix" in defined  # the scan finds them

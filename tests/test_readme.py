@@ -350,3 +350,21 @@ def test_every_bash_block_is_run_by_a_test_that_exists():
             assert not func or re.search(rf"^def {func}\(", text, re.M), (block_id, where)
     ci = (ROOT / ".ci" / "run").read_text()
     assert all(line in ci for line in by_id("streamtok", "bash").code.strip().splitlines())
+
+
+def test_the_nanochat_figures_are_the_ones_results_md_measured():
+    """The Documents section's nanochat comparison quotes benchmarks/RESULTS.md's runs, not older ones."""
+    import math
+
+    results = " ".join((ROOT / "benchmarks" / "RESULTS.md").read_text().split())
+    text = " ".join(README.read_text().split())
+    speed = {t: [float(r) for r in re.findall(r"[\d.]+(?=x)", row)]
+             for t, row in re.findall(r"\| (1024|2048) \| [\d.]+M, [\d.]+M \| [\d.]+M, [\d.]+M \| ([\d.x, ]+) \|", results)}
+    assert set(speed) == {"1024", "2048"} and all(len(r) == 2 for r in speed.values()), speed
+    lo = {t: math.floor(min(r)) for t, r in speed.items()}
+    hi = {t: math.floor(max(r)) for t, r in speed.items()}
+    claim = f"{lo['1024']}-{hi['1024']}x nanochat's tokens/s at T=1024 and {lo['2048']}-{hi['2048']}x at T=2048"
+    assert claim in text, f"README should say: {claim}"
+    crop = dict((t, (n, p)) for t, n, p in re.findall(r"\| (1024|2048) \| ([\d.]+)% \| ([\d.]+)% \|", results))
+    assert (f"leaves out {crop['1024'][1]}% of an epoch's tokens at T=1024 and {crop['2048'][1]}% at T=2048, "
+            f"nanochat's best fit {crop['1024'][0]}% and {crop['2048'][0]}%") in text
