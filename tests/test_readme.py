@@ -93,9 +93,9 @@ RUN: dict[str, Run] = {
 # Blocks run by another test, and why not here: accelerate, lightning and torchtitan cost ~10 s
 # of imports each, already paid by that test (which runs each snippet in its own process too).
 ELSEWHERE: dict[str, str] = {
-    "Training frameworks": "tests/test_frameworks_readme.py (HF Accelerate; 2-process runs: test_frameworks_accelerate.py)",
-    "Training frameworks #2": "tests/test_frameworks_readme.py (Lightning; 2-process ddp: test_frameworks_lightning.py)",
-    "Training frameworks #3": "tests/test_frameworks_readme.py (torchtitan; DP 1 <-> 2: test_frameworks_torchtitan.py)",
+    "Training frameworks": "tests/frameworks/test_frameworks_readme.py (HF Accelerate; 2-process runs: test_frameworks_accelerate.py)",
+    "Training frameworks #2": "tests/frameworks/test_frameworks_readme.py (Lightning; 2-process ddp: test_frameworks_lightning.py)",
+    "Training frameworks #3": "tests/frameworks/test_frameworks_readme.py (torchtitan; DP 1 <-> 2: test_frameworks_torchtitan.py)",
 }
 
 
@@ -368,3 +368,14 @@ def test_the_nanochat_figures_are_the_ones_results_md_measured():
     crop = dict((t, (n, p)) for t, n, p in re.findall(r"\| (1024|2048) \| ([\d.]+)% \| ([\d.]+)% \|", results))
     assert (f"leaves out {crop['1024'][1]}% of an epoch's tokens at T=1024 and {crop['2048'][1]}% at T=2048, "
             f"nanochat's best fit {crop['1024'][0]}% and {crop['2048'][0]}%") in text
+
+
+def test_every_repository_file_the_readme_names_exists():
+    """A path into the repository (tests/, benchmarks/, docs/, examples/, streamtok/, monitor/) names a file
+    or folder that is there: the tests moved into folders once and the README kept the old names."""
+    text = README.read_text()
+    named = {p.rstrip(".,") for p in re.findall(r"(?<![\w./~-])(?:tests|benchmarks|docs|examples|streamtok|monitor)/[\w./-]*", text)}
+    named = {p for p in named if p.endswith((".py", ".md", ".sbatch", ".json", ".png", ".svg", "/"))}
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"README.md names files that are not in the repository: {missing}"
+    assert "tests/frameworks/test_frameworks_readme.py" in named and "examples/tokenize_array.sbatch" in named
