@@ -15,8 +15,9 @@
   ``X-Linked-Etag`` (the sha256, as the Hub gives for LFS files), ``X-Linked-Size`` and
   ``Content-Length``.
 
-A repo that is not there is a 404 with the Hub's ``X-Error-Code: RepoNotFound``. Requests are
-logged as (method, path, Range).
+A repo that is not there is a 404 with the Hub's ``X-Error-Code: RepoNotFound``; a repo holding a
+file ``.gated`` answers its files as a gated repo does to a user who has not accepted its terms
+(403, ``X-Error-Code: GatedRepo``). Requests are logged as (method, path, Range).
 """
 
 from __future__ import annotations
@@ -130,6 +131,14 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
             path, _, query = self.path.partition("?")
             state["log"].append((self.command, path, self.headers.get("Range")))
             if not head and (self._info(path) or self._tree(path, query)):
+                return
+            m = _RESOLVE.match(path)
+            if m and (self._repo(m.group(1), m.group(2), m.group(3)) / ".gated").exists():
+                self.send_response(403)
+                self.send_header("X-Error-Code", "GatedRepo")
+                self.send_header("X-Error-Message", "Access to this repo is restricted: accept its terms on its page.")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             f, resolve = self._file(path)
             if f is None:

@@ -95,6 +95,16 @@ def _shard_bytes(tmp: Path, n: int, seed: int) -> bytes:
     return path.read_bytes()
 
 
+def _fineweb_edu(root: Path) -> list[list[str]]:
+    """HuggingFaceFW/fineweb-edu on the local Hub: two sample/10BT parquet files and two others; their documents."""
+    web = [make_docs(90, seed=60), make_docs(70, seed=61)]
+    hub_repo(root, "HuggingFaceFW/fineweb-edu", {
+        "sample/10BT/000_00000.parquet": _parquet(web[0]), "sample/10BT/001_00000.parquet": _parquet(web[1]),
+        "sample/100BT/000_00000.parquet": _parquet(make_docs(5, seed=62)),
+        "data/CC-MAIN-2024-10/000_00000.parquet": _parquet(make_docs(5, seed=63)), "README.md": b"# fineweb-edu\n"})
+    return web
+
+
 def test_the_hub_block_runs_as_written_against_a_local_hub(http_root, tmp_path):  # noqa: F811
     pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
     commands = _commands(HUB_BLOCK)
@@ -104,11 +114,7 @@ def test_the_hub_block_runs_as_written_against_a_local_hub(http_root, tmp_path):
     shards = {"edu_fineweb_val_000000.bin": _shard_bytes(tmp_path, 3000, 0)}
     shards.update({f"edu_fineweb_train_{k:06d}.bin": _shard_bytes(tmp_path, 4000 + k, k) for k in range(1, 5)})
     hub_repo(http_root.root, "karpathy/fineweb-edu-100B-gpt2-token-shards", shards)
-    web = [make_docs(90, seed=60), make_docs(70, seed=61)]
-    hub_repo(http_root.root, "HuggingFaceFW/fineweb-edu", {
-        "sample/10BT/000_00000.parquet": _parquet(web[0]), "sample/10BT/001_00000.parquet": _parquet(web[1]),
-        "sample/100BT/000_00000.parquet": _parquet(make_docs(5, seed=62)),
-        "data/CC-MAIN-2024-10/000_00000.parquet": _parquet(make_docs(5, seed=63)), "README.md": b"# fineweb-edu\n"})
+    web = _fineweb_edu(http_root.root)
     tok_dir = train_tokenizer(tmp_path / "llama3-like", big=True)
     hub_repo(http_root.root, "meta-llama/Meta-Llama-3-8B", {
         name: (tok_dir / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}, kind="models")
@@ -154,6 +160,24 @@ def test_the_hub_block_runs_as_written_against_a_local_hub(http_root, tmp_path):
     assert any(p.startswith("/meta-llama/Meta-Llama-3-8B/resolve/") for p in paths)
     assert not [p for p in paths if "000004" in p or "100BT/" in p or "CC-MAIN" in p]
     assert (tmp_path / "hf-home" / "hub" / "models--meta-llama--Meta-Llama-3-8B").is_dir()
+
+
+def test_a_gated_tokenizer_repo_says_how_to_get_in(http_root, tmp_path):  # noqa: F811
+    """meta-llama's repos are gated: the README's command, for a user not let in yet, says what to do in one
+    line, before it downloads the dataset."""
+    pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
+    (line,) = [c for c in _commands(HUB_BLOCK) if "--tokenizer meta-llama/" in c]
+    _fineweb_edu(http_root.root)
+    hub_repo(http_root.root, "meta-llama/Meta-Llama-3-8B", {".gated": b"", "tokenizer.json": b"{}"}, kind="models")
+    env = _env(tmp_path, HF_ENDPOINT=http_root.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
+    done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (message,) = done.stderr.strip().splitlines()
+    assert message == (f"streamtok tokenize: error: --tokenizer meta-llama/Meta-Llama-3-8B: the Hub repo is gated; accept "
+                       f"its terms on its page ({http_root.url}/meta-llama/Meta-Llama-3-8B) and log in (`hf auth login`, "
+                       "or HF_TOKEN), or give a path"), message
+    assert not (tmp_path / "data").exists()
+    assert not [p for _, p, _ in http_root.log if p.endswith(".parquet")]  # said before the dataset is downloaded
 
 
 @pytest.fixture(scope="module")
