@@ -94,7 +94,10 @@ class RayEncoder:
             return self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, StreamtokError):  # bad input found by a task: its own message
+            # Bad input found by a task, or the machine saying no (a file gone, permissions): the
+            # task's own exception, which the command prints as one line naming the file, rather
+            # than Ray's wrapper (a remote traceback with terminal colours).
+            if isinstance(cause, (StreamtokError, OSError)):
                 raise cause from None
             raise
 

@@ -105,3 +105,16 @@ def test_relative_input_paths_reach_the_tasks(cluster, corpus, tmp_path, monkeyp
     monkeypatch.chdir(root)
     _tok([p.name for p in inputs], tmp_path / "rel", engine="ray")
     assert output_bytes(tmp_path / "rel") == output_bytes(tmp_path / "one")
+
+
+def test_a_file_gone_in_a_task_is_its_own_one_line_error(cluster, tmp_path):
+    """A task that cannot open its input raises the task's FileNotFoundError, not Ray's wrapper."""
+    from streamtok.prep._encode import EncodeJob
+    from streamtok.prep.ray_engine import RayEncoder
+    from streamtok.prep.units import Unit
+
+    gone = str(tmp_path / "gone.txt")
+    with RayEncoder(EncodeJob("gpt2", "uint16", (gone,), ReadOptions())) as encoder:
+        with pytest.raises(OSError) as err:
+            list(encoder.map([Unit(0, 0, 0, 10)]))
+    assert type(err.value) is FileNotFoundError and err.value.filename == gone
