@@ -51,8 +51,10 @@ SCRIPT = ROOT / "examples" / "tokenize_array.sbatch"
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    """A user's environment with streamtok on PATH and no Hub, cloud or Ray settings of this machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "AWS_", "RAY_"))}
+    """A user's environment with streamtok on PATH and no Hub, cloud, Ray or proxy settings of this machine
+    (a proxy would relay the loopback requests elsewhere)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "AWS_", "RAY_"))
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     env.update({"PATH": BIN + os.pathsep + env.get("PATH", ""), "STREAMTOK_CACHE_DIR": str(tmp / "cache"),
                 "PYTHONUNBUFFERED": "1", **extra})
     return env
