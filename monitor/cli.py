@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import datetime
 
+from streamtok._help import ArgumentParser, RawDescriptionHelpFormatter
 from streamtok.metrics import publish as metrics
 
 from .runs import busiest, next_run, wait_for_run
@@ -25,7 +26,10 @@ __all__ = ["busiest", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamtok-monitor", description=__doc__.split("\n\n")[0].strip())
+    # --help: the docstring's first line and its examples, without the backquotes.
+    summary, examples = __doc__.replace("``", "").split("\n\n")[:2]
+    p = ArgumentParser(prog="streamtok-monitor", description=summary.strip() + "\n\n" + examples.rstrip(),
+                       formatter_class=RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--run", metavar="DIR", help="a run directory (default: the newest live run)")
     which.add_argument("--pid", type=int, help="attach to any process: memory, disk reads, residency of --files")

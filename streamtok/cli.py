@@ -12,6 +12,7 @@ import os
 import re
 import sys
 
+from ._help import ArgumentParser
 from .errors import StreamtokError
 
 SUBCOMMANDS = (
@@ -37,8 +38,9 @@ def plain(doc: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamtok", description=plain(__doc__.splitlines()[0]))
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="streamtok", description=plain(__doc__.splitlines()[0]))
+    # Every subcommand's parser is one too: its --help never cuts a word (see _help).
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for name in SUBCOMMANDS:
         importlib.import_module(name).register(sub)
     return parser

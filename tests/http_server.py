@@ -1,14 +1,26 @@
-"""A small HTTP server on 127.0.0.1 that serves files with byte ranges, for https:// and hf:// tests.
+"""A small HTTP server on 127.0.0.1 that serves files with byte ranges, and a local Hugging Face Hub.
 
 ``start_http(root)`` serves ``root``'s files at ``/<relative path>``: GET (with a ``Range``:
-206 and ``Content-Range``), HEAD, an ``ETag`` per file version. It also answers the two Hub
-requests ``hf://`` needs, for datasets under ``root/hub/OWNER/NAME/``:
-``/api/datasets/OWNER/NAME/tree/REV[/PATH]`` (the JSON file listing of ``huggingface_hub``'s
-``list_repo_tree``) and ``/datasets/OWNER/NAME/resolve/REV/PATH`` (the file, with the Hub's
-headers for a file not in LFS: ``ETag`` its blob id, the tree's oid, and ``X-Repo-Commit``).
-Files in a folder named ``lfs/`` are listed as LFS files (their sha256 in the tree's ``lfs``);
-their ``resolve`` answers carry the blob-id ETag still, as a CDN's ETag is not the Hub's.
-Requests are counted.
+206 and ``Content-Range``), HEAD, an ``ETag`` per file version. It is also a Hub for
+``huggingface_hub`` (``HF_ENDPOINT`` set to its :attr:`HttpServer.url`), over dataset repos in
+``root/hub/OWNER/NAME/`` and model repos in ``root/hub-models/OWNER/NAME/`` (see
+:func:`hub_repo`), every repo at one commit, :data:`HUB_COMMIT`, whatever revision is asked:
+
+- ``/api/{datasets,models}/OWNER/NAME[/revision/REV]``: the repo info (``sha``, ``siblings``)
+  that ``snapshot_download`` asks first;
+- ``/api/{datasets,models}/OWNER/NAME/tree/REV[/PATH][?recursive=true]``: the JSON listing of
+  ``list_repo_tree`` (``hf://`` sources, ``snapshot_download``);
+- ``/datasets/OWNER/NAME/resolve/REV/PATH`` and ``/OWNER/NAME/resolve/REV/PATH`` (a model): the
+  file, with the headers ``hf_hub_download``'s HEAD checks: ``X-Repo-Commit``,
+  ``X-Linked-Etag`` (the sha256, as the Hub gives for LFS files), ``X-Linked-Size`` and
+  ``Content-Length``.
+
+A repo that is not there is a 404 with the Hub's ``X-Error-Code: RepoNotFound``; a repo holding a
+file ``.gated`` answers its files as a gated repo does to a user who has not accepted its terms
+(403, ``X-Error-Code: GatedRepo``). A file that is not in LFS answers ``resolve`` with its blob id
+(the tree's oid) as its ``ETag``, as the Hub does; files in a folder named ``lfs/`` are listed as
+LFS files (their sha256 in the tree's ``lfs``, and in ``X-Linked-Etag``), their ``ETag`` still the
+blob id, as a CDN's ETag is not the Hub's. Requests are logged as (method, path, Range).
 """
 
 from __future__ import annotations
@@ -26,6 +38,20 @@ from pathlib import Path
 import pytest
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+HUB_COMMIT = "5eedc0de" * 5  # the one commit of every repo of the local Hub
+_KIND_DIR = {"datasets": "hub", "models": "hub-models"}
+_API = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)(?:/revision/[^/]+)?/?$")
+_TREE = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)/tree/[^/]+/?(.*)$")
+_RESOLVE = re.compile(r"^/(?:(datasets)/)?([^/]+)/([^/]+)/resolve/[^/]+/(.+)$")
+
+
+def hub_repo(root: str | os.PathLike, repo: str, files: dict[str, bytes], kind: str = "datasets") -> Path:
+    """Lay ``files`` ({path in repo: bytes}) out as repo ``repo`` of the local Hub served from ``root``."""
+    base = Path(root) / _KIND_DIR[kind] / repo
+    for name, data in files.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(data)
+    return base
 
 
 @dataclass
@@ -50,21 +76,52 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def _file(self, path: str) -> Path | None:
-            m = re.match(r"^/datasets/([^/]+)/([^/]+)/resolve/[^/]+/(.+)$", path)
-            rel = f"hub/{m.group(1)}/{m.group(2)}/{m.group(3)}" if m else path.lstrip("/")
-            p = (state["root"] / rel).resolve()
-            return p if p.is_file() and state["root"] in p.parents else None
+        def _repo(self, kind: str | None, owner: str, name: str) -> Path:
+            return state["root"] / _KIND_DIR[kind or "models"] / owner / name
 
-        def _tree(self, path: str) -> bool:
-            m = re.match(r"^/api/datasets/([^/]+)/([^/]+)/tree/[^/]+/?(.*)$", path.split("?")[0])
+        def _file(self, path: str) -> tuple[Path | None, bool]:
+            """The file a path names, and whether it is a Hub ``resolve`` (which gets the Hub's headers)."""
+            m = _RESOLVE.match(path)
+            if m and self._repo(m.group(1), m.group(2), m.group(3)).is_dir():
+                p = (self._repo(m.group(1), m.group(2), m.group(3)) / m.group(4)).resolve()
+                return (p if p.is_file() and state["root"] in p.parents else None), True
+            p = (state["root"] / path.lstrip("/")).resolve()
+            return (p if p.is_file() and state["root"] in p.parents else None), False
+
+        def _json(self, status: int, obj: object, headers: dict[str, str] | None = None) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _info(self, path: str) -> bool:
+            """The repo info of ``repo_info``/``snapshot_download``: its commit and every file."""
+            m = _API.match(path)
             if not m:
                 return False
-            base = state["root"] / "hub" / m.group(1) / m.group(2)
-            sub = base / m.group(3)
+            base = self._repo(*m.groups())
+            if not base.is_dir():
+                self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                return True
+            files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+            self._json(200, {"id": f"{m.group(2)}/{m.group(3)}", "sha": HUB_COMMIT, "private": False,
+                             "siblings": [{"rfilename": f} for f in files]})
+            return True
+
+        def _tree(self, path: str, query: str) -> bool:
+            m = _TREE.match(path)
+            if not m:
+                return False
+            base = self._repo(m.group(1), m.group(2), m.group(3))
+            sub = base / m.group(4)
+            recursive = re.search(r"(^|&)recursive=(true|True|1)(&|$)", query) is not None
             items = []
             if sub.is_dir():
-                for p in sorted(sub.iterdir()):
+                for p in sorted(sub.rglob("*") if recursive else sub.iterdir()):
                     rel = p.relative_to(base).as_posix()
                     if p.is_dir():
                         items.append({"type": "directory", "oid": "0" * 40, "path": rel})
@@ -74,20 +131,23 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                             item["lfs"] = {"oid": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size,
                                            "pointerSize": 134}
                         items.append(item)
-            body = json.dumps(items).encode()
-            self.send_response(200 if sub.is_dir() else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._json(200 if sub.is_dir() else 404, items)
             return True
 
         def _serve(self, head: bool) -> None:
-            path = self.path.split("?")[0]
+            path, _, query = self.path.partition("?")
             state["log"].append((self.command, path, self.headers.get("Range")))
-            if not head and self._tree(path):
+            if not head and (self._info(path) or self._tree(path, query)):
                 return
-            f = self._file(path)
+            m = _RESOLVE.match(path)
+            if m and (self._repo(m.group(1), m.group(2), m.group(3)) / ".gated").exists():
+                self.send_response(403)
+                self.send_header("X-Error-Code", "GatedRepo")
+                self.send_header("X-Error-Message", "Access to this repo is restricted: accept its terms on its page.")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            f, resolve = self._file(path)
             if f is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -111,10 +171,13 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
                 status = 206
             self.send_response(status)
             self.send_header("ETag", etag)
-            if "/resolve/" in path:
-                self.send_header("X-Repo-Commit", "c" * 40)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
+            if resolve:  # what hf_hub_download's HEAD reads: the commit, and an LFS file's sha256 and size
+                self.send_header("X-Repo-Commit", HUB_COMMIT)
+                if "lfs" in Path(path).parts[:-1]:
+                    self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+                    self.send_header("X-Linked-Size", str(len(data)))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {lo}-{hi - 1}/{len(data)}")
             self.send_header("Content-Length", str(hi - lo))

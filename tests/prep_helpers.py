@@ -140,3 +140,31 @@ def offline_hub(monkeypatch, cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
+N_FILLERS = 66_000  # pushes a trained tokenizer's vocabulary past 65,536 ids
+
+
+def train_tokenizer(out: Path, *, big: bool) -> Path:
+    """A real byte-level BPE ``tokenizer.json`` (+ ``tokenizer_config.json``) trained on four shipped plays.
+
+    ``big=False``: 1,500 ids, ``<|endoftext|>`` its EOS (GPT-2-like, uint16 shards). ``big=True``:
+    Llama-3-like: past 65,536 ids (uint32 shards, llm.c magic 20240801) with ``<|begin_of_text|>``
+    its BOS, the last id. About 1.5 s.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    plays = Path(__file__).resolve().parent.parent / "data" / "shakespeare"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.train([str(p) for p in sorted(plays.glob("*.txt"))[:4]], trainer)
+    config: dict = {"eos_token": "<|endoftext|>"}
+    if big:
+        tok.add_special_tokens([f"<|filler_{i}|>" for i in range(N_FILLERS)] + ["<|begin_of_text|>"])
+        config = {"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "<|endoftext|>"}
+    out.mkdir(parents=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out

@@ -93,9 +93,9 @@ RUN: dict[str, Run] = {
 # Blocks run by another test, and why not here: accelerate, lightning and torchtitan cost ~10 s
 # of imports each, already paid by that test (which runs each snippet in its own process too).
 ELSEWHERE: dict[str, str] = {
-    "Training frameworks": "tests/test_frameworks_readme.py (HF Accelerate; 2-process runs: test_frameworks_accelerate.py)",
-    "Training frameworks #2": "tests/test_frameworks_readme.py (Lightning; 2-process ddp: test_frameworks_lightning.py)",
-    "Training frameworks #3": "tests/test_frameworks_readme.py (torchtitan; DP 1 <-> 2: test_frameworks_torchtitan.py)",
+    "Training frameworks": "tests/frameworks/test_frameworks_readme.py (HF Accelerate; 2-process runs: test_frameworks_accelerate.py)",
+    "Training frameworks #2": "tests/frameworks/test_frameworks_readme.py (Lightning; 2-process ddp: test_frameworks_lightning.py)",
+    "Training frameworks #3": "tests/frameworks/test_frameworks_readme.py (torchtitan; DP 1 <-> 2: test_frameworks_torchtitan.py)",
 }
 
 
@@ -334,3 +334,61 @@ def test_make_pictures_rewrites_the_readme_table_from_its_json(tmp_path):
     assert after[start:start + len(rows)] == rows and rows[2].startswith("| nanogpt |") and rows[3].startswith("| floor |")
     old_end = next(k for k in range(start, len(before)) if not before[k].startswith("|"))
     assert after[:start] == before[:start] and after[start + len(rows):] == before[old_end:]
+
+
+# Every ```bash block of the README, and what runs its commands as written (not retyped).
+BASH_RUN: dict[str, str] = {
+    "streamtok": ".ci/run (the two opening commands, from a fresh virtual environment; it checks the README shows them)",
+    "Naming any batch: `locate`": "tests/test_readme.py::test_locate_command_names_a_batch_of_the_demo_checkpoint",
+    "Mixtures": "tests/test_readme.py::newcomer (the fixture every python block runs after)",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect`":
+        "tests/prep/test_prep_readme.py::test_the_hub_block_runs_as_written_against_a_local_hub",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect` #2":
+        "tests/prep/test_prep_readme.py::test_the_ray_line_runs_as_written_on_a_local_ray_head "
+        "(and ::test_the_slurm_array_script_runs_as_slurm_runs_it: --finalize; sbatch itself is not run)",
+    "Preparing data: `streamtok tokenize`, `download`, `inspect` #3":
+        "tests/prep/test_prep_readme.py::test_the_slurm_array_script_runs_as_slurm_runs_it (examples/tokenize_array.sbatch)",
+}
+
+
+def test_every_bash_block_is_run_by_a_test_that_exists():
+    """A bash block added to the README fails here until a test runs it; each named test is there."""
+    ids = [b.id for b in blocks("bash")]
+    assert len(ids) == len(set(ids)) and set(ids) == set(BASH_RUN), (
+        f"not run: {sorted(set(ids) - set(BASH_RUN))}; listed but gone: {sorted(set(BASH_RUN) - set(ids))}")
+    for block_id, where in BASH_RUN.items():
+        for name in re.findall(r"(?:^|\(and )([\w/.]+)(?:::(\w+))?", where):
+            path, func = name
+            text = (ROOT / path).read_text()
+            assert not func or re.search(rf"^def {func}\(", text, re.M), (block_id, where)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert all(line in ci for line in by_id("streamtok", "bash").code.strip().splitlines())
+
+
+def test_the_nanochat_figures_are_the_ones_results_md_measured():
+    """The Documents section's nanochat comparison quotes benchmarks/RESULTS.md's runs, not older ones."""
+    import math
+
+    results = " ".join((ROOT / "benchmarks" / "RESULTS.md").read_text().split())
+    text = " ".join(README.read_text().split())
+    speed = {t: [float(r) for r in re.findall(r"[\d.]+(?=x)", row)]
+             for t, row in re.findall(r"\| (1024|2048) \| [\d.]+M, [\d.]+M \| [\d.]+M, [\d.]+M \| ([\d.x, ]+) \|", results)}
+    assert set(speed) == {"1024", "2048"} and all(len(r) == 2 for r in speed.values()), speed
+    lo = {t: math.floor(min(r)) for t, r in speed.items()}
+    hi = {t: math.floor(max(r)) for t, r in speed.items()}
+    claim = f"{lo['1024']}-{hi['1024']}x nanochat's tokens/s at T=1024 and {lo['2048']}-{hi['2048']}x at T=2048"
+    assert claim in text, f"README should say: {claim}"
+    crop = dict((t, (n, p)) for t, n, p in re.findall(r"\| (1024|2048) \| ([\d.]+)% \| ([\d.]+)% \|", results))
+    assert (f"leaves out {crop['1024'][1]}% of an epoch's tokens at T=1024 and {crop['2048'][1]}% at T=2048, "
+            f"nanochat's best fit {crop['1024'][0]}% and {crop['2048'][0]}%") in text
+
+
+def test_every_repository_file_the_readme_names_exists():
+    """A path into the repository (tests/, benchmarks/, docs/, examples/, streamtok/, monitor/) names a file
+    or folder that is there: the tests moved into folders once and the README kept the old names."""
+    text = README.read_text()
+    named = {p.rstrip(".,") for p in re.findall(r"(?<![\w./~-])(?:tests|benchmarks|docs|examples|streamtok|monitor)/[\w./-]*", text)}
+    named = {p for p in named if p.endswith((".py", ".md", ".sbatch", ".json", ".png", ".svg", "/"))}
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"README.md names files that are not in the repository: {missing}"
+    assert "tests/frameworks/test_frameworks_readme.py" in named and "examples/tokenize_array.sbatch" in named

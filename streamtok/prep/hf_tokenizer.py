@@ -137,11 +137,22 @@ def _locate(source: str) -> tuple[str, str | None]:
         return os.path.abspath(source), beside if os.path.isfile(beside) else None
     if source.endswith(".json") or os.sep in source.strip("/").replace("/", "", 1):
         raise EncodingUnavailableError(f"{source}: no such tokenizer.json")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         tok_path = hf_hub_download(source, "tokenizer.json")
+    except GatedRepoError:  # meta-llama/*: the README's own example, for anyone not yet let in
+        raise EncodingUnavailableError(
+            f"--tokenizer {source}: the Hub repo is gated; accept its terms on its page "
+            f"({constants.ENDPOINT}/{source}) and log in (`hf auth login`, or HF_TOKEN), or give a path"
+        ) from None
     except (HFValidationError, RepositoryNotFoundError, EntryNotFoundError, LocalEntryNotFoundError, OSError) as exc:
         raise EncodingUnavailableError(
             f"--tokenizer {source}: not a tokenizer.json file and no tokenizer.json of a Hub repo of that name in the "

@@ -4,7 +4,7 @@ Shards are named by number, as llm.c's fineweb script names them: in
 ``karpathy/fineweb-edu-100B-gpt2-token-shards`` the validation shard is
 ``edu_fineweb_val_000000.bin`` and the 1000 training shards are ``edu_fineweb_train_000001.bin``
 to ``edu_fineweb_train_001000.bin`` (100M GPT-2 tokens, ~200 MB each). A SPEC picks training
-shards by those numbers: ``3`` (one shard), ``1:3`` (shards 1, 2 and 3: *inclusive*, like
+shards by those numbers: ``3`` (one shard), ``1:3`` (shards 1, 2 and 3: inclusive, like
 ``seq 1 3``), ``:10`` (1 to 10), lists ``1,5,7:9``, or file names taken literally;
 ``--val`` adds the validation shard. Other repos need ``--pattern`` (a ``str.format`` string with
 ``{split}`` and ``{index}``) unless listed in ``KNOWN_PATTERNS``.
@@ -288,7 +288,7 @@ def register(subparsers: Any) -> None:
     """
     p = subparsers.add_parser(
         "download", help="download token shards from a Hugging Face dataset repo",
-        description=__doc__.split("\n\n")[1].replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[1].replace("``", ""),  # re-wrapped to the terminal, words whole
     )
     p.add_argument("repo", nargs="?", default=DEFAULT_REPO, help=f"dataset repo (default {DEFAULT_REPO})")
     p.add_argument("--shards", metavar="SPEC", help="training shards: 3, 1:3 (inclusive), :10, 1,5,7:9 or file names")

@@ -17,6 +17,8 @@ flight: rerun the command and it resumes from the manifest's checkpoint, as the 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -41,7 +43,7 @@ class RayEncoder:
     """
 
     def __init__(self, job: EncodeJob, *, address: str | None = None, num_cpus: int | None = None):
-        self.job = job
+        self.job = absolute_paths(job)
         self.address = address
         self.num_cpus = num_cpus
         self._started = False
@@ -92,9 +94,29 @@ class RayEncoder:
             return self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, StreamtokError):  # bad input found by a task: its own message
+            # Bad input found by a task, or the machine saying no (a file gone, permissions): the
+            # task's own exception, which the command prints as one line naming the file, rather
+            # than Ray's wrapper (a remote traceback with terminal colours).
+            if isinstance(cause, (StreamtokError, OSError)):
                 raise cause from None
             raise
+
+
+def absolute_paths(job: EncodeJob) -> EncodeJob:
+    """``job`` with its inputs and tokenizer as absolute paths, as a task on any node must open them.
+
+    A Ray worker does not run in the driver's directory: ``tokenize corpus/*.jsonl --engine ray``
+    gave every task a path relative to its own working directory (FileNotFoundError).
+
+    Args:
+        job: the encoding settings, paths as given on the command line.
+    """
+
+    def absolute(path: str) -> str:
+        return path if path == "-" or "://" in path else os.path.abspath(path)
+
+    tokenizer = None if job.tokenizer_path is None else absolute(job.tokenizer_path)
+    return dataclasses.replace(job, paths=tuple(absolute(p) for p in job.paths), tokenizer_path=tokenizer)
 
 
 def _check_reachable(address: str | None) -> None:

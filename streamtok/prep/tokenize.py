@@ -186,12 +186,7 @@ def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
         raise ConfigError("no inputs given")
     if inputs.count(STDIN) > 1:
         raise ConfigError("stdin ('-') can be given only once")
-    resolved = resolve_inputs(inputs, config.read)
-    for src in resolved:
-        if src.path != STDIN and not os.path.isfile(src.path):
-            what = "a directory, not a file" if os.path.isdir(src.path) else "no such input file"
-            raise InputFormatError(f"{src.path}: {what}; give text, .jsonl or .parquet files, hf://datasets/REPO, or - for stdin")
-    paths = [src.path for src in resolved]
+    # The tokenizer first: a gated or missing one is said before any hf://datasets input is downloaded.
     if config.tokenizer is not None:
         from .hf_tokenizer import resolve_tokenizer
 
@@ -201,6 +196,12 @@ def prepare_run(inputs: list[str], config: TokenizeConfig) -> Run:
     else:
         enc = load_encoding(config.encoding)
         n_vocab, boundary, encoding, job_extra = enc.n_vocab, eot_token(enc), {}, {}
+    resolved = resolve_inputs(inputs, config.read)
+    for src in resolved:
+        if src.path != STDIN and not os.path.isfile(src.path):
+            what = "a directory, not a file" if os.path.isdir(src.path) else "no such input file"
+            raise InputFormatError(f"{src.path}: {what}; give text, .jsonl or .parquet files, hf://datasets/REPO, or - for stdin")
+    paths = [src.path for src in resolved]
     dtype = token_dtype(n_vocab).name
     settings = {
         **{k: v for k, v in asdict(config).items() if k not in ("read", "tokenizer")},

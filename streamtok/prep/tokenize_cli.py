@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--shard-format", default="bin", choices=["bin", "npy"], help="llm.c .bin (default) or .npy")
     p.add_argument("--prefix", default="data", help="shard names: PREFIX_train_000000.bin (default data)")
     p.add_argument("--workers", type=int, default=None, help="encoding processes (default: the CPUs this process may use)")
-    p.add_argument("--engine", default="local", choices=ENGINES, help="local process pool (default) or Ray tasks (extra `ray`)")
+    p.add_argument("--engine", default="local", choices=ENGINES, help="local process pool (default) or Ray tasks (pip install 'streamtok[ray]')")
     p.add_argument("--address", help="Ray cluster to join (default: a local one, or RAY_ADDRESS)")
     p.add_argument("--num-tasks", type=int, metavar="N", help="run as one of N independent tasks (Slurm/Kubernetes arrays); then --finalize")
     p.add_argument("--task-index", type=int, metavar="I", help="this task's index, 0..N-1 (default $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _util import ROOT
-from prep_helpers import dir_bytes, make_hub_files, offline_hub, output_bytes, run_cli
+from prep_helpers import dir_bytes, make_hub_files, offline_hub, output_bytes, run_cli, train_tokenizer
 
 from streamtok import MemmapReader, ShardLister
 from streamtok._formats import MAGIC_GPT2, MAGIC_LLAMA3, probe_shard
@@ -19,31 +19,12 @@ from streamtok.prep.tokenize import TokenizeConfig, tokenize_files
 tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install 'streamtok[hf]')")
 
 PLAYS = ROOT / "data" / "shakespeare"
-N_FILLERS = 66_000  # pushes the vocabulary past 65,536 ids
-
-
-def _train(out: Path, *, big: bool) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=["<|endoftext|>"], show_progress=False)
-    tok.train([str(p) for p in sorted(PLAYS.glob("*.txt"))[:4]], trainer)
-    config = {"eos_token": "<|endoftext|>"}
-    if big:
-        tok.add_special_tokens([f"<|filler_{i}|>" for i in range(N_FILLERS)] + ["<|begin_of_text|>"])
-        config = {"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "<|endoftext|>"}
-    out.mkdir(parents=True)
-    tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(config))
-    return out
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
-    return _train(root / "small", big=False), _train(root / "big", big=True)
+    return train_tokenizer(root / "small", big=False), train_tokenizer(root / "big", big=True)
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,25 @@ def test_an_unreachable_address_fails_in_seconds(address, says):
     else:
         with pytest.raises(ConfigError, match=says):
             _check_reachable(address)
+
+
+def test_relative_input_paths_reach_the_tasks(cluster, corpus, tmp_path, monkeypatch):
+    """``tokenize corpus/*.jsonl --engine ray`` from the corpus's parent: Ray workers run elsewhere."""
+    root, inputs = corpus
+    _tok(inputs, tmp_path / "one", workers=1)
+    monkeypatch.chdir(root)
+    _tok([p.name for p in inputs], tmp_path / "rel", engine="ray")
+    assert output_bytes(tmp_path / "rel") == output_bytes(tmp_path / "one")
+
+
+def test_a_file_gone_in_a_task_is_its_own_one_line_error(cluster, tmp_path):
+    """A task that cannot open its input raises the task's FileNotFoundError, not Ray's wrapper."""
+    from streamtok.prep._encode import EncodeJob
+    from streamtok.prep.ray_engine import RayEncoder
+    from streamtok.prep.units import Unit
+
+    gone = str(tmp_path / "gone.txt")
+    with RayEncoder(EncodeJob("gpt2", "uint16", (gone,), ReadOptions())) as encoder:
+        with pytest.raises(OSError) as err:
+            list(encoder.map([Unit(0, 0, 0, 10)]))
+    assert type(err.value) is FileNotFoundError and err.value.filename == gone
