@@ -209,7 +209,8 @@ def run_panel(snap: Snapshot, width: int = 36, rows: int = 9) -> Text:
         used = t.plain.count("\n") + 1
         return t.append_text(mixture_lines(mix["sources"], width, rows - used))
     t.append("\nepoch ", style="dim").append(str(run["epoch"]))
-    t.append("  step ", style="dim").append(f"{run['step']:,} / {run['steps_per_epoch']:,}")
+    bound = "" if run.get("steps_exact", True) else "≤"  # packed rows: an epoch's steps are only bounded
+    t.append("  step ", style="dim").append(f"{run['step']:,} / {bound}{run['steps_per_epoch']:,}")
     t.append("\n").append(bar(run["progress"], max(8, width - 20)), style="magenta")
     t.append(f" {percent(run['progress']):>6}").append("  ETA ", style="dim").append(duration(run["eta_s"]))
     return t

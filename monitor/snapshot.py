@@ -446,8 +446,11 @@ class Sampler:
         spe, step_samples = m["steps_per_epoch"], m["step_samples"]
         epoch = trainer["epoch"] if trainer else 0
         step = (trainer["offset"] // step_samples) if trainer else 0
-        out.update(epoch=epoch, step=step, progress=step / spe if spe else 0.0,
-                   eta_s=(spe - step) / bps if bps else None)
+        # Packed rows: steps_per_epoch is a bound on the epoch's steps, so the share done and
+        # the time left from it would be plausible wrong numbers: unknown.
+        exact = m.get("steps_per_epoch_exact") is not False
+        out.update(epoch=epoch, step=step, steps_exact=exact, progress=(step / spe if spe else 0.0) if exact else None,
+                   eta_s=(spe - step) / bps if bps and exact else None)
         return out
 
     def _mixture(self, m: dict[str, Any], loop: dict[str, Any] | None) -> dict[str, Any]:

@@ -156,9 +156,12 @@ class PackSampler(StepSampler):
         state["_cache"], state["_takes"], state["_order"] = OrderedDict(), OrderedDict(), None
         return state
 
+    #: :attr:`steps_per_epoch` is a bound, not a count (the metrics and the monitor say so).
+    steps_per_epoch_exact = False
+
     @property
     def steps_per_epoch(self) -> int:
-        """An estimate (rows if every token were kept): the exact count packs the whole epoch."""
+        """A bound (rows if every token were kept): the exact count packs the whole epoch."""
         return max(1, self.source.n_tokens // self.window_len // self.step_samples)
 
     def __repr__(self) -> str:

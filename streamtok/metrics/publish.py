@@ -345,6 +345,8 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
             "rank": int(sampler.rank),
             "world_size": int(sampler.world_size),
             "steps_per_epoch": int(sampler.steps_per_epoch),
+            # False for packed rows: steps_per_epoch bounds an epoch's steps, it does not count them
+            "steps_per_epoch_exact": bool(getattr(sampler, "steps_per_epoch_exact", True)),
             "step_samples": int(sampler.step_samples),
             "num_workers": int(num_workers),
             "n_tokens": int(reader.n_tokens),
