@@ -77,7 +77,7 @@ class ShardFile:
         ShardNotFoundError: the file is gone; ShardFormatError: it is another file or changed.
     """
 
-    __slots__ = ("info", "stamp", "file", "fd", "mm", "arr")
+    __slots__ = ("info", "stamp", "file", "fd", "mm", "arr", "addr")
 
     def __init__(self, info: ShardInfo, stamp: Stamp, advice: int | None = None):
         self.info, self.stamp = info, stamp
@@ -96,6 +96,7 @@ class ShardFile:
         if advice is not None:
             self.mm.madvise(advice)
         self.arr = np.frombuffer(self.mm, dtype=info.dtype, count=info.n_tokens, offset=info.offset)
+        self.addr: int = self.arr.ctypes.data  # token 0's address in this process (streamtok._vmread)
 
     def __del__(self) -> None:
         file = getattr(self, "file", None)  # evicted from the reader's LRU, or the reader is gone

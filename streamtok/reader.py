@@ -8,11 +8,13 @@ that a single big file would not cut too).
 
 Files are mapped lazily, in the process that reads them (DataLoader workers fork or spawn),
 and never pickled; at most ``max_open`` maps are held per process, least recently used
-closed first. A gather of ``B`` windows costs one ``searchsorted``, ``B`` ``pread`` calls and
-one ``fstat`` per shard touched (:mod:`streamtok._shardfile`: reading with ``pread`` instead
-of copying from the map is what makes a shard rewritten under the loader an error naming it,
-never a SIGBUS, and the ``fstat`` after the reads what keeps the rewrite's bytes out of every
-batch).
+closed first. A gather of ``B`` windows (or of a packed batch's pieces) costs one
+``searchsorted``, one ``process_vm_readv`` of all of them out of the maps (:mod:`._vmread`;
+``B`` ``pread`` calls where the kernel refuses it) and one ``fstat`` per shard touched. Neither
+read is a plain copy out of a map, which kills the process with SIGBUS when the file shrinks:
+a shard truncated or rewritten under the loader is an error naming it
+(:mod:`streamtok._shardfile`), and the ``fstat`` after the reads keeps a rewrite's bytes out
+of every batch.
 
 Shards named by URL (``s3://``, ``gs://``, ``az://``, ``https://``, ``hf://``) are read from
 their object store instead (:mod:`streamtok.storage`): the reader's arithmetic is the same,
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _vmread as vmread
 from ._chain import Stage, chained
 from ._formats import ShardInfo, probe_shard
 from ._pagehints import PageHints
@@ -299,7 +302,9 @@ class MemmapReader(Stage):
             return self._remote.gather(self, starts, length, out)
         starts = np.asarray(starts, dtype=np.int64)
         touched: dict[int, ShardFile] = {}
-        if out.flags.c_contiguous:
+        if self._uniform and out.dtype == self.dtype and out.flags.c_contiguous and out.size:
+            self._read_direct(starts, np.full(len(starts), length, dtype=np.int64), out.reshape(-1), touched)
+        elif out.flags.c_contiguous:
             self._read(starts, itertools.repeat(length), out.reshape(-1), touched)
         else:
             for i in range(len(starts)):
@@ -336,29 +341,53 @@ class MemmapReader(Stage):
         return out
 
     def _read_direct(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray, touched: dict[int, ShardFile]) -> None:
-        # The pieces' file offsets and byte ranges in out at once (numpy), so the loop is one
-        # pread each and little else: ~0.65 µs a piece against ~1.3 for _read's general loop
-        # (a packed batch of 32 x 1024 has ~55-75 pieces). Pieces that run past a shard's end,
-        # and a short read (a truncated file: read_into then raises), go through _read.
+        # All pieces in one process_vm_readv out of the shards' maps where the kernel allows it
+        # (streamtok._vmread: a truncated file gives a short count, not SIGBUS), else one pread
+        # each, their file offsets and byte ranges computed at once so that the loop is little
+        # else. Pieces that run past a shard's end, and a short read (a truncated file:
+        # read_into then raises), go through _read.
         k = self.locate(starts)
         if len(self.infos) > 1 and bool((starts + lengths > self._ends[k]).any()):
             self._read(starts, lengths.tolist(), out, touched)
             return
         size = self.dtype.itemsize
-        where = (starts * size + self._file_shift[k]).tolist()
-        ends = np.cumsum(lengths * size).tolist()
         shards = k.tolist()
-        fd_of = {j: self._touch(j, touched).fd for j in set(shards)}
+        entries = {j: self._touch(j, touched) for j in set(shards)}
+        nbytes = lengths * size
+        ends_np = np.cumsum(nbytes)
+        lo = 0
+        if vmread.usable():
+            lo = self._copy_mapped(starts, shards, entries, nbytes, ends_np, out)
+            if lo == int(ends_np[-1]):
+                return
+            # Short (a truncated shard) or refused here: pread from the piece it stopped in.
+            i = int(np.searchsorted(ends_np, lo, side="right"))
+            lo = int(ends_np[i - 1]) if i else 0
+            k, starts, lengths, ends_np, shards = k[i:], starts[i:], lengths[i:], ends_np[i:], shards[i:]
+        where = (starts * size + self._file_shift[k]).tolist()
+        ends = ends_np.tolist()
         mv = memoryview(out).cast("B")
-        preadv, lo = os.preadv, 0
+        preadv = os.preadv
         for j, at, hi in zip(shards, where, ends):
-            if preadv(fd_of[j], [mv[lo:hi]], at) != hi - lo:
+            if preadv(entries[j].fd, [mv[lo:hi]], at) != hi - lo:
                 break
             lo = hi
         else:
             return
         i = int(np.searchsorted(ends, lo, side="right"))  # the piece that read short, and the rest
         self._read(starts[i:], lengths[i:].tolist(), out[lo // size :], touched)
+
+    def _copy_mapped(self, starts: np.ndarray, shards: list[int], entries: dict[int, ShardFile],
+                     nbytes: np.ndarray, ends: np.ndarray, out: np.ndarray) -> int:
+        """Bytes of ``out`` filled from its start by one :func:`streamtok._vmread.copy_spans` of the pieces."""
+        size = self.dtype.itemsize
+        if len(entries) == 1:
+            ((j, entry),) = entries.items()
+            src = starts * size + (entry.addr - self.offset_list[j] * size)
+        else:
+            base = {j: e.addr - self.offset_list[j] * size for j, e in entries.items()}
+            src = starts * size + np.array([base[j] for j in shards], dtype=np.int64)
+        return max(0, vmread.copy_spans(ends - nbytes + out.ctypes.data, src, nbytes))
 
     @functools.cached_property
     def _file_shift(self) -> np.ndarray:

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "streamtok"
 # Shared basics: they import only each other (no stage, no wing).
 BASICS = {
     "errors", "_atomic", "_files", "_chain", "_lazy", "_order", "_position", "_background",
-    "_formats", "_shardfile", "_digest", "_pagehints", "_sampling", "_help",
+    "_formats", "_shardfile", "_vmread", "_digest", "_pagehints", "_sampling", "_help",
 }
 # The data path, bottom to top: a stage imports only the stages before it (and the basics).
 STAGES = ["shards", "reader", "sampler", "collate", "dataloader", "prefetch"]
