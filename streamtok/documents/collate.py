@@ -8,7 +8,9 @@ always (its steps are remembered by position, so a second walk costs a lookup an
 this process walks the same pure order alongside the batches. The boundaries of a chunk of
 windows are looked up in the document index at once (:meth:`DocumentIndex.batch_documents`:
 rows in ascending order, two ``searchsorted`` per shard touched; ~8 µs per batch of 32 x 1024
-with warm caches, about 11 between gathers); those of a chunk of packed plans follow from the
+with warm caches, about 11 between gathers; for the shuffled and sequential orders, whose
+starts are multiples of a period, read from a table of each window's documents instead, ~2 µs:
+:mod:`streamtok.documents.windowtable`); those of a chunk of packed plans follow from the
 pieces alone (:func:`packed_documents`, ~1 µs a batch). Nothing but the tokens crosses the
 worker queue.
 """
@@ -91,7 +93,7 @@ class DocumentCollator(Collator):
             return packed_documents(plans, self.batch_size, self.seq_len)
         # A recorded chunk is one (steps, B) array already: no copy.
         starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
-        return self.index.batch_documents(starts, self.seq_len, self.batch_size)
+        return self.index.batch_documents(starts, self.seq_len, self.batch_size, _period(self.sampler))
 
     def attach(
         self, batches: Iterator[Any], *, pass_start: Callable[[], Any], direct: bool, compact: bool
@@ -126,6 +128,15 @@ class DocumentCollator(Collator):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, Documents]]:  # type: ignore[override]
         for plan in self.sampler:
             yield self(plan)
+
+
+def _period(sampler: Any) -> int | None:
+    """The distance between the window starts of a ``"mask"`` sampler whose every start is a
+    multiple of it (shuffled orders: ``T + 1``; sequential: ``T``), else ``None`` (``"random"``,
+    a mixture's windows, which start at each source's own offset)."""
+    if not isinstance(sampler, MaskSampler):
+        return None
+    return {"shuffle": sampler.seq_len + 1, "block_shuffle": sampler.seq_len + 1, "sequential": sampler.seq_len}.get(sampler.mode)
 
 
 def _columns(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:

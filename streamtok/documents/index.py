@@ -24,6 +24,7 @@ import torch
 from ..reader import MemmapReader
 from .boundary import resolve_boundary
 from .sidecar import document_starts
+from .windowtable import MAX_BYTES, WindowTable, table_bytes
 
 
 class Documents(tuple):
@@ -145,8 +146,10 @@ class DocumentIndex:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        # Memory maps are reopened in the worker (the sidecar is current: no rescan).
+        # Memory maps are reopened in the worker (the sidecar is current: no rescan); window
+        # tables are rebuilt where a lookup needs them.
         state["_shard_starts"] = None
+        state.pop("_tables", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -241,22 +244,40 @@ class DocumentIndex:
             mask[i:j] = False
         return mask
 
-    def batch_documents(self, row_starts: np.ndarray, seq_len: int, batch_size: int) -> list[Documents]:
+    def window_table(self, period: int, seq_len: int) -> WindowTable | None:
+        """The :class:`~streamtok.documents.windowtable.WindowTable` of windows of ``seq_len``
+        tokens every ``period``, built on first use (``None`` above its memory bound)."""
+        tables: dict[tuple[int, int], WindowTable | None] = self.__dict__.setdefault("_tables", {})
+        key = (int(period), int(seq_len))
+        if key not in tables:
+            fits = table_bytes(self.reader.n_tokens, self.n_documents, period, seq_len) <= MAX_BYTES
+            tables[key] = WindowTable(self._shard_starts, self.reader.offset_list, period, seq_len) if fits else None
+        return tables[key]
+
+    def batch_documents(self, row_starts: np.ndarray, seq_len: int, batch_size: int, period: int | None = None) -> list[Documents]:
         """The ``doc`` of each batch of ``batch_size`` consecutive windows ``[s, s + seq_len)``.
 
-        A segment starts at each row start and at each document start inside a row. The rows
-        are looked up in ascending order (one ``argsort``), their segment starts gathered
-        there, then put back in row order by one gather into all batches' ``cu_seqlens``.
+        A segment starts at each row start and at each document start inside a row. With a
+        ``period`` (every start a multiple of it: the shuffled and sequential orders) the
+        segments are read from the :meth:`window_table` in row order; otherwise the rows are
+        looked up in ascending order (one sort), their segment starts gathered there, then put
+        back in row order by one gather into all batches' ``cu_seqlens``. Both give the same.
 
         Args:
             row_starts: window starts, a multiple of ``batch_size`` of them.
             seq_len: tokens per row ``T``.
             batch_size: rows per batch ``B``.
+            period: the distance between window starts when all are its multiples (``>= seq_len``),
+                or ``None``; starts that are not multiples fall back to the search.
         """
         row_starts = np.asarray(row_starts, dtype=np.int64)
         n = len(row_starts)
         if n == 0:
             return []
+        table = self.window_table(period, seq_len) if period is not None else None
+        found = table.batch_boundaries(row_starts, batch_size) if table is not None else None
+        if found is not None:
+            return [Documents((c, top, batch_size, seq_len)) for c, top in zip(*found)]
         order, s = _sorted_with_order(row_starts)
         lo, hi, ranges = self._window_bounds(s, seq_len)
         # Sorted row r owns entries [slot[r], slot[r] + seg[r]) of `rel`: its start, then its

@@ -1,0 +1,124 @@
+"""The window table (``documents="mask"`` with aligned orders) gives exactly the boundaries of the search."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from _util import check_resume, make_doc_shards
+
+import streamtok
+from streamtok.documents import windowtable
+from streamtok.documents.collate import _period
+from streamtok.documents.index import DocumentIndex
+
+
+def truth(rows, seq_len, batch_size, doc_set):
+    """Per batch, ``cu_seqlens`` from the definition: each row's start, then every document
+    start strictly inside the row."""
+    out = []
+    for b in range(0, len(rows), batch_size):
+        cu = []
+        for r, s in enumerate(rows[b : b + batch_size].tolist()):
+            cu += [r * seq_len] + [r * seq_len + c for c in range(1, seq_len) if s + c in doc_set]
+        out.append(cu + [batch_size * seq_len])
+    return out
+
+
+@pytest.fixture
+def docs(tmp_path):
+    # lead_all: every shard starts inside a document begun before it; short and long documents
+    tokens, starts = make_doc_shards(tmp_path, n_shards=4, docs=50, median=12, lead_all=True, seed=4)
+    return tmp_path, tokens, starts
+
+
+@pytest.mark.parametrize("seq_len", [5, 16, 64])
+@pytest.mark.parametrize("stride", [0, 1])  # period T (sequential) or T + 1 (shuffled orders)
+def test_table_matches_the_definition_and_the_search_on_random_aligned_rows(docs, seq_len, stride):
+    path, tokens, starts = docs
+    index = DocumentIndex(streamtok.MemmapReader(path))
+    period = seq_len + stride
+    doc_set = set(starts.tolist())
+    rng = np.random.default_rng(seq_len + stride)
+    n_windows = (len(tokens) - seq_len) // period + 1  # every window inside the data, the last ones too
+    for batch_size in (1, 3, 8):
+        rows = rng.integers(0, n_windows, 5 * batch_size) * period
+        rows[0] = 0  # the first window (its row start reads the table's padding)
+        rows[-1] = (n_windows - 1) * period
+        rows[1 % len(rows)] = rows[-1]  # a window twice
+        fast = index.batch_documents(rows, seq_len, batch_size, period)
+        slow = index.batch_documents(rows, seq_len, batch_size)
+        assert len(fast) == len(slow) == len(rows) // batch_size
+        for f, s, cu in zip(fast, slow, truth(rows, seq_len, batch_size, doc_set)):
+            assert f.cu_seqlens.dtype == torch.int32 and f.cu_seqlens.tolist() == cu == s.cu_seqlens.tolist()
+            assert f.max_seqlen == s.max_seqlen == max(np.diff(cu))
+            assert torch.equal(f.position_ids, s.position_ids)
+    assert index.window_table(period, seq_len) is not None  # the fast path was taken
+    # every window of the data, in order: each document start inside one exactly
+    rows = np.arange(n_windows - n_windows % 2, dtype=np.int64) * period
+    fast = index.batch_documents(rows, seq_len, 2, period)
+    assert [d.cu_seqlens.tolist() for d in fast] == truth(rows, seq_len, 2, doc_set)
+
+
+def test_rows_off_the_period_or_past_the_data_are_searched(docs):
+    path, tokens, starts = docs
+    index = DocumentIndex(streamtok.MemmapReader(path))
+    seq_len, period = 16, 17
+    table = index.window_table(period, seq_len)
+    doc_set = set(starts.tolist())
+    odd = np.array([0, 17, 35, 51], dtype=np.int64)  # 35 is not a multiple of 17
+    assert table.batch_boundaries(odd, 2) is None
+    got = index.batch_documents(odd, seq_len, 2, period)
+    assert [d.cu_seqlens.tolist() for d in got] == truth(odd, seq_len, 2, doc_set)
+    past = np.array([0, table.n_windows * period], dtype=np.int64)
+    assert table.batch_boundaries(past, 2) is None
+    assert table.batch_boundaries(np.array([-period, 0]), 2) is None
+
+
+def test_a_table_over_its_memory_bound_is_not_built(docs, monkeypatch):
+    path, tokens, starts = docs
+    index = DocumentIndex(streamtok.MemmapReader(path))
+    need = windowtable.table_bytes(len(tokens), len(starts), 9, 8)
+    monkeypatch.setattr(windowtable, "MAX_BYTES", need - 1)
+    import streamtok.documents.index as index_module
+
+    monkeypatch.setattr(index_module, "MAX_BYTES", need - 1)
+    assert index.window_table(9, 8) is None
+    rows = np.arange(6, dtype=np.int64) * 9
+    got = index.batch_documents(rows, 8, 3, 9)  # the search, same result
+    assert [d.cu_seqlens.tolist() for d in got] == truth(rows, 8, 3, set(starts.tolist()))
+    monkeypatch.setattr(index_module, "MAX_BYTES", need)
+    assert index.window_table(10, 8).nbytes <= need  # another period: built, within its bound
+
+
+def test_the_table_is_not_pickled(docs):
+    path, _, _ = docs
+    index = DocumentIndex(streamtok.MemmapReader(path))
+    index.window_table(17, 16)
+    clone = pickle.loads(pickle.dumps(index))
+    assert "_tables" not in clone.__dict__ and clone.window_table(17, 16) is not None
+
+
+@pytest.mark.parametrize("mode,period", [("shuffle", 17), ("block_shuffle", 17), ("sequential", 16), ("random", None)])
+def test_the_loader_uses_the_table_for_aligned_orders_only(docs, mode, period):
+    path, tokens, starts = docs
+    loader = streamtok.loader(path, seq_len=16, batch_size=4, split="all", documents="mask", mode=mode, metrics=False)
+    assert _period(loader.collator.sampler) == period
+    doc_set = set(starts.tolist())
+    view = np.lib.stride_tricks.sliding_window_view(tokens, 16)
+    for x, _, doc in loader:
+        rows = np.array([int(np.flatnonzero((view == row).all(axis=1))[0]) for row in x.numpy()])
+        assert doc.cu_seqlens.tolist() == truth(rows, 16, 4, doc_set)[0]
+
+
+@pytest.mark.parametrize("mode", ["shuffle", "sequential"])
+def test_mask_rows_of_two_ranks_resume_exactly(docs, mode):
+    path, _, _ = docs
+
+    def factory():
+        return streamtok.loader(
+            path, seq_len=8, batch_size=3, split="all", documents="mask", mode=mode, epochs=2, metrics=False,
+            rank=1, world_size=2,
+        )
+
+    assert check_resume(factory, [1, 30, 71]) > 71
