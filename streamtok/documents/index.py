@@ -113,6 +113,9 @@ def _sorted_with_order(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys & ((1 << bits) - 1), keys >> bits
 
 
+_FEW_SHARDS = 16  # up to this many shards, DocumentIndex.starts finds an id's shard by comparisons
+
+
 class DocumentIndex:
     """Global document starts over a :class:`MemmapReader`, from the shards' indexes.
 
@@ -180,13 +183,39 @@ class DocumentIndex:
         return [(shard, k == shard) for shard in range(first, last + 1)]
 
     def starts(self, doc_ids: np.ndarray) -> np.ndarray:
-        """Global token position where each document of ``doc_ids`` starts."""
+        """Global token position where each document of ``doc_ids`` starts.
+
+        The ids may come in any order (a shuffled block's: ~32K at once for ``"pack"``), so
+        neither the shard search nor the selection branches per id: up to 16 shards, an id's
+        shard is a sum of comparisons and each shard's ids are picked by ``flatnonzero``
+        (~4x cheaper than ``searchsorted`` and boolean masks on random ids); with more, the
+        ids are grouped by a stable sort of their shard numbers (a radix sort).
+        """
         doc_ids = np.asarray(doc_ids, dtype=np.int64)
-        k = np.searchsorted(self.doc_offsets[1:], doc_ids, side="right")
         out = np.empty(doc_ids.shape, dtype=np.int64)
-        for shard, sel in self._by_shard(k):
-            local = self._shard_starts[shard][doc_ids[sel] - self.doc_offsets[shard]]
-            out[sel] = local + self.reader.offsets[shard]
+        if doc_ids.size == 0:
+            return out
+        offsets, shards, bases = self.doc_offsets, self._shard_starts, self.reader.offset_list
+        flat, dest = doc_ids.reshape(-1), out.reshape(-1)
+        if len(shards) <= _FEW_SHARDS:
+            k = np.zeros(len(flat), dtype=np.intp)
+            for bound in offsets[1:-1].tolist():
+                k += flat >= bound
+            first, last = int(k.min()), int(k.max())
+            if first == last:
+                np.add(shards[first].take(flat - offsets[first]), bases[first], out=dest)
+                return out
+            for shard in range(first, last + 1):
+                where = np.flatnonzero(k == shard)
+                dest[where] = shards[shard].take(flat.take(where) - offsets[shard]) + bases[shard]
+            return out
+        k = np.searchsorted(offsets[1:], flat, side="right")
+        order = np.argsort(k.astype(np.uint16 if len(shards) < 1 << 16 else np.int64), kind="stable")
+        ks, ids = k.take(order), flat.take(order)
+        cut = np.flatnonzero(np.diff(ks)) + 1
+        for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(ks)]):
+            shard = int(ks[a])
+            dest[order[a:b]] = shards[shard].take(ids[a:b] - offsets[shard]) + bases[shard]
         return out
 
     def first_at_or_after(self, positions: np.ndarray, strict: bool = False) -> np.ndarray:
