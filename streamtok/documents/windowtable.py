@@ -9,15 +9,17 @@ The shuffled and sequential window orders start every window at a multiple of a 
 ``P`` (``T + 1`` for ``"shuffle"`` and ``"block_shuffle"``, ``T`` for ``"sequential"``), and
 windows ``[wP, wP + T)`` never overlap, so each document starts inside at most one window:
 window ``w`` holds the documents whose start ``g`` has ``g // P == w`` and ``0 < g % P < T``.
-The table keeps them as CSR: ``ptr`` (``uint32``, one per window and one more) and ``cols``
-(each such document's column ``g % P``: ``uint16`` while ``T <= 65536``, else ``uint32``), in
-the order of their starts. A chunk's boundaries are then two reads per row (its ``ptr`` pair,
-one cache line) and one gather of columns, in row order: no sort, no search, ~20 numpy calls
-for a whole chunk of 64 batches (~2 µs a batch warm, against ~7.5 for the general lookup).
+The table keeps, per window, its row's segment starts as columns: ``0``, each such
+document's ``g % P`` in order, and ``T`` (its end, the next row's start): ``cols``
+(``uint16`` while ``T < 65536``, else ``uint32``), window ``w``'s entries from ``ptr[w]``
+(``uint32``). A chunk's boundaries are then two reads per row (``ptr[w]``, ``ptr[w + 1]``:
+one cache line) and one gather of columns plus each row's place in its batch, in row order:
+no sort, no search, no fix-up, ~20 numpy calls for a whole chunk of 64 batches (~2 µs a
+batch warm, against ~7.5 for the general lookup).
 
-Memory, stated: 4 bytes per window of the data plus 2 bytes (4 past ``T = 65536``) per
-document, i.e. ~6 bytes per ``T`` tokens for documents of about ``T`` tokens (0.4 MiB for
-64M tokens at T=1024, ~60 MiB for 10B). It covers the whole data because a shuffled chunk's
+Memory, stated: 8 bytes per window of the data plus 2 bytes (4 from ``T = 65536``) per
+document, i.e. ~10 bytes per ``T`` tokens for documents of about ``T`` tokens (0.6 MiB for
+64M tokens at T=1024, ~100 MiB for 10B). It covers the whole data because a shuffled chunk's
 rows fall anywhere in it (a table per block, dropped when cold, would be rebuilt at every
 chunk). It is built on the first lookup that needs it (one pass over the document starts,
 ~3 ms for 65K documents), once per process, and not at all above ``MAX_BYTES`` (the search
@@ -30,12 +32,13 @@ import functools
 import numpy as np
 import torch
 
-MAX_BYTES = 64 << 20  # above this a source keeps the general lookup (~10B tokens at T=1024)
+MAX_BYTES = 64 << 20  # above this a source keeps the general lookup (~6B tokens at T=1024)
 
 
 def table_bytes(n_tokens: int, n_documents: int, period: int, seq_len: int) -> int:
     """Bytes the table of ``period``-aligned windows of ``seq_len`` tokens would hold at most."""
-    return 4 * (-(-n_tokens // period) + 1) + (2 if seq_len <= 1 << 16 else 4) * (n_documents + 1)
+    windows = -(-n_tokens // period)
+    return 4 * (windows + 1) + (2 if seq_len < 1 << 16 else 4) * (n_documents + 2 * windows)
 
 
 class WindowTable:
@@ -53,19 +56,23 @@ class WindowTable:
             raise ValueError(f"WindowTable: windows of {seq_len} tokens every {period} overlap")
         self.period, self.seq_len = int(period), int(seq_len)
         self.n_windows = -(-int(offsets[-1]) // self.period)
-        col_dtype = np.uint16 if self.seq_len <= 1 << 16 else np.uint32
+        col_dtype = np.uint16 if self.seq_len < 1 << 16 else np.uint32
         windows, cols = [], []
         for k, local in enumerate(shard_starts):  # one shard at a time: 16 bytes a document of it, briefly
             w, col = np.divmod(np.asarray(local, dtype=np.int64) + offsets[k], self.period)
             inside = (col > 0) & (col < self.seq_len)
             windows.append(w[inside])
-            cols.append(col[inside].astype(col_dtype))
-        counts = np.bincount(np.concatenate(windows) if windows else np.zeros(0, np.int64), minlength=self.n_windows)
-        ptr = np.zeros(self.n_windows + 1, dtype=np.uint32)
-        np.cumsum(counts, out=ptr[1:])
-        self.ptr = ptr
-        # One column more: the slots that a chunk fills after (row starts, batch ends) read it.
-        self.cols = np.concatenate(cols + [np.zeros(1, dtype=col_dtype)])
+            cols.append(col[inside])
+        w = np.concatenate(windows) if windows else np.zeros(0, dtype=np.int64)
+        # Window w's entries: 0 (its start), its documents' columns in order, T (its end).
+        ptr = np.zeros(self.n_windows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(w, minlength=self.n_windows) + 2, out=ptr[1:])
+        table = np.empty(int(ptr[-1]), dtype=col_dtype)
+        table[ptr[:-1]] = 0
+        table[ptr[1:] - 1] = self.seq_len
+        table[np.arange(len(w), dtype=np.int64) + 1 + 2 * w] = np.concatenate(cols) if cols else 0
+        self.ptr = ptr.astype(np.uint32 if ptr[-1] < 1 << 32 else np.int64)
+        self.cols = table
 
     @property
     def nbytes(self) -> int:
@@ -94,27 +101,28 @@ class WindowTable:
         if off.any() or int(w.view(np.uint64).max()) >= self.n_windows:
             return None
         first = self.ptr.take(w)
-        # Row r owns slots [dest[r], dest[r] + seg[r]): its start, its documents' starts, and
-        # for a batch's last row the batch's B*T.
+        # Row r takes its window's entries but the end (T: the next row's start), the last
+        # row of a batch its end too (B*T): slots [dest[r], dest[r] + seg[r]) of cu.
         seg = np.subtract(self.ptr.take(w + 1), first, dtype=np.int64)
-        seg += 1
-        seg[B - 1 :: B] += 1
+        seg += _ends_kept(n, B)
         after = np.cumsum(seg)
         dest = after - seg
-        # Slot dest + i reads cols[first - 1 + i]: i = 1.. are the row's documents; the row's
-        # start (i = 0, cols[-1] for the first window) and a batch's end read a neighbour,
-        # overwritten below.
-        src = np.repeat(first - (dest + 1), seg)
+        src = np.repeat(first - dest, seg)
         src += _arange(int(after[-1]))
-        column0 = _row_columns(n, B, T)
-        cu = np.repeat(column0, seg)
+        cu = np.repeat(_row_columns(n, B, T), seg)
         cu += self.cols.take(src)
-        cu[dest] = column0
-        ends = after[B - 1 :: B]
-        heads = dest[::B]
-        cu[ends - 1] = B * T
+        heads, ends = dest[::B], after[B - 1 :: B]
         longest = np.maximum.reduceat(np.diff(cu), heads).tolist()
         return list(torch.from_numpy(cu).split((ends - heads).tolist())), longest
+
+
+@functools.lru_cache(maxsize=8)
+def _ends_kept(n: int, batch_size: int) -> np.ndarray:
+    """Per row, ``-1`` (its window's end entry is dropped) or, for a batch's last row, 0."""
+    out = np.full(n, -1, dtype=np.int64)
+    out[batch_size - 1 :: batch_size] = 0
+    out.flags.writeable = False
+    return out
 
 
 _ARANGE = np.arange(1 << 16, dtype=np.int64)

@@ -122,3 +122,28 @@ def test_mask_rows_of_two_ranks_resume_exactly(docs, mode):
         )
 
     assert check_resume(factory, [1, 30, 71]) > 71
+
+
+@pytest.mark.parametrize("seq_len", [65535, 65536, 70000])  # columns in uint16 up to T = 65535, then uint32
+def test_rows_of_64k_tokens_and_more(tmp_path, seq_len):
+    from _util import BOS
+
+    from streamtok._formats import write_shard
+
+    rng = np.random.default_rng(seq_len)
+    tokens = rng.integers(0, 50000, 5 * seq_len + 123).astype(np.uint16)
+    starts = np.unique(np.concatenate((rng.integers(0, len(tokens), 40), [seq_len, seq_len + 1, seq_len - 1])))
+    tokens[starts] = BOS
+    write_shard(tmp_path / "long.bin", tokens)
+    index = DocumentIndex(streamtok.MemmapReader(tmp_path))
+    for period in (seq_len, seq_len + 1):
+        rows = np.array([0, 1, 3, 2], dtype=np.int64) * period
+        fast = index.batch_documents(rows, seq_len, 2, period)
+        assert index.window_table(period, seq_len).cols.dtype == (np.uint16 if seq_len < 1 << 16 else np.uint32)
+        for doc, b in zip(fast, range(0, 4, 2)):
+            cu = []
+            for r, s in enumerate(rows[b : b + 2].tolist()):
+                inside = starts[(starts > s) & (starts < s + seq_len)] - s
+                cu += [r * seq_len] + (r * seq_len + inside).tolist()
+            assert doc.cu_seqlens.tolist() == cu + [2 * seq_len]
+            assert doc.max_seqlen == max(np.diff(cu + [2 * seq_len]))
