@@ -120,6 +120,10 @@ class DocumentCollator(Collator):
                     ready.extend(self.chunk_documents(list(itertools.islice(plans, _CHUNK_STEPS))))
             doc = ready.popleft()
             yield (item, doc) if compact else (*item, doc)
+            # Let this batch go before the next is made: held here while the next one's
+            # (x, y) are allocated, its buffers could not be reused (~3% of a window batch's
+            # time at B=32, T=1024: fresh, cache-cold memory for every batch).
+            del item, doc
 
     def __call__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, Documents]:  # type: ignore[override]
         plan = np.asarray(starts, dtype=np.int64)
