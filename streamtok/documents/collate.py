@@ -9,7 +9,8 @@ this process walks the same pure order alongside the batches. The boundaries of 
 windows are looked up in the document index at once (:meth:`DocumentIndex.batch_documents`:
 rows in ascending order, two ``searchsorted`` per shard touched; ~8 µs per batch of 32 x 1024
 with warm caches, about 11 between gathers; for the shuffled and sequential orders, whose
-starts are multiples of a period, read from a table of each window's documents instead, ~2 µs:
+starts are multiples of a period, read from a table of each window's documents instead, ~2 µs
+warm and ~3 in the loop:
 :mod:`streamtok.documents.windowtable`); those of a chunk of packed plans follow from the
 pieces alone (:func:`packed_documents`, ~1 µs a batch). Nothing but the tokens crosses the
 worker queue.
