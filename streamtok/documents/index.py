@@ -283,7 +283,9 @@ class DocumentIndex:
             tables[key] = WindowTable(self._shard_starts, self.reader.offset_list, period, seq_len) if fits else None
         return tables[key]
 
-    def batch_documents(self, row_starts: np.ndarray, seq_len: int, batch_size: int, period: int | None = None) -> list[Documents]:
+    def batch_documents(
+        self, row_starts: np.ndarray, seq_len: int, batch_size: int, period: int | None = None
+    ) -> list[Documents]:
         """The ``doc`` of each batch of ``batch_size`` consecutive windows ``[s, s + seq_len)``.
 
         A segment starts at each row start and at each document start inside a row. With a
