@@ -33,6 +33,7 @@ from ..reader import MemmapReader
 from .index import DocumentIndex, Documents
 from .pack import PackSampler
 from .samplers import DocStartSampler, MaskSampler, skipped_share
+from .windowtable import window_period
 
 DOCUMENT_MODES = ("stream", "mask", "bos", "pack")
 # bos and pack rows read a document's first T+1 tokens only: warn when an epoch skips more.
@@ -55,6 +56,9 @@ class DocumentCollator(Collator):
         super().__init__(source, **kw)
         self.index = index
         self.documents = documents
+        # The period of the window starts (documents="mask" in an aligned order): their
+        # boundaries are then read from the index's window table (a mixture sets its own).
+        self.period = window_period(source.mode, source.seq_len) if isinstance(source, MaskSampler) else None
 
     def gather(self, starts: np.ndarray, *, shared: bool = False, into: torch.Tensor | None = None) -> torch.Tensor:
         if self.documents != "pack":
@@ -94,7 +98,7 @@ class DocumentCollator(Collator):
             return packed_documents(plans, self.batch_size, self.seq_len)
         # A recorded chunk is one (steps, B) array already: no copy.
         starts = plans.reshape(-1) if isinstance(plans, np.ndarray) else np.concatenate(plans)
-        return self.index.batch_documents(starts, self.seq_len, self.batch_size, _period(self.sampler))
+        return self.index.batch_documents(starts, self.seq_len, self.batch_size, self.period)
 
     def attach(
         self, batches: Iterator[Any], *, pass_start: Callable[[], Any], direct: bool, compact: bool
@@ -133,15 +137,6 @@ class DocumentCollator(Collator):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, Documents]]:  # type: ignore[override]
         for plan in self.sampler:
             yield self(plan)
-
-
-def _period(sampler: Any) -> int | None:
-    """The distance between the window starts of a ``"mask"`` sampler whose every start is a
-    multiple of it (shuffled orders: ``T + 1``; sequential: ``T``), else ``None`` (``"random"``,
-    a mixture's windows, which start at each source's own offset)."""
-    if not isinstance(sampler, MaskSampler):
-        return None
-    return {"shuffle": sampler.seq_len + 1, "block_shuffle": sampler.seq_len + 1, "sequential": sampler.seq_len}.get(sampler.mode)
 
 
 def _columns(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:

@@ -280,8 +280,16 @@ class DocumentIndex:
         key = (int(period), int(seq_len))
         if key not in tables:
             fits = table_bytes(self.reader.n_tokens, self.n_documents, period, seq_len) <= MAX_BYTES
-            tables[key] = WindowTable(self._shard_starts, self.reader.offset_list, period, seq_len) if fits else None
+            tables[key] = (
+                WindowTable(self._shard_starts, self.reader.offset_list, period, seq_len, self.window_origins())
+                if fits else None
+            )
         return tables[key]
+
+    def window_origins(self) -> tuple[int, ...]:
+        """Where the grids of the windows asked of this index begin: ``(0,)``, one grid over the
+        reader (a mixture's joint index: each source's first token)."""
+        return (0,)
 
     def batch_documents(
         self, row_starts: np.ndarray, seq_len: int, batch_size: int, period: int | None = None

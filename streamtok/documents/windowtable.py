@@ -41,35 +41,62 @@ def table_bytes(n_tokens: int, n_documents: int, period: int, seq_len: int) -> i
     return 4 * (windows + 1) + (2 if seq_len < 1 << 16 else 4) * (n_documents + 2 * windows)
 
 
+def window_period(mode: str, seq_len: int) -> int | None:
+    """The period of a window order's starts: ``T + 1`` for ``"shuffle"`` and ``"block_shuffle"``,
+    ``T`` for ``"sequential"``, ``None`` for ``"random"`` (any start)."""
+    return {"shuffle": seq_len + 1, "block_shuffle": seq_len + 1, "sequential": seq_len}.get(mode)
+
+
 class WindowTable:
-    """The documents that start inside each window ``[wP, wP + T)`` of an index (see the module).
+    """The documents that start inside each window ``[o + wP, o + wP + T)`` of an index (see the module).
 
     Args:
         shard_starts: each shard's document starts (ascending, in tokens from the shard's start).
         offsets: the global token position of each shard's first token (and the total).
         period: ``P``, the distance between window starts (``>= seq_len``).
         seq_len: tokens per row ``T``.
+        origins: where the window grids begin (``o``): ``(0,)``, or each source's first token
+            in a mixture's joint reader (shard starts), ascending.
     """
 
-    def __init__(self, shard_starts: list[np.ndarray], offsets: list[int], period: int, seq_len: int):
+    def __init__(
+        self, shard_starts: list[np.ndarray], offsets: list[int], period: int, seq_len: int,
+        origins: tuple[int, ...] = (0,),
+    ):
         if not 1 <= seq_len <= period:
             raise ValueError(f"WindowTable: windows of {seq_len} tokens every {period} overlap")
+        if not origins or origins[0] != 0 or not set(origins) <= set(offsets):
+            raise ValueError(f"WindowTable: window grids must begin at 0 and at shard starts, not at {origins}")
         self.period, self.seq_len = int(period), int(seq_len)
-        self.n_windows = -(-int(offsets[-1]) // self.period)
-        col_dtype = np.uint16 if self.seq_len < 1 << 16 else np.uint32
+        P, T = self.period, self.seq_len
+        # One grid of windows per origin (a mixture's sources): grid g's windows are
+        # [origin_g + wP, origin_g + wP + T), numbered from base[g] in the table.
+        self.origins = np.array(origins, dtype=np.int64)
+        spans = np.diff(np.append(self.origins, int(offsets[-1])))
+        counts = -(-spans // P)
+        self.base = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self.n_windows = int(self.base[-1])
+        # Windows a lookup may use: all of the last grid's (nothing follows it), and of the
+        # others those whose T tokens end inside their grid (a window across two sources
+        # would need the next one's documents: such starts are searched).
+        inside = np.where(spans >= T, (spans - T) // P + 1, 0)
+        self.limit = np.append(inside[:-1], counts[-1]).astype(np.int64)
+        col_dtype = np.uint16 if T < 1 << 16 else np.uint32
+        grid_of = np.searchsorted(self.origins, np.asarray(offsets[:-1], dtype=np.int64), side="right") - 1
         windows, cols = [], []
         for k, local in enumerate(shard_starts):  # one shard at a time: 16 bytes a document of it, briefly
-            w, col = np.divmod(np.asarray(local, dtype=np.int64) + offsets[k], self.period)
-            inside = (col > 0) & (col < self.seq_len)
-            windows.append(w[inside])
-            cols.append(col[inside])
+            g = int(grid_of[k])
+            w, col = np.divmod(np.asarray(local, dtype=np.int64) + (offsets[k] - int(self.origins[g])), P)
+            inside_row = (col > 0) & (col < T)
+            windows.append(w[inside_row] + self.base[g])
+            cols.append(col[inside_row])
         w = np.concatenate(windows) if windows else np.zeros(0, dtype=np.int64)
         # Window w's entries: 0 (its start), its documents' columns in order, T (its end).
         ptr = np.zeros(self.n_windows + 1, dtype=np.int64)
         np.cumsum(np.bincount(w, minlength=self.n_windows) + 2, out=ptr[1:])
         table = np.empty(int(ptr[-1]), dtype=col_dtype)
         table[ptr[:-1]] = 0
-        table[ptr[1:] - 1] = self.seq_len
+        table[ptr[1:] - 1] = T
         table[np.arange(len(w), dtype=np.int64) + 1 + 2 * w] = np.concatenate(cols) if cols else 0
         self.ptr = ptr.astype(np.uint32 if ptr[-1] < 1 << 32 else np.int64)
         self.cols = table
@@ -96,10 +123,19 @@ class WindowTable:
         n = len(s)
         if n == 0:
             return [], []
-        w, off = np.divmod(s, P)
-        # Aligned, and inside the table (a negative start is a huge unsigned window).
-        if off.any() or int(w.view(np.uint64).max()) >= self.n_windows:
-            return None
+        if len(self.origins) == 1:
+            w, off = np.divmod(s, P)
+            # Aligned, and inside the table (a negative start is a huge unsigned window).
+            if off.any() or int(w.view(np.uint64).max()) >= self.n_windows:
+                return None
+        else:  # each row in its grid: the last origin at or before it
+            grid = np.zeros(n, dtype=np.intp)
+            for origin in self.origins[1:].tolist():
+                grid += s >= origin
+            w, off = np.divmod(s - self.origins[grid], P)
+            if off.any() or bool((w.view(np.uint64) >= self.limit[grid].view(np.uint64)).any()):
+                return None
+            w += self.base[grid]
         first = self.ptr.take(w)
         # Row r takes its window's entries but the end (T: the next row's start), the last
         # row of a batch its end too (B*T): slots [dest[r], dest[r] + seg[r]) of cu.

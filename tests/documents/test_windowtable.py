@@ -9,7 +9,6 @@ from _util import check_resume, make_doc_shards
 
 import streamtok
 from streamtok.documents import windowtable
-from streamtok.documents.collate import _period
 from streamtok.documents.index import DocumentIndex
 
 
@@ -103,7 +102,7 @@ def test_the_table_is_not_pickled(docs):
 def test_the_loader_uses_the_table_for_aligned_orders_only(docs, mode, period):
     path, tokens, starts = docs
     loader = streamtok.loader(path, seq_len=16, batch_size=4, split="all", documents="mask", mode=mode, metrics=False)
-    assert _period(loader.collator.sampler) == period
+    assert loader.collator.period == period
     doc_set = set(starts.tolist())
     view = np.lib.stride_tricks.sliding_window_view(tokens, 16)
     for x, _, doc in loader:
@@ -174,3 +173,40 @@ def test_a_batch_the_caller_let_go_is_freed_before_the_next_is_made(docs, docume
     del batch
     next(it)
     assert alive[-1] == [False, False]
+
+
+def test_a_mixture_reads_each_source_grid_from_one_table(tmp_path):
+    """A mixture's windows start at multiples of the period from each source's first token."""
+    dirs = {}
+    for i, name in enumerate(("a", "b", "c")):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        make_doc_shards(dirs[name], n_shards=2, docs=30, median=9, seed=10 + i, lead=i + 1)
+    seq_len, period = 8, 9
+    loader = streamtok.loader(dirs, weights={"a": 0.5, "b": 0.3, "c": 0.2}, seq_len=seq_len, batch_size=3,
+                              split="all", documents="mask", metrics=False)
+    assert loader.collator._collator.period == period
+    index = loader.collator.index
+    origins = index.window_origins()
+    assert len(origins) == 3 and origins[0] == 0
+    table = index.window_table(period, seq_len)
+    ends = list(origins[1:]) + [index.reader.n_tokens]
+    rng = np.random.default_rng(1)
+    rows = []
+    for o, end in zip(origins, ends):
+        n = (end - o - seq_len) // period + 1  # windows whose T tokens lie inside the source
+        rows += (o + rng.integers(0, n, 4) * period).tolist() + [o, o + (n - 1) * period]
+    rows = np.array(rows, dtype=np.int64)
+    assert table.batch_boundaries(rows, 3) is not None
+    fast = index.batch_documents(rows, seq_len, 3, period)
+    slow = index.batch_documents(rows, seq_len, 3)
+    assert [d.cu_seqlens.tolist() for d in fast] == [d.cu_seqlens.tolist() for d in slow]
+    assert [d.max_seqlen for d in fast] == [d.max_seqlen for d in slow]
+    # a window running past the first source's end into the second: searched, not read
+    o, end = origins[0], ends[0]
+    across = o + ((end - o - seq_len) // period + 1) * period
+    assert across < end  # the data are made so
+    assert table.batch_boundaries(np.array([across, 0, 0]), 3) is None
+    assert table.batch_boundaries(np.array([origins[1] + 1, 0, 0]), 3) is None  # off its source's grid
+    for x, _, doc in [b for _, b in zip(range(30), loader)]:
+        assert doc.cu_seqlens[-1] == x.numel()
