@@ -83,10 +83,12 @@ def index_rate(data: Path, processes: int) -> float:
 
 
 def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: int,
-               workers: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians, and
-    the median over rounds of its CPU rate over ``"stream"``'s in the same round (paired: a
-    change of load between rounds cancels out).
+               workers: int = 0) -> dict[str, tuple[float, float, float, float]]:
+    """Per mode: (tokens per wall second, tokens per CPU second of this process), medians, the
+    median over rounds of its CPU rate over ``"stream"``'s in the same round (paired: a change
+    of load between rounds cancels out), and ``"stream"``'s CPU seconds over all rounds over
+    its own (the ratio of totals: work done in bursts, e.g. a block packed every few rounds,
+    counts in full, where a median of rounds can miss it).
 
     With ``num_workers=0`` all the loader's work is this process's, so CPU time is the
     steadier measure on a machine other jobs share (their load stretches wall time only).
@@ -113,8 +115,9 @@ def throughput(data: Path, seq_len: int, batch_size: int, rounds: int, batches: 
                 next(it)
             wall[m].append(tokens / (time.perf_counter() - t))
             cpu[m].append(tokens / (time.process_time() - c))
+    total = {m: sum(tokens / r for r in cpu[m]) for m in its}
     return {m: (statistics.median(wall[m]), statistics.median(cpu[m]),
-                statistics.median(c / s for c, s in zip(cpu[m], cpu["stream"]))) for m in its}
+                statistics.median(c / s for c, s in zip(cpu[m], cpu["stream"])), total["stream"] / total[m]) for m in its}
 
 
 def main() -> None:
@@ -158,6 +161,8 @@ def main() -> None:
                     f"{m} {r[i] / 1e6:.0f}M ({r[i] / base:.2f}x)" for m, r in rates.items()))
             print(f"paired CPU ratio to stream T={T} (median over rounds): " + ", ".join(
                 f"{m} {r[2]:.2f}x" for m, r in rates.items() if m != "stream"))
+            print(f"CPU ratio to stream T={T} (totals over rounds): " + ", ".join(
+                f"{m} {r[3]:.3f}x" for m, r in rates.items() if m != "stream"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores, shared with other jobs")

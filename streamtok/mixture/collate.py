@@ -23,6 +23,7 @@ from ..collate import Collator
 from ..documents.collate import DocumentCollator, warn_skipped
 from ..documents.boundary import Boundary
 from ..documents.index import DocumentIndex
+from ..documents.windowtable import window_period
 from ..errors import ConfigError
 from ..reader import MemmapReader
 from ..shards import ShardLister
@@ -59,6 +60,10 @@ class JointDocumentIndex(DocumentIndex):
     def _open(self) -> list[np.ndarray]:
         return [starts for part in self.parts for starts in part._shard_starts]
 
+    def window_origins(self) -> tuple[int, ...]:
+        """Each source's first token in the joint reader: its windows' grid begins there."""
+        return tuple(np.cumsum([0] + [p.reader.n_tokens for p in self.parts[:-1]]).tolist())
+
 
 class Mixture(Stage):
     """The batch stage of a mixture: a :class:`MixtureSampler` and the gather of one joint reader.
@@ -89,6 +94,8 @@ class Mixture(Stage):
                 index=index, documents=self.documents, **kw,
             )
             self._collator.source = source  # its steps (and their plans) are the mixture's
+            # Each source's windows start at multiples of one period from its first token.
+            self._collator.period = window_period(source.mode, source.seq_len) if self.documents == "mask" else None
         self.batch_size, self.seq_len = source.batch_size, source.seq_len
         self.dtype, self.vocab_size = self._collator.dtype, vocab_size
         self.transport_dtype = self._collator.transport_dtype

@@ -123,3 +123,32 @@ def test_plans_are_read_only(many_docs):
     with pytest.raises(ValueError, match="read-only"):
         plan[0, 1] += 1
     assert next(sampler.iter_steps(sampler.next_pass())).tolist() == plan.tolist()
+
+
+@pytest.mark.parametrize("n_shards", [3, 20])  # up to 16 shards: compared; more: a radix sort groups them
+def test_index_starts_of_ids_in_any_order_are_the_plain_concatenation(tmp_path, n_shards, monkeypatch):
+    from _util import BOS
+
+    from streamtok._formats import write_shard
+    from streamtok.documents.index import DocumentIndex
+
+    rng = np.random.default_rng(n_shards)
+    every = []
+    pos = 0
+    for k in range(n_shards):
+        tokens = rng.integers(0, 50000, int(rng.integers(5, 80))).astype(np.uint16)
+        if k % 4 != 1:  # every fourth shard holds no document start at all
+            at = np.unique(rng.integers(0, len(tokens), int(rng.integers(1, 6))))
+            tokens[at] = BOS
+            every += (at + pos).tolist()
+        write_shard(tmp_path / f"s_{k:03d}.bin", tokens)
+        pos += len(tokens)
+    index = DocumentIndex(MemmapReader(tmp_path))
+    every = np.array(every, dtype=np.int64)
+    assert index.n_documents == len(every)
+    for shape in [(1,), (500,), (25, 4)]:
+        ids = rng.integers(0, len(every), shape)
+        assert np.array_equal(index.starts(ids), every[ids])
+    ids = np.arange(len(every))[::-1]  # descending, every shard touched
+    assert np.array_equal(index.starts(ids), every[ids]) and index.starts(np.zeros(0, dtype=np.int64)).shape == (0,)
+    assert np.array_equal(index.starts(np.full(7, 3)), every[np.full(7, 3)])  # one shard only
