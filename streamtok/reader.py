@@ -152,6 +152,7 @@ class MemmapReader(Stage):
                 + ", ".join(f"{os.path.basename(i.path)}={i.dtype}" for i in self.infos)
             )
         self._maps: OrderedDict[int, ShardFile] = OrderedDict()
+        self._map_shift = np.zeros(len(self.infos), dtype=np.int64)  # per shard, set when its map opens
         self._pid = os.getpid()
         self._hints = PageHints()
         # What each file must stay (inode, size, mtime, ctime): a worker or a later pass that
@@ -212,7 +213,7 @@ class MemmapReader(Stage):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = OrderedDict()
+        state["_maps"], state["_map_shift"] = OrderedDict(), np.zeros(len(self.infos), dtype=np.int64)
         return state
 
     def shard_array(self, k: int) -> np.ndarray:
@@ -249,6 +250,8 @@ class MemmapReader(Stage):
             self._maps.move_to_end(k)
             return entry
         self._maps[k] = entry = ShardFile(self.infos[k], self._stamps[k], ADVICE[self.advice])
+        # Address of global token 0 were shard k's map the whole array: src = start * size + this.
+        self._map_shift[k] = entry.addr - self.offset_list[k] * entry.info.dtype.itemsize
         if len(self._maps) > self.max_open:
             # The evicted file and map close once no array made from it is alive.
             self._maps.popitem(last=False)
@@ -357,7 +360,7 @@ class MemmapReader(Stage):
         ends_np = np.cumsum(nbytes)
         lo = 0
         if vmread.usable():
-            lo = self._copy_mapped(starts, shards, entries, nbytes, ends_np, out)
+            lo = self._copy_mapped(starts, k, nbytes, ends_np, out)
             if lo == int(ends_np[-1]):
                 return
             # Short (a truncated shard) or refused here: pread from the piece it stopped in.
@@ -377,16 +380,10 @@ class MemmapReader(Stage):
         i = int(np.searchsorted(ends, lo, side="right"))  # the piece that read short, and the rest
         self._read(starts[i:], lengths[i:].tolist(), out[lo // size :], touched)
 
-    def _copy_mapped(self, starts: np.ndarray, shards: list[int], entries: dict[int, ShardFile],
-                     nbytes: np.ndarray, ends: np.ndarray, out: np.ndarray) -> int:
+    def _copy_mapped(self, starts: np.ndarray, k: np.ndarray, nbytes: np.ndarray, ends: np.ndarray, out: np.ndarray) -> int:
         """Bytes of ``out`` filled from its start by one :func:`streamtok._vmread.copy_spans` of the pieces."""
         size = self.dtype.itemsize
-        if len(entries) == 1:
-            ((j, entry),) = entries.items()
-            src = starts * size + (entry.addr - self.offset_list[j] * size)
-        else:
-            base = {j: e.addr - self.offset_list[j] * size for j, e in entries.items()}
-            src = starts * size + np.array([base[j] for j in shards], dtype=np.int64)
+        src = starts * size + self._map_shift[k]  # every shard in k was just opened (entries) in this process
         return max(0, vmread.copy_spans(ends - nbytes + out.ctypes.data, src, nbytes))
 
     @functools.cached_property
