@@ -43,7 +43,8 @@ def main() -> None:
     runs = tempfile.mkdtemp(prefix="streamtok-shot-")
     env = {**os.environ, "STREAMTOK_RUN_DIR": runs}
     cmd = [sys.executable, os.path.join(ROOT, "examples", "train_gpt.py"), "--data", demo.SHARDS,
-           "--out", os.path.join(runs, "ckpt"), "--steps", "100000", "--n-embd", "64", "--num-workers", "2"]
+           "--out", os.path.join(runs, "ckpt"), "--steps", "100000", "--n-embd", "64", "--num-workers", "2",
+           "--eval-every", "100000", "--ckpt-every", "100000"]  # no eval pause in the picture
     train = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
         os.environ["STREAMTOK_RUN_DIR"] = runs
