@@ -17,17 +17,24 @@ is not followed to the CDN). It keys the metadata cache, the block cache and the
 indexes, so a same-size change on the Hub is never served from a cache; and the Hub answers
 a file that is not in LFS with that ETag, so each ranged GET of it is checked against it: a
 change while a loader reads is an :class:`~streamtok.errors.ObjectChangedError`, as for S3.
-An LFS file's bytes come from a CDN whose ETags are not the Hub's (no ``If-Match`` is sent
-to the Hub, which would forward it there): its version is checked when it is opened, and
-its reads by size. Pin ``@REVISION`` to a commit to make every file immutable.
+
+Commits: a source at a branch or tag (``main`` by default) is read at the commit it names
+when the loader is built (:func:`pin`: one ``repo_info`` request per repo), so its URLs are
+``hf://datasets/OWNER/NAME@<sha>/PATH`` from then on (in states too) and every read is of
+that immutable commit. That is what covers an LFS file, whose bytes come from a CDN whose
+ETags are not the Hub's (no ``If-Match`` is sent to the Hub, which would forward it there):
+a branch moved under a running loader cannot mix two versions of it. Its version is still
+checked when it is opened. Offline (``HF_HUB_OFFLINE=1``) the cache's own ref is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import glob as globlib
 import os
 import posixpath
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,10 +136,52 @@ def _remote_files(repo_id: str, kind: str, revision: str, folder: str, recursive
                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 
 
+# (endpoint, kind, repo, revision) -> (commit, when asked): a list of many URLs of one repo asks
+# once; a loader built a minute later sees where the branch is then.
+_COMMITS: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+COMMIT_TTL_S = 60.0
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def pin(u: urls.Url, options: StorageOptions) -> urls.Url:
+    """``u`` at the commit its revision names now (``@main`` -> ``@<sha>``), asked once per repo
+    within :data:`COMMIT_TTL_S`: every listing, ranged read and cached file of a loader is then of one
+    immutable commit, so a branch that moves under a running loader cannot mix two versions
+    (an LFS file's reads come from a CDN whose ETags are not the Hub's). Offline, or already a
+    commit: ``u`` unchanged.
+
+    Raises:
+        ShardNotFoundError: no such repo or revision; HubError: the Hub could not be asked.
+    """
+    kind, repo_id, revision = split_root(u.root)
+    if _offline() or _is_commit(revision):
+        return u
+    key = (_endpoint(options), kind, repo_id, revision)
+    if key not in _COMMITS or time.monotonic() - _COMMITS[key][1] > COMMIT_TTL_S:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            sha = HfApi(endpoint=key[0], token=_token(options)).repo_info(repo_id, repo_type=kind, revision=revision).sha
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise ShardNotFoundError(f"hf://{kind}s/{repo_id}@{revision}: no such repo or revision on the Hub ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - network and HTTP errors of several kinds
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise HubError(redact(f"hf://{kind}s/{repo_id}@{revision}: cannot ask the Hub for its commit ({type(exc).__name__}: {first})")) from None
+        if not (isinstance(sha, str) and _is_commit(sha)):
+            raise HubError(f"hf://{kind}s/{repo_id}@{revision}: the Hub gave no commit id ({sha!r})")
+        _COMMITS[key] = (sha, time.monotonic())
+    return dataclasses.replace(u, root=f"{u.root.partition('@')[0]}@{_COMMITS[key][0]}")
+
+
 def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef]]:
     """``(shard paths in order, objects seen)`` for an ``hf://`` source: cached files as local
-    paths, the others as URLs (see the module docstring)."""
-    u = urls.parse(source)
+    paths, the others as URLs at the commit the source's revision names now (:func:`pin`; see
+    the module docstring)."""
+    u = pin(urls.parse(source), options)
     kind, repo_id, revision = split_root(u.root)
     key = u.key
     pattern = key if globlib.has_magic(key) else None

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from http_server import http_root  # noqa: F401
+from http_server import HUB_COMMIT, http_root  # noqa: F401
 
 import streamtok
 from streamtok._formats import write_shard
@@ -62,7 +62,33 @@ def test_hf_prefix_over_ranged_http_in_natural_order(http_root, tmp_path, monkey
     _same(streamtok.loader("hf://datasets/owner/toks/data/", **kw), streamtok.loader(repo / "data", **kw))
     _same(streamtok.loader("hf://datasets/owner/toks/data/*_val_*.bin", split="all", **kw),
           streamtok.loader(repo / "data" / "t_val_1.bin", split="all", **kw))
-    assert any("/resolve/main/data/" in p and r for _, p, r in http_root.log), http_root.log[:8]
+    # Read at the commit main named when listed (one ask per repo), never at the moving branch.
+    assert all(f"@{HUB_COMMIT}/" in p for p in lister.paths)
+    assert any(f"/resolve/{HUB_COMMIT}/data/" in p and r for _, p, r in http_root.log), http_root.log[:8]
+    assert not [p for _, p, _ in http_root.log if "/resolve/main/" in p or "/tree/main" in p]
+    assert len([p for _, p, _ in http_root.log if p.endswith("/revision/main")]) == 1
+
+
+def test_a_branch_is_pinned_to_its_commit_once_per_build(http_root, tmp_path, monkeypatch):
+    from streamtok.storage import hub, options, urls
+
+    _hub_env(monkeypatch, tmp_path, http_root.url)
+    _shards(http_root.root / "hub" / "owner" / "pins" / "d", ["p_train_1.bin"])
+    opts = options.StorageOptions({})
+    asks = lambda: len([p for _, p, _ in http_root.log if p.endswith("/revision/main")])  # noqa: E731
+    u = urls.parse("hf://datasets/owner/pins/d/p_train_1.bin")
+    assert hub.pin(u, opts).root == f"datasets/owner/pins@{HUB_COMMIT}" and hub.pin(u, opts).key == u.key
+    assert asks() == 1  # a list of many URLs of one repo asks once
+    monkeypatch.setattr(hub, "COMMIT_TTL_S", 0.0)
+    hub.pin(u, opts)
+    assert asks() == 2  # a loader built later sees where the branch is then
+    at = urls.parse(f"hf://datasets/owner/pins@{'ab' * 20}/d/p_train_1.bin")
+    assert hub.pin(at, opts) is at and asks() == 2  # a commit already: nothing to ask
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.pin(u, opts) is u and asks() == 2  # offline: the cache's own ref
+    with pytest.raises(streamtok.ShardNotFoundError, match="no such repo or revision"):
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        hub.pin(urls.parse("hf://datasets/owner/absent/x.bin"), opts)
 
 
 @pytest.mark.parametrize("single", [False, True])

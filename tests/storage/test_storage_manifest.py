@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from http_server import http_root  # noqa: F401
+from http_server import HUB_COMMIT, http_root  # noqa: F401
 from s3_server import s3, s3_bucket  # noqa: F401
 
 import streamtok
@@ -158,7 +158,7 @@ def test_an_hf_repo_with_its_manifest_is_read_as_the_local_directory(http_root, 
 
     forget_opened()
     index = streamtok.loader("hf://datasets/owner/tokd/d/", **_kw()).collator.index
-    assert index.boundary.token == 400 and "hf://datasets/owner/tokd/d/manifest.json" in index.boundary.source
+    assert index.boundary.token == 400 and f"hf://datasets/owner/tokd@{HUB_COMMIT}/d/manifest.json" in index.boundary.source
     assert len(gets()) == 1
     http_root.log.clear()
     forget_opened()
