@@ -182,3 +182,68 @@ def write_megatron(prefix, documents, dtype=np.uint16, *, sequences_per_doc=1):
 
 def docs_of(rng, n, median=12, start=1):
     return [rng.integers(start, 1000, 1 + int(rng.lognormal(np.log(median), 0.8))) for _ in range(n)]
+
+
+def write_source_docs(root, docs, bos, seed):
+    """uint16 llm.c shards of short documents for each mixture source ``name`` of ``docs`` (``{name:
+    (shards, documents per shard)}``): source number ``s`` writes tokens in ``[1000 (s+1) + 1, 1000
+    (s+1) + 999)``, so a row shows its source, each document led by ``bos[name]``. Returns ``{name:
+    its directory}``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, (name, (shards, per_shard)) in enumerate(docs.items()):
+        for k in range(shards):
+            pieces = []
+            for _ in range(per_shard):
+                n = 1 + int(rng.lognormal(np.log(6), 0.8))
+                d = rng.integers(1000 * (s + 1) + 1, 1000 * (s + 1) + 999, n)
+                d[0] = bos[name]
+                pieces.append(d)
+            write_shard(root / name / f"{name}_{k:03d}.bin", np.concatenate(pieces).astype(np.uint16))
+        out[name] = root / name
+    return out
+
+
+def read_after_truncation(loader_code, truncate_code, batches=2000, timeout=120):
+    """Run ``loader_code`` (which makes ``loader``) in a fresh process, take 3 batches, run
+    ``truncate_code``, read up to ``batches`` more: the completed process, exit status 3 with
+    ``ERROR: <message>`` on stdout when a ``ShardFormatError`` was raised (a SIGBUS is -7)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = "import os, sys, warnings, streamtok\nwarnings.simplefilter('ignore')\n" + textwrap.dedent(loader_code) + textwrap.dedent(
+        f"""
+        it = iter(loader)
+        for _ in range(3):
+            next(it)
+        {truncate_code.strip()}
+        try:
+            for _ in range({batches}):
+                next(it)
+        except streamtok.ShardFormatError as exc:
+            print("ERROR:", exc)
+            sys.exit(3)
+        print("no error")
+        """
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+def same_batches(a, b, n=None):
+    """Assert two loaders' batches are equal, tensors bit for bit with their dtypes and a
+    batch's ``doc`` part by part, for the first ``n`` (``None``: until one ends); returns how
+    many were compared (at least one)."""
+    count = 0
+    for x, y in zip(a, b):
+        for ta, tb in zip(x, y):
+            if isinstance(ta, torch.Tensor):
+                assert ta.dtype == tb.dtype and torch.equal(ta, tb)
+            else:  # Documents: compare their parts
+                for pa, pb in zip(ta, tb):
+                    assert torch.equal(pa, pb) if isinstance(pa, torch.Tensor) else pa == pb
+        count += 1
+        if n is not None and count == n:
+            break
+    assert count > 0
+    return count

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-from _util import make_shards
+from _util import make_shards, read_after_truncation
 
 import streamtok
 from streamtok import ShardFormatError, StateMismatchError, TokenRangeError
@@ -58,26 +55,10 @@ def test_a_litdata_dataset_is_refused_not_read_raw(tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_shard_truncated_while_reading_is_an_error_not_sigbus(tmp_path, workers):
     make_shards(tmp_path / "d", [40_000, 40_000], dtype=np.uint16)
-    script = textwrap.dedent(
-        f"""
-        import os, sys, streamtok
-        loader = streamtok.loader({str(tmp_path / "d")!r}, seq_len=64, batch_size=8, split="all",
-                                  mode="sequential", num_workers={workers}, epochs=None, metrics=False)
-        victim = loader.collator.reader.paths[0]  # being read (mapped) right now
-        it = iter(loader)
-        for _ in range(3):
-            next(it)
-        os.truncate(victim, 1024 + 2 * 1000)  # `cp new.bin shard.bin` truncates first
-        try:
-            for _ in range(2000):
-                next(it)
-        except streamtok.ShardFormatError as exc:
-            print("ERROR:", exc)
-            sys.exit(3)
-        print("no error")
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = read_after_truncation(
+        f"""loader = streamtok.loader({str(tmp_path / "d")!r}, seq_len=64, batch_size=8, split="all",
+                                  mode="sequential", num_workers={workers}, epochs=None, metrics=False)""",
+        "os.truncate(loader.collator.reader.paths[0], 1024 + 2 * 1000)  # being read; `cp new.bin shard.bin` truncates first")
     assert done.returncode == 3, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "shard_000000.bin: the file changed" in done.stdout
 

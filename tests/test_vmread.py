@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from _util import BOS, make_doc_shards, make_shards
+from _util import BOS, make_doc_shards, make_shards, read_after_truncation
 
 from streamtok import MemmapReader, ShardFormatError
 from streamtok import _vmread as vmread
@@ -111,27 +111,9 @@ def test_a_short_copy_ends_in_the_named_error(tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_packed_rows_of_a_shard_truncated_while_reading_are_an_error_not_sigbus(tmp_path, workers):
     make_doc_shards(tmp_path / "d", n_shards=2, docs=3000, median=60)
-    script = textwrap.dedent(
-        f"""
-        import os, sys, warnings, streamtok
-        warnings.simplefilter("ignore")
-        loader = streamtok.loader({str(tmp_path / "d")!r}, seq_len=64, batch_size=8, split="all", documents="pack",
-                                  bos_id={BOS}, num_workers={workers}, epochs=None, metrics=False)
-        it = iter(loader)
-        for _ in range(3):
-            next(it)
-        for path in loader.collator.reader.paths:
-            os.truncate(path, 1024 + 2 * 1000)
-        try:
-            for _ in range(5000):
-                next(it)
-        except streamtok.ShardFormatError as exc:
-            print("ERROR:", exc)
-            sys.exit(3)
-        print("no error")
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = read_after_truncation(
+        f"""loader = streamtok.loader({str(tmp_path / "d")!r}, seq_len=64, batch_size=8, split="all", documents="pack",
+                                  bos_id={BOS}, num_workers={workers}, epochs=None, metrics=False)""",
+        "[os.truncate(p, 1024 + 2 * 1000) for p in loader.collator.reader.paths]", batches=5000)
     assert done.returncode == 3, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "the file changed" in done.stdout
-

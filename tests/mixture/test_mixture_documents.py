@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _util import ROOT, batch_hash, check_resume, roundtrip, take
+from _util import ROOT, batch_hash, check_resume, roundtrip, take, write_source_docs
 
 import streamtok
 from streamtok import ConfigError, StateMismatchError
-from streamtok._formats import write_shard
 
 T, B = 12, 4
 NAMES = ("web", "code", "math")
@@ -28,21 +27,7 @@ DOCS = {"web": (2, 40), "code": (1, 24), "math": (1, 30)}  # shards, documents p
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixdocs")
-    rng = np.random.default_rng(7)
-    out = {}
-    for s, name in enumerate(NAMES):
-        shards, docs = DOCS[name]
-        for k in range(shards):
-            pieces = []
-            for _ in range(docs):
-                n = 1 + int(rng.lognormal(np.log(6), 0.8))
-                d = rng.integers(1000 * (s + 1) + 1, 1000 * (s + 1) + 999, n)
-                d[0] = BOS[name]
-                pieces.append(d)
-            write_shard(root / name / f"{name}_{k:03d}.bin", np.concatenate(pieces).astype(np.uint16))
-        out[name] = root / name
-    return out
+    return write_source_docs(tmp_path_factory.mktemp("mixdocs"), {name: DOCS[name] for name in NAMES}, BOS, seed=7)
 
 
 def _loader(dirs, documents, **kw):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import numpy as np
 import pytest
-from _util import roundtrip
+from _util import roundtrip, write_source_docs
 
 import streamtok
-from streamtok._formats import write_shard
 from streamtok.mixture.sampler import _source_seed
 
 T, B, SEED = 12, 4, 3
@@ -24,20 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:streamtok.*reads the first:UserW
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixepochs")
-    rng = np.random.default_rng(11)
-    out = {}
-    for s, name in enumerate(NAMES):
-        shards, docs = DOCS[name]
-        for k in range(shards):
-            pieces = []
-            for _ in range(docs):
-                d = rng.integers(1000 * (s + 1) + 1, 1000 * (s + 1) + 999, 1 + int(rng.lognormal(np.log(6), 0.8)))
-                d[0] = BOS[name]
-                pieces.append(d)
-            write_shard(root / name / f"{name}_{k:03d}.bin", np.concatenate(pieces).astype(np.uint16))
-        out[name] = root / name
-    return out
+    return write_source_docs(tmp_path_factory.mktemp("mixepochs"), {name: DOCS[name] for name in NAMES}, BOS, seed=11)
 
 
 def _blocks(documents):

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 import pytest
-import torch
+from _util import same_batches
 from cloud_emulators import AZ_KEY, AZ_SECRET, azurite, gcs  # noqa: F401
 
 import streamtok
@@ -49,20 +49,7 @@ def _dataset(root, seed=0):
     return root
 
 
-def _same(remote, local, n=None):
-    count = 0
-    for a, b in zip(remote, local):
-        for ta, tb in zip(a, b):
-            if isinstance(ta, torch.Tensor):
-                assert ta.dtype == tb.dtype and torch.equal(ta, tb)
-            else:
-                for pa, pb in zip(ta, tb):
-                    assert torch.equal(pa, pb) if isinstance(pa, torch.Tensor) else pa == pb
-        count += 1
-        if count == n:
-            break
-    assert count > 0
-    return count
+_same = same_batches
 
 
 def test_a_prefix_lists_in_natural_order_a_glob_a_split_and_one_object(cloud, tmp_path):

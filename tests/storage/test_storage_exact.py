@@ -16,8 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from _util import TESTS, batch_hash
+from _util import TESTS, batch_hash, same_batches
 from s3_server import s3  # noqa: F401
 
 import streamtok
@@ -50,20 +49,7 @@ def data(s3, tmp_path_factory):  # noqa: F811
     return root, f"s3://{bucket}/", s3.storage_options()
 
 
-def _same(remote, local, n=None):
-    count = 0
-    for a, b in zip(remote, local):
-        for ta, tb in zip(a, b):
-            if isinstance(ta, torch.Tensor):
-                assert ta.dtype == tb.dtype and torch.equal(ta, tb)
-            else:  # Documents: compare their parts
-                for pa, pb in zip(ta, tb):
-                    assert (torch.equal(pa, pb) if isinstance(pa, torch.Tensor) else pa == pb)
-        count += 1
-        if n is not None and count == n:
-            break
-    assert count > 0
-    return count
+_same = same_batches
 
 
 @pytest.mark.parametrize("mode", ["shuffle", "random", "sequential"])
