@@ -24,6 +24,8 @@ import bisect
 import threading
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError, StateMismatchError
 from .index import DocumentIndex
 from .pack import PackSampler
@@ -112,6 +114,33 @@ class PackedRowIndex:
                 epoch, block = divmod(self._first + b, self.n_blocks)
                 out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
         return out
+
+    def row_pieces(self, ks: np.ndarray) -> np.ndarray:
+        """The pieces of rows ``ks`` as one ``(n_pieces, 3)`` array ``(i, global start, tokens)``,
+        ``i`` the position in ``ks`` of the row the piece belongs to, a row's pieces in order
+        and rows in the order of ``ks`` (:meth:`rows`, without a Python object per piece)."""
+        ks = np.asarray(ks, dtype=np.int64)
+        if not len(ks):
+            return np.empty((0, 3), dtype=np.int64)
+        with self._lock:
+            self._block_of(int(ks.min()))  # moves the table back to the first row if needed
+            self._extend(int(ks.max()))
+            cum = np.asarray(self._cum, dtype=np.int64)
+            blocks = np.searchsorted(cum, ks, side="right") - 1
+            parts = []
+            for b in np.unique(blocks).tolist():
+                at = np.flatnonzero(blocks == b)
+                packed = self.packer.block_rows(*divmod(self._first + b, self.n_blocks))
+                local = ks[at] - cum[b]
+                lo, hi = packed.bounds[local], packed.bounds[local + 1]
+                counts = hi - lo
+                idx = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+                piece = np.empty((len(idx), 3), dtype=np.int64)
+                piece[:, 0] = np.repeat(at, counts)
+                piece[:, 1:] = packed.pieces[idx, 1:]
+                parts.append(piece)
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return out[np.argsort(out[:, 0], kind="stable")]
 
     def epoch_start(self, epoch: int) -> int:
         """Rows before ``epoch``'s first row (packs every block before it not yet in the table)."""

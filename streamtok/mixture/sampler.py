@@ -457,18 +457,20 @@ class MixtureSampler(StepSampler):
 
     def _step_plans(self, s_of: np.ndarray, k_of: np.ndarray) -> list[np.ndarray]:
         """Packed rows: per step, the ``(n_pieces, 3)`` plan ``(row in batch, global start, tokens)``."""
-        flat_s, flat_k = s_of.reshape(-1), k_of.reshape(-1).tolist()
-        pieces: list[Any] = [None] * len(flat_k)
+        flat_s, flat_k = s_of.reshape(-1), k_of.reshape(-1)
+        parts = []
         for s in np.unique(flat_s).tolist():
-            at = np.flatnonzero(flat_s == s).tolist()
-            base = int(self.bases[s])
-            for i, row in zip(at, self.samplers[s].rows([flat_k[i] for i in at])):
-                pieces[i] = [(start + base, n) for start, n in row]
+            at = np.flatnonzero(flat_s == s)
+            got = self.samplers[s].row_pieces(flat_k[at])  # (i in at, source start, tokens)
+            got[:, 0] = at[got[:, 0]]  # the slot: step * batch_size + row
+            got[:, 1] += int(self.bases[s])
+            parts.append(got)
+        pieces = np.concatenate(parts)
+        pieces = pieces[np.argsort(pieces[:, 0], kind="stable")]  # by slot, a row's pieces in order
         b = self.batch_size
-        return [
-            np.array([(r, start, n) for r in range(b) for start, n in pieces[j * b + r]], dtype=np.int64).reshape(-1, 3)
-            for j in range(len(s_of))
-        ]
+        step, pieces[:, 0] = np.divmod(pieces[:, 0], b)
+        cut = np.searchsorted(step, np.arange(1, len(s_of))).tolist()
+        return np.split(pieces, cut)
 
     # -- state ----------------------------------------------------------------------------------
     def _spec(self) -> list[list[Any]]:

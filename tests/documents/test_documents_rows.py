@@ -35,6 +35,28 @@ def test_rows_run_on_across_epochs_block_by_block(rows_factory):
     assert p.rows([e1 + 2, 3, e1]) == [epoch1[2], epoch0[3], epoch1[0]]  # any order asked
 
 
+def _as_rows(pieces, n):
+    out = [[] for _ in range(n)]
+    for i, start, tokens in pieces.tolist():
+        out[i].append((start, tokens))
+    return out
+
+
+def test_row_pieces_are_rows_as_arrays_in_any_order_and_from_a_mark(rows_factory):
+    p = rows_factory()
+    rng = np.random.default_rng(0)
+    e2 = p.epoch_start(2)
+    for ks in (rng.permutation(e2)[:40], rng.integers(0, e2, 25), np.array([e2 - 1, 0, 5, 5]), np.array([], dtype=np.int64)):
+        got = p.row_pieces(ks)
+        assert got.dtype == np.int64 and got.shape[1] == 3 and np.all(np.diff(got[:, 0]) >= 0)
+        assert _as_rows(got, len(ks)) == p.rows(ks.tolist())
+    resumed = rows_factory()
+    mark = p.mark(60)
+    resumed.reset(*mark)
+    ks = np.array([70, 61, 3, 90])  # after the mark and before it
+    assert _as_rows(resumed.row_pieces(ks), 4) == p.rows(ks.tolist())
+
+
 def test_a_mark_gives_the_same_rows_forward_and_back(rows_factory):
     full = rows_factory()
     want = full.rows(list(range(120)))
