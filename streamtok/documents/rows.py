@@ -105,20 +105,16 @@ class PackedRowIndex:
         return bisect.bisect_right(self._cum, k) - 1
 
     def rows(self, ks: list[int]) -> list[Row]:
-        """The pieces of rows ``ks`` (in that order); ascending ``ks`` pack each block once."""
-        out: list[Row] = [[]] * len(ks)
-        with self._lock:
-            for i in sorted(range(len(ks)), key=ks.__getitem__):
-                k = ks[i]
-                b = self._block_of(k)
-                epoch, block = divmod(self._first + b, self.n_blocks)
-                out[i] = self.packer.block_rows(epoch, block)[k - self._cum[b]]
+        """The pieces of rows ``ks`` (in that order) as lists: :meth:`row_pieces` as Python objects."""
+        out: list[Row] = [[] for _ in ks]
+        for i, start, tokens in self.row_pieces(np.asarray(ks, dtype=np.int64)).tolist():
+            out[i].append((start, tokens))
         return out
 
     def row_pieces(self, ks: np.ndarray) -> np.ndarray:
         """The pieces of rows ``ks`` as one ``(n_pieces, 3)`` array ``(i, global start, tokens)``,
         ``i`` the position in ``ks`` of the row the piece belongs to, a row's pieces in order
-        and rows in the order of ``ks`` (:meth:`rows`, without a Python object per piece)."""
+        and rows in the order of ``ks``; each block is packed once however many of its rows are asked."""
         ks = np.asarray(ks, dtype=np.int64)
         if not len(ks):
             return np.empty((0, 3), dtype=np.int64)
