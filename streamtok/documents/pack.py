@@ -156,8 +156,9 @@ class PackSampler(StepSampler):
         state["_cache"], state["_takes"], state["_order"] = OrderedDict(), OrderedDict(), None
         return state
 
-    #: :attr:`steps_per_epoch` is a bound, not a count (the metrics and the monitor say so).
-    steps_per_epoch_exact = False
+    #: Packed rows: :attr:`n_samples` and :attr:`steps_per_epoch` bound an epoch, they do not
+    #: count it (the metrics and the monitor say so).
+    epoch_size_exact = False
 
     @property
     def steps_per_epoch(self) -> int:

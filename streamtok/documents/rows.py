@@ -56,6 +56,7 @@ class PackedRowIndex:
         # Rows an epoch holds at most (every token in a full row): the per-epoch size reported
         # and used for estimates; the exact count of an epoch packs all of it.
         self.n_samples = max(1, source.n_tokens // self.packer.window_len)
+        self.epoch_size_exact = False  # n_samples bounds an epoch's rows (see PackSampler)
         # The table and the packer's cache are shared by the loader's thread (rows) and the
         # training thread (state_dict's mark, the primary's epoch start): one at a time.
         self._lock = threading.RLock()

@@ -328,7 +328,7 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
                     "name": n, "windows_per_epoch": int(size), "n_tokens": int(s.source.n_tokens),
                     **({"max_epochs": mixture.max_epochs[n]} if n in getattr(mixture, "max_epochs", {}) else {}),
                     # packed rows: size is a bound of an epoch's rows; the slots store the exact epoch
-                    **({"epoch_known": False} if getattr(mixture, "documents", None) == "pack" else {}),
+                    **({"epoch_known": False} if not getattr(s, "epoch_size_exact", True) else {}),
                 }
                 for n, size, s in zip(mixture.names, mixture.sizes, mixture.samplers)
             ],
@@ -346,7 +346,7 @@ def for_loader(collator: Any, num_workers: int, flag: bool | None = None, **fact
             "world_size": int(sampler.world_size),
             "steps_per_epoch": int(sampler.steps_per_epoch),
             # False for packed rows: steps_per_epoch bounds an epoch's steps, it does not count them
-            "steps_per_epoch_exact": bool(getattr(sampler, "steps_per_epoch_exact", True)),
+            "steps_per_epoch_exact": bool(getattr(sampler, "epoch_size_exact", True)),
             "step_samples": int(sampler.step_samples),
             "num_workers": int(num_workers),
             "n_tokens": int(reader.n_tokens),
