@@ -247,3 +247,14 @@ def same_batches(a, b, n=None):
             break
     assert count > 0
     return count
+
+
+def readers_of(root, sizes):
+    """One single-shard source per size, ``{"s0": MemmapReader, ...}`` (mixture property tests)."""
+    from streamtok import MemmapReader
+
+    readers = {}
+    for i, n in enumerate(sizes):
+        make_shards(root / f"s{i}", [n])
+        readers[f"s{i}"] = MemmapReader(root / f"s{i}")
+    return readers

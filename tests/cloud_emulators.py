@@ -81,6 +81,21 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _request(port: int, method: str, path: str, body: bytes, headers: dict[str, str], what: str) -> bytes:
+    """One HTTP request to an emulator on 127.0.0.1 (uploads go around the client under test):
+    the response body, or ``RuntimeError`` naming the emulator and the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status >= 300:
+        raise RuntimeError(f"{what}: {method} {path}: HTTP {resp.status}: {data[:300]!r}")
+    return data
+
+
 def _put_files(local: str | os.PathLike, prefix: str) -> Iterator[tuple[str, bytes]]:
     for path in sorted(p for p in Path(local).rglob("*") if p.is_file()):
         yield prefix + path.relative_to(local).as_posix(), path.read_bytes()
@@ -106,17 +121,7 @@ class GcsServer:
     endpoint: str
 
     def _ask(self, method: str, path: str, body: bytes, content_type: str) -> bytes:
-        u = urllib.parse.urlsplit(self.endpoint)
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers={"Content-Type": content_type})
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        if resp.status >= 300:
-            raise RuntimeError(f"fake-gcs-server: {method} {path}: HTTP {resp.status}: {data[:300]!r}")
-        return data
+        return _request(urllib.parse.urlsplit(self.endpoint).port, method, path, body, {"Content-Type": content_type}, "fake-gcs-server")
 
     def create_bucket(self, name: str | None = None) -> str:
         name = name or f"st-{uuid.uuid4().hex[:12]}"
@@ -187,16 +192,8 @@ class AzuriteServer:
         to_sign = f"{method}\n\n\n{length}\n\n{content_type}\n\n\n\n\n\n\n" + canon_headers + canon_res
         sig = base64.b64encode(hmac.new(base64.b64decode(AZ_KEY), to_sign.encode(), hashlib.sha256).digest()).decode()
         headers["Authorization"] = f"SharedKey {AZ_ACCOUNT}:{sig}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            qs = ("?" + urllib.parse.urlencode(query)) if query else ""
-            conn.request(method, f"/{AZ_ACCOUNT}{urllib.parse.quote(path)}{qs}", body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        if resp.status >= 300:
-            raise RuntimeError(f"azurite: {method} {path}: HTTP {resp.status}: {data[:300]!r}")
+        qs = ("?" + urllib.parse.urlencode(query)) if query else ""
+        _request(self.port, method, f"/{AZ_ACCOUNT}{urllib.parse.quote(path)}{qs}", body, headers, "azurite")
 
     def create_container(self, name: str | None = None) -> str:
         name = name or f"st-{uuid.uuid4().hex[:12]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _util import ROOT, batch_hash, check_resume, make_shards, roundtrip, take
+from _util import ROOT, batch_hash, check_resume, make_shards, readers_of, roundtrip, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,12 +67,7 @@ def _schedules(draw, zero: bool):
 
 @pytest.fixture(scope="module")
 def five_readers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prop")
-    readers = {}
-    for i in range(5):
-        make_shards(root / f"s{i}", [50 + 30 * i])
-        readers[f"s{i}"] = MemmapReader(root / f"s{i}")
-    return readers
+    return readers_of(tmp_path_factory.mktemp("prop"), [50 + 30 * i for i in range(5)])
 
 
 def _check_bound(readers, names, pairs, batch_size, world_size, resume_at, new_b, zero):
@@ -80,7 +75,7 @@ def _check_bound(readers, names, pairs, batch_size, world_size, resume_at, new_b
     subset = {k: readers[k] for k in names}
     sampler = MixtureSampler(subset, pairs, seq_len=T, batch_size=batch_size, world_size=world_size, rank=0)
     phase = lambda g: [w for s, w in sampler.phases if s <= g][-1]  # noqa: E731
-    b, counts, anchor = sampler.step_samples, np.zeros(len(names)), np.zeros(len(names))
+    b, counts = sampler.step_samples, np.zeros(len(names))
     tau = np.zeros(len(names))
     for g in range(80):
         if g == resume_at:  # a new process with another batch size: targets re-measured from here

@@ -7,18 +7,16 @@ import logging
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from _util import ROOT, batch_hash, check_resume, make_shards, roundtrip, take
+from _util import ROOT, batch_hash, check_resume, make_shards, readers_of, roundtrip, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamtok
 from streamtok import ConfigError, StateMismatchError
 from streamtok.mixture.sampler import MixtureSampler
-from streamtok.reader import MemmapReader
 
 T = 8
 BASE = 1_000_000  # source s holds tokens BASE * (s + 1) + position: a row names its source and start
@@ -114,12 +112,7 @@ def _capped_mixtures(draw):
 
 @pytest.fixture(scope="module")
 def four_readers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prop")
-    readers = {}
-    for i in range(4):
-        make_shards(root / f"s{i}", [60 + 40 * i])
-        readers[f"s{i}"] = MemmapReader(root / f"s{i}")
-    return readers
+    return readers_of(tmp_path_factory.mktemp("prop"), [60 + 40 * i for i in range(4)])
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
