@@ -105,14 +105,12 @@ class DocumentCollator(Collator):
     ) -> Iterator[tuple[Any, ...]]:
         """``(x, y, doc)`` per batch (``compact``: ``(buf, doc)``).
 
-        Without workers a window sampler records the starts of the steps gathered here, a
-        chunk at a time, in order; with workers, and for packed rows always, this process walks
-        the same pure order alongside, a chunk of steps ahead.
+        Without workers the sampler records the starts (packed rows: the plans) of the steps
+        gathered here, a chunk at a time, in order; with workers this process walks the same
+        pure order alongside, a chunk of steps ahead.
         """
         sampler = self.sampler
-        # Packed plans are cheap to walk again (a slice per step, the steps remembered by
-        # position), and their boundaries are built a chunk at a time: always walked here.
-        recorded = sampler.record = deque() if direct and self.documents != "pack" else None
+        recorded = sampler.record = deque() if direct else None
         plans: Iterator[np.ndarray] | None = None
         ready: deque[Documents] = deque()
         for item in batches:

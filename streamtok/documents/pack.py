@@ -31,14 +31,14 @@ import numpy as np
 from .._order import MODES
 from .._position import read_pack_position
 from ..errors import ConfigError
-from ..sampler import StepSampler, as_int
+from ..sampler import CHUNK_STEPS, StepSampler, as_int
 from .index import DocumentIndex
 from .samplers import document_order, packed_pieces
 
 STATE_VERSION = 1
 _CACHED_BLOCKS = 8
 _ORDER_BLOCKS = 16  # blocks whose document order, starts and lengths are computed at once
-_CACHED_TAKES = 256  # steps remembered by position (a chunk of 64 and more, with workers)
+_CACHED_TAKES = 256  # steps remembered by position (a chunk of CHUNK_STEPS and more, with workers)
 Row = list[tuple[int, int]]  # (global token start, tokens) per piece
 
 
@@ -143,7 +143,7 @@ class PackSampler(StepSampler):
         self._cache: OrderedDict[tuple[int, int], PackedRows] = OrderedDict()
         self._order: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self._takes: OrderedDict[tuple[int, int, int, int], tuple[PackedRows, int, int] | None] = OrderedDict()
-        self.record: deque[list[np.ndarray]] | None = None  # see packing.RecordedStarts
+        self.record: deque[list[np.ndarray]] | None = None  # see samplers.RecordedStarts
         if self._take(0, 0, 0, self.step_samples) is None:
             raise ConfigError(
                 f"{source.describe()}: the packed rows of one epoch cannot fill one global step of "
@@ -295,18 +295,26 @@ class PackSampler(StepSampler):
         self._normalise()
 
     def iter_steps(self, start: Any, worker_id: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
-        """Plans of the steps ``j`` of a pass with ``j % num_workers == worker_id``."""
-        pos, j = (start.epoch, start.block, start.row), 0
-        while True:
-            epoch, rows, after = self._step(*pos)
-            if start.end_epoch is not None and epoch >= start.end_epoch:
-                return
-            if j % num_workers == worker_id:
-                plan = self.plan(rows)
-                if self.record is not None:
-                    self.record.append([plan])
-                yield plan
-            pos, j = after, j + 1
+        """Plans of the steps ``j`` of a pass with ``j % num_workers == worker_id``.
+
+        Made a chunk of :data:`CHUNK_STEPS` of this worker's steps at a time (remembered by
+        position, so ``advance`` finds them), and recorded as one chunk while :attr:`record`
+        is a deque: the collator builds their ``doc`` at once from the record.
+        """
+        pos, j, ended = (start.epoch, start.block, start.row), 0, False
+        while not ended:
+            plans: list[np.ndarray] = []
+            while len(plans) < CHUNK_STEPS:
+                epoch, rows, after = self._step(*pos)
+                if start.end_epoch is not None and epoch >= start.end_epoch:
+                    ended = True
+                    break
+                if j % num_workers == worker_id:
+                    plans.append(self.plan(rows))
+                pos, j = after, j + 1
+            if plans and self.record is not None:
+                self.record.append(plans)
+            yield from plans
 
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""

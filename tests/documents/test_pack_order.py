@@ -1,17 +1,20 @@
 """The packed order stays the pure function the README states, whatever makes it fast.
 
 The sampler keeps blocks as arrays, computes the document order for groups of blocks, packs
-with a list of packed ints and builds a chunk of steps' ``doc`` at once; each is checked here
-against a plain reference: the best fit written as lists of ``(length, position)`` tuples,
-blocks packed one by one, boundaries built per step.
+with a compiled loop (or the Python one without numba) and builds a chunk of steps' ``doc`` at
+once; each is checked here against a plain reference: the best fit written as lists of
+``(length, position)`` tuples, blocks packed one by one, boundaries built per step.
 """
 
 import bisect
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from _util import make_doc_shards
 
+from streamtok.documents import bestfit
 from streamtok.documents.collate import document_collator, packed_documents
 from streamtok.documents.samplers import document_order, pack_block
 from streamtok.reader import MemmapReader
@@ -50,6 +53,69 @@ def test_pack_block_is_the_plain_best_fit():
         else:
             lengths = np.maximum(1, rng.lognormal(np.log(rng.integers(2, 150)), rng.uniform(0.2, 1.8), n)).astype(np.int64)
         assert pack_block(lengths, cap) == reference_pack(lengths, cap), (cap, lengths.tolist())
+
+
+def random_blocks(seed, n_blocks):
+    """Blocks of lengths with many ties, lengths around cap, and log-normal ones."""
+    rng = np.random.default_rng(seed)
+    for trial in range(n_blocks):
+        cap = int(rng.integers(1, 300))
+        n = int(rng.integers(0, 200))
+        if trial % 3 == 0:
+            lengths = rng.integers(1, 12, n)
+        elif trial % 3 == 1:
+            lengths = rng.integers(1, 2 * cap + 2, n)
+        else:
+            lengths = np.maximum(1, rng.lognormal(np.log(rng.integers(2, 150)), rng.uniform(0.2, 1.8), n)).astype(np.int64)
+        yield lengths, cap
+
+
+def test_the_compiled_packer_gives_the_python_loops_arrays():
+    assert bestfit.compiled(), "numba is a requirement: the packer should run compiled here"
+    for lengths, cap in random_blocks(11, 3000):
+        got = bestfit.packed_pieces(lengths, cap)
+        want = bestfit.packed_pieces_python(lengths, cap)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype == np.int64 and np.array_equal(a, b), (cap, lengths.tolist())
+    # A block of a real size, in every dtype a document index hands over.
+    lengths = np.maximum(1, np.random.default_rng(0).lognormal(np.log(600), 1.0, 1000)).astype(np.int32)
+    for cap in (1025, 2049, 8193):
+        assert all(np.array_equal(a, b) for a, b in zip(bestfit.packed_pieces(lengths, cap),
+                                                         bestfit.packed_pieces_python(lengths, cap)))
+
+
+_ROWS_IN_A_PROCESS = """
+import hashlib, sys
+import numpy as np
+{prelude}
+from streamtok.documents import bestfit
+digest = hashlib.sha256()
+rng = np.random.default_rng(5)
+for _ in range(300):
+    cap = int(rng.integers(2, 400))
+    lengths = np.maximum(1, rng.lognormal(np.log(cap / 2), 1.0, int(rng.integers(0, 300)))).astype(np.int64)
+    for part in bestfit.packed_pieces(lengths, cap):
+        digest.update(part.tobytes())
+print(bestfit.compiled(), digest.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("how", ["STREAMTOK_NUMBA=0", "numba unimportable"])
+def test_without_numba_the_python_loop_packs_the_same_rows(how):
+    def rows_in_a_process(prelude="", **env):
+        import os
+
+        out = subprocess.run([sys.executable, "-c", _ROWS_IN_A_PROCESS.format(prelude=prelude)], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, **env}, check=True).stdout.split()
+        return out[0] == "True", out[1]
+
+    compiled, want = rows_in_a_process()
+    if how == "STREAMTOK_NUMBA=0":
+        slow, got = rows_in_a_process(STREAMTOK_NUMBA="0")
+    else:
+        slow, got = rows_in_a_process(prelude="sys.modules['numba'] = None  # import numba raises ImportError")
+    assert compiled and not slow
+    assert got == want
 
 
 @pytest.fixture(scope="module")
