@@ -120,14 +120,15 @@ class PackedRowIndex:
         if not len(ks):
             return np.empty((0, 3), dtype=np.int64)
         with self._lock:
-            self._block_of(int(ks.min()))  # moves the table back to the first row if needed
-            self._extend(int(ks.max()))
-            cum = np.asarray(self._cum, dtype=np.int64)
+            first = self._block_of(int(ks.min()))  # moves the table back to the first row if needed
+            last = self._block_of(int(ks.max()))
+            # Only the blocks asked for: the table grows by a block's count for the whole run.
+            cum = np.asarray(self._cum[first : last + 2], dtype=np.int64)
             blocks = np.searchsorted(cum, ks, side="right") - 1
             parts = []
             for b in np.unique(blocks).tolist():
                 at = np.flatnonzero(blocks == b)
-                packed = self.packer.block_rows(*divmod(self._first + b, self.n_blocks))
+                packed = self.packer.block_rows(*divmod(self._first + first + b, self.n_blocks))
                 local = ks[at] - cum[b]
                 lo, hi = packed.bounds[local], packed.bounds[local + 1]
                 counts = hi - lo
