@@ -28,11 +28,35 @@ _MASK64 = (1 << 64) - 1
 
 
 def mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array: a fast, well-mixed keyed hash."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    """splitmix64's finaliser on a uint64 array: a fast, well-mixed keyed hash (a new array)."""
+    if not isinstance(z, np.ndarray) or z.ndim == 0:  # one value
+        return np.uint64(_mix64_int(int(z)))
+    z = z + _C0
+    t = z >> _S30
+    z ^= t
+    z *= _C1
+    np.right_shift(z, _S27, out=t)
+    z ^= t
+    z *= _C2
+    np.right_shift(z, _S31, out=t)
+    z ^= t
+    return z
+
+
+# mix64's constants as numpy scalars, made once (its ops then allocate two arrays, not nine).
+_C0, _C1, _C2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+def _mix64_int(z: int) -> int:
+    """:func:`mix64` of one value, in Python ints (the same bits)."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+_SCALAR_WALK = 16  # values still walking below which the walk goes on in Python ints
 
 
 def hash_key(*parts: int) -> int:
@@ -65,20 +89,42 @@ class KeyedPermutation:
     def _feistel(self, x: np.ndarray) -> np.ndarray:
         left, right = x >> self._half, x & self._mask
         for k in self._keys:
-            left, right = right, left ^ (mix64(right ^ k) & self._mask)
-        return (left << self._half) | right
+            f = mix64(right ^ k)
+            f &= self._mask
+            f ^= left
+            left, right = right, f
+        left <<= self._half
+        left |= right
+        return left
 
     def __call__(self, k: np.ndarray | int) -> np.ndarray:
         shape = np.shape(k)
-        x = np.array(k, dtype=np.uint64, ndmin=1)
         if self.n == 1:
             return np.zeros(shape, dtype=np.int64)
-        x = self._feistel(x)
-        out_of_range = x >= np.uint64(self.n)
-        while out_of_range.any():  # cycle-walk: stays a bijection on [0, n)
-            x[out_of_range] = self._feistel(x[out_of_range])
-            out_of_range = x >= np.uint64(self.n)
+        n = np.uint64(self.n)
+        x = self._feistel(np.array(k, dtype=np.uint64, ndmin=1).reshape(-1))
+        walk = np.flatnonzero(x >= n)
+        # Cycle-walk (stays a bijection on [0, n)). A batch's longest walk grows with its size,
+        # and its last steps move a handful of values: those finish in Python ints, where a
+        # numpy pass would cost ~20 µs each.
+        while len(walk) > _SCALAR_WALK:
+            y = self._feistel(x[walk])
+            x[walk] = y
+            walk = walk[y >= n]
+        for i in walk.tolist():
+            x[i] = self._walk_scalar(int(x[i]))
         return x.astype(np.int64).reshape(shape)
+
+    def _walk_scalar(self, v: int) -> int:
+        """:meth:`_feistel` applied to ``v`` until it falls in ``[0, n)``, in Python ints."""
+        half, mask, keys = int(self._half), int(self._mask), [int(k) for k in self._keys]
+        while True:
+            left, right = v >> half, v & mask
+            for k in keys:
+                left, right = right, left ^ (_mix64_int(right ^ k) & mask)
+            v = (left << half) | right
+            if v < self.n:
+                return v
 
 
 class WindowOrder:

@@ -23,6 +23,48 @@ def test_permutation_pointwise_matches_whole_and_keys_differ():
     assert not np.array_equal(whole[:100], np.arange(100))  # it does shuffle
 
 
+def plain_permutation(n, key, k):
+    """The keyed permutation written plainly in Python ints: splitmix64's finaliser as the round
+    function of a 4-round Feistel network on the next even power of two, cycle-walking into [0, n)."""
+    mask64 = (1 << 64) - 1
+
+    def mix(z):
+        z = (z + 0x9E3779B97F4A7C15) & mask64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask64
+        return z ^ (z >> 31)
+
+    def hash_key(*parts):
+        z = 0
+        for p in parts:
+            z = mix(z ^ (p & mask64))
+        return z
+
+    half = (max(2, (n - 1).bit_length()) + 1) // 2
+    keys = [hash_key(key, r) for r in range(4)]
+    x = k
+    while True:
+        left, right = x >> half, x & ((1 << half) - 1)
+        for rk in keys:
+            left, right = right, left ^ (mix(right ^ rk) & ((1 << half) - 1))
+        x = (left << half) | right
+        if x < n:
+            return x
+
+
+@pytest.mark.parametrize("n", [2, 3, 17, 1000, 15_609, 31_219, 65_537, 100_003])
+def test_permutation_is_the_plain_feistel_walk(n):
+    # n just above a power of 4 walks longest: the last values of a batch finish the walk in
+    # Python ints, the rest in numpy; both must give the plain network's values.
+    rng = np.random.default_rng(n)
+    k = rng.integers(0, n, 3000)
+    p = KeyedPermutation(n, 2**61 + n)
+    want = [plain_permutation(n, 2**61 + n, int(v)) for v in k.tolist()]
+    assert p(k).tolist() == want
+    assert p(k.reshape(3, 1000)).tolist() == np.array(want).reshape(3, 1000).tolist()
+    assert int(p(int(k[5]))) == want[5]
+
+
 def sampler(shard_dir, **kw):
     reader = MemmapReader(ShardLister(shard_dir[0]).split("all"))
     kw.setdefault("seq_len", 16)

@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
 
 # A unit due less than half a window after a source pauses is due when it pauses, so a
@@ -137,6 +139,7 @@ class Timeline:
             weights.append(phases[i][1])
             taus.append(tuple(tau))
         self.starts, self.weights, self.taus = starts, weights, taus
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # for chunk_keys
 
     def segment(self, windows: int) -> int:
         """Index of the phase that holds window position ``windows``."""
@@ -205,3 +208,14 @@ class Timeline:
         """``(tau at the step's start, weights)``: unit ``j`` of ``s`` is due at ``(C-base+j-d - tau)/w``."""
         k = self.segment(windows)
         return self.tau(k, windows), self.weights[k]
+
+    def chunk_keys(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`order_keys` of many steps at once, as ``(steps, S)`` arrays (the same floats:
+        each target is ``tau + w * span`` computed in the same order)."""
+        if self._arrays is None:
+            self._arrays = (np.asarray(self.starts, dtype=np.int64), np.asarray(self.weights, dtype=np.float64).reshape(-1, self.n),
+                            np.asarray(self.taus, dtype=np.float64).reshape(-1, self.n))
+        starts, weights, taus = self._arrays
+        k = np.searchsorted(starts, windows, side="right") - 1
+        span = (windows - starts[k]).astype(np.float64)
+        return taus[k] + weights[k] * span[:, None], weights[k]
