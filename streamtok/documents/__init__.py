@@ -6,6 +6,9 @@ whole documents packed best-fit (``"pack"``).
     index.py     DocumentIndex (starts over the reader's token space) and Documents (a batch's)
     samplers.py  the bos and mask samplers (window samplers that record each step's plan)
     pack.py      PackSampler: rows of whole documents, best-fit, exactly resumable
+    bestfit.py   the best-fit packer of one block, compiled with numba (a Python loop without it)
+    rows.py      PackedRowIndex: a source's packed rows numbered across epochs (mixtures)
+    windowtable.py  mask's per-window table of document columns
     collate.py   DocumentCollator: ``(x, y, doc)``; ``document_collator`` picks the pieces
 
 Names are imported on first use (``sidecar`` and ``boundary`` need no torch: ``streamtok tokenize`` and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -78,9 +79,14 @@ def _build() -> Callable[..., Pieces] | None:
         return None
     signature = "Tuple((i8[::1], i8[::1], i8[::1]))(i8[::1], i8, i8[::1], i8)"
     try:
-        return numba.njit(signature, cache=True, nogil=True)(_pack_loop)
-    except RuntimeError:  # no writable cache location: compile in memory, once per process
-        return numba.njit(signature, nogil=True)(_pack_loop)
+        try:
+            return numba.njit(signature, cache=True, nogil=True)(_pack_loop)
+        except RuntimeError:  # no writable cache location: compile in memory, once per process
+            return numba.njit(signature, nogil=True)(_pack_loop)
+    except Exception as e:  # a numba that cannot build here: the same rows, from Python
+        warnings.warn(f"streamtok: numba could not compile the best-fit packer ({type(e).__name__}: {e}); "
+                      "documents='pack' packs in Python (the same rows, slower)", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def _pack_loop(keys: np.ndarray, m: int, lengths: np.ndarray, cap: int) -> Pieces:  # pragma: no cover (compiled)

@@ -118,6 +118,21 @@ def test_without_numba_the_python_loop_packs_the_same_rows(how):
     assert got == want
 
 
+def test_a_numba_that_cannot_compile_leaves_the_python_loop_with_one_warning(monkeypatch):
+    numba = pytest.importorskip("numba")
+
+    def broken(*args, **kwargs):
+        raise ValueError("no LLVM target here")
+
+    monkeypatch.setattr(numba, "njit", broken)
+    monkeypatch.setattr(bestfit, "_compiled", bestfit._UNSET)  # built again on first use, then restored
+    lengths = np.array([5, 9, 3, 12, 7, 1, 30])
+    with pytest.warns(RuntimeWarning, match="could not compile the best-fit packer.*no LLVM target"):
+        got = bestfit.packed_pieces(lengths, 13)
+    assert not bestfit.compiled()
+    assert all(np.array_equal(a, b) for a, b in zip(got, bestfit.packed_pieces_python(lengths, 13)))
+
+
 @pytest.fixture(scope="module")
 def many_docs(tmp_path_factory):
     path = tmp_path_factory.mktemp("many")
