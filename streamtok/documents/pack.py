@@ -304,8 +304,13 @@ class PackSampler(StepSampler):
         pos, j, ended = (start.epoch, start.block, start.row), 0, False
         while not ended:
             plans: list[np.ndarray] = []
+            failed: ConfigError | None = None
             while len(plans) < CHUNK_STEPS:
-                epoch, rows, after = self._step(*pos)
+                try:
+                    epoch, rows, after = self._step(*pos)
+                except ConfigError as e:  # a later epoch cannot fill a step: after the steps before it
+                    failed = e
+                    break
                 if start.end_epoch is not None and epoch >= start.end_epoch:
                     ended = True
                     break
@@ -315,6 +320,8 @@ class PackSampler(StepSampler):
             if plans and self.record is not None:
                 self.record.append(plans)
             yield from plans
+            if failed is not None:
+                raise failed
 
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""

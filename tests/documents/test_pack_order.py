@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from _util import make_doc_shards
 
+from streamtok import ConfigError
 from streamtok.documents import bestfit
 from streamtok.documents.collate import document_collator, packed_documents
 from streamtok.documents.samplers import document_order, pack_block
@@ -88,6 +89,7 @@ _ROWS_IN_A_PROCESS = """
 import hashlib, sys
 import numpy as np
 {prelude}
+from streamtok import ConfigError
 from streamtok.documents import bestfit
 digest = hashlib.sha256()
 rng = np.random.default_rng(5)
@@ -233,3 +235,22 @@ def test_index_starts_of_ids_in_any_order_are_the_plain_concatenation(tmp_path, 
     ids = np.arange(len(every))[::-1]  # descending, every shard touched
     assert np.array_equal(index.starts(ids), every[ids]) and index.starts(np.zeros(0, dtype=np.int64)).shape == (0,)
     assert np.array_equal(index.starts(np.full(7, 3)), every[np.full(7, 3)])  # one shard only
+
+
+def test_a_later_epoch_that_cannot_fill_a_step_fails_after_the_steps_before_it(many_docs, monkeypatch):
+    # Plans are made a chunk at a time; an epoch that cannot fill a step (its packed rows vary
+    # by epoch) must still come after every step before it, as when they were made one by one.
+    def collator(epochs):
+        return document_collator(MemmapReader(many_docs), documents="pack", bos_id=None, seq_len=24, batch_size=3,
+                                 block_docs=5, collate_kw={}, seed=2, epochs=epochs)
+
+    one_epoch = list(collator(1).sampler.iter_steps(collator(1).sampler.next_pass()))
+    assert 0 < len(one_epoch) % 64  # the failure falls inside a chunk
+    sampler = collator(None).sampler
+    take = sampler._take
+    monkeypatch.setattr(sampler, "_take", lambda epoch, *a: None if epoch >= 1 else take(epoch, *a))
+    got = []
+    with pytest.raises(ConfigError, match="cannot fill one global step"):
+        for plan in sampler.iter_steps(sampler.next_pass()):
+            got.append(plan.tolist())
+    assert got == [p.tolist() for p in one_epoch]
