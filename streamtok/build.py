@@ -67,6 +67,23 @@ def _lister(source: Source | ShardLister, split_name: str, holdout: int, storage
     return lister.split(split_name, holdout)
 
 
+def _pinned(source: Any, storage_options: Any) -> Any:
+    """``source`` with each ``hf://`` string at the commit its branch names now (one ask per repo),
+    so the loader reads that commit and its state's origin names it (a resume reads the same bytes)."""
+    if isinstance(source, Mapping):
+        return {name: _pinned(src, storage_options) for name, src in source.items()}
+    if isinstance(source, (list, tuple)):
+        return type(source)(_pinned(s, storage_options) for s in source)
+    from .storage.urls import scheme_of
+
+    if isinstance(source, str) and scheme_of(source) == "hf":
+        from .storage.hub import pin_source
+        from .storage.options import as_options
+
+        return pin_source(source, as_options(storage_options))
+    return source
+
+
 def _is_remote_source(source: Any) -> bool:
     """Whether a loader source names objects in a store (then pages need no hints, bytes a lookahead)."""
     from .storage.urls import is_remote
@@ -186,6 +203,7 @@ def loader(
     """
     if epochs is _ONE_EPOCH and isinstance(source, Mapping):  # a mixture's default: a stream unless primary is given
         epochs = None if primary is None else 1
+    source = _pinned(source, storage_options)
     origin = origin_of(
         source, weights=weights, primary=primary, seq_len=seq_len, batch_size=batch_size, split=split,
         holdout=holdout, mode=mode, seed=seed, epochs=epochs, documents=documents, bos_id=bos_id,

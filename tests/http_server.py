@@ -4,7 +4,12 @@
 206 and ``Content-Range``), HEAD, an ``ETag`` per file version. It is also a Hub for
 ``huggingface_hub`` (``HF_ENDPOINT`` set to its :attr:`HttpServer.url`), over dataset repos in
 ``root/hub/OWNER/NAME/`` and model repos in ``root/hub-models/OWNER/NAME/`` (see
-:func:`hub_repo`), every repo at one commit, :data:`HUB_COMMIT`, whatever revision is asked:
+:func:`hub_repo`). A repo's folder is its commit :data:`HUB_COMMIT`, which every branch names by
+default; :func:`hub_repo` with ``commit=SHA`` adds a further commit (its files in the repo's
+``.commits/SHA/``) and :func:`hub_branch` moves a branch to it (``.refs/BRANCH``), as a push does,
+while a loader runs if a test likes. Each request below answers for the commit its revision
+names (a 40-hex sha, or a branch at the commit it names at that moment); a sha the repo does
+not hold is a 404 with ``X-Error-Code: RevisionNotFound``:
 
 - ``/api/{datasets,models}/OWNER/NAME[/revision/REV]``: the repo info (``sha``, ``siblings``)
   that ``snapshot_download`` asks first;
@@ -30,6 +35,7 @@ import json
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,20 +44,52 @@ from pathlib import Path
 import pytest
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
-HUB_COMMIT = "5eedc0de" * 5  # the one commit of every repo of the local Hub
+HUB_COMMIT = "5eedc0de" * 5  # the default commit of every repo of the local Hub (its folder's files)
 _KIND_DIR = {"datasets": "hub", "models": "hub-models"}
-_API = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)(?:/revision/[^/]+)?/?$")
-_TREE = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)/tree/[^/]+/?(.*)$")
-_RESOLVE = re.compile(r"^/(?:(datasets)/)?([^/]+)/([^/]+)/resolve/[^/]+/(.+)$")
+_COMMITS, _REFS = ".commits", ".refs"  # in a repo's folder: its further commits, and its moved branches
+_SHA = re.compile(r"[0-9a-f]{40}")
+_API = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)(?:/revision/([^/]+))?/?$")
+_TREE = re.compile(r"^/api/(datasets|models)/([^/]+)/([^/]+)/tree/([^/]+)/?(.*)$")
+_RESOLVE = re.compile(r"^/(?:(datasets)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
 
 
-def hub_repo(root: str | os.PathLike, repo: str, files: dict[str, bytes], kind: str = "datasets") -> Path:
-    """Lay ``files`` ({path in repo: bytes}) out as repo ``repo`` of the local Hub served from ``root``."""
+def hub_repo(root: str | os.PathLike, repo: str, files: dict[str, bytes], kind: str = "datasets",
+             commit: str = HUB_COMMIT) -> Path:
+    """Lay ``files`` ({path in repo: bytes}) out as commit ``commit`` of repo ``repo`` of the local
+    Hub served from ``root``; return the commit's folder. A commit other than :data:`HUB_COMMIT`
+    (40 hex digits) holds only these files, and no branch names it until :func:`hub_branch`."""
     base = Path(root) / _KIND_DIR[kind] / repo
+    if commit != HUB_COMMIT:
+        assert _SHA.fullmatch(commit), commit
+        base.mkdir(parents=True, exist_ok=True)
+        base = base / _COMMITS / commit
     for name, data in files.items():
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (base / name).write_bytes(data)
     return base
+
+
+def hub_branch(root: str | os.PathLike, repo: str, commit: str, branch: str = "main", kind: str = "datasets") -> None:
+    """Move ``branch`` of ``repo`` to ``commit`` (a push), atomically: a request sees the old commit or the new."""
+    refs = Path(root) / _KIND_DIR[kind] / repo / _REFS
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / f".{branch}.tmp").write_text(commit)
+    os.replace(refs / f".{branch}.tmp", refs / branch)
+
+
+def _commit(base: Path, revision: str) -> tuple[str, Path] | None:
+    """``(sha, folder of its files)`` of a revision of the repo at ``base``; ``None``: no such commit."""
+    revision = urllib.parse.unquote(revision)
+    if not _SHA.fullmatch(revision):  # a branch (or tag): the commit it names now, by default HUB_COMMIT
+        ref = base / _REFS / revision
+        revision = ref.read_text().strip() if "/" not in revision and ref.is_file() else HUB_COMMIT
+    folder = base if revision == HUB_COMMIT else base / _COMMITS / revision
+    return (revision, folder) if folder.is_dir() else None
+
+
+def _listed(folder: Path, paths: Iterator[Path]) -> list[Path]:
+    """``paths`` in order, without the repo folder's own ``.commits/`` and ``.refs/``."""
+    return sorted(p for p in paths if p.relative_to(folder).parts[0] not in (_COMMITS, _REFS))
 
 
 @dataclass
@@ -72,6 +110,7 @@ class HttpServer:
 def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: without it each read waits ~40 ms for an ACK
 
         def log_message(self, *args: object) -> None:
             pass
@@ -79,14 +118,17 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
         def _repo(self, kind: str | None, owner: str, name: str) -> Path:
             return state["root"] / _KIND_DIR[kind or "models"] / owner / name
 
-        def _file(self, path: str) -> tuple[Path | None, bool]:
-            """The file a path names, and whether it is a Hub ``resolve`` (which gets the Hub's headers)."""
-            m = _RESOLVE.match(path)
-            if m and self._repo(m.group(1), m.group(2), m.group(3)).is_dir():
-                p = (self._repo(m.group(1), m.group(2), m.group(3)) / m.group(4)).resolve()
-                return (p if p.is_file() and state["root"] in p.parents else None), True
-            p = (state["root"] / path.lstrip("/")).resolve()
-            return (p if p.is_file() and state["root"] in p.parents else None), False
+        def _file(self, path: str, folder: Path | None) -> Path | None:
+            """The file a path names: in a commit's ``folder`` for a Hub ``resolve``, else under the root."""
+            p = (folder / _RESOLVE.match(path).group(5) if folder else state["root"] / path.lstrip("/")).resolve()
+            return p if p.is_file() and state["root"] in p.parents else None
+
+        def _missing(self, code: str | None = None) -> None:
+            self.send_response(404)
+            if code:
+                self.send_header("X-Error-Code", code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def _json(self, status: int, obj: object, headers: dict[str, str] | None = None) -> None:
             body = json.dumps(obj).encode()
@@ -103,12 +145,16 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
             m = _API.match(path)
             if not m:
                 return False
-            base = self._repo(*m.groups())
+            base = self._repo(*m.groups()[:3])
             if not base.is_dir():
                 self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                 return True
-            files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-            self._json(200, {"id": f"{m.group(2)}/{m.group(3)}", "sha": HUB_COMMIT, "private": False,
+            at = _commit(base, m.group(4) or "main")
+            if at is None:
+                self._json(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+                return True
+            files = [p.relative_to(at[1]).as_posix() for p in _listed(at[1], at[1].rglob("*")) if p.is_file()]
+            self._json(200, {"id": f"{m.group(2)}/{m.group(3)}", "sha": at[0], "private": False,
                              "siblings": [{"rfilename": f} for f in files]})
             return True
 
@@ -116,12 +162,17 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
             m = _TREE.match(path)
             if not m:
                 return False
-            base = self._repo(m.group(1), m.group(2), m.group(3))
-            sub = base / m.group(4)
+            repo = self._repo(m.group(1), m.group(2), m.group(3))
+            at = _commit(repo, m.group(4)) if repo.is_dir() else (HUB_COMMIT, repo)
+            if at is None:
+                self._json(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+                return True
+            base = at[1]
+            sub = base / m.group(5)
             recursive = re.search(r"(^|&)recursive=(true|True|1)(&|$)", query) is not None
             items = []
             if sub.is_dir():
-                for p in sorted(sub.rglob("*") if recursive else sub.iterdir()):
+                for p in _listed(base, sub.rglob("*") if recursive else sub.iterdir()):
                     rel = p.relative_to(base).as_posix()
                     if p.is_dir():
                         items.append({"type": "directory", "oid": "0" * 40, "path": rel})
@@ -140,19 +191,21 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
             if not head and (self._info(path) or self._tree(path, query)):
                 return
             m = _RESOLVE.match(path)
-            if m and (self._repo(m.group(1), m.group(2), m.group(3)) / ".gated").exists():
+            repo = self._repo(m.group(1), m.group(2), m.group(3)) if m else None
+            if repo is not None and (repo / ".gated").exists():
                 self.send_response(403)
                 self.send_header("X-Error-Code", "GatedRepo")
                 self.send_header("X-Error-Message", "Access to this repo is restricted: accept its terms on its page.")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            f, resolve = self._file(path)
+            hub = repo is not None and repo.is_dir()  # a Hub resolve: answered at the commit its revision names
+            at = _commit(repo, m.group(4)) if hub else None
+            if hub and at is None:
+                return self._missing("RevisionNotFound")
+            commit, f = (at[0] if at else None), self._file(path, at[1] if at else None)
             if f is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+                return self._missing()
             st = f.stat()
             etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
             if "/resolve/" in path:  # as the Hub answers a file that is not in LFS: its blob id (the tree's oid)
@@ -173,8 +226,8 @@ def _handler(state: dict) -> type[BaseHTTPRequestHandler]:
             self.send_header("ETag", etag)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
-            if resolve:  # what hf_hub_download's HEAD reads: the commit, and an LFS file's sha256 and size
-                self.send_header("X-Repo-Commit", HUB_COMMIT)
+            if commit:  # what hf_hub_download's HEAD reads: the commit, and an LFS file's sha256 and size
+                self.send_header("X-Repo-Commit", commit)
                 if "lfs" in Path(path).parts[:-1]:
                     self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
                     self.send_header("X-Linked-Size", str(len(data)))
@@ -199,7 +252,7 @@ def start_http(root: str | os.PathLike) -> HttpServer:
     state = {"root": Path(root).resolve(), "log": []}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()  # stop() waits one poll
     return HttpServer(state["root"], server, state["log"])
 
 

@@ -20,7 +20,8 @@ change while a loader reads is an :class:`~streamtok.errors.ObjectChangedError`,
 
 Commits: a source at a branch or tag (``main`` by default) is read at the commit it names
 when the loader is built (:func:`pin`: one ``repo_info`` request per repo), so its URLs are
-``hf://datasets/OWNER/NAME@<sha>/PATH`` from then on (in states too) and every read is of
+``hf://datasets/OWNER/NAME@<sha>/PATH`` from then on (a loader's state too: its origin names the
+source at the commit, :func:`pin_source`) and every read is of
 that immutable commit. That is what covers an LFS file, whose bytes come from a CDN whose
 ETags are not the Hub's (no ``If-Match`` is sent to the Hub, which would forward it there):
 a branch moved under a running loader cannot mix two versions of it. Its version is still
@@ -175,6 +176,15 @@ def pin(u: urls.Url, options: StorageOptions) -> urls.Url:
             raise HubError(f"hf://{kind}s/{repo_id}@{revision}: the Hub gave no commit id ({sha!r})")
         _COMMITS[key] = (sha, time.monotonic())
     return dataclasses.replace(u, root=f"{u.root.partition('@')[0]}@{_COMMITS[key][0]}")
+
+
+def pin_source(source: str, options: StorageOptions) -> str:
+    """An ``hf://`` source at the commit its revision names now (:func:`pin`), as a source string:
+    the loader lists it and records it in its states, so a run resumed from a state reads that
+    commit, wherever the branch has moved since. Offline, or already a commit: ``source``."""
+    u = urls.parse(source)
+    pinned = pin(u, options)
+    return source if pinned is u else str(pinned)
 
 
 def list_hub(source: str, options: StorageOptions, sort_key: Callable[[str], object]) -> tuple[list[str], dict[str, ObjectRef]]:
