@@ -11,6 +11,7 @@ an LFS file's (not checked: its bytes come from a CDN) would silently mix A and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,10 +72,10 @@ def test_the_local_hub_answers_each_commit_and_moves_a_branch(http_root, tmp_pat
     assert api.repo_info("o/n", repo_type="dataset", revision=B).sha == B
     assert [f.path for f in api.list_repo_tree("o/n", "d", repo_type="dataset", revision=B)] == ["d/s_train_0.bin"]
     got = hf_hub_download("o/n", "d/s_train_0.bin", repo_type="dataset", cache_dir=tmp_path / "dl", endpoint=http_root.url)
-    assert open(got, "rb").read() == (a / "s_train_0.bin").read_bytes()
+    assert Path(got).read_bytes() == (a / "s_train_0.bin").read_bytes()
     hub_branch(http_root.root, "o/n", B)
     got = hf_hub_download("o/n", "d/s_train_0.bin", repo_type="dataset", cache_dir=tmp_path / "dl", endpoint=http_root.url)
-    assert open(got, "rb").read() == (b / "s_train_0.bin").read_bytes()
+    assert Path(got).read_bytes() == (b / "s_train_0.bin").read_bytes()
     with pytest.raises(RevisionNotFoundError):
         api.repo_info("o/n", repo_type="dataset", revision="c3" * 20)
 
