@@ -91,13 +91,17 @@ class WindowSampler(Stage, EpochSampler):
         )
 
     def rebatch(self, batch_size: int) -> WindowSampler:
-        """A copy of this sampler (same position) with another per-rank batch size."""
-        other = WindowSampler(
+        """A copy of this sampler (same class, same position) with another per-rank batch size."""
+        other = type(self)(
             self.source, seq_len=self.seq_len, mode=self.mode, seed=self.seed, epochs=self.epochs,
-            batch_size=batch_size, rank=self.rank, world_size=self.world_size,
+            batch_size=batch_size, rank=self.rank, world_size=self.world_size, **self.own_kwargs(),
         )
         other.epoch, other.offset, other.end_epoch = self.epoch, self.offset, self.end_epoch
         return other
+
+    def own_kwargs(self) -> dict[str, Any]:
+        """What a subclass's constructor takes beyond :class:`WindowSampler`'s (for :meth:`rebatch`)."""
+        return {}
 
     # -- the pure order -------------------------------------------------------------------
     def starts(self, epoch: int, samples: np.ndarray) -> np.ndarray:

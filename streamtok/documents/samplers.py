@@ -82,13 +82,8 @@ class MaskSampler(RecordedStarts, WindowSampler):
         super().__init__(source, seq_len, **kw)
         self.boundary = boundary
 
-    def rebatch(self, batch_size: int) -> MaskSampler:
-        other = MaskSampler(
-            self.source, self.seq_len, boundary=self.boundary, mode=self.mode, seed=self.seed, epochs=self.epochs,
-            batch_size=batch_size, rank=self.rank, world_size=self.world_size,
-        )
-        other.epoch, other.offset, other.end_epoch = self.epoch, self.offset, self.end_epoch
-        return other
+    def own_kwargs(self) -> dict[str, Any]:
+        return {"boundary": self.boundary}
 
     def config(self) -> dict[str, Any]:
         config = super().config()
@@ -130,13 +125,8 @@ class DocStartSampler(RecordedStarts, WindowSampler):
             self.record.append(out)
         return out
 
-    def rebatch(self, batch_size: int) -> DocStartSampler:
-        other = DocStartSampler(
-            self.source, self.seq_len, index=self.index, mode=self.mode, seed=self.seed, epochs=self.epochs,
-            batch_size=batch_size, rank=self.rank, world_size=self.world_size,
-        )
-        other.epoch, other.offset, other.end_epoch = self.epoch, self.offset, self.end_epoch
-        return other
+    def own_kwargs(self) -> dict[str, Any]:
+        return {"index": self.index}
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "documents": "bos", "bos_id": self.index.bos_id, "boundary": self.index.boundary.token}
