@@ -2,10 +2,9 @@
 
 Workers gather the tokens as for windows (``"pack"``: one ``pread`` per piece of a row).
 The trainer's process computes each batch's ``doc`` itself from the step's plan (its window
-starts, or its packed pieces): without workers the window samplers record the starts they
-compute for the gather (a chunk of 64 steps at a time); with workers, and for ``"pack"``
-always (its steps are remembered by position, so a second walk costs a lookup and a slice),
-this process walks the same pure order alongside the batches. The boundaries of a chunk of
+starts, or its packed pieces): without workers the samplers record the starts (the plans)
+they compute for the gather, a chunk of 64 steps at a time; with workers this process walks
+the same pure order alongside the batches. The boundaries of a chunk of
 windows are looked up in the document index at once (:meth:`DocumentIndex.batch_documents`:
 rows in ascending order, two ``searchsorted`` per shard touched; ~8 µs per batch of 32 x 1024
 with warm caches, about 11 between gathers; for the shuffled and sequential orders, whose

@@ -299,29 +299,38 @@ class PackSampler(StepSampler):
 
         Made a chunk of :data:`CHUNK_STEPS` of this worker's steps at a time (remembered by
         position, so ``advance`` finds them), and recorded as one chunk while :attr:`record`
-        is a deque: the collator builds their ``doc`` at once from the record.
+        is a deque: the collator builds their ``doc`` at once from the record. A later epoch
+        that cannot fill a step raises after the steps before it.
         """
-        pos, j, ended = (start.epoch, start.block, start.row), 0, False
-        while not ended:
-            plans: list[np.ndarray] = []
+        plans = self._walk(start, worker_id, num_workers)
+        while True:
+            chunk: list[np.ndarray] = []
             failed: ConfigError | None = None
-            while len(plans) < CHUNK_STEPS:
-                try:
-                    epoch, rows, after = self._step(*pos)
-                except ConfigError as e:  # a later epoch cannot fill a step: after the steps before it
-                    failed = e
-                    break
-                if start.end_epoch is not None and epoch >= start.end_epoch:
-                    ended = True
-                    break
-                if j % num_workers == worker_id:
-                    plans.append(self.plan(rows))
-                pos, j = after, j + 1
-            if plans and self.record is not None:
-                self.record.append(plans)
-            yield from plans
+            try:
+                for plan in plans:
+                    chunk.append(plan)
+                    if len(chunk) == CHUNK_STEPS:
+                        break
+            except ConfigError as e:
+                failed = e
+            if chunk and self.record is not None:
+                self.record.append(chunk)
+            yield from chunk
             if failed is not None:
                 raise failed
+            if len(chunk) < CHUNK_STEPS:
+                return
+
+    def _walk(self, start: Any, worker_id: int, num_workers: int) -> Iterator[np.ndarray]:
+        """This worker's plans of the pass from ``start``, one at a time."""
+        pos, j = (start.epoch, start.block, start.row), 0
+        while True:
+            epoch, rows, after = self._step(*pos)
+            if start.end_epoch is not None and epoch >= start.end_epoch:
+                return
+            if j % num_workers == worker_id:
+                yield self.plan(rows)
+            pos, j = after, j + 1
 
     def pass_steps(self, start: PackStart) -> int | None:
         """Global steps from ``start`` to the end of its pass (packs every block it covers)."""
