@@ -85,6 +85,7 @@ class KeyedPermutation:
         self._half = np.uint64((bits + 1) // 2)
         self._mask = np.uint64((1 << int(self._half)) - 1)
         self._keys = [np.uint64(hash_key(key, r)) for r in range(self.ROUNDS)]
+        self._int_keys = [int(k) for k in self._keys]  # for the walk's last values, in Python ints
 
     def _feistel(self, x: np.ndarray) -> np.ndarray:
         left, right = x >> self._half, x & self._mask
@@ -117,7 +118,7 @@ class KeyedPermutation:
 
     def _walk_scalar(self, v: int) -> int:
         """:meth:`_feistel` applied to ``v`` until it falls in ``[0, n)``, in Python ints."""
-        half, mask, keys = int(self._half), int(self._mask), [int(k) for k in self._keys]
+        half, mask, keys = int(self._half), int(self._mask), self._int_keys
         while True:
             left, right = v >> half, v & mask
             for k in keys:

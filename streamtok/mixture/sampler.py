@@ -439,7 +439,7 @@ class MixtureSampler(StepSampler):
         b, n_src, d = self.step_samples, len(self.names), tl.delta
         takes = np.array([t for _, _, t in chunk], dtype=np.int64)  # (steps, S)
         counts = np.array([c for _, c, _ in chunk], dtype=np.int64)
-        tau, rate = tl.chunk_keys(np.array([w for w, _, _ in chunk], dtype=np.int64))
+        tau, rate = tl.order_keys(np.array([w for w, _, _ in chunk], dtype=np.int64))
         flat = takes.reshape(-1)
         src = np.repeat(np.tile(np.arange(n_src), len(chunk)), flat)
         step = np.repeat(np.arange(len(chunk)), takes.sum(1))

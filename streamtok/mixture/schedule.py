@@ -139,7 +139,11 @@ class Timeline:
             weights.append(phases[i][1])
             taus.append(tuple(tau))
         self.starts, self.weights, self.taus = starts, weights, taus
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # for chunk_keys
+        self._arrays = (  # the phases as arrays, for order_keys
+            np.asarray(starts, dtype=np.int64),
+            np.asarray(weights, dtype=np.float64).reshape(-1, self.n),
+            np.asarray(taus, dtype=np.float64).reshape(-1, self.n),
+        )
 
     def segment(self, windows: int) -> int:
         """Index of the phase that holds window position ``windows``."""
@@ -204,17 +208,10 @@ class Timeline:
             extra += 1
         return take
 
-    def order_keys(self, windows: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(tau at the step's start, weights)``: unit ``j`` of ``s`` is due at ``(C-base+j-d - tau)/w``."""
-        k = self.segment(windows)
-        return self.tau(k, windows), self.weights[k]
-
-    def chunk_keys(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`order_keys` of many steps at once, as ``(steps, S)`` arrays (the same floats:
-        each target is ``tau + w * span`` computed in the same order)."""
-        if self._arrays is None:
-            self._arrays = (np.asarray(self.starts, dtype=np.int64), np.asarray(self.weights, dtype=np.float64).reshape(-1, self.n),
-                            np.asarray(self.taus, dtype=np.float64).reshape(-1, self.n))
+    def order_keys(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(tau at each step's start, weights)`` for steps starting after ``windows`` windows, as
+        ``(steps, S)`` arrays: unit ``j`` of ``s`` is due at ``(C-base+j-d - tau)/w``. Each target
+        is ``tau + w * span`` in the same order of operations as :meth:`tau` (the same floats)."""
         starts, weights, taus = self._arrays
         k = np.searchsorted(starts, windows, side="right") - 1
         span = (windows - starts[k]).astype(np.float64)
