@@ -37,22 +37,20 @@ def packed_pieces(lengths: np.ndarray, cap: int) -> Pieces:
         lengths: token count of each document of the block, in block order.
         cap: tokens per row (``T + 1``).
     """
-    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    m = max(len(lengths), 1)
-    short = np.flatnonzero(lengths < cap)
-    keys = np.sort(lengths[short] * m + short)  # ascending (length, position), packed in one int
-    kernel = _kernel()
-    if kernel is None:
-        return _pack_python(keys, m, lengths, cap)
-    return kernel(keys, m, lengths, cap)
+    return _pack(lengths, cap, _kernel() or _pack_python)
 
 
 def packed_pieces_python(lengths: np.ndarray, cap: int) -> Pieces:
     """:func:`packed_pieces` by the Python loop alone (the reference the compiled loop is held to)."""
+    return _pack(lengths, cap, _pack_python)
+
+
+def _pack(lengths: np.ndarray, cap: int, loop: Callable[..., Pieces]) -> Pieces:
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     m = max(len(lengths), 1)
     short = np.flatnonzero(lengths < cap)
-    return _pack_python(np.sort(lengths[short] * m + short), m, lengths, cap)
+    keys = np.sort(lengths[short] * m + short)  # ascending (length, position), packed in one int
+    return loop(keys, m, lengths, cap)
 
 
 def compiled() -> bool:
