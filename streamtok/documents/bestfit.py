@@ -81,7 +81,7 @@ def _build() -> Callable[..., Pieces] | None:
             return numba.njit(signature, cache=True, nogil=True)(_pack_loop)
         except RuntimeError:  # no writable cache location: compile in memory, once per process
             return numba.njit(signature, nogil=True)(_pack_loop)
-    except Exception as e:  # a numba that cannot build here: the same rows, from Python
+    except Exception as e:  # noqa: BLE001 - a numba that cannot build here: the same rows, from Python
         warnings.warn(f"streamtok: numba could not compile the best-fit packer ({type(e).__name__}: {e}); "
                       "documents='pack' packs in Python (the same rows, slower)", RuntimeWarning, stacklevel=2)
         return None
