@@ -147,6 +147,33 @@ def test_window_rows_restart_at_every_document_start(doc_dir, documents):
         assert len(seen) == len(set(seen)) == len(usable) // B * B and set(seen) <= set(usable)
 
 
+@pytest.mark.parametrize("mixture", [False, True])
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("documents", ["mask", "bos", "pack"])
+def test_each_batch_gets_its_own_doc_in_every_mode_and_pass(tmp_path, documents, workers, mixture):
+    # A batch's doc is made beside it: from the sampler's record without workers, from a second
+    # walk of the order with them. Whichever way, over more than one chunk of steps and a second
+    # pass, its segments start exactly where the batch's own rows hold BOS (and at column 0).
+    if mixture:
+        source = {}
+        for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+            make_doc_shards(tmp_path / name, n_shards=2, docs=100, seed=seed)
+            source[name] = tmp_path / name
+        kw = {"weights": {"a": 0.5, "b": 0.3, "c": 0.2}, "primary": "a", "epochs": 1}
+    else:
+        make_doc_shards(tmp_path, n_shards=3, docs=100, seed=1)
+        source, kw = tmp_path, {"epochs": 1}
+    loader = streamtok.loader(source, seq_len=16, batch_size=3, split="all", documents=documents, num_workers=workers,
+                              metrics=False, **kw)
+    for _ in range(2):
+        steps = 0
+        for x, y, doc in loader:
+            for row, restarts in zip(x.numpy(), segment_starts(doc)):
+                assert restarts == {0} | set(np.flatnonzero(row == BOS).tolist())
+            steps += 1
+        assert steps > 64  # more than one chunk of steps a pass
+
+
 def test_mask_keeps_the_windows_and_the_state_of_stream(doc_dir):
     path, _, _ = doc_dir
     kw = {"seq_len": T, "batch_size": B, "split": "all", "metrics": False, "seed": 3}
